@@ -1,0 +1,135 @@
+//! Error codes carried by `error` frames and HTTP error bodies.
+//!
+//! An `error` frame never closes the connection; what must end a connection
+//! is a close code (see [`crate::close`]). Each code names one thing the
+//! client can act on.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A machine-readable error code, `snake_case` on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not a JSON object (or not valid UTF-8 text).
+    BadFrame,
+    /// The frame's `type` is missing or unknown.
+    UnknownType,
+    /// A field is missing, of the wrong type or out of range.
+    InvalidField,
+    /// The message body is larger than `max_body_bytes`.
+    BodyTooLarge,
+    /// The sender is not a member of the conversation.
+    NotMember,
+    /// The conversation does not exist (e.g. a direct chat with a missing user).
+    NoSuchConversation,
+    /// The room does not exist.
+    NoSuchRoom,
+    /// The group does not exist.
+    NoSuchGroup,
+    /// The user does not exist.
+    NoSuchUser,
+    /// The caller may not do this (e.g. a non-admin adding a group member).
+    Forbidden,
+    /// The group has reached its member cap.
+    GroupFull,
+    /// Too many frames or requests; slow down. The request was not processed.
+    RateLimited,
+    /// Missing, invalid, expired or revoked token (HTTP API).
+    Unauthorized,
+    /// Wrong username or password.
+    BadCredentials,
+    /// The thing already exists (e.g. a taken username).
+    Conflict,
+    /// A server-side failure; the request may be retried.
+    Internal,
+    /// The server is shutting down or a back-end is unreachable; retry later.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and exhaustive tests.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadFrame,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidField,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::NotMember,
+        ErrorCode::NoSuchConversation,
+        ErrorCode::NoSuchRoom,
+        ErrorCode::NoSuchGroup,
+        ErrorCode::NoSuchUser,
+        ErrorCode::Forbidden,
+        ErrorCode::GroupFull,
+        ErrorCode::RateLimited,
+        ErrorCode::Unauthorized,
+        ErrorCode::BadCredentials,
+        ErrorCode::Conflict,
+        ErrorCode::Internal,
+        ErrorCode::Unavailable,
+    ];
+
+    /// The wire name, e.g. `"not_member"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadFrame => "bad_frame",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::NotMember => "not_member",
+            ErrorCode::NoSuchConversation => "no_such_conversation",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::NoSuchGroup => "no_such_group",
+            ErrorCode::NoSuchUser => "no_such_user",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::GroupFull => "group_full",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::BadCredentials => "bad_credentials",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+
+    /// The HTTP status the business API answers with this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadFrame | ErrorCode::UnknownType | ErrorCode::InvalidField => 400,
+            ErrorCode::BodyTooLarge => 413,
+            ErrorCode::Unauthorized | ErrorCode::BadCredentials => 401,
+            ErrorCode::NotMember | ErrorCode::Forbidden => 403,
+            ErrorCode::NoSuchConversation
+            | ErrorCode::NoSuchRoom
+            | ErrorCode::NoSuchGroup
+            | ErrorCode::NoSuchUser => 404,
+            ErrorCode::GroupFull | ErrorCode::Conflict => 409,
+            ErrorCode::RateLimited => 429,
+            ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_match_serde() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), *code);
+            assert!((400..600).contains(&code.http_status()));
+        }
+    }
+}

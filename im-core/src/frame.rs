@@ -1,0 +1,278 @@
+//! Frames: one JSON object per WebSocket text message, tagged by `type`.
+//!
+//! [`ClientFrame`] is what a client sends, [`ServerFrame`] what a server
+//! sends. Every client request carries a request id `rid` which the reply
+//! echoes (`ack`, `ok`, `sync_page`, `history_page`, `presence_list`,
+//! `error`); pushes from the server (`message`, `presence`, `member`) carry
+//! none. `docs/protocol.md` shows every frame with an example.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ErrorCode;
+use crate::ids::{ClientMsgId, ConversationId, GroupId, MessageId, RequestId, RoomId, UserId};
+use crate::limits::WireLimits;
+use crate::message::Message;
+
+/// A frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientFrame {
+    /// Store a message in a conversation; answered by `ack` once stored.
+    Send {
+        /// Request id.
+        rid: RequestId,
+        /// Target conversation.
+        conv: ConversationId,
+        /// The sender's idempotency key for this message.
+        cmid: ClientMsgId,
+        /// The content.
+        body: String,
+    },
+    /// Fetch what this device missed: every message with an id above the
+    /// cursor, per conversation. Conversations of groups and direct chats the
+    /// user belongs to are included even when not named (from cursor 0);
+    /// rooms only when named. Answered by one `sync_page`; send `sync` again
+    /// with the advanced cursors while `has_more` is true.
+    Sync {
+        /// Request id.
+        rid: RequestId,
+        /// `cur_max_message_id` per conversation.
+        #[serde(default)]
+        cursors: BTreeMap<ConversationId, MessageId>,
+        /// Page size (capped by the server's `sync_page_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// One page of a conversation's history, newest first from `before`.
+    History {
+        /// Request id.
+        rid: RequestId,
+        /// The conversation.
+        conv: ConversationId,
+        /// Return messages with ids below this one (absent: the newest).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<MessageId>,
+        /// Page size (capped by the server's `history_page_max`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    /// Join an open room (persisted: the user stays joined across reconnects).
+    Join {
+        /// Request id.
+        rid: RequestId,
+        /// The room.
+        room: RoomId,
+    },
+    /// Leave a room.
+    Leave {
+        /// Request id.
+        rid: RequestId,
+        /// The room.
+        room: RoomId,
+    },
+    /// Ask for the presence of some users; answered by `presence_list`.
+    QueryPresence {
+        /// Request id.
+        rid: RequestId,
+        /// The users (at most [`crate::limits::MAX_PRESENCE_QUERY`]).
+        users: Vec<UserId>,
+    },
+    /// Application-level heartbeat; answered by `pong`.
+    Ping {
+        /// Optional request id, echoed by `pong`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<RequestId>,
+    },
+}
+
+impl ClientFrame {
+    /// The request id, if the frame has one.
+    pub fn rid(&self) -> Option<RequestId> {
+        match self {
+            ClientFrame::Send { rid, .. }
+            | ClientFrame::Sync { rid, .. }
+            | ClientFrame::History { rid, .. }
+            | ClientFrame::Join { rid, .. }
+            | ClientFrame::Leave { rid, .. }
+            | ClientFrame::QueryPresence { rid, .. } => Some(*rid),
+            ClientFrame::Ping { rid } => *rid,
+        }
+    }
+
+    /// The wire name of the frame's type, e.g. `"send"` (for logs and metrics).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientFrame::Send { .. } => "send",
+            ClientFrame::Sync { .. } => "sync",
+            ClientFrame::History { .. } => "history",
+            ClientFrame::Join { .. } => "join",
+            ClientFrame::Leave { .. } => "leave",
+            ClientFrame::QueryPresence { .. } => "query_presence",
+            ClientFrame::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// Online or offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// At least one live connection (or within the grace period after the last one closed).
+    Online,
+    /// No connection for longer than the grace period.
+    Offline,
+}
+
+/// A user's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// The user.
+    pub user: UserId,
+    /// Online or offline.
+    pub status: PresenceStatus,
+    /// Last time the user was seen active (a frame or heartbeat), ms since the
+    /// Unix epoch; `0` if never.
+    pub last_active_at: u64,
+}
+
+/// How a group's membership changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberChangeKind {
+    /// The user was added (or created the group).
+    Added,
+    /// The user was removed or left.
+    Removed,
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerFrame {
+    /// First frame on every connection.
+    Hello {
+        /// Protocol version spoken ([`crate::PROTOCOL_VERSION`]).
+        protocol: u32,
+        /// The authenticated user.
+        user: UserId,
+        /// This connection's device id (from the `device` query parameter, or assigned).
+        device: String,
+        /// Name of the node serving this connection.
+        node: String,
+        /// How often the client should send `ping`, in ms.
+        heartbeat_interval_ms: u64,
+        /// The server closes a connection silent for this long (3002), in ms.
+        idle_timeout_ms: u64,
+        /// The limits in force.
+        limits: WireLimits,
+    },
+    /// A `send` was stored (or had been stored before, `duplicate: true`).
+    Ack {
+        /// Request id of the `send`.
+        rid: RequestId,
+        /// The conversation.
+        conv: ConversationId,
+        /// The server-assigned message id.
+        id: MessageId,
+        /// The client message id of the `send`.
+        cmid: ClientMsgId,
+        /// Server time of storage, ms since the Unix epoch.
+        ts: u64,
+        /// `true` when the message had already been stored by an earlier send
+        /// with the same `cmid` (nothing new was stored).
+        duplicate: bool,
+    },
+    /// A message delivered live (to every connection of every recipient,
+    /// the sender's other devices included).
+    Message(Message),
+    /// One page of a sync.
+    SyncPage {
+        /// Request id of the `sync`.
+        rid: RequestId,
+        /// Missed messages, grouped by conversation, ascending ids within each.
+        messages: Vec<Message>,
+        /// `true`: more are waiting; sync again with the advanced cursors.
+        has_more: bool,
+    },
+    /// One page of history, ascending ids.
+    HistoryPage {
+        /// Request id of the `history`.
+        rid: RequestId,
+        /// The conversation.
+        conv: ConversationId,
+        /// Messages in ascending id order.
+        messages: Vec<Message>,
+        /// `true`: older messages exist (ask with `before` = the first id here).
+        has_more: bool,
+    },
+    /// A request without a payload succeeded (`join`, `leave`).
+    Ok {
+        /// Request id.
+        rid: RequestId,
+    },
+    /// Answer to `query_presence`.
+    PresenceList {
+        /// Request id.
+        rid: RequestId,
+        /// One entry per queried user that exists.
+        users: Vec<Presence>,
+    },
+    /// A user someone cares about (a fellow group member or direct peer) went
+    /// online or offline.
+    Presence(Presence),
+    /// A group's membership changed (sent to its members and to the user concerned).
+    Member {
+        /// The group.
+        group: GroupId,
+        /// The user added or removed.
+        user: UserId,
+        /// Added or removed.
+        change: MemberChangeKind,
+        /// Who made the change.
+        by: UserId,
+    },
+    /// A request failed; the connection stays open.
+    Error {
+        /// Request id, when the failed frame had a readable one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<RequestId>,
+        /// What went wrong.
+        code: ErrorCode,
+        /// Human-readable detail (never contains secrets).
+        message: String,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The ping's request id, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<RequestId>,
+    },
+}
+
+impl ServerFrame {
+    /// An `error` frame.
+    pub fn error(rid: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerFrame::Error { rid, code, message: message.into() }
+    }
+
+    /// The wire name of the frame's type, e.g. `"ack"`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerFrame::Hello { .. } => "hello",
+            ServerFrame::Ack { .. } => "ack",
+            ServerFrame::Message(_) => "message",
+            ServerFrame::SyncPage { .. } => "sync_page",
+            ServerFrame::HistoryPage { .. } => "history_page",
+            ServerFrame::Ok { .. } => "ok",
+            ServerFrame::PresenceList { .. } => "presence_list",
+            ServerFrame::Presence(_) => "presence",
+            ServerFrame::Member { .. } => "member",
+            ServerFrame::Error { .. } => "error",
+            ServerFrame::Pong { .. } => "pong",
+        }
+    }
+}

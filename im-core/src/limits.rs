@@ -1,0 +1,63 @@
+//! Protocol version and the limits both sides enforce.
+//!
+//! The server announces its effective limits in the `hello` frame
+//! ([`WireLimits`]); a client should check a body against
+//! `max_body_bytes` before sending it.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks. Announced in `hello`; a client may
+/// ask for it with the `v` query parameter of the WebSocket URL.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest accepted client message id, in bytes.
+pub const MAX_CLIENT_MSG_ID_LEN: usize = 64;
+
+/// Default largest WebSocket frame (message) the server reads, in bytes.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Default largest message body, in bytes (UTF-8).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Default and largest number of messages in one sync page.
+pub const DEFAULT_SYNC_PAGE_MAX: u32 = 500;
+
+/// Default and largest number of messages in one history page.
+pub const DEFAULT_HISTORY_PAGE_MAX: u32 = 200;
+
+/// Most conversations one `sync` request may name.
+pub const DEFAULT_MAX_SYNC_CURSORS: usize = 10_000;
+
+/// Most users one presence query may name.
+pub const MAX_PRESENCE_QUERY: usize = 500;
+
+/// Limits a server announces to its clients in `hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WireLimits {
+    /// Largest frame the server reads; a larger one closes the connection (1009).
+    pub max_frame_bytes: usize,
+    /// Largest message body; a larger one is refused with `body_too_large`.
+    pub max_body_bytes: usize,
+    /// Largest sync page.
+    pub sync_page_max: u32,
+    /// Largest history page.
+    pub history_page_max: u32,
+    /// Frames per second a connection may send on average.
+    pub rate_per_sec: u32,
+    /// Frames a connection may send in a burst above the average.
+    pub rate_burst: u32,
+}
+
+impl Default for WireLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            sync_page_max: DEFAULT_SYNC_PAGE_MAX,
+            history_page_max: DEFAULT_HISTORY_PAGE_MAX,
+            rate_per_sec: 50,
+            rate_burst: 200,
+        }
+    }
+}
