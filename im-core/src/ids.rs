@@ -133,8 +133,8 @@ impl FromStr for ConversationId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseConversationIdError(s.chars().take(64).collect());
         let num = |p: &str| -> Result<u64, ParseConversationIdError> {
-            // Digits only: no sign, no whitespace, no leading "+".
-            if p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            // Digits only: no sign, no whitespace, no leading "+" or "0" (one spelling per id).
+            if p.is_empty() || p.len() > 20 || p.starts_with('0') || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err());
             }
             match p.parse::<u64>() {
@@ -260,6 +260,9 @@ mod tests {
             ["", "g", "g:", "g:0", "g:-1", "g:+1", "g: 1", "x:1", "d:1", "r:1:2", "g:99999999999999999999999"]
         {
             assert!(s.parse::<ConversationId>().is_err(), "{s:?} accepted");
+        }
+        for s in ["g:042", "d:03:5", "r:00"] {
+            assert!(s.parse::<ConversationId>().is_err(), "{s:?} accepted: leading zero, not canonical");
         }
     }
 

@@ -1,0 +1,164 @@
+//! The `im-server` binary: the whole chat system in one process.
+//!
+//! With no flags it listens on 127.0.0.1:8080 and keeps everything in
+//! `./data` (embedded store). Every flag has an `IM_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use im_server::{Server, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(name = "im-server", version, about = "The im chat server: WebSocket gateway, HTTP API, dispatcher.")]
+struct Args {
+    /// Address to serve HTTP and WebSocket on.
+    #[arg(long, env = "IM_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the embedded store and the generated token secret.
+    #[arg(long, env = "IM_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Keep everything in memory (nothing survives a restart).
+    #[arg(long, env = "IM_MEMORY")]
+    memory: bool,
+    /// Token signing secret (all nodes of a cluster share it). Default: a
+    /// random secret generated once and kept in DATA_DIR/token.key.
+    #[arg(long, env = "IM_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
+    /// This node's name.
+    #[arg(long, env = "IM_NODE_NAME", default_value = "im-1")]
+    node_name: String,
+    /// WebSocket URL the dispatcher hands out for this node (default: from the Host header).
+    #[arg(long, env = "IM_PUBLIC_WS_URL")]
+    public_ws_url: Option<String>,
+    /// Origins allowed to open WebSockets, comma-separated (default: any).
+    #[arg(long, env = "IM_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Most members per group.
+    #[arg(long, env = "IM_MAX_GROUP_MEMBERS", default_value_t = 500)]
+    max_group_members: usize,
+    /// Most concurrent WebSocket connections.
+    #[arg(long, env = "IM_MAX_CONNECTIONS", default_value_t = 100_000)]
+    max_connections: usize,
+    /// Client ping interval announced in `hello`, seconds.
+    #[arg(long, env = "IM_HEARTBEAT_SECS", default_value_t = 15)]
+    heartbeat_secs: u64,
+    /// Close connections silent this long, seconds.
+    #[arg(long, env = "IM_IDLE_TIMEOUT_SECS", default_value_t = 45)]
+    idle_timeout_secs: u64,
+    /// Presence grace period before "offline", seconds.
+    #[arg(long, env = "IM_PRESENCE_GRACE_SECS", default_value_t = 10)]
+    presence_grace_secs: u64,
+    /// Frames queued per connection before it is closed as a slow reader.
+    #[arg(long, env = "IM_SEND_QUEUE", default_value_t = 1024)]
+    send_queue: usize,
+    /// Largest frame read, bytes.
+    #[arg(long, env = "IM_MAX_FRAME_BYTES", default_value_t = im_core::limits::DEFAULT_MAX_FRAME_BYTES)]
+    max_frame_bytes: usize,
+    /// Largest message body, bytes.
+    #[arg(long, env = "IM_MAX_BODY_BYTES", default_value_t = im_core::limits::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Frames per second per connection.
+    #[arg(long, env = "IM_RATE_PER_SEC", default_value_t = 50)]
+    rate_per_sec: u32,
+    /// Burst of frames per connection.
+    #[arg(long, env = "IM_RATE_BURST", default_value_t = 200)]
+    rate_burst: u32,
+    /// POST push notifications as JSON to this URL (default: log them).
+    #[arg(long, env = "IM_PUSH_WEBHOOK")]
+    push_webhook: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("IM_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let args = Args::parse();
+
+    let mut cfg = ServerConfig::default();
+    cfg.node_name = args.node_name.clone();
+    cfg.public_ws_url = args.public_ws_url.clone();
+    cfg.allowed_origins = (!args.allowed_origins.is_empty()).then(|| args.allowed_origins.clone());
+    cfg.max_group_members = args.max_group_members;
+    cfg.max_connections = args.max_connections;
+    cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(args.heartbeat_secs + 1));
+    cfg.presence_grace = Duration::from_secs(args.presence_grace_secs);
+    cfg.send_queue = args.send_queue;
+    cfg.limits.max_frame_bytes = args.max_frame_bytes;
+    cfg.limits.max_body_bytes = args.max_body_bytes.min(args.max_frame_bytes);
+    cfg.limits.rate_per_sec = args.rate_per_sec;
+    cfg.limits.rate_burst = args.rate_burst;
+
+    let mut builder = Server::builder().config(cfg);
+    let secret = match &args.token_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None if args.memory => rand_secret(),
+        None => load_or_create_secret(&args.data_dir)?,
+    };
+    builder = builder.token_secret(secret);
+    builder = if args.memory { builder.memory() } else { builder.embedded(&args.data_dir)? };
+    if let Some(url) = &args.push_webhook {
+        builder = builder.push(Arc::new(im_server::push::WebhookPush::new(url.clone(), Duration::from_secs(5))));
+    }
+
+    let server = builder.bind(args.listen).await?;
+    println!("im-server {} listening on {} (WebSocket {})", env!("CARGO_PKG_VERSION"), server.http_url(), server.ws_url());
+    if args.memory {
+        println!("storage: in memory (nothing survives a restart)");
+    } else {
+        println!("storage: embedded, in {}", args.data_dir.display());
+    }
+
+    shutdown_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+fn rand_secret() -> Vec<u8> {
+    rand::random::<[u8; 32]>().to_vec()
+}
+
+/// Reads `DIR/token.key`, or creates it with a random secret (mode 0600).
+fn load_or_create_secret(dir: &Path) -> std::io::Result<Vec<u8>> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("token.key");
+    if let Ok(existing) = std::fs::read(&path) {
+        if existing.len() >= 32 {
+            return Ok(existing);
+        }
+    }
+    let secret = rand_secret();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::io::Write::write_all(&mut opts.open(&path)?, &secret)?;
+    Ok(secret)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,65 @@
+//! Server configuration with sane defaults: `ServerConfig::default()` runs.
+
+use std::time::Duration;
+
+use im_core::WireLimits;
+
+/// Everything that tunes a server. Start from [`ServerConfig::default`] and
+/// change fields; new fields arrive with defaults, so this struct is
+/// `#[non_exhaustive]`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// This node's name, shown in `hello` and logs.
+    pub node_name: String,
+    /// The WebSocket URL clients should use to reach this node (answered by
+    /// the dispatcher). `None`: derived from the request's `Host` header.
+    pub public_ws_url: Option<String>,
+    /// How often clients should ping, and how often the server sends
+    /// WebSocket pings.
+    pub heartbeat_interval: Duration,
+    /// A connection that sends nothing (frames, pings or pongs) for this long
+    /// is closed with 3002.
+    pub idle_timeout: Duration,
+    /// How long a user with no connection stays "online" before going
+    /// offline, so a reconnect does not flap presence.
+    pub presence_grace: Duration,
+    /// Frames queued per connection before it counts as a slow reader and is
+    /// closed with 3001.
+    pub send_queue: usize,
+    /// Protocol limits announced in `hello` and enforced.
+    pub limits: WireLimits,
+    /// Most members a group may have (LINE caps at 500).
+    pub max_group_members: usize,
+    /// Lifetime of a login token.
+    pub token_ttl: Duration,
+    /// Origins allowed to open a WebSocket (`None`: any). Requests without an
+    /// `Origin` header (non-browser clients) are always allowed.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Most concurrent WebSocket connections; more are refused with 503.
+    pub max_connections: usize,
+    /// Push notifications in flight at once; more are dropped and counted.
+    pub push_max_in_flight: usize,
+    /// At shutdown, how long to wait for connections to close.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            node_name: "im-1".into(),
+            public_ws_url: None,
+            heartbeat_interval: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(45),
+            presence_grace: Duration::from_secs(10),
+            send_queue: 1024,
+            limits: WireLimits::default(),
+            max_group_members: 500,
+            token_ttl: Duration::from_secs(30 * 24 * 3600),
+            allowed_origins: None,
+            max_connections: 100_000,
+            push_max_in_flight: 64,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}

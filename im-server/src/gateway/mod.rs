@@ -1,0 +1,118 @@
+//! Gateway: the WebSocket handshake and the per-connection tasks.
+//!
+//! The handshake ([`ws_handler`]) refuses bad requests *before* the
+//! upgrade: a foreign `Origin` (403), a missing or bad token (401), a bad
+//! device id (400), a full or draining node (503). After the upgrade,
+//! [`connection`] runs a reader (heartbeat timeout, rate limit, decoding)
+//! and a writer (bounded queue, WebSocket pings) per socket, and
+//! [`frames`] turns each decoded frame into a logic call.
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use im_core::ErrorCode;
+
+use crate::state::AppState;
+
+mod connection;
+mod frames;
+mod ratelimit;
+
+/// Handshake parameters from the query string.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Params {
+    device: Option<String>,
+    version: Option<String>,
+}
+
+fn parse_params(query: Option<&str>) -> Params {
+    let mut p = Params::default();
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("device", v)) => p.device = Some(v.to_owned()),
+            Some(("v", v)) => p.version = Some(v.to_owned()),
+            _ => {}
+        }
+    }
+    p
+}
+
+fn valid_device(d: &str) -> bool {
+    (1..=64).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn refuse(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = serde_json::json!({ "code": code, "message": message });
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /ws`: authenticates and upgrades to a WebSocket connection.
+pub async fn ws_handler(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let cfg = app.config();
+    if app.is_draining() {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "node is draining");
+    }
+    if let (Some(allowed), Some(origin)) = (&cfg.allowed_origins, headers.get(axum::http::header::ORIGIN)) {
+        let ok = origin.to_str().map(|o| allowed.iter().any(|a| a == o)).unwrap_or(false);
+        if !ok {
+            return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "origin not allowed");
+        }
+    }
+    let Some(token) = crate::auth::token_from_request(&headers, query.as_deref()) else {
+        return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "missing token");
+    };
+    let session = match app.logic().authenticate(&token).await {
+        Ok(s) => s,
+        Err(e) => {
+            let code = e.error_code();
+            let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+            return refuse(status, code, "invalid token");
+        }
+    };
+    let params = parse_params(query.as_deref());
+    let device = match params.device {
+        Some(d) if valid_device(&d) => d,
+        Some(_) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidField,
+                "device: 1 to 64 printable ASCII characters",
+            )
+        }
+        None => format!("{:016x}", rand::random::<u64>()),
+    };
+    let version_ok = match params.version.as_deref() {
+        None => true,
+        Some(v) => v.parse::<u32>().ok() == Some(im_core::PROTOCOL_VERSION),
+    };
+    let Ok(permit) = app.connection_permits().clone().try_acquire_owned() else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "too many connections");
+    };
+    let max = cfg.limits.max_frame_bytes;
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket| async move {
+        connection::run(app, socket, session, device, version_ok).await;
+        drop(permit);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_handshake_params() {
+        let p = parse_params(Some("token=abc&device=phone-1&v=1"));
+        assert_eq!(p, Params { device: Some("phone-1".into()), version: Some("1".into()) });
+        assert_eq!(parse_params(None), Params::default());
+        assert!(valid_device("laptop"));
+        assert!(!valid_device(""));
+        assert!(!valid_device("has space"));
+        assert!(!valid_device(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,78 @@
+//! Accounts: register, login, logout, and looking users up.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use im_core::UserId;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiResult;
+use super::extract::{ApiJson, ApiPath, Authed};
+use crate::logic::accounts::Login;
+use crate::model::User;
+use crate::state::AppState;
+
+/// `POST /register` and `POST /login` bodies.
+#[derive(Deserialize)]
+pub(crate) struct Credentials {
+    username: String,
+    password: String,
+}
+
+/// A user as the API shows it: never the password hash.
+#[derive(Debug, Serialize)]
+pub(crate) struct UserView {
+    id: UserId,
+    username: String,
+    created_at: u64,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        UserView { id: u.id, username: u.username, created_at: u.created_at }
+    }
+}
+
+/// `POST /register` → 201 user.
+pub(crate) async fn register(
+    State(app): State<AppState>,
+    ApiJson(c): ApiJson<Credentials>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    let user = app.logic().register(&c.username, &c.password).await?;
+    tracing::info!(user = %user.id, "user registered");
+    Ok((StatusCode::CREATED, Json(user.into())))
+}
+
+/// `POST /login` → 200 `{token, user_id, expires_at}`.
+pub(crate) async fn login(State(app): State<AppState>, ApiJson(c): ApiJson<Credentials>) -> ApiResult<Json<Login>> {
+    Ok(Json(app.logic().login(&c.username, &c.password).await?))
+}
+
+/// `POST /logout` → 204; the session's WebSockets are closed too.
+pub(crate) async fn logout(State(app): State<AppState>, Authed(session): Authed) -> ApiResult<StatusCode> {
+    app.logic().logout(&session).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /me` → the signed-in user.
+pub(crate) async fn me(State(app): State<AppState>, Authed(session): Authed) -> ApiResult<Json<UserView>> {
+    Ok(Json(app.logic().user(session.user).await?.into()))
+}
+
+/// `GET /users/{id}` → a user.
+pub(crate) async fn user(
+    State(app): State<AppState>,
+    Authed(_): Authed,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(app.logic().user(UserId(id)).await?.into()))
+}
+
+/// `GET /users/by-name/{username}` → a user.
+pub(crate) async fn user_by_name(
+    State(app): State<AppState>,
+    Authed(_): Authed,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
+    Ok(Json(app.logic().user_by_name(&name).await?.into()))
+}

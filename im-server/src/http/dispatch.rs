@@ -1,0 +1,95 @@
+//! The dispatcher: which message node a client should open its WebSocket to.
+//!
+//! Clients ask `GET /dispatch` before **every** (re)connect instead of
+//! remembering a node, so a drained or dead node stops receiving clients as
+//! soon as it stops being offered. A single node answers itself; a draining
+//! node answers 503 `unavailable` so the client retries (another node, or
+//! this one after the redeploy).
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use im_core::ErrorCode;
+use serde::Serialize;
+
+use super::error::{ApiError, ApiResult};
+use crate::config::ServerConfig;
+use crate::state::AppState;
+
+/// The dispatcher's answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct Dispatch {
+    /// The WebSocket URL to connect to.
+    url: String,
+    /// The node behind it.
+    node: String,
+}
+
+/// `GET /dispatch` (no auth) → `{url, node}`.
+pub(crate) async fn dispatch(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Dispatch>> {
+    if app.is_draining() {
+        return Err(ApiError::new(ErrorCode::Unavailable, "this node is draining; retry shortly"));
+    }
+    let cfg = app.config();
+    Ok(Json(Dispatch { url: local_ws_url(cfg, &headers)?, node: cfg.node_name.clone() }))
+}
+
+/// This node's WebSocket URL: [`ServerConfig::public_ws_url`] when set,
+/// else `ws://<Host>/ws` from the request (`wss://` when a proxy says the
+/// request came over TLS with `X-Forwarded-Proto: https`).
+fn local_ws_url(cfg: &ServerConfig, headers: &HeaderMap) -> ApiResult<String> {
+    if let Some(url) = &cfg.public_ws_url {
+        return Ok(url.clone());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| valid_host(h))
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, "missing or invalid Host header"))?;
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let scheme = if tls { "wss" } else { "ws" };
+    Ok(format!("{scheme}://{host}/ws"))
+}
+
+/// A `host[:port]` (name, IPv4 or bracketed IPv6) and nothing else, so the
+/// answer is always a well-formed URL.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(host: Option<&str>, proto: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(host) = host {
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        if let Some(p) = proto {
+            h.insert("x-forwarded-proto", HeaderValue::from_str(p).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn url_from_config_or_host() {
+        let mut cfg = ServerConfig::default();
+        assert_eq!(local_ws_url(&cfg, &headers(Some("127.0.0.1:8080"), None)).unwrap(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(local_ws_url(&cfg, &headers(Some("[::1]:9"), None)).unwrap(), "ws://[::1]:9/ws");
+        assert_eq!(local_ws_url(&cfg, &headers(Some("chat.example"), Some("https"))).unwrap(), "wss://chat.example/ws");
+        for bad in [None, Some(""), Some("evil.example/path"), Some("a b"), Some("x@y")] {
+            let err = local_ws_url(&cfg, &headers(bad, None)).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidField, "{bad:?}");
+        }
+        cfg.public_ws_url = Some("wss://im.example/ws".into());
+        assert_eq!(local_ws_url(&cfg, &headers(None, None)).unwrap(), "wss://im.example/ws");
+    }
+}

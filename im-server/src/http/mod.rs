@@ -1,0 +1,117 @@
+//! The business HTTP API, the dispatcher and the operations endpoints, on one
+//! [`axum::Router`] next to the WebSocket gateway.
+//!
+//! | method | path | auth | answer |
+//! |---|---|---|---|
+//! | `GET` | `/ws` | token | WebSocket upgrade ([`crate::gateway`]) |
+//! | `GET` | `/dispatch` | — | `{url, node}`: where to open the WebSocket |
+//! | `GET` | `/healthz` | — | `ok`, or 503 while draining |
+//! | `GET` | `/metrics` | — | OpenMetrics text |
+//! | `POST` | `/api/v1/register` | — | 201 user |
+//! | `POST` | `/api/v1/login` | — | `{token, user_id, expires_at}` |
+//! | `POST` | `/api/v1/logout` | token | 204 |
+//! | `GET` | `/api/v1/me` | token | user |
+//! | `GET` | `/api/v1/me/rooms` | token | joined room ids |
+//! | `GET` | `/api/v1/users/{id}` | token | user |
+//! | `GET` | `/api/v1/users/by-name/{username}` | token | user |
+//! | `POST` | `/api/v1/groups` | token | 201 group with members |
+//! | `GET` | `/api/v1/groups` | token | my groups |
+//! | `GET` | `/api/v1/groups/{id}` | token | group with members |
+//! | `POST` | `/api/v1/groups/{id}/members` | token | 204 |
+//! | `DELETE` | `/api/v1/groups/{id}/members/{user_id}` | token | 204 |
+//! | `POST` | `/api/v1/rooms` | token | 201 room |
+//! | `GET` | `/api/v1/rooms?after=&limit=` | token | rooms |
+//! | `POST` | `/api/v1/rooms/{id}/join` | token | 204 |
+//! | `POST` | `/api/v1/rooms/{id}/leave` | token | 204 |
+//! | `GET` | `/api/v1/conversations/{conv}/messages?before=&limit=` | token | `{messages, has_more}` |
+//! | `GET` | `/api/v1/presence?users=1,2` | token | presence list |
+//!
+//! `docs/http-api.md` in the repository documents each endpoint with
+//! examples. Every failure answers `{"code": "…", "message": "…"}` with the
+//! code's HTTP status ([`ApiError`]); handlers call [`crate::logic::Logic`]
+//! and hold no rules of their own. The extractors ([`Authed`], [`ApiJson`],
+//! [`ApiPath`], [`ApiQuery`]) are public so an application can add its own
+//! endpoints with the same authentication and error format.
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use im_core::ErrorCode;
+
+use crate::state::AppState;
+
+mod accounts;
+mod dispatch;
+mod error;
+mod extract;
+mod groups;
+mod messages;
+mod ops;
+mod presence;
+mod rooms;
+
+pub use error::{ApiError, ApiResult};
+pub use extract::{ApiJson, ApiPath, ApiQuery, Authed};
+
+/// Largest request body the API reads (64 KiB); larger bodies answer 413
+/// `body_too_large`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The routes of the business API, relative to `/api/v1`.
+fn api() -> Router<AppState> {
+    Router::new()
+        .route("/register", post(accounts::register))
+        .route("/login", post(accounts::login))
+        .route("/logout", post(accounts::logout))
+        .route("/me", get(accounts::me))
+        .route("/me/rooms", get(rooms::mine))
+        .route("/users/{id}", get(accounts::user))
+        .route("/users/by-name/{username}", get(accounts::user_by_name))
+        .route("/groups", post(groups::create).get(groups::mine))
+        .route("/groups/{id}", get(groups::info))
+        .route("/groups/{id}/members", post(groups::add_member))
+        .route("/groups/{id}/members/{user_id}", delete(groups::remove_member))
+        .route("/rooms", post(rooms::create).get(rooms::list))
+        .route("/rooms/{id}/join", post(rooms::join))
+        .route("/rooms/{id}/leave", post(rooms::leave))
+        .route("/conversations/{conv}/messages", get(messages::history))
+        .route("/presence", get(presence::query))
+}
+
+/// Everything this node serves over HTTP: the business API under `/api/v1`,
+/// `GET /dispatch`, `GET /healthz`, `GET /metrics` and the WebSocket
+/// endpoint `GET /ws`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", api())
+        .route("/dispatch", get(dispatch::dispatch))
+        // Counts and logs the routes above (not health probes, scrapes or sockets).
+        .layer(from_fn_with_state(state.clone(), track))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/ws", get(crate::gateway::ws_handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Counts every API response by status and every error by code, and logs
+/// each failure once: client errors at debug, server errors at warn. Logs
+/// the path only — never the query, which may carry a token.
+async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    app.metrics().http_request(status.as_u16());
+    if let Some(&code) = resp.extensions().get::<ErrorCode>() {
+        app.metrics().error(code);
+        if status.is_server_error() {
+            tracing::warn!(%method, %path, status = status.as_u16(), %code, "api request failed");
+        } else {
+            tracing::debug!(%method, %path, status = status.as_u16(), %code, "api request refused");
+        }
+    }
+    resp
+}

@@ -1,0 +1,266 @@
+//! Hub: this node's live connections and local fan-out.
+//!
+//! Indexes connections by user and, for rooms, which local users have
+//! joined which room. It is the [`EventSink`] of the broker: an event's
+//! frame is encoded **once** and the same shared bytes are queued to every
+//! target connection (hot path: no per-recipient serialization, no lock held
+//! across `.await` — queues are bounded and written with `try_send`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+use im_core::{codec, CloseCode, RoomId, ServerFrame, UserId};
+use tokio::sync::{mpsc, Notify};
+
+use crate::broker::{Audience, Event, EventSink};
+use crate::metrics::Metrics;
+
+/// A live connection as the hub sees it: its identity, its bounded send
+/// queue and a close signal.
+pub struct ConnHandle {
+    /// Unique within this node.
+    pub id: u64,
+    /// The authenticated user.
+    pub user: UserId,
+    /// The session (token) it authenticated with.
+    pub session: String,
+    /// The device id.
+    pub device: String,
+    queue: mpsc::Sender<Utf8Bytes>,
+    close: OnceLock<CloseCode>,
+    closed: Notify,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnHandle {
+    /// A handle and the receiving end of its send queue (`capacity` frames).
+    pub fn new(
+        id: u64,
+        user: UserId,
+        session: String,
+        device: String,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let handle = Self { id, user, session, device, queue, close: OnceLock::new(), closed: Notify::new(), metrics };
+        (Arc::new(handle), rx)
+    }
+
+    /// Queues an encoded frame. A full queue means a slow reader: the
+    /// connection is closed with 3001 (it will reconnect and sync, so nothing
+    /// is lost). Returns whether the frame was queued.
+    pub fn push(&self, frame: &Utf8Bytes) -> bool {
+        match self.queue.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.close.get().is_none() {
+                    self.metrics.queue_overflow();
+                    tracing::info!(conn = self.id, user = %self.user, "send queue full: closing slow consumer");
+                }
+                self.close(CloseCode::SLOW_CONSUMER);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Encodes and queues one frame.
+    pub fn send(&self, frame: &ServerFrame) -> bool {
+        self.push(&Utf8Bytes::from(codec::encode_server(frame)))
+    }
+
+    /// Asks the connection to close with `code`. The first code wins.
+    pub fn close(&self, code: CloseCode) {
+        if self.close.set(code).is_ok() {
+            self.closed.notify_waiters();
+            self.closed.notify_one();
+        }
+    }
+
+    /// The close code requested, if any.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.close.get().copied()
+    }
+
+    /// Resolves once [`close`](Self::close) has been called.
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closed.notified();
+            if self.close.get().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    users: HashMap<UserId, Vec<Arc<ConnHandle>>>,
+    /// Local users (with at least one connection here) who joined each room.
+    rooms: HashMap<RoomId, HashSet<UserId>>,
+    /// The rooms each local user has joined (to clean `rooms` up).
+    user_rooms: HashMap<UserId, HashSet<RoomId>>,
+}
+
+/// This node's connections and local fan-out.
+pub struct Hub {
+    node: String,
+    index: RwLock<Index>,
+    next_id: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// An empty hub for node `node`.
+    pub fn new(node: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+        Self { node: node.into(), index: RwLock::default(), next_id: AtomicU64::new(1), metrics }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A fresh connection id.
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection; `rooms` are the rooms its user has joined.
+    pub fn register(&self, conn: Arc<ConnHandle>, rooms: &[RoomId]) {
+        let mut idx = self.write();
+        let user = conn.user;
+        idx.users.entry(user).or_default().push(conn);
+        for &room in rooms {
+            idx.rooms.entry(room).or_default().insert(user);
+            idx.user_rooms.entry(user).or_default().insert(room);
+        }
+    }
+
+    /// Removes a connection (and its user from the room index when it was
+    /// their last connection here).
+    pub fn unregister(&self, conn: &ConnHandle) {
+        let mut idx = self.write();
+        let user = conn.user;
+        let last = match idx.users.get_mut(&user) {
+            Some(conns) => {
+                conns.retain(|c| c.id != conn.id);
+                conns.is_empty()
+            }
+            None => false,
+        };
+        if last {
+            idx.users.remove(&user);
+            for room in idx.user_rooms.remove(&user).unwrap_or_default() {
+                if let Some(members) = idx.rooms.get_mut(&room) {
+                    members.remove(&user);
+                    if members.is_empty() {
+                        idx.rooms.remove(&room);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Live connections on this node.
+    pub fn connection_count(&self) -> usize {
+        self.read().users.values().map(Vec::len).sum()
+    }
+
+    /// Whether `user` has a connection on this node.
+    pub fn is_local(&self, user: UserId) -> bool {
+        self.read().users.contains_key(&user)
+    }
+
+    /// Asks every connection to close with `code` (shutdown, drain).
+    pub fn close_all(&self, code: CloseCode) -> usize {
+        let idx = self.read();
+        let mut n = 0;
+        for conn in idx.users.values().flatten() {
+            conn.close(code);
+            n += 1;
+        }
+        n
+    }
+
+    /// Every connection, for spreading a drain over time.
+    pub fn connections(&self) -> Vec<Arc<ConnHandle>> {
+        self.read().users.values().flatten().cloned().collect()
+    }
+
+    fn deliver(&self, to: &Audience, frame: &ServerFrame, skip: Option<u64>) {
+        // Hot path: encode once, share the bytes.
+        let bytes = Utf8Bytes::from(codec::encode_server(frame));
+        let idx = self.read();
+        let mut delivered = 0u64;
+        let mut push_user = |user: &UserId| {
+            if let Some(conns) = idx.users.get(user) {
+                for c in conns {
+                    if Some(c.id) != skip && c.push(&bytes) {
+                        delivered += 1;
+                    }
+                }
+            }
+        };
+        match to {
+            Audience::Users(users) => users.iter().for_each(&mut push_user),
+            Audience::Room(room) => {
+                if let Some(members) = idx.rooms.get(room) {
+                    members.iter().for_each(&mut push_user);
+                }
+            }
+        }
+        self.metrics.deliveries(delivered);
+    }
+}
+
+impl EventSink for Hub {
+    fn handle(&self, event: Event) {
+        match event {
+            Event::Deliver { to, frame, skip } => {
+                let skip = skip.filter(|s| s.node == self.node).map(|s| s.conn);
+                self.deliver(&to, &frame, skip);
+            }
+            Event::RoomMembership { room, user, joined } => {
+                let mut idx = self.write();
+                if !idx.users.contains_key(&user) {
+                    return;
+                }
+                if joined {
+                    idx.rooms.entry(room).or_default().insert(user);
+                    idx.user_rooms.entry(user).or_default().insert(room);
+                } else {
+                    if let Some(m) = idx.rooms.get_mut(&room) {
+                        m.remove(&user);
+                        if m.is_empty() {
+                            idx.rooms.remove(&room);
+                        }
+                    }
+                    if let Some(r) = idx.user_rooms.get_mut(&user) {
+                        r.remove(&room);
+                    }
+                }
+            }
+            Event::SessionRevoked { user, session } => {
+                let idx = self.read();
+                for c in idx.users.get(&user).into_iter().flatten() {
+                    if c.session == session {
+                        c.close(CloseCode::SESSION_REVOKED);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Accounts: registration, login (argon2), token sessions, logout.
+
+use im_core::{ErrorCode, UserId};
+use serde::Serialize;
+
+use super::Logic;
+use crate::auth::AuthError;
+use crate::broker::Event;
+use crate::error::{Error, Result};
+use crate::model::{Session, User};
+use crate::store::StoreError;
+use crate::time::now_ms;
+
+/// What a successful login returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Login {
+    /// Bearer token for the HTTP API and the WebSocket handshake.
+    pub token: String,
+    /// The user.
+    pub user_id: UserId,
+    /// Token expiry, ms since the Unix epoch.
+    pub expires_at: u64,
+}
+
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 256;
+
+/// Usernames: 3–32 characters of `A–Z a–z 0–9 _ . -`.
+fn valid_username(name: &str) -> bool {
+    (3..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+impl Logic {
+    /// Creates an account.
+    pub async fn register(&self, username: &str, password: &str) -> Result<User> {
+        if !valid_username(username) {
+            return Err(Error::new(ErrorCode::InvalidField, "username: 3 to 32 of A-Z a-z 0-9 _ . -"));
+        }
+        if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&password.len()) {
+            return Err(Error::new(ErrorCode::InvalidField, "password: 8 to 256 bytes"));
+        }
+        if self.svc.directory.user_by_name(username).await?.is_some() {
+            return Err(Error::new(ErrorCode::Conflict, "username is taken"));
+        }
+        let hash = self.svc.hasher.hash(password).await.map_err(auth_error)?;
+        match self.svc.directory.create_user(username, &hash, now_ms()).await {
+            Ok(user) => Ok(user),
+            Err(StoreError::Conflict) => Err(Error::new(ErrorCode::Conflict, "username is taken")),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks a password and opens a session.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Login> {
+        let bad = || Error::new(ErrorCode::BadCredentials, "wrong username or password");
+        if password.len() > MAX_PASSWORD || !valid_username(username) {
+            return Err(bad());
+        }
+        let Some(user) = self.svc.directory.user_by_name(username).await? else {
+            return Err(bad());
+        };
+        if !self.svc.hasher.verify(password, &user.password_hash).await.map_err(auth_error)? {
+            return Err(bad());
+        }
+        let (session, token) =
+            self.svc.auth.login_session(user.id, self.cfg.token_ttl).await.map_err(auth_error)?;
+        Ok(Login { token, user_id: user.id, expires_at: session.expires_at })
+    }
+
+    /// Resolves a token to its live session.
+    pub async fn authenticate(&self, token: &str) -> std::result::Result<Session, AuthError> {
+        self.svc.auth.authenticate(token).await
+    }
+
+    /// Revokes a session everywhere and closes its open connections (4001).
+    pub async fn logout(&self, session: &Session) -> Result<()> {
+        self.svc.auth.logout(&session.id).await.map_err(auth_error)?;
+        self.publish(Event::SessionRevoked { user: session.user, session: session.id.clone() }).await;
+        Ok(())
+    }
+
+    /// A user by id, without the password hash.
+    pub async fn user(&self, id: UserId) -> Result<User> {
+        let mut user = self
+            .svc
+            .directory
+            .user(id)
+            .await?
+            .ok_or_else(|| Error::new(ErrorCode::NoSuchUser, format!("no user {id}")))?;
+        user.password_hash.clear();
+        Ok(user)
+    }
+
+    /// A user by username, without the password hash.
+    pub async fn user_by_name(&self, name: &str) -> Result<User> {
+        let mut user = self
+            .svc
+            .directory
+            .user_by_name(name)
+            .await?
+            .ok_or_else(|| Error::new(ErrorCode::NoSuchUser, "no such user"))?;
+        user.password_hash.clear();
+        Ok(user)
+    }
+}
+
+fn auth_error(e: AuthError) -> Error {
+    Error::new(e.error_code(), e.to_string())
+}

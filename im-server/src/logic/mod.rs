@@ -1,0 +1,142 @@
+//! Logic: what each request does, independent of how it arrived.
+//!
+//! The WebSocket gateway and the HTTP API both call [`Logic`]; it checks
+//! rights, talks to the storage seams, and publishes what other connections
+//! must learn through the broker. Split by concept:
+//! [`messages`] (send, sync, history), [`groups`], [`rooms`], [`accounts`]
+//! and [`presence`].
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use im_core::{ConversationId, ErrorCode, UserId};
+
+use crate::auth::{Authenticator, PasswordHasher};
+use crate::broker::{Broker, Event};
+use crate::config::ServerConfig;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::presence::PresenceTracker;
+use crate::push::PushDispatcher;
+use crate::store::{Directory, MessageStore};
+
+pub mod accounts;
+pub mod groups;
+pub mod messages;
+pub mod presence;
+pub mod rooms;
+
+mod sequencer;
+
+use sequencer::Sequencer;
+
+/// Most direct pairs remembered as "already recorded" before the cache is reset.
+const KNOWN_DIRECTS_CAP: usize = 100_000;
+
+/// The services the logic runs on.
+pub struct Services {
+    /// Message storage.
+    pub messages: Arc<dyn MessageStore>,
+    /// Users, groups, rooms.
+    pub directory: Arc<dyn Directory>,
+    /// Tokens and sessions.
+    pub auth: Authenticator,
+    /// Password hashing.
+    pub hasher: PasswordHasher,
+    /// Presence policy and store.
+    pub presence: Arc<PresenceTracker>,
+    /// Fan-out between nodes.
+    pub broker: Arc<dyn Broker>,
+    /// Push notifications for recipients with no live connection.
+    pub push: PushDispatcher,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// What requests do. Shared by the gateway and the HTTP API.
+pub struct Logic {
+    cfg: Arc<ServerConfig>,
+    svc: Services,
+    seq: Sequencer,
+    known_directs: Mutex<HashSet<(UserId, UserId)>>,
+}
+
+impl Logic {
+    /// Logic over `svc`, configured by `cfg`.
+    pub fn new(cfg: Arc<ServerConfig>, svc: Services) -> Self {
+        Self { cfg, svc, seq: Sequencer::new(), known_directs: Mutex::default() }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// The services.
+    pub fn services(&self) -> &Services {
+        &self.svc
+    }
+
+    async fn publish(&self, event: Event) {
+        if let Err(e) = self.svc.broker.publish(event).await {
+            // Recipients catch up by sync; the store has the data.
+            tracing::warn!(error = %e, "broker publish failed");
+        }
+    }
+
+    /// Checks that `user` may read and write `conv`.
+    pub async fn check_access(&self, user: UserId, conv: ConversationId) -> Result<()> {
+        let dir = &self.svc.directory;
+        match conv {
+            ConversationId::Direct(..) => {
+                let peer = conv
+                    .peer_of(user)
+                    .ok_or_else(|| Error::new(ErrorCode::NotMember, "not a party of this direct chat"))?;
+                if self.direct_known(user, peer) {
+                    return Ok(());
+                }
+                if dir.user(peer).await?.is_none() {
+                    return Err(Error::new(ErrorCode::NoSuchConversation, "no such user to chat with"));
+                }
+                Ok(())
+            }
+            ConversationId::Group(g) => {
+                if dir.member_role(g, user).await?.is_some() {
+                    return Ok(());
+                }
+                Err(match dir.group(g).await? {
+                    Some(_) => Error::new(ErrorCode::NotMember, "not a member of this group"),
+                    None => Error::new(ErrorCode::NoSuchGroup, "no such group"),
+                })
+            }
+            ConversationId::Room(r) => {
+                if dir.in_room(r, user).await? {
+                    return Ok(());
+                }
+                Err(match dir.room(r).await? {
+                    Some(_) => Error::new(ErrorCode::NotMember, "join the room first"),
+                    None => Error::new(ErrorCode::NoSuchRoom, "no such room"),
+                })
+            }
+        }
+    }
+
+    fn direct_known(&self, a: UserId, b: UserId) -> bool {
+        let key = (a.min(b), a.max(b));
+        self.known_directs.lock().unwrap_or_else(|p| p.into_inner()).contains(&key)
+    }
+
+    /// Records the direct pair in the directory once (so sync finds it).
+    async fn remember_direct(&self, a: UserId, b: UserId) -> Result<()> {
+        if self.direct_known(a, b) {
+            return Ok(());
+        }
+        self.svc.directory.add_direct(a, b).await?;
+        let mut known = self.known_directs.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= KNOWN_DIRECTS_CAP {
+            known.clear();
+        }
+        known.insert((a.min(b), a.max(b)));
+        Ok(())
+    }
+}

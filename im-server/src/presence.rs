@@ -1,0 +1,265 @@
+//! Presence: who is online, since when, and the grace period that keeps a
+//! reconnecting user from flapping.
+//!
+//! [`PresenceStore`] is the seam (in memory here; Redis with TTLs in a
+//! cluster). [`PresenceTracker`] holds the policy: a user goes online with
+//! their first connection and offline only after their last connection has
+//! been gone for the grace period; each real transition is reported once on
+//! a channel that the logic fans out to the people who care.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use im_core::{Presence, PresenceStatus, UserId};
+use tokio::sync::mpsc;
+
+use crate::store::StoreResult;
+use crate::time::now_ms;
+
+/// A user's presence plus their live connection count (over all nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceRecord {
+    /// What clients see.
+    pub presence: Presence,
+    /// Live connections; 0 while within the grace period after the last one.
+    pub connections: u32,
+}
+
+/// Where presence lives.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// A connection of `user` opened. Returns `true` if the user was offline
+    /// (this is a transition to online).
+    async fn connected(&self, user: UserId, now: u64) -> StoreResult<bool>;
+    /// A connection of `user` closed. When it was the last one, returns
+    /// `Some(epoch)`: the grace period starts, and [`settle`](Self::settle)
+    /// with that epoch ends it. Each last-disconnect gets a new epoch, so a
+    /// stale grace timer (the user came back and left again) settles nothing.
+    async fn disconnected(&self, user: UserId, now: u64) -> StoreResult<Option<u64>>;
+    /// Called when the grace period of `epoch` ends: if the user still has
+    /// no connection, is online, and `epoch` is their latest, marks them
+    /// offline and returns `true`.
+    async fn settle(&self, user: UserId, epoch: u64) -> StoreResult<bool>;
+    /// Records activity (a frame or heartbeat) at `now`.
+    async fn touch(&self, user: UserId, now: u64) -> StoreResult<()>;
+    /// Presence of each user, in the order given; unknown users are offline
+    /// with `last_active_at: 0`.
+    async fn query(&self, users: &[UserId]) -> StoreResult<Vec<PresenceRecord>>;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Entry {
+    connections: u32,
+    online: bool,
+    last_active_at: u64,
+    epoch: u64,
+}
+
+/// In-process [`PresenceStore`] for a single node.
+#[derive(Debug, Default)]
+pub struct MemoryPresence {
+    users: Mutex<HashMap<UserId, Entry>>,
+}
+
+impl MemoryPresence {
+    /// An empty presence table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<UserId, Entry>) -> T) -> T {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut users)
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryPresence {
+    async fn connected(&self, user: UserId, now: u64) -> StoreResult<bool> {
+        Ok(self.with(|users| {
+            let e = users.entry(user).or_default();
+            e.connections += 1;
+            e.last_active_at = now;
+            let became_online = !e.online;
+            e.online = true;
+            became_online
+        }))
+    }
+
+    async fn disconnected(&self, user: UserId, now: u64) -> StoreResult<Option<u64>> {
+        Ok(self.with(|users| match users.get_mut(&user) {
+            Some(e) if e.connections > 0 => {
+                e.connections -= 1;
+                e.last_active_at = now;
+                (e.connections == 0).then(|| {
+                    e.epoch += 1;
+                    e.epoch
+                })
+            }
+            _ => None,
+        }))
+    }
+
+    async fn settle(&self, user: UserId, epoch: u64) -> StoreResult<bool> {
+        Ok(self.with(|users| match users.get_mut(&user) {
+            Some(e) if e.connections == 0 && e.online && e.epoch == epoch => {
+                e.online = false;
+                true
+            }
+            _ => false,
+        }))
+    }
+
+    async fn touch(&self, user: UserId, now: u64) -> StoreResult<()> {
+        self.with(|users| {
+            if let Some(e) = users.get_mut(&user) {
+                e.last_active_at = e.last_active_at.max(now);
+            }
+        });
+        Ok(())
+    }
+
+    async fn query(&self, users: &[UserId]) -> StoreResult<Vec<PresenceRecord>> {
+        Ok(self.with(|table| {
+            users
+                .iter()
+                .map(|&user| {
+                    let e = table.get(&user).copied().unwrap_or_default();
+                    PresenceRecord {
+                        presence: Presence {
+                            user,
+                            status: if e.online { PresenceStatus::Online } else { PresenceStatus::Offline },
+                            last_active_at: e.last_active_at,
+                        },
+                        connections: e.connections,
+                    }
+                })
+                .collect()
+        }))
+    }
+}
+
+/// Applies the grace-period policy on top of a [`PresenceStore`] and reports
+/// each online/offline transition once on its channel.
+pub struct PresenceTracker {
+    store: Arc<dyn PresenceStore>,
+    grace: Duration,
+    changes: mpsc::Sender<Presence>,
+}
+
+impl PresenceTracker {
+    /// A tracker and the receiver of its transitions. The channel is bounded
+    /// (`capacity`): presence is best-effort, so when the consumer falls
+    /// behind, transitions are dropped (and logged) rather than queued
+    /// without bound — clients can always query presence.
+    pub fn new(
+        store: Arc<dyn PresenceStore>,
+        grace: Duration,
+        capacity: usize,
+    ) -> (Arc<Self>, mpsc::Receiver<Presence>) {
+        let (changes, rx) = mpsc::channel(capacity.max(1));
+        (Arc::new(Self { store, grace, changes }), rx)
+    }
+
+    /// The underlying store (for queries).
+    pub fn store(&self) -> &Arc<dyn PresenceStore> {
+        &self.store
+    }
+
+    /// A connection of `user` opened.
+    pub async fn connected(&self, user: UserId) {
+        let now = now_ms();
+        match self.store.connected(user, now).await {
+            Ok(true) => self.report(Presence { user, status: PresenceStatus::Online, last_active_at: now }),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%user, error = %e, "presence: connect not recorded"),
+        }
+    }
+
+    /// A connection of `user` closed; if it was the last, the user goes
+    /// offline after the grace period unless they reconnect first.
+    pub async fn disconnected(self: &Arc<Self>, user: UserId) {
+        let now = now_ms();
+        match self.store.disconnected(user, now).await {
+            Ok(Some(epoch)) => {
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(this.grace).await;
+                    match this.store.settle(user, epoch).await {
+                        Ok(true) => this.report(Presence {
+                            user,
+                            status: PresenceStatus::Offline,
+                            last_active_at: now,
+                        }),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(%user, error = %e, "presence: settle failed"),
+                    }
+                });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(%user, error = %e, "presence: disconnect not recorded"),
+        }
+    }
+
+    /// Records activity now.
+    pub async fn touch(&self, user: UserId) {
+        if let Err(e) = self.store.touch(user, now_ms()).await {
+            tracing::warn!(%user, error = %e, "presence: touch failed");
+        }
+    }
+
+    fn report(&self, p: Presence) {
+        if self.changes.try_send(p).is_err() {
+            tracing::warn!(user = %p.user, "presence: change dropped, consumer is behind");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker(grace_ms: u64) -> (Arc<PresenceTracker>, mpsc::Receiver<Presence>) {
+        PresenceTracker::new(Arc::new(MemoryPresence::new()), Duration::from_millis(grace_ms), 16)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnect_within_grace_does_not_flap() {
+        let (t, mut rx) = tracker(1000);
+        let u = UserId(1);
+        t.connected(u).await;
+        assert_eq!(rx.recv().await.unwrap().status, PresenceStatus::Online);
+        t.disconnected(u).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        t.connected(u).await; // back within the grace period
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        t.disconnected(u).await; // and leaves again: only the latest grace timer may settle
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(rx.try_recv().is_err(), "no offline/online flap expected");
+        t.connected(u).await;
+        let rec = t.store().query(&[u]).await.unwrap()[0];
+        assert_eq!((rec.presence.status, rec.connections), (PresenceStatus::Online, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn goes_offline_after_grace() {
+        let (t, mut rx) = tracker(1000);
+        let u = UserId(2);
+        t.connected(u).await;
+        t.connected(u).await; // second device
+        assert_eq!(rx.recv().await.unwrap().status, PresenceStatus::Online);
+        t.disconnected(u).await;
+        t.disconnected(u).await;
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert!(rx.try_recv().is_err(), "still within grace");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let p = rx.recv().await.unwrap();
+        assert_eq!(p.status, PresenceStatus::Offline);
+        assert!(p.last_active_at > 0);
+        let rec = t.store().query(&[u, UserId(99)]).await.unwrap();
+        assert_eq!(rec[0].presence.status, PresenceStatus::Offline);
+        assert_eq!(rec[1].presence, Presence { user: UserId(99), status: PresenceStatus::Offline, last_active_at: 0 });
+    }
+}

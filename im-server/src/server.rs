@@ -1,0 +1,278 @@
+//! Assembling and running a server: [`Server::builder`] wires the seams
+//! (storage, presence, broker, push) into the logic, binds one port for
+//! HTTP and WebSocket, and [`RunningServer::shutdown`] stops it gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use im_core::CloseCode;
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::{Authenticator, PasswordHasher, TokenSigner};
+use crate::broker::{Broker, BrokerError, EventSink, LocalBroker};
+use crate::config::ServerConfig;
+use crate::hub::Hub;
+use crate::logic::{Logic, Services};
+use crate::metrics::Metrics;
+use crate::presence::{MemoryPresence, PresenceStore, PresenceTracker};
+use crate::push::{LogPush, PushDispatcher, PushNotifier};
+use crate::state::AppState;
+use crate::store::{Directory, MemoryStore, MessageStore, SessionStore, StoreError};
+
+/// Presence transitions buffered before they are dropped (best effort).
+const PRESENCE_QUEUE: usize = 4096;
+/// How often expired sessions are purged.
+const SESSION_PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Binding the port failed.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store could not be opened.
+    #[error("cannot open storage: {0}")]
+    Store(#[from] StoreError),
+    /// The broker could not be subscribed.
+    #[error("cannot subscribe to the broker: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+/// Entry point: `Server::builder()`.
+pub struct Server;
+
+impl Server {
+    /// A builder with in-memory defaults for every seam.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Configures the seams of a server. Anything not set defaults to the
+/// in-memory implementation (or [`LocalBroker`], [`LogPush`]).
+#[derive(Default)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+    messages: Option<Arc<dyn MessageStore>>,
+    directory: Option<Arc<dyn Directory>>,
+    sessions: Option<Arc<dyn SessionStore>>,
+    presence: Option<Arc<dyn PresenceStore>>,
+    broker: Option<Arc<dyn Broker>>,
+    push: Option<Arc<dyn PushNotifier>>,
+    token_secret: Option<Vec<u8>>,
+    hasher: Option<PasswordHasher>,
+}
+
+impl ServerBuilder {
+    /// Sets the configuration.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses one in-memory store for messages, directory and sessions.
+    pub fn memory(self) -> Self {
+        self.store(Arc::new(MemoryStore::new()))
+    }
+
+    /// Uses the embedded persistent store in `data_dir` (file `im.redb`) for
+    /// messages, directory and sessions.
+    #[cfg(feature = "embedded")]
+    pub fn embedded(self, data_dir: impl AsRef<std::path::Path>) -> Result<Self, StartError> {
+        let dir = data_dir.as_ref();
+        std::fs::create_dir_all(dir)?;
+        let store = crate::store::EmbeddedStore::open(dir.join("im.redb"))?;
+        Ok(self.store(Arc::new(store)))
+    }
+
+    /// Uses one object for messages, directory and sessions.
+    pub fn store<S: MessageStore + Directory + SessionStore>(mut self, store: Arc<S>) -> Self {
+        self.messages = Some(store.clone());
+        self.directory = Some(store.clone());
+        self.sessions = Some(store);
+        self
+    }
+
+    /// Sets the message store.
+    pub fn messages(mut self, s: Arc<dyn MessageStore>) -> Self {
+        self.messages = Some(s);
+        self
+    }
+
+    /// Sets the directory.
+    pub fn directory(mut self, s: Arc<dyn Directory>) -> Self {
+        self.directory = Some(s);
+        self
+    }
+
+    /// Sets the session store.
+    pub fn sessions(mut self, s: Arc<dyn SessionStore>) -> Self {
+        self.sessions = Some(s);
+        self
+    }
+
+    /// Sets the presence store.
+    pub fn presence(mut self, s: Arc<dyn PresenceStore>) -> Self {
+        self.presence = Some(s);
+        self
+    }
+
+    /// Sets the broker.
+    pub fn broker(mut self, b: Arc<dyn Broker>) -> Self {
+        self.broker = Some(b);
+        self
+    }
+
+    /// Sets the push notifier.
+    pub fn push(mut self, p: Arc<dyn PushNotifier>) -> Self {
+        self.push = Some(p);
+        self
+    }
+
+    /// Sets the token signing secret. Every node of a cluster needs the same
+    /// one. Default: random per process (tokens die with the process).
+    pub fn token_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.token_secret = Some(secret.into());
+        self
+    }
+
+    /// Sets the password hasher (e.g. cheaper parameters in tests).
+    pub fn password_hasher(mut self, h: PasswordHasher) -> Self {
+        self.hasher = Some(h);
+        self
+    }
+
+    /// Binds `addr` and starts serving HTTP and WebSocket on it.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<RunningServer, StartError> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve(listener).await
+    }
+
+    /// Starts serving on an already bound listener.
+    pub async fn serve(self, listener: TcpListener) -> Result<RunningServer, StartError> {
+        let addr = listener.local_addr()?;
+        let cfg = Arc::new(self.config);
+        let metrics = Arc::new(Metrics::new());
+        let default_store = Arc::new(MemoryStore::new());
+        let messages = self.messages.unwrap_or_else(|| default_store.clone());
+        let directory = self.directory.unwrap_or_else(|| default_store.clone());
+        let sessions = self.sessions.unwrap_or_else(|| default_store.clone());
+        let presence_store = self.presence.unwrap_or_else(|| Arc::new(MemoryPresence::new()));
+        let broker = self.broker.unwrap_or_else(|| Arc::new(LocalBroker::new()));
+        let push = self.push.unwrap_or_else(|| Arc::new(LogPush));
+        let secret = self.token_secret.unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+
+        let hub = Arc::new(Hub::new(cfg.node_name.clone(), metrics.clone()));
+        broker.subscribe(hub.clone() as Arc<dyn EventSink>).await?;
+        let (presence, presence_changes) =
+            PresenceTracker::new(presence_store, cfg.presence_grace, PRESENCE_QUEUE);
+        let services = Services {
+            messages: messages.clone(),
+            directory,
+            auth: Authenticator::new(TokenSigner::new(&secret), sessions.clone()),
+            hasher: self.hasher.unwrap_or_default(),
+            presence,
+            broker,
+            push: PushDispatcher::new(push, cfg.push_max_in_flight, metrics.clone()),
+            metrics: metrics.clone(),
+        };
+        let logic = Arc::new(Logic::new(cfg.clone(), services));
+        let state = AppState::new(logic.clone(), hub, metrics);
+
+        let background = vec![
+            tokio::spawn({
+                let logic = logic.clone();
+                async move { logic.run_presence_fanout(presence_changes).await }
+            }),
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(SESSION_PURGE_EVERY);
+                loop {
+                    every.tick().await;
+                    match sessions.purge_expired(crate::time::now_ms()).await {
+                        Ok(n) if n > 0 => tracing::info!(purged = n, "expired sessions purged"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "session purge failed"),
+                    }
+                }
+            }),
+        ];
+
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let router = crate::http::router(state.clone());
+        let http = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            };
+            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stopped);
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "http server failed");
+            }
+        });
+        tracing::info!(%addr, node = %cfg.node_name, "im-server listening (HTTP and WebSocket on /ws)");
+        Ok(RunningServer { addr, state, messages, stop_tx, http, background })
+    }
+}
+
+/// A server that is serving. Stop it with [`shutdown`](Self::shutdown).
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: AppState,
+    messages: Arc<dyn MessageStore>,
+    stop_tx: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, the business API's base URL.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `ws://ADDR/ws`, the WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// The shared state (logic, hub, metrics).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops gracefully: refuses new connections, closes every connection
+    /// with 3500 ("reconnect via the dispatcher"), waits for them to go (at
+    /// most `shutdown_timeout`), stops HTTP and flushes storage.
+    pub async fn shutdown(self) {
+        self.stop_with(CloseCode::SHUTDOWN).await
+    }
+
+    async fn stop_with(self, code: CloseCode) {
+        let hub = self.state.hub().clone();
+        self.state.set_draining();
+        let closing = hub.close_all(code);
+        tracing::info!(connections = closing, "shutting down");
+        let deadline = tokio::time::Instant::now() + self.state.config().shutdown_timeout;
+        while hub.connection_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+        for task in &self.background {
+            task.abort();
+        }
+        if let Err(e) = self.messages.flush().await {
+            tracing::error!(error = %e, "flushing storage at shutdown failed");
+        }
+        tracing::info!("stopped");
+    }
+}

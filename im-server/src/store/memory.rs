@@ -1,0 +1,305 @@
+//! In-memory implementation of every storage trait, for tests and embedding.
+//!
+//! Nothing survives the process. Each call takes a short-lived
+//! [`std::sync::Mutex`] (never held across an `.await`) and computes its
+//! answer; messages live in one `Vec` per conversation indexed by id, so
+//! paging is O(page).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
+
+use super::{Appended, Directory, MessageStore, NewMessage, SessionStore, StoreError, StoreResult};
+use crate::model::{Group, Member, Role, Room, Session, User};
+
+/// Stores messages, the directory and sessions in process memory.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    messages: Mutex<Messages>,
+    directory: Mutex<Dir>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+#[derive(Debug, Default)]
+struct Messages {
+    /// Per conversation, message `id` at index `id - 1`.
+    convs: HashMap<ConversationId, Vec<Message>>,
+    /// Idempotency index `(conv, from, cmid)` → id.
+    keys: HashMap<(ConversationId, UserId, ClientMsgId), MessageId>,
+}
+
+#[derive(Debug, Default)]
+struct Dir {
+    users: BTreeMap<UserId, User>,
+    by_name: HashMap<String, UserId>,
+    groups: BTreeMap<GroupId, Group>,
+    members: HashMap<GroupId, BTreeMap<UserId, Role>>,
+    user_groups: HashMap<UserId, BTreeSet<GroupId>>,
+    rooms: BTreeMap<RoomId, Room>,
+    room_members: HashMap<RoomId, BTreeSet<UserId>>,
+    user_rooms: HashMap<UserId, BTreeSet<RoomId>>,
+    directs: HashMap<UserId, BTreeSet<UserId>>,
+}
+
+/// Locks, ignoring poisoning: every mutation below completes or changes nothing.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn index(id: MessageId) -> usize {
+    usize::try_from(id).unwrap_or(usize::MAX)
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
+        let mut m = lock(&self.messages);
+        let Messages { convs, keys } = &mut *m;
+        let key = (msg.conv, msg.from, msg.cmid);
+        let log = convs.entry(msg.conv).or_default();
+        if let Some(&id) = keys.get(&key) {
+            let original = log
+                .get(index(id).wrapping_sub(1))
+                .cloned()
+                .ok_or_else(|| StoreError::Backend(format!("idempotency key names missing message {id}")))?;
+            return Ok(Appended { message: original, duplicate: true });
+        }
+        let id = log.len() as MessageId + 1;
+        let message = Message { conv: msg.conv, id, from: msg.from, cmid: key.2.clone(), body: msg.body, ts: msg.ts };
+        log.push(message.clone());
+        keys.insert(key, id);
+        Ok(Appended { message, duplicate: false })
+    }
+
+    async fn after(&self, conv: ConversationId, after: MessageId, limit: usize) -> StoreResult<Vec<Message>> {
+        let m = lock(&self.messages);
+        let Some(log) = m.convs.get(&conv) else { return Ok(Vec::new()) };
+        let start = index(after).min(log.len());
+        let end = start.saturating_add(limit).min(log.len());
+        Ok(log[start..end].to_vec())
+    }
+
+    async fn before(
+        &self,
+        conv: ConversationId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        let m = lock(&self.messages);
+        let Some(log) = m.convs.get(&conv) else { return Ok(Vec::new()) };
+        let end = before.map_or(log.len(), |b| index(b.saturating_sub(1)).min(log.len()));
+        let start = end.saturating_sub(limit);
+        Ok(log[start..end].to_vec())
+    }
+
+    async fn heads(&self, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
+        let m = lock(&self.messages);
+        Ok(convs.iter().map(|c| m.convs.get(c).map_or(0, |log| log.len() as MessageId)).collect())
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Directory for MemoryStore {
+    async fn create_user(&self, username: &str, password_hash: &str, now: u64) -> StoreResult<User> {
+        let mut d = lock(&self.directory);
+        if d.by_name.contains_key(username) {
+            return Err(StoreError::Conflict);
+        }
+        let id = UserId(d.users.last_key_value().map_or(0, |(k, _)| k.0) + 1);
+        let user =
+            User { id, username: username.to_owned(), password_hash: password_hash.to_owned(), created_at: now };
+        d.by_name.insert(username.to_owned(), id);
+        d.users.insert(id, user.clone());
+        Ok(user)
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        Ok(lock(&self.directory).users.get(&id).cloned())
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        let d = lock(&self.directory);
+        Ok(d.by_name.get(username).and_then(|id| d.users.get(id)).cloned())
+    }
+
+    async fn create_group(&self, name: &str, owner: UserId, now: u64) -> StoreResult<Group> {
+        let mut d = lock(&self.directory);
+        let id = GroupId(d.groups.last_key_value().map_or(0, |(k, _)| k.0) + 1);
+        let group = Group { id, name: name.to_owned(), owner, created_at: now };
+        d.groups.insert(id, group.clone());
+        d.members.entry(id).or_default().insert(owner, Role::Owner);
+        d.user_groups.entry(owner).or_default().insert(id);
+        Ok(group)
+    }
+
+    async fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        Ok(lock(&self.directory).groups.get(&id).cloned())
+    }
+
+    async fn add_member(&self, group: GroupId, user: UserId, role: Role, cap: usize) -> StoreResult<bool> {
+        let mut d = lock(&self.directory);
+        if !d.groups.contains_key(&group) {
+            return Err(StoreError::NotFound);
+        }
+        let members = d.members.entry(group).or_default();
+        if let Some(r) = members.get_mut(&user) {
+            *r = role;
+            return Ok(false);
+        }
+        if members.len() >= cap {
+            return Err(StoreError::GroupFull);
+        }
+        members.insert(user, role);
+        d.user_groups.entry(user).or_default().insert(group);
+        Ok(true)
+    }
+
+    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<bool> {
+        let mut d = lock(&self.directory);
+        let removed = d.members.get_mut(&group).is_some_and(|m| m.remove(&user).is_some());
+        if removed {
+            if let Some(gs) = d.user_groups.get_mut(&user) {
+                gs.remove(&group);
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn member_role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>> {
+        Ok(lock(&self.directory).members.get(&group).and_then(|m| m.get(&user)).copied())
+    }
+
+    async fn members(&self, group: GroupId) -> StoreResult<Vec<Member>> {
+        let d = lock(&self.directory);
+        Ok(d.members
+            .get(&group)
+            .map(|m| m.iter().map(|(&user, &role)| Member { user, role }).collect())
+            .unwrap_or_default())
+    }
+
+    async fn groups_of(&self, user: UserId) -> StoreResult<Vec<GroupId>> {
+        let d = lock(&self.directory);
+        Ok(d.user_groups.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default())
+    }
+
+    async fn create_room(&self, name: &str, created_by: UserId, now: u64) -> StoreResult<Room> {
+        let mut d = lock(&self.directory);
+        let id = RoomId(d.rooms.last_key_value().map_or(0, |(k, _)| k.0) + 1);
+        let room = Room { id, name: name.to_owned(), created_by, created_at: now };
+        d.rooms.insert(id, room.clone());
+        Ok(room)
+    }
+
+    async fn room(&self, id: RoomId) -> StoreResult<Option<Room>> {
+        Ok(lock(&self.directory).rooms.get(&id).cloned())
+    }
+
+    async fn rooms(&self, after: RoomId, limit: usize) -> StoreResult<Vec<Room>> {
+        let d = lock(&self.directory);
+        Ok(d.rooms.range(RoomId(after.0.saturating_add(1))..).take(limit).map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn join_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
+        let mut d = lock(&self.directory);
+        if !d.rooms.contains_key(&room) {
+            return Err(StoreError::NotFound);
+        }
+        let joined = d.room_members.entry(room).or_default().insert(user);
+        d.user_rooms.entry(user).or_default().insert(room);
+        Ok(joined)
+    }
+
+    async fn leave_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
+        let mut d = lock(&self.directory);
+        let left = d.room_members.get_mut(&room).is_some_and(|m| m.remove(&user));
+        if let Some(rs) = d.user_rooms.get_mut(&user) {
+            rs.remove(&room);
+        }
+        Ok(left)
+    }
+
+    async fn in_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
+        Ok(lock(&self.directory).room_members.get(&room).is_some_and(|m| m.contains(&user)))
+    }
+
+    async fn rooms_of(&self, user: UserId) -> StoreResult<Vec<RoomId>> {
+        let d = lock(&self.directory);
+        Ok(d.user_rooms.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default())
+    }
+
+    async fn add_direct(&self, a: UserId, b: UserId) -> StoreResult<()> {
+        let mut d = lock(&self.directory);
+        d.directs.entry(a).or_default().insert(b);
+        d.directs.entry(b).or_default().insert(a);
+        Ok(())
+    }
+
+    async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        let d = lock(&self.directory);
+        Ok(d.directs.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create(&self, session: &Session) -> StoreResult<()> {
+        lock(&self.sessions).insert(session.id.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
+        Ok(lock(&self.sessions).get(id).cloned())
+    }
+
+    async fn revoke(&self, id: &str) -> StoreResult<bool> {
+        Ok(lock(&self.sessions).remove(id).is_some())
+    }
+
+    async fn purge_expired(&self, now: u64) -> StoreResult<usize> {
+        let mut s = lock(&self.sessions);
+        let before = s.len();
+        s.retain(|_, session| session.expires_at >= now);
+        Ok(before - s.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::MemoryStore;
+    use crate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn messages() {
+        conformance::messages(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_appends() {
+        conformance::concurrent_appends(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn directory() {
+        conformance::directory(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sessions() {
+        conformance::sessions(Arc::new(MemoryStore::new())).await;
+    }
+}

@@ -1,0 +1,165 @@
+//! Storage seams: messages, the directory (users, groups, rooms, membership)
+//! and sessions, with an in-memory and an embedded persistent implementation.
+//!
+//! The logic talks only to these traits, so a deployment can put messages
+//! and the directory in PostgreSQL and sessions in Redis without touching it.
+//! Every implementation must pass the shared conformance suite
+//! (`store::conformance`, run by each back-end's tests).
+//!
+//! Contract shared by all methods: a failed call changes nothing (each
+//! mutation is atomic), and `StoreError::Backend` is the only error that
+//! means "try again later".
+
+use async_trait::async_trait;
+use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
+
+use crate::model::{Group, Member, Role, Room, Session, User};
+
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod memory;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+#[cfg(feature = "embedded")]
+pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
+
+/// What a storage call can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique name is taken (username).
+    #[error("already exists")]
+    Conflict,
+    /// The group, room or user the call names does not exist.
+    #[error("not found")]
+    NotFound,
+    /// Adding a member would exceed the group's cap.
+    #[error("group is full")]
+    GroupFull,
+    /// The back-end failed (I/O, connection, corruption); retry later.
+    #[error("storage back-end: {0}")]
+    Backend(String),
+}
+
+/// Result of a storage call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A message to store; the store assigns its id.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The conversation.
+    pub conv: ConversationId,
+    /// The sender.
+    pub from: UserId,
+    /// The sender's idempotency key.
+    pub cmid: ClientMsgId,
+    /// The content.
+    pub body: String,
+    /// Server time, ms since the Unix epoch.
+    pub ts: u64,
+}
+
+/// Outcome of [`MessageStore::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored message (the earlier one when `duplicate`).
+    pub message: Message,
+    /// `true` when `(conv, from, cmid)` had been stored before: nothing new
+    /// was stored and `message` is the original.
+    pub duplicate: bool,
+}
+
+/// Durable, ordered message storage keyed `(conversation, message_id)`.
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Stores `msg` with its conversation's next id (last id + 1, starting at
+    /// 1), atomically with its idempotency key `(conv, from, cmid)`. If that
+    /// key was stored before, returns the original message with
+    /// `duplicate: true` and stores nothing. Concurrent appends to one
+    /// conversation get distinct, gapless ids. Returns only once the message
+    /// is durable (as durable as the back-end is).
+    async fn append(&self, msg: NewMessage) -> StoreResult<Appended>;
+
+    /// Up to `limit` messages of `conv` with ids above `after`, ascending.
+    async fn after(&self, conv: ConversationId, after: MessageId, limit: usize) -> StoreResult<Vec<Message>>;
+
+    /// Up to `limit` of the newest messages of `conv` with ids below `before`
+    /// (all ids when `None`), returned in ascending order.
+    async fn before(
+        &self,
+        conv: ConversationId,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>>;
+
+    /// The largest id stored in each conversation (0 for none), in the order given.
+    async fn heads(&self, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>>;
+
+    /// Makes everything stored so far durable (called at shutdown).
+    async fn flush(&self) -> StoreResult<()>;
+}
+
+/// Users, groups, rooms and who belongs where.
+#[async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// Creates a user with the next id. `Conflict` if the username is taken.
+    async fn create_user(&self, username: &str, password_hash: &str, now: u64) -> StoreResult<User>;
+    /// A user by id.
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// A user by username.
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>>;
+
+    /// Creates a group with the next id; `owner` becomes its [`Role::Owner`] member.
+    async fn create_group(&self, name: &str, owner: UserId, now: u64) -> StoreResult<Group>;
+    /// A group by id.
+    async fn group(&self, id: GroupId) -> StoreResult<Option<Group>>;
+    /// Adds `user` (or changes their role if already a member, without
+    /// counting against the cap). Returns `true` if the user was not a member
+    /// before. `GroupFull` if that would make more than `cap` members,
+    /// `NotFound` if the group does not exist.
+    async fn add_member(&self, group: GroupId, user: UserId, role: Role, cap: usize) -> StoreResult<bool>;
+    /// Removes `user`; returns whether they were a member.
+    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<bool>;
+    /// The user's role in the group, if a member.
+    async fn member_role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>>;
+    /// All members of a group, ordered by user id.
+    async fn members(&self, group: GroupId) -> StoreResult<Vec<Member>>;
+    /// The groups a user belongs to, ordered by id.
+    async fn groups_of(&self, user: UserId) -> StoreResult<Vec<GroupId>>;
+
+    /// Creates a room with the next id (the creator does not join by this).
+    async fn create_room(&self, name: &str, created_by: UserId, now: u64) -> StoreResult<Room>;
+    /// A room by id.
+    async fn room(&self, id: RoomId) -> StoreResult<Option<Room>>;
+    /// Up to `limit` rooms with ids above `after`, ascending.
+    async fn rooms(&self, after: RoomId, limit: usize) -> StoreResult<Vec<Room>>;
+    /// Joins a room; returns `true` if newly joined. `NotFound` for a missing room.
+    async fn join_room(&self, room: RoomId, user: UserId) -> StoreResult<bool>;
+    /// Leaves a room; returns whether the user was in it.
+    async fn leave_room(&self, room: RoomId, user: UserId) -> StoreResult<bool>;
+    /// Whether the user has joined the room.
+    async fn in_room(&self, room: RoomId, user: UserId) -> StoreResult<bool>;
+    /// The rooms a user has joined, ordered by id.
+    async fn rooms_of(&self, user: UserId) -> StoreResult<Vec<RoomId>>;
+
+    /// Records that `a` and `b` have a direct conversation (idempotent).
+    async fn add_direct(&self, a: UserId, b: UserId) -> StoreResult<()>;
+    /// The users `user` has a direct conversation with, ordered by id.
+    async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>>;
+}
+
+/// Login sessions: a token is valid only while its session exists.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session.
+    async fn create(&self, session: &Session) -> StoreResult<()>;
+    /// A session by id (`None` if unknown or revoked; expired ones may be returned).
+    async fn get(&self, id: &str) -> StoreResult<Option<Session>>;
+    /// Revokes a session; returns whether it existed.
+    async fn revoke(&self, id: &str) -> StoreResult<bool>;
+    /// Deletes sessions that expired before `now`; returns how many.
+    async fn purge_expired(&self, now: u64) -> StoreResult<usize>;
+}
