@@ -45,7 +45,8 @@ impl ConnHandle {
         metrics: Arc<Metrics>,
     ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
         let (queue, rx) = mpsc::channel(capacity.max(1));
-        let handle = Self { id, user, session, device, queue, close: OnceLock::new(), closed: Notify::new(), metrics };
+        let handle =
+            Self { id, user, session, device, queue, close: OnceLock::new(), closed: Notify::new(), metrics };
         (Arc::new(handle), rx)
     }
 

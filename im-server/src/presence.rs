@@ -260,6 +260,9 @@ mod tests {
         assert!(p.last_active_at > 0);
         let rec = t.store().query(&[u, UserId(99)]).await.unwrap();
         assert_eq!(rec[0].presence.status, PresenceStatus::Offline);
-        assert_eq!(rec[1].presence, Presence { user: UserId(99), status: PresenceStatus::Offline, last_active_at: 0 });
+        assert_eq!(
+            rec[1].presence,
+            Presence { user: UserId(99), status: PresenceStatus::Offline, last_active_at: 0 }
+        );
     }
 }

@@ -25,7 +25,10 @@ pub fn fast_hasher() -> PasswordHasher {
 
 /// A builder with test defaults: cheap password hashing, fixed token secret.
 pub fn builder(cfg: ServerConfig) -> ServerBuilder {
-    Server::builder().config(cfg).password_hasher(fast_hasher()).token_secret(b"test-secret-test-secret-32-bytes".to_vec())
+    Server::builder()
+        .config(cfg)
+        .password_hasher(fast_hasher())
+        .token_secret(b"test-secret-test-secret-32-bytes".to_vec())
 }
 
 /// Starts an in-memory server on 127.0.0.1 with `cfg`.
@@ -68,7 +71,13 @@ impl Api {
     }
 
     /// Sends a request and returns (status, JSON body or Null).
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
@@ -106,15 +115,17 @@ impl Api {
     /// Creates a group owned by `owner` with `members`; returns its id.
     pub async fn group(&self, owner: &TestUser, name: &str, members: &[&TestUser]) -> u64 {
         let ids: Vec<u64> = members.iter().map(|m| m.id.0).collect();
-        let (s, body) =
-            self.call("POST", "/api/v1/groups", Some(&owner.token), Some(json!({"name": name, "members": ids}))).await;
+        let (s, body) = self
+            .call("POST", "/api/v1/groups", Some(&owner.token), Some(json!({"name": name, "members": ids})))
+            .await;
         assert_eq!(s, 201, "create group: {body}");
         body["id"].as_u64().expect("group id")
     }
 
     /// Creates a room (its creator joins); returns its id.
     pub async fn room(&self, creator: &TestUser, name: &str) -> u64 {
-        let (s, body) = self.call("POST", "/api/v1/rooms", Some(&creator.token), Some(json!({"name": name}))).await;
+        let (s, body) =
+            self.call("POST", "/api/v1/rooms", Some(&creator.token), Some(json!({"name": name}))).await;
         assert_eq!(s, 201, "create room: {body}");
         body["id"].as_u64().expect("room id")
     }
@@ -202,7 +213,9 @@ impl Ws {
                     return Ok(Some(codec::decode_server(t.as_str()).expect("server frames decode")))
                 }
                 Some(Ok(WsMessage::Close(frame))) => {
-                    return Err(frame.map(|f| Ended::Closed(CloseCode(u16::from(f.code)))).unwrap_or(Ended::Dropped))
+                    return Err(frame
+                        .map(|f| Ended::Closed(CloseCode(u16::from(f.code))))
+                        .unwrap_or(Ended::Dropped))
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Err(Ended::Dropped),

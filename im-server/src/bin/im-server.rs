@@ -14,7 +14,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
-#[command(name = "im-server", version, about = "The im chat server: WebSocket gateway, HTTP API, dispatcher.")]
+#[command(
+    name = "im-server",
+    version,
+    about = "The im chat server: WebSocket gateway, HTTP API, dispatcher."
+)]
 struct Args {
     /// Address to serve HTTP and WebSocket on.
     #[arg(long, env = "IM_LISTEN", default_value = "127.0.0.1:8080")]
@@ -104,11 +108,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     builder = builder.token_secret(secret);
     builder = if args.memory { builder.memory() } else { builder.embedded(&args.data_dir)? };
     if let Some(url) = &args.push_webhook {
-        builder = builder.push(Arc::new(im_server::push::WebhookPush::new(url.clone(), Duration::from_secs(5))));
+        builder =
+            builder.push(Arc::new(im_server::push::WebhookPush::new(url.clone(), Duration::from_secs(5))));
     }
 
     let server = builder.bind(args.listen).await?;
-    println!("im-server {} listening on {} (WebSocket {})", env!("CARGO_PKG_VERSION"), server.http_url(), server.ws_url());
+    println!(
+        "im-server {} listening on {} (WebSocket {})",
+        env!("CARGO_PKG_VERSION"),
+        server.http_url(),
+        server.ws_url()
+    );
     if args.memory {
         println!("storage: in memory (nothing survives a restart)");
     } else {

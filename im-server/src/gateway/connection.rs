@@ -33,19 +33,32 @@ const WRITE_BATCH: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs a connection to its end.
-pub(super) async fn run(app: AppState, socket: WebSocket, session: Session, device: String, version_ok: bool) {
+pub(super) async fn run(
+    app: AppState,
+    socket: WebSocket,
+    session: Session,
+    device: String,
+    version_ok: bool,
+) {
     let cfg = app.config();
     let hub = app.hub().clone();
     let metrics = app.metrics().clone();
     let user = session.user;
-    let (handle, queue) =
-        ConnHandle::new(hub.next_conn_id(), user, session.id.clone(), device, cfg.send_queue, metrics.clone());
-    let (sink, stream) = socket.split();
+    let (handle, queue) = ConnHandle::new(
+        hub.next_conn_id(),
+        user,
+        session.id.clone(),
+        device,
+        cfg.send_queue,
+        metrics.clone(),
+    );
+    let (sink, mut stream) = socket.split();
     metrics.connection_opened();
 
     if !version_ok {
         handle.close(CloseCode::UNSUPPORTED_PROTOCOL);
         write_loop(sink, queue, handle.clone(), &app, session.expires_at).await;
+        linger(&mut stream).await;
         finish(&app, &handle, false).await;
         return;
     }
@@ -56,6 +69,7 @@ pub(super) async fn run(app: AppState, socket: WebSocket, session: Session, devi
             tracing::warn!(%user, error = %e, "connection refused: rooms unavailable");
             handle.close(CloseCode::RECONNECT);
             write_loop(sink, queue, handle.clone(), &app, session.expires_at).await;
+            linger(&mut stream).await;
             finish(&app, &handle, false).await;
             return;
         }
@@ -77,9 +91,27 @@ pub(super) async fn run(app: AppState, socket: WebSocket, session: Session, devi
         let (handle, app) = (handle.clone(), app.clone());
         async move { write_loop(sink, queue, handle, &app, session.expires_at).await }
     });
-    read_loop(stream, &handle, &app).await;
+    let client_closed = read_loop(&mut stream, &handle, &app).await;
     let _ = writer.await;
+    if !client_closed {
+        linger(&mut stream).await;
+    }
     finish(&app, &handle, true).await;
+}
+
+/// After the server's close frame: reads (and discards) until the client's
+/// close reply, briefly. Dropping the socket while the client still sends
+/// would make the kernel reset the connection, and a reset can destroy the
+/// close frame — and with it the close code the client must act on.
+async fn linger(stream: &mut SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn finish(app: &AppState, handle: &Arc<ConnHandle>, registered: bool) {
@@ -93,7 +125,9 @@ async fn finish(app: &AppState, handle: &Arc<ConnHandle>, registered: bool) {
     tracing::debug!(conn = handle.id, user = %handle.user, code = code.0, reason = code.name(), "disconnected");
 }
 
-async fn read_loop(mut stream: SplitStream<WebSocket>, handle: &Arc<ConnHandle>, app: &AppState) {
+/// Reads frames until the connection must end; returns `true` when the
+/// client closed or vanished (nothing left to read).
+async fn read_loop(stream: &mut SplitStream<WebSocket>, handle: &Arc<ConnHandle>, app: &AppState) -> bool {
     let cfg = app.config();
     let limits = cfg.limits;
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst, Instant::now());
@@ -106,21 +140,22 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, handle: &Arc<ConnHandle>,
     loop {
         let next = tokio::select! {
             biased;
-            _ = handle.closed() => return,
+            _ = handle.closed() => return false,
             next = tokio::time::timeout(cfg.idle_timeout, stream.next()) => next,
         };
         let msg = match next {
             Err(_) => {
                 handle.close(CloseCode::HEARTBEAT_TIMEOUT);
-                return;
+                return false;
             }
             Ok(None) => {
                 handle.close(NORMAL);
-                return;
+                return true;
             }
             Ok(Some(Err(e))) => {
-                handle.close(read_error_code(e));
-                return;
+                let code = read_error_code(e);
+                handle.close(code);
+                return code == NORMAL;
             }
             Ok(Some(Ok(msg))) => msg,
         };
@@ -137,7 +172,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, handle: &Arc<ConnHandle>,
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(_) => {
                 handle.close(NORMAL);
-                return;
+                return true;
             }
         };
         if !bucket.take(Instant::now()) {
@@ -145,7 +180,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, handle: &Arc<ConnHandle>,
             if strikes > max_strikes {
                 tracing::info!(conn = handle.id, user = %handle.user, "closing: sustained flooding");
                 handle.close(CloseCode::POLICY_VIOLATION);
-                return;
+                return false;
             }
             app.metrics().frame_in("invalid");
             reply_error(app, handle, None, ErrorCode::RateLimited, "too many frames, slow down");

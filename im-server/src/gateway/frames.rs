@@ -30,8 +30,12 @@ pub(super) async fn handle(app: &AppState, conn: &ConnHandle, frame: ClientFrame
             .history(user, conv, before, limit)
             .await
             .map(|p| ServerFrame::HistoryPage { rid, conv, messages: p.messages, has_more: p.has_more }),
-        ClientFrame::Join { rid, room } => logic.join_room(user, room).await.map(|()| ServerFrame::Ok { rid }),
-        ClientFrame::Leave { rid, room } => logic.leave_room(user, room).await.map(|()| ServerFrame::Ok { rid }),
+        ClientFrame::Join { rid, room } => {
+            logic.join_room(user, room).await.map(|()| ServerFrame::Ok { rid })
+        }
+        ClientFrame::Leave { rid, room } => {
+            logic.leave_room(user, room).await.map(|()| ServerFrame::Ok { rid })
+        }
         ClientFrame::QueryPresence { rid, users } => {
             logic.query_presence(&users).await.map(|users| ServerFrame::PresenceList { rid, users })
         }

@@ -19,23 +19,17 @@ mod connection;
 mod frames;
 mod ratelimit;
 
-/// Handshake parameters from the query string.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Handshake parameters from the query string (percent-decoded).
+#[derive(Debug, Default, PartialEq, Eq, serde::Deserialize)]
 struct Params {
     device: Option<String>,
+    #[serde(rename = "v")]
     version: Option<String>,
 }
 
-fn parse_params(query: Option<&str>) -> Params {
-    let mut p = Params::default();
-    for pair in query.unwrap_or("").split('&') {
-        match pair.split_once('=') {
-            Some(("device", v)) => p.device = Some(v.to_owned()),
-            Some(("v", v)) => p.version = Some(v.to_owned()),
-            _ => {}
-        }
-    }
-    p
+fn parse_params(query: Option<&str>) -> Option<Params> {
+    let uri: axum::http::Uri = format!("/?{}", query.unwrap_or("")).parse().ok()?;
+    axum::extract::Query::<Params>::try_from_uri(&uri).ok().map(|q| q.0)
 }
 
 fn valid_device(d: &str) -> bool {
@@ -75,7 +69,9 @@ pub async fn ws_handler(
             return refuse(status, code, "invalid token");
         }
     };
-    let params = parse_params(query.as_deref());
+    let Some(params) = parse_params(query.as_deref()) else {
+        return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, "malformed query string");
+    };
     let device = match params.device {
         Some(d) if valid_device(&d) => d,
         Some(_) => {
@@ -107,9 +103,11 @@ mod tests {
 
     #[test]
     fn parses_handshake_params() {
-        let p = parse_params(Some("token=abc&device=phone-1&v=1"));
+        let p = parse_params(Some("token=abc&device=phone-1&v=1")).unwrap();
         assert_eq!(p, Params { device: Some("phone-1".into()), version: Some("1".into()) });
-        assert_eq!(parse_params(None), Params::default());
+        assert_eq!(parse_params(None), Some(Params::default()));
+        let decoded = parse_params(Some("device=bad%20id")).unwrap();
+        assert_eq!(decoded.device.as_deref(), Some("bad id"));
         assert!(valid_device("laptop"));
         assert!(!valid_device(""));
         assert!(!valid_device("has space"));

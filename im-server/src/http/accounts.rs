@@ -44,7 +44,10 @@ pub(crate) async fn register(
 }
 
 /// `POST /login` → 200 `{token, user_id, expires_at}`.
-pub(crate) async fn login(State(app): State<AppState>, ApiJson(c): ApiJson<Credentials>) -> ApiResult<Json<Login>> {
+pub(crate) async fn login(
+    State(app): State<AppState>,
+    ApiJson(c): ApiJson<Credentials>,
+) -> ApiResult<Json<Login>> {
     Ok(Json(app.logic().login(&c.username, &c.password).await?))
 }
 

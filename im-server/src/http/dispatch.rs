@@ -57,9 +57,7 @@ fn local_ws_url(cfg: &ServerConfig, headers: &HeaderMap) -> ApiResult<String> {
 /// A `host[:port]` (name, IPv4 or bracketed IPv6) and nothing else, so the
 /// answer is always a well-formed URL.
 fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 255
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
 }
 
 #[cfg(test)]
@@ -82,9 +80,15 @@ mod tests {
     #[test]
     fn url_from_config_or_host() {
         let mut cfg = ServerConfig::default();
-        assert_eq!(local_ws_url(&cfg, &headers(Some("127.0.0.1:8080"), None)).unwrap(), "ws://127.0.0.1:8080/ws");
+        assert_eq!(
+            local_ws_url(&cfg, &headers(Some("127.0.0.1:8080"), None)).unwrap(),
+            "ws://127.0.0.1:8080/ws"
+        );
         assert_eq!(local_ws_url(&cfg, &headers(Some("[::1]:9"), None)).unwrap(), "ws://[::1]:9/ws");
-        assert_eq!(local_ws_url(&cfg, &headers(Some("chat.example"), Some("https"))).unwrap(), "wss://chat.example/ws");
+        assert_eq!(
+            local_ws_url(&cfg, &headers(Some("chat.example"), Some("https"))).unwrap(),
+            "wss://chat.example/ws"
+        );
         for bad in [None, Some(""), Some("evil.example/path"), Some("a b"), Some("x@y")] {
             let err = local_ws_url(&cfg, &headers(bad, None)).unwrap_err();
             assert_eq!(err.code(), ErrorCode::InvalidField, "{bad:?}");

@@ -2,6 +2,8 @@
 //! (JSON body, path, query) whose failures answer our JSON error body
 //! instead of axum's plain-text rejections.
 
+use std::error::Error as StdError;
+
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
 use axum::http::request::Parts;
@@ -85,7 +87,9 @@ where
 
 fn json_rejection(r: &JsonRejection) -> ApiError {
     match r {
-        JsonRejection::JsonDataError(_) => ApiError::new(ErrorCode::InvalidField, detail(&r.body_text())),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::new(ErrorCode::InvalidField, detail(&format!("invalid request body: {}", inner(e))))
+        }
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::new(ErrorCode::BadFrame, "expected a JSON body with `Content-Type: application/json`")
         }
@@ -93,7 +97,9 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
             ErrorCode::BodyTooLarge,
             format!("the request body is over {} bytes", super::MAX_BODY_BYTES),
         ),
-        JsonRejection::JsonSyntaxError(_) => ApiError::new(ErrorCode::BadFrame, detail(&r.body_text())),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::new(ErrorCode::BadFrame, detail(&format!("the request body is not JSON: {}", inner(e))))
+        }
         _ => ApiError::new(ErrorCode::BadFrame, "could not read the request body"),
     }
 }
@@ -141,12 +147,17 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(v)) => Ok(ApiQuery(v)),
-            Err(r @ QueryRejection::FailedToDeserializeQueryString(_)) => {
-                Err(ApiError::new(ErrorCode::InvalidField, detail(&r.body_text())))
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::new(ErrorCode::InvalidField, detail(&format!("invalid query: {}", inner(&e)))))
             }
             Err(r) => Err(ApiError::new(ErrorCode::InvalidField, detail(&r.body_text()))),
         }
     }
+}
+
+/// The cause behind an axum rejection, without axum's generic prefix.
+fn inner(e: &dyn StdError) -> String {
+    e.source().map_or_else(|| e.to_string(), ToString::to_string)
 }
 
 /// `text` cut to at most [`MAX_DETAIL`] bytes on a character boundary.

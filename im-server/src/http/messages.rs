@@ -32,10 +32,9 @@ pub(crate) async fn history(
     ApiPath(conv): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<HistoryBody>> {
-    let conv: ConversationId =
-        conv.parse().map_err(|e: im_core::ids::ParseConversationIdError| {
-            ApiError::new(ErrorCode::InvalidField, e.to_string())
-        })?;
+    let conv: ConversationId = conv.parse().map_err(|e: im_core::ids::ParseConversationIdError| {
+        ApiError::new(ErrorCode::InvalidField, e.to_string())
+    })?;
     let page = app.logic().history(s.user, conv, q.before, q.limit).await?;
     Ok(Json(HistoryBody { messages: page.messages, has_more: page.has_more }))
 }

@@ -89,10 +89,11 @@ impl Logic {
         if dir.member_role(group, user).await? == Some(Role::Owner) {
             return Err(Error::new(ErrorCode::Forbidden, "the owner's role cannot change"));
         }
-        let added = dir.add_member(group, user, role, self.cfg.max_group_members).await.map_err(|e| match e {
-            crate::store::StoreError::NotFound => no_such_group(),
-            e => e.into(),
-        })?;
+        let added =
+            dir.add_member(group, user, role, self.cfg.max_group_members).await.map_err(|e| match e {
+                crate::store::StoreError::NotFound => no_such_group(),
+                e => e.into(),
+            })?;
         if added {
             let everyone = self.member_ids(group).await?;
             self.announce(group, user, MemberChangeKind::Added, actor, everyone).await;
@@ -145,7 +146,14 @@ impl Logic {
         Ok(self.svc.directory.members(group).await?.into_iter().map(|m| m.user).collect())
     }
 
-    async fn announce(&self, group: GroupId, user: UserId, change: MemberChangeKind, by: UserId, to: Vec<UserId>) {
+    async fn announce(
+        &self,
+        group: GroupId,
+        user: UserId,
+        change: MemberChangeKind,
+        by: UserId,
+        to: Vec<UserId>,
+    ) {
         let frame = ServerFrame::Member { group, user, change, by };
         self.publish(Event::Deliver { to: Audience::Users(to), frame, skip: None }).await;
     }

@@ -43,7 +43,11 @@ impl Logic {
         while let Some(p) = changes.recv().await {
             match self.presence_audience(p.user).await {
                 Ok(to) if !to.is_empty() => {
-                    let event = Event::Deliver { to: Audience::Users(to), frame: ServerFrame::Presence(p), skip: None };
+                    let event = Event::Deliver {
+                        to: Audience::Users(to),
+                        frame: ServerFrame::Presence(p),
+                        skip: None,
+                    };
                     self.publish(event).await;
                 }
                 Ok(_) => {}

@@ -120,7 +120,8 @@ pub(crate) async fn concurrent_appends(store: Arc<dyn MessageStore>) {
         handles.push(tokio::spawn(async move {
             let mut got = Vec::new();
             for i in 0..EACH {
-                let a = store.append(new_msg(conv, t + 1, &format!("c{i}"), &format!("{t}/{i}"))).await.unwrap();
+                let a =
+                    store.append(new_msg(conv, t + 1, &format!("c{i}"), &format!("{t}/{i}"))).await.unwrap();
                 assert!(!a.duplicate);
                 got.push(a.message);
             }
@@ -169,7 +170,10 @@ pub(crate) async fn concurrent_appends(store: Arc<dyn MessageStore>) {
 pub(crate) async fn directory(store: Arc<dyn Directory>) {
     // Users: ids from 1, unique names, a conflict consumes no id.
     let alice = store.create_user("alice", "hash-a", 10).await.unwrap();
-    assert_eq!((alice.id, alice.username.as_str(), alice.password_hash.as_str()), (UserId(1), "alice", "hash-a"));
+    assert_eq!(
+        (alice.id, alice.username.as_str(), alice.password_hash.as_str()),
+        (UserId(1), "alice", "hash-a")
+    );
     assert_eq!(alice.created_at, 10);
     assert!(matches!(store.create_user("alice", "other", 11).await, Err(StoreError::Conflict)));
     let bob = store.create_user("bob", "hash-b", 12).await.unwrap();
@@ -195,14 +199,18 @@ pub(crate) async fn directory(store: Arc<dyn Directory>) {
     assert!(matches!(store.add_member(g.id, bob.id, Role::Member, 2).await, Err(StoreError::GroupFull)));
     assert_eq!(store.member_role(g.id, bob.id).await.unwrap(), None);
     assert!(store.groups_of(bob.id).await.unwrap().is_empty());
-    let full = vec![Member { user: alice.id, role: Role::Owner }, Member { user: carol.id, role: Role::Member }];
+    let full =
+        vec![Member { user: alice.id, role: Role::Owner }, Member { user: carol.id, role: Role::Member }];
     assert_eq!(store.members(g.id).await.unwrap(), full);
     // Re-adding an existing member changes the role and does not count against the cap.
     assert!(!store.add_member(g.id, carol.id, Role::Admin, 2).await.unwrap());
     assert_eq!(store.member_role(g.id, carol.id).await.unwrap(), Some(Role::Admin));
     assert_eq!(store.members(g.id).await.unwrap().len(), 2);
     // A missing group.
-    assert!(matches!(store.add_member(GroupId(99), bob.id, Role::Member, 10).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.add_member(GroupId(99), bob.id, Role::Member, 10).await,
+        Err(StoreError::NotFound)
+    ));
     assert!(store.members(GroupId(99)).await.unwrap().is_empty());
     // Raising the cap lets bob in; members ordered by user id.
     assert!(store.add_member(g.id, bob.id, Role::Member, 3).await.unwrap());

@@ -16,7 +16,9 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -423,7 +425,8 @@ impl<'t> Tables<'t> {
                     self.session_expiry.remove((at, id.as_str()))?;
                     let stored = self.sessions.get(id.as_str())?.map(|g| g.value().to_vec());
                     // Remove the session only if this entry really is its expiry.
-                    let due = stored.map(|b| serde_json::from_slice::<Session>(&b).map_or(true, |s| s.expires_at < now));
+                    let due = stored
+                        .map(|b| serde_json::from_slice::<Session>(&b).map_or(true, |s| s.expires_at < now));
                     if due == Some(true) {
                         self.sessions.remove(id.as_str())?;
                         purged += 1;
@@ -443,7 +446,9 @@ impl<'t> Tables<'t> {
             return Ok(match stored {
                 Some(Ok(message)) => Ok(Reply::Appended(Appended { message, duplicate: true })),
                 Some(Err(e)) => Err(e.into()),
-                None => Err(StoreError::Backend(format!("idempotency key of {c} names missing message {id}"))),
+                None => {
+                    Err(StoreError::Backend(format!("idempotency key of {c} names missing message {id}")))
+                }
             });
         }
         let id = self.heads.get(c.as_str())?.map_or(0, |g| g.value()) + 1;
@@ -717,7 +722,13 @@ mod tests {
     }
 
     fn new_msg(conv: ConversationId, from: u64, cmid: &str) -> NewMessage {
-        NewMessage { conv, from: UserId(from), cmid: ClientMsgId::new(cmid).unwrap(), body: cmid.into(), ts: 7 }
+        NewMessage {
+            conv,
+            from: UserId(from),
+            cmid: ClientMsgId::new(cmid).unwrap(),
+            body: cmid.into(),
+            ts: 7,
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -770,7 +781,8 @@ mod tests {
         assert_eq!(s.user(alice.id).await.unwrap(), Some(alice.clone()));
         assert_eq!(s.user_by_name("bob").await.unwrap(), Some(bob.clone()));
         assert_eq!(s.group(group.id).await.unwrap(), Some(group.clone()));
-        let members = vec![Member { user: alice.id, role: Role::Owner }, Member { user: bob.id, role: Role::Admin }];
+        let members =
+            vec![Member { user: alice.id, role: Role::Owner }, Member { user: bob.id, role: Role::Admin }];
         assert_eq!(s.members(group.id).await.unwrap(), members);
         assert_eq!(s.groups_of(bob.id).await.unwrap(), vec![group.id]);
         assert_eq!(s.room(room.id).await.unwrap(), Some(room.clone()));

@@ -74,7 +74,8 @@ impl MessageStore for MemoryStore {
             return Ok(Appended { message: original, duplicate: true });
         }
         let id = log.len() as MessageId + 1;
-        let message = Message { conv: msg.conv, id, from: msg.from, cmid: key.2.clone(), body: msg.body, ts: msg.ts };
+        let message =
+            Message { conv: msg.conv, id, from: msg.from, cmid: key.2.clone(), body: msg.body, ts: msg.ts };
         log.push(message.clone());
         keys.insert(key, id);
         Ok(Appended { message, duplicate: false })
@@ -119,8 +120,12 @@ impl Directory for MemoryStore {
             return Err(StoreError::Conflict);
         }
         let id = UserId(d.users.last_key_value().map_or(0, |(k, _)| k.0) + 1);
-        let user =
-            User { id, username: username.to_owned(), password_hash: password_hash.to_owned(), created_at: now };
+        let user = User {
+            id,
+            username: username.to_owned(),
+            password_hash: password_hash.to_owned(),
+            created_at: now,
+        };
         d.by_name.insert(username.to_owned(), id);
         d.users.insert(id, user.clone());
         Ok(user)

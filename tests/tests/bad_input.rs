@@ -1,0 +1,221 @@
+//! Bad input over real sockets: every case gets its documented error or
+//! close code, changes nothing stored, and leaves other connections working.
+
+use std::time::Duration;
+
+use im_core::{ClientFrame, CloseCode, ConversationId, ErrorCode, GroupId, RoomId, ServerFrame, UserId};
+use im_server::ServerConfig;
+use im_tests::{cmid, start, start_default, Api, Ended, Ws};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+fn error_code(f: &ServerFrame) -> (Option<u64>, ErrorCode) {
+    match f {
+        ServerFrame::Error { rid, code, .. } => (*rid, *code),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+}
+
+async fn next_error(ws: &mut Ws) -> (Option<u64>, ErrorCode) {
+    error_code(&ws.recv_until(|f| matches!(f, ServerFrame::Error { .. })).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_get_specific_errors_and_store_nothing() {
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let group = GroupId(api.group(&alice, "g", &[&bob]).await);
+    let conv = ConversationId::Group(group);
+    let mut ws = Ws::open(&server, &alice, "a").await;
+    let mut bystander = Ws::open(&server, &bob, "b").await;
+
+    let cases: &[(&str, Option<u64>, ErrorCode)] = &[
+        ("not json at all", None, ErrorCode::BadFrame),
+        ("[1,2,3]", None, ErrorCode::BadFrame),
+        ("{\"rid\":1}", Some(1), ErrorCode::UnknownType),
+        ("{\"type\":\"explode\",\"rid\":2}", Some(2), ErrorCode::UnknownType),
+        (
+            "{\"type\":\"send\",\"rid\":3,\"conv\":\"g:1\",\"body\":\"no cmid\"}",
+            Some(3),
+            ErrorCode::InvalidField,
+        ),
+        (
+            "{\"type\":\"send\",\"rid\":4,\"conv\":\"x:1\",\"cmid\":\"c\",\"body\":\"\"}",
+            Some(4),
+            ErrorCode::InvalidField,
+        ),
+        (
+            "{\"type\":\"send\",\"rid\":5,\"conv\":\"g:1\",\"cmid\":\"has space\",\"body\":\"\"}",
+            Some(5),
+            ErrorCode::InvalidField,
+        ),
+        ("{\"type\":\"join\",\"rid\":6,\"room\":\"lobby\"}", Some(6), ErrorCode::InvalidField),
+        ("{\"type\":\"sync\",\"rid\":7,\"cursors\":{\"g:1\":-5}}", Some(7), ErrorCode::InvalidField),
+    ];
+    for (text, rid, code) in cases {
+        ws.send_text((*text).to_string()).await;
+        assert_eq!(next_error(&mut ws).await, (*rid, *code), "{text}");
+    }
+    ws.send_raw(WsMessage::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(next_error(&mut ws).await, (None, ErrorCode::BadFrame), "binary frame");
+
+    // Requests that parse but are not allowed.
+    let big = "x".repeat(im_core::limits::DEFAULT_MAX_BODY_BYTES + 1);
+    let carol = api.user("carol").await;
+    let stranger_group = GroupId(api.group(&carol, "private", &[]).await);
+    let requests = vec![
+        (ClientFrame::Send { rid: 10, conv, cmid: cmid("big"), body: big }, ErrorCode::BodyTooLarge),
+        (
+            ClientFrame::Send {
+                rid: 11,
+                conv: ConversationId::Group(stranger_group),
+                cmid: cmid("s"),
+                body: "hi".into(),
+            },
+            ErrorCode::NotMember,
+        ),
+        (
+            ClientFrame::Send {
+                rid: 12,
+                conv: ConversationId::Group(GroupId(999)),
+                cmid: cmid("m"),
+                body: "".into(),
+            },
+            ErrorCode::NoSuchGroup,
+        ),
+        (
+            ClientFrame::Send {
+                rid: 13,
+                conv: ConversationId::direct(alice.id, UserId(999)),
+                cmid: cmid("d"),
+                body: "".into(),
+            },
+            ErrorCode::NoSuchConversation,
+        ),
+        (
+            ClientFrame::Send {
+                rid: 14,
+                conv: ConversationId::direct(bob.id, carol.id),
+                cmid: cmid("o"),
+                body: "".into(),
+            },
+            ErrorCode::NotMember,
+        ),
+        (ClientFrame::Join { rid: 15, room: RoomId(4242) }, ErrorCode::NoSuchRoom),
+        (ClientFrame::Leave { rid: 16, room: RoomId(4242) }, ErrorCode::NoSuchRoom),
+        (
+            ClientFrame::Send {
+                rid: 17,
+                conv: ConversationId::Room(RoomId(4242)),
+                cmid: cmid("r"),
+                body: "".into(),
+            },
+            ErrorCode::NoSuchRoom,
+        ),
+        (
+            ClientFrame::History {
+                rid: 18,
+                conv: ConversationId::Group(stranger_group),
+                before: None,
+                limit: None,
+            },
+            ErrorCode::NotMember,
+        ),
+        (ClientFrame::History { rid: 19, conv, before: None, limit: Some(0) }, ErrorCode::InvalidField),
+        (
+            ClientFrame::QueryPresence { rid: 20, users: (1..=501).map(UserId).collect() },
+            ErrorCode::InvalidField,
+        ),
+    ];
+    for (frame, code) in requests {
+        let rid = frame.rid();
+        let reply = ws.request(frame).await;
+        assert_eq!(error_code(&reply), (rid, code));
+    }
+
+    // Nothing was stored anywhere, and the connection still works.
+    let logic = server.state().logic().clone();
+    for (reader, c) in [
+        (alice.id, conv),
+        (carol.id, ConversationId::Group(stranger_group)),
+        (carol.id, ConversationId::direct(bob.id, carol.id)),
+    ] {
+        let page = logic.history(reader, c, None, None).await.unwrap();
+        assert!(page.messages.is_empty(), "{c} has messages");
+    }
+    assert!(logic.my_rooms(alice.id).await.unwrap().is_empty(), "no room joined");
+    let rid = ws.rid();
+    let ok = ws.request(ClientFrame::Send { rid, conv, cmid: cmid("fine"), body: "fine".into() }).await;
+    assert!(matches!(ok, ServerFrame::Ack { id: 1, .. }), "{ok:?}");
+    // The bystander saw only the one good message.
+    match bystander.recv().await {
+        ServerFrame::Message(m) => assert_eq!((m.id, m.body.as_str()), (1, "fine")),
+        other => panic!("{other:?}"),
+    }
+    let errors = server.state().metrics().render();
+    assert!(errors.contains("im_errors_total{code=\"bad_frame\"} 3"), "errors counted by code:\n{errors}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_closes_with_1009_and_other_connections_carry_on() {
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let alice = api.user("alice").await;
+    let mut ws = Ws::open(&server, &alice, "a").await;
+    let mut other = Ws::open(&server, &alice, "b").await;
+    let huge =
+        format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(im_core::limits::DEFAULT_MAX_FRAME_BYTES));
+    ws.send_text(huge).await;
+    assert_eq!(ws.closed().await, Ended::Closed(CloseCode::FRAME_TOO_BIG));
+    let rid = other.rid();
+    assert_eq!(
+        other.request(ClientFrame::Ping { rid: Some(rid) }).await,
+        ServerFrame::Pong { rid: Some(rid) }
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_rate_limited_and_sustained_flooding_closes_with_4004() {
+    let mut cfg = ServerConfig::default();
+    cfg.limits.rate_per_sec = 5;
+    cfg.limits.rate_burst = 10;
+    let server = start(cfg).await;
+    let api = Api::new(&server);
+    let alice = api.user("alice").await;
+    let mut ws = Ws::open(&server, &alice, "a").await;
+
+    // A burst of 15 pings: 10 pass, the rest are refused (not processed).
+    for i in 0..15 {
+        ws.send(&ClientFrame::Ping { rid: Some(100 + i) }).await;
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    while pongs + limited < 15 {
+        match ws.recv().await {
+            ServerFrame::Pong { .. } => pongs += 1,
+            ServerFrame::Error { code: ErrorCode::RateLimited, .. } => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!((10..=11).contains(&pongs), "{pongs} pongs");
+    assert_eq!(pongs + limited, 15);
+
+    // Keep flooding: the connection is closed as a policy violation.
+    let mut flooder = Ws::open(&server, &alice, "f").await;
+    for i in 0..200 {
+        if flooder
+            .send_raw(WsMessage::Text(format!("{{\"type\":\"ping\",\"rid\":{i}}}").into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(flooder.closed().await, Ended::Closed(CloseCode::POLICY_VIOLATION));
+    // A well-behaved connection of the same user is unaffected.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rid = ws.rid();
+    assert_eq!(ws.request(ClientFrame::Ping { rid: Some(rid) }).await, ServerFrame::Pong { rid: Some(rid) });
+    server.shutdown().await;
+}

@@ -1,0 +1,115 @@
+//! Presence with its grace period, presence fan-out to group members, and
+//! push notifications for recipients with no live connection.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use im_core::{ClientFrame, ConversationId, GroupId, Message, PresenceStatus, ServerFrame, UserId};
+use im_server::push::{PushError, PushNotifier};
+use im_server::ServerConfig;
+use im_tests::{builder, cmid, start, Api, Ws};
+
+fn presence_of(f: &ServerFrame) -> Option<(UserId, PresenceStatus, u64)> {
+    match f {
+        ServerFrame::Presence(p) => Some((p.user, p.status, p.last_active_at)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_group_members_and_a_quick_reconnect_does_not_flap() {
+    let mut cfg = ServerConfig::default();
+    cfg.presence_grace = Duration::from_millis(700);
+    let server = start(cfg).await;
+    let api = Api::new(&server);
+    let (alice, bob, carol) = (api.user("alice").await, api.user("bob").await, api.user("carol").await);
+    api.group(&alice, "friends", &[&bob]).await;
+    let mut bob_ws = Ws::open(&server, &bob, "b").await;
+    let mut carol_ws = Ws::open(&server, &carol, "c").await;
+
+    let alice_ws = Ws::open(&server, &alice, "a").await;
+    let p = bob_ws.recv_until(|f| presence_of(f).is_some()).await;
+    assert_eq!(presence_of(&p).map(|p| (p.0, p.1)), Some((alice.id, PresenceStatus::Online)));
+
+    // A flaky network: gone and back within the grace period.
+    alice_ws.close().await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let alice_ws = Ws::open(&server, &alice, "a").await;
+    let quiet = bob_ws.try_recv(Duration::from_millis(1200)).await.unwrap();
+    assert!(quiet.is_none(), "no presence flap expected, got {quiet:?}");
+
+    // Really gone: offline after the grace period, with last_active_at.
+    alice_ws.close().await;
+    let p = bob_ws.recv_until(|f| presence_of(f).is_some()).await;
+    let (user, status, last_active_at) = presence_of(&p).unwrap();
+    assert_eq!((user, status), (alice.id, PresenceStatus::Offline));
+    assert!(last_active_at > 0);
+    // Carol shares no group or chat with alice: she heard nothing.
+    assert!(carol_ws.try_recv(Duration::from_millis(200)).await.unwrap().is_none());
+
+    // Query: alice offline, bob online, unknown users left out.
+    let rid = carol_ws.rid();
+    let users = vec![alice.id, bob.id, UserId(9999)];
+    match carol_ws.request(ClientFrame::QueryPresence { rid, users }).await {
+        ServerFrame::PresenceList { users, .. } => {
+            let got: Vec<_> = users.iter().map(|p| (p.user, p.status)).collect();
+            assert_eq!(got, vec![(alice.id, PresenceStatus::Offline), (bob.id, PresenceStatus::Online)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    server.shutdown().await;
+}
+
+/// Records every push call.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<(Vec<UserId>, ConversationId, u64)>>,
+}
+
+#[async_trait]
+impl PushNotifier for Recorder {
+    async fn notify(&self, users: &[UserId], message: &Message) -> Result<(), PushError> {
+        self.calls.lock().unwrap().push((users.to_vec(), message.conv, message.id));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_without_a_live_connection_are_handed_to_the_push_notifier() {
+    let recorder = Arc::new(Recorder::default());
+    let server =
+        builder(ServerConfig::default()).memory().push(recorder.clone()).bind("127.0.0.1:0").await.unwrap();
+    let api = Api::new(&server);
+    let (alice, bob, carol) = (api.user("alice").await, api.user("bob").await, api.user("carol").await);
+    let group = GroupId(api.group(&alice, "g", &[&bob, &carol]).await);
+    let mut alice_ws = Ws::open(&server, &alice, "a").await;
+    let _bob_ws = Ws::open(&server, &bob, "b").await;
+
+    // Group message: bob is online, carol is not (and alice is the sender).
+    let rid = alice_ws.rid();
+    let conv = ConversationId::Group(group);
+    alice_ws.request(ClientFrame::Send { rid, conv, cmid: cmid(1), body: "hi".into() }).await;
+    // Direct message to carol (offline).
+    let direct = ConversationId::direct(alice.id, carol.id);
+    let rid = alice_ws.rid();
+    alice_ws.request(ClientFrame::Send { rid, conv: direct, cmid: cmid(2), body: "psst".into() }).await;
+    // Direct message to bob (online): no push.
+    let to_bob = ConversationId::direct(alice.id, bob.id);
+    let rid = alice_ws.rid();
+    alice_ws.request(ClientFrame::Send { rid, conv: to_bob, cmid: cmid(3), body: "hey".into() }).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while recorder.calls.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // let a wrong third call show up
+    let mut calls = recorder.calls.lock().unwrap().clone();
+    calls.sort_by_key(|c| c.1);
+    let mut expected = vec![(vec![carol.id], conv, 1), (vec![carol.id], direct, 1)];
+    expected.sort_by_key(|c| c.1);
+    assert_eq!(calls, expected);
+    let metrics = server.state().metrics().render();
+    assert!(metrics.contains("im_push_notifications_total{result=\"sent\"} 2"), "{metrics}");
+    server.shutdown().await;
+}
