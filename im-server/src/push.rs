@@ -158,11 +158,16 @@ impl PushDispatcher {
         let notifier = Arc::clone(&self.notifier);
         let metrics = Arc::clone(&self.metrics);
         tokio::spawn(async move {
-            let result = notifier.notify(&users, &message).await;
+            // A notifier that hangs must not hold its permit forever.
+            let result = tokio::time::timeout(NOTIFY_TIMEOUT, notifier.notify(&users, &message)).await;
             drop(permit);
             match result {
-                Ok(()) => metrics.push("sent"),
-                Err(e) => {
+                Ok(Ok(())) => metrics.push("sent"),
+                Err(_) => {
+                    metrics.push("failed");
+                    tracing::warn!(conv = %message.conv, id = message.id, "push notification timed out");
+                }
+                Ok(Err(e)) => {
                     metrics.push("failed");
                     tracing::warn!(error = %e, conv = %message.conv, id = message.id, "push notification failed");
                 }
@@ -170,6 +175,9 @@ impl PushDispatcher {
         });
     }
 }
+
+/// Longest a single [`PushNotifier::notify`] call may take before it counts as failed.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,9 @@
 //! The handshake ([`ws_handler`]) refuses bad requests *before* the
 //! upgrade: a foreign `Origin` (403), a missing or bad token (401), a bad
 //! device id (400), a full or draining node (503). After the upgrade,
-//! [`connection`] runs a reader (heartbeat timeout, rate limit, decoding)
+//! `connection` runs a reader (heartbeat timeout, rate limit, decoding)
 //! and a writer (bounded queue, WebSocket pings) per socket, and
-//! [`frames`] turns each decoded frame into a logic call.
+//! `frames` turns each decoded frame into a logic call.
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawQuery, State};

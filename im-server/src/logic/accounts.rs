@@ -56,15 +56,30 @@ impl Logic {
         if password.len() > MAX_PASSWORD || !valid_username(username) {
             return Err(bad());
         }
-        let Some(user) = self.svc.directory.user_by_name(username).await? else {
+        let user = self.svc.directory.user_by_name(username).await?;
+        // An unknown user costs a hash too, so timing does not tell which
+        // usernames exist.
+        let hash = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => self.dummy_hash().await?,
+        };
+        let matches = self.svc.hasher.verify(password, &hash).await.map_err(auth_error)?;
+        let Some(user) = user.filter(|_| matches) else {
             return Err(bad());
         };
-        if !self.svc.hasher.verify(password, &user.password_hash).await.map_err(auth_error)? {
-            return Err(bad());
-        }
         let (session, token) =
             self.svc.auth.login_session(user.id, self.cfg.token_ttl).await.map_err(auth_error)?;
         Ok(Login { token, user_id: user.id, expires_at: session.expires_at })
+    }
+
+    /// A hash of a random password with the configured parameters, made once.
+    async fn dummy_hash(&self) -> Result<String> {
+        if let Some(h) = self.dummy_hash.get() {
+            return Ok(h.clone());
+        }
+        let random = format!("{:032x}", rand::random::<u128>());
+        let h = self.svc.hasher.hash(&random).await.map_err(auth_error)?;
+        Ok(self.dummy_hash.get_or_init(|| h).clone())
     }
 
     /// Resolves a token to its live session.

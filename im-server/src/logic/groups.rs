@@ -86,8 +86,15 @@ impl Logic {
         if dir.user(user).await?.is_none() {
             return Err(Error::new(ErrorCode::NoSuchUser, format!("no user {user}")));
         }
-        if dir.member_role(group, user).await? == Some(Role::Owner) {
-            return Err(Error::new(ErrorCode::Forbidden, "the owner's role cannot change"));
+        match dir.member_role(group, user).await? {
+            Some(Role::Owner) => {
+                return Err(Error::new(ErrorCode::Forbidden, "the owner's role cannot change"))
+            }
+            // Only the owner changes an admin's role.
+            Some(Role::Admin) if actor_role != Role::Owner => {
+                return Err(Error::new(ErrorCode::Forbidden, "only the owner changes an admin's role"))
+            }
+            _ => {}
         }
         let added =
             dir.add_member(group, user, role, self.cfg.max_group_members).await.map_err(|e| match e {

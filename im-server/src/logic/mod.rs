@@ -7,7 +7,7 @@
 //! and [`presence`].
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use im_core::{ConversationId, ErrorCode, UserId};
 
@@ -59,12 +59,13 @@ pub struct Logic {
     svc: Services,
     seq: Sequencer,
     known_directs: Mutex<HashSet<(UserId, UserId)>>,
+    dummy_hash: OnceLock<String>,
 }
 
 impl Logic {
     /// Logic over `svc`, configured by `cfg`.
     pub fn new(cfg: Arc<ServerConfig>, svc: Services) -> Self {
-        Self { cfg, svc, seq: Sequencer::new(), known_directs: Mutex::default() }
+        Self { cfg, svc, seq: Sequencer::new(), known_directs: Mutex::default(), dummy_hash: OnceLock::new() }
     }
 
     /// The configuration.
