@@ -74,9 +74,8 @@ pub(super) async fn run(
             return;
         }
     };
-    hub.register(handle.clone(), &rooms);
-    app.logic().services().presence.connected(user).await;
-    tracing::debug!(conn = handle.id, %user, device = %handle.device, "connected");
+    // `hello` is queued before the hub can route anything to this
+    // connection, so it is always the first frame.
     handle.send(&ServerFrame::Hello {
         protocol: im_core::PROTOCOL_VERSION,
         user,
@@ -86,6 +85,9 @@ pub(super) async fn run(
         idle_timeout_ms: cfg.idle_timeout.as_millis() as u64,
         limits: cfg.limits,
     });
+    hub.register(handle.clone(), &rooms);
+    app.logic().services().presence.connected(user).await;
+    tracing::debug!(conn = handle.id, %user, device = %handle.device, "connected");
 
     let writer = tokio::spawn({
         let (handle, app) = (handle.clone(), app.clone());
