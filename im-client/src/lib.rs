@@ -1,8 +1,68 @@
 //! # im-client — the `im` chat client
 //!
-//! This crate is being built (see the project's open issues); today it
-//! re-exports the wire protocol so applications can already speak it over a
-//! WebSocket library of their choice.
+//! A [`Client`] is a cheap, clonable handle; a background task (the driver)
+//! owns the WebSocket, and everything the app should know arrives on one
+//! typed [`Events`] stream. The client does the work the protocol asks of
+//! it, so the app does not have to:
+//!
+//! * **Finding a node** — give it a dispatcher URL (`http://…/dispatch`) and
+//!   it asks for a node before every reconnect that the close code sends
+//!   back to the dispatcher, or a fixed WebSocket URL (`ws://…/ws`).
+//! * **Heartbeat** — it pings every heartbeat interval and treats a
+//!   connection that says nothing for `heartbeat_interval + pong_timeout` as
+//!   dead, also when TCP reports nothing.
+//! * **Delay-retry reconnect** — exponential backoff with jitter (the
+//!   `backoff` crate), obeying the server's close codes
+//!   ([`im_core::CloseCode::reaction`]): same node, back to the dispatcher,
+//!   or stop ([`Event::Stopped`]).
+//! * **Incremental sync** — per-conversation `cur_max_message_id` cursors,
+//!   kept in a [`CursorStore`] ([`FileCursorStore`] survives restarts); on
+//!   every (re)connect it syncs page by page, then emits [`Event::Synced`].
+//!   Every message reaches the app exactly once per device, in order, live or
+//!   by sync: duplicates are dropped by id, and a message that arrives ahead
+//!   of a gap is held until a sync fills the gap.
+//! * **Idempotent send** — [`Client::send`] resolves with the server's id once
+//!   the message is stored; unacknowledged sends are resent after a
+//!   reconnect with the same client message id, so nothing is lost or
+//!   stored twice. The device's own messages also appear in the event
+//!   stream, at their place, so the stream is each conversation's full log.
+//!   Sends are paced under the server's announced rate limit.
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use im_client::{Client, Event, FileCursorStore};
+//! use im_client::core::{ConversationId, GroupId};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (client, mut events) = Client::builder()
+//!     .url("http://127.0.0.1:8080/dispatch") // or "ws://127.0.0.1:8080/ws"
+//!     .login("alice", "correct horse")       // or .token(token)
+//!     .device("alice-laptop")
+//!     .cursor_store(FileCursorStore::open("alice-laptop.cursors.json")?)
+//!     .connect()?;
+//!
+//! let lunch = ConversationId::Group(GroupId(42));
+//! let id = client.send(lunch, "Lunch at noon?").await?;
+//! println!("stored as message {id}");
+//!
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         Event::Message(m) => println!("{} #{} from {}: {}", m.conv, m.id, m.from, m.body),
+//!         Event::Synced => println!("caught up"),
+//!         Event::Reconnecting { attempt, delay } => println!("retry #{attempt} in {delay:?}"),
+//!         Event::Stopped { reason } => {
+//!             println!("stopped: {reason}");
+//!             break;
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! client.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The wire protocol is re-exported as [`core`]:
 //!
 //! ```
 //! use im_client::core::{CloseCode, CloseReaction};
@@ -10,4 +70,28 @@
 //! ```
 #![warn(missing_docs)]
 
+mod backoff;
+mod client;
+mod connect;
+mod cursor_store;
+mod driver;
+mod error;
+mod events;
+mod http;
+mod options;
+mod pacer;
+mod state;
+
 pub use im_core as core;
+/// The protocol types an app uses most, re-exported from [`core`].
+pub use im_core::{
+    CloseCode, ConversationId, ErrorCode, GroupId, MemberChangeKind, Message, MessageId, Presence,
+    PresenceStatus, RoomId, UserId,
+};
+
+pub use crate::backoff::ReconnectPolicy;
+pub use crate::client::{Client, HistoryPage};
+pub use crate::cursor_store::{CursorStore, FileCursorStore, MemoryCursorStore};
+pub use crate::error::{ConfigError, RequestError, SendError, StopReason};
+pub use crate::events::{Event, Events};
+pub use crate::options::ClientBuilder;

@@ -8,8 +8,8 @@
 //! | 3500–3999 | ask the dispatcher for a node again, then reconnect and sync |
 //! | 4000–4999 | terminal: do not reconnect; surface the reason to the app |
 //!
-//! Standard codes: 1009 (frame too big) means the client sent a frame over
-//! the limit — drop that frame, reconnect and sync. Any other standard code
+//! Standard codes: 1009 (frame too big) and 1007 (text not UTF-8) mean the
+//! client sent a bad frame — drop that frame, reconnect and sync. Any other standard code
 //! (1000, 1001, 1006, 1011, 1012 …) means "reconnect via the dispatcher".
 
 use serde::{Deserialize, Serialize};
@@ -54,11 +54,13 @@ impl CloseCode {
     pub const POLICY_VIOLATION: CloseCode = CloseCode(4004);
     /// Standard 1009: a frame exceeded `max_frame_bytes`.
     pub const FRAME_TOO_BIG: CloseCode = CloseCode(1009);
+    /// Standard 1007: a text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
 
     /// What a client must do after this close.
     pub fn reaction(self) -> CloseReaction {
         match self.0 {
-            1009 => CloseReaction::Reconnect,
+            1007 | 1009 => CloseReaction::Reconnect,
             3000..=3499 => CloseReaction::Reconnect,
             4000..=4999 => CloseReaction::Stop,
             _ => CloseReaction::ReconnectViaDispatcher,
@@ -79,6 +81,7 @@ impl CloseCode {
             CloseCode::UNSUPPORTED_PROTOCOL => "unsupported_protocol",
             CloseCode::POLICY_VIOLATION => "policy_violation",
             CloseCode::FRAME_TOO_BIG => "frame_too_big",
+            CloseCode::INVALID_PAYLOAD => "invalid_payload",
             _ => "other",
         }
     }
@@ -104,6 +107,7 @@ mod tests {
         assert_eq!(CloseCode::SESSION_REVOKED.reaction(), CloseReaction::Stop);
         assert_eq!(CloseCode(1006).reaction(), CloseReaction::ReconnectViaDispatcher);
         assert_eq!(CloseCode::FRAME_TOO_BIG.reaction(), CloseReaction::Reconnect);
+        assert_eq!(CloseCode::INVALID_PAYLOAD.reaction(), CloseReaction::Reconnect);
         assert_eq!(CloseCode(3499).reaction(), CloseReaction::Reconnect);
         assert_eq!(CloseCode(3999).reaction(), CloseReaction::ReconnectViaDispatcher);
         assert_eq!(CloseCode(4999).reaction(), CloseReaction::Stop);

@@ -38,6 +38,7 @@ const NAMED_CLOSE_CODES: &[CloseCode] = &[
     CloseCode::UNSUPPORTED_PROTOCOL,
     CloseCode::POLICY_VIOLATION,
     CloseCode::FRAME_TOO_BIG,
+    CloseCode::INVALID_PAYLOAD,
 ];
 
 fn spec() -> String {

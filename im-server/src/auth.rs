@@ -234,22 +234,39 @@ impl Authenticator {
         Ok(session)
     }
 
+    /// Whether a session still exists (not revoked).
+    pub async fn session_exists(&self, session_id: &str) -> Result<bool, AuthError> {
+        Ok(self.sessions.get(session_id).await?.is_some())
+    }
+
     /// Revokes a session everywhere; returns whether it existed.
     pub async fn logout(&self, session_id: &str) -> Result<bool, AuthError> {
         Ok(self.sessions.revoke(session_id).await?)
     }
 }
 
-/// Hashes and checks passwords with Argon2id, off the async runtime.
+/// Hashes and checks passwords with Argon2id, off the async runtime, at
+/// most one per CPU at a time: a flood of logins queues here (and fails with
+/// `unavailable` after [`HASH_WAIT`]) instead of filling the blocking pool
+/// that storage reads share.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
     params: Params,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Longest a login or registration waits for a hashing slot.
+pub const HASH_WAIT: Duration = Duration::from_secs(5);
+
+fn hash_slots() -> Arc<tokio::sync::Semaphore> {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    Arc::new(tokio::sync::Semaphore::new(cpus))
 }
 
 impl Default for PasswordHasher {
     /// Argon2's recommended defaults (19 MiB, 2 passes, 1 lane).
     fn default() -> Self {
-        PasswordHasher { params: Params::default() }
+        PasswordHasher { params: Params::default(), slots: hash_slots() }
     }
 }
 
@@ -257,7 +274,14 @@ impl PasswordHasher {
     /// A hasher with explicit cost: memory in KiB, passes and lanes. Small
     /// values make tests fast; production should keep the defaults or more.
     pub fn with_params(m_cost_kib: u32, t_cost: u32, p: u32) -> Result<Self, argon2::Error> {
-        Ok(PasswordHasher { params: Params::new(m_cost_kib, t_cost, p, None)? })
+        Ok(PasswordHasher { params: Params::new(m_cost_kib, t_cost, p, None)?, slots: hash_slots() })
+    }
+
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AuthError> {
+        match tokio::time::timeout(HASH_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(AuthError::Backend("password hashing is saturated, retry later".into())),
+        }
     }
 
     fn argon2(params: Params) -> Argon2<'static> {
@@ -268,6 +292,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
         let params = self.params.clone();
         let password = password.to_owned();
+        let _slot = self.slot().await?;
         tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut OsRng);
             Self::argon2(params)
@@ -286,6 +311,7 @@ impl PasswordHasher {
         let params = self.params.clone();
         let password = password.to_owned();
         let phc = phc.to_owned();
+        let _slot = self.slot().await?;
         tokio::task::spawn_blocking(move || {
             let hash = PasswordHash::new(&phc)
                 .map_err(|e| AuthError::Backend(format!("stored password hash: {e}")))?;

@@ -69,6 +69,11 @@ pub enum Event {
 pub trait EventSink: Send + Sync + 'static {
     /// Handles one event. Must not block: it runs on the broker's path.
     fn handle(&self, event: Event);
+
+    /// The broker lost events it cannot replay (e.g. its subscription
+    /// dropped): connections must resynchronize. The hub closes them with
+    /// 3000 ("reconnect and sync"); nothing is lost because history is stored.
+    fn events_lost(&self) {}
 }
 
 /// Why publishing or subscribing failed.
@@ -91,6 +96,11 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, event: Event) -> Result<(), BrokerError>;
     /// Connects this node's sink; called once at start-up, before any publish.
     async fn subscribe(&self, sink: Arc<dyn EventSink>) -> Result<(), BrokerError>;
+
+    /// This node gained its first (`true`) or lost its last (`false`) local
+    /// member of `room`: a broker with per-room channels subscribes or
+    /// unsubscribes. Must not block.
+    fn room_interest(&self, _room: RoomId, _interested: bool) {}
 }
 
 /// The in-process broker of a single node.

@@ -27,6 +27,9 @@ pub struct ServerConfig {
     /// Frames queued per connection before it counts as a slow reader and is
     /// closed with 3001.
     pub send_queue: usize,
+    /// Bytes queued per connection before it counts as a slow reader (a few
+    /// large sync pages must not pin unbounded memory).
+    pub send_queue_bytes: usize,
     /// Protocol limits announced in `hello` and enforced.
     pub limits: WireLimits,
     /// Most members a group may have (LINE caps at 500).
@@ -42,6 +45,15 @@ pub struct ServerConfig {
     pub push_max_in_flight: usize,
     /// At shutdown, how long to wait for connections to close.
     pub shutdown_timeout: Duration,
+    /// How long this node's registry entry lives without being refreshed;
+    /// it is refreshed every third of this.
+    pub registry_ttl: Duration,
+    /// When draining, connections are closed (3501) spread evenly over this
+    /// window, so other nodes are not hit by every client at once.
+    pub drain_window: Duration,
+    /// Bearer token that authorizes the admin endpoints (`POST
+    /// /admin/drain`). `None` disables them.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +65,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(45),
             presence_grace: Duration::from_secs(10),
             send_queue: 1024,
+            send_queue_bytes: 8 * 1024 * 1024,
             limits: WireLimits::default(),
             max_group_members: 500,
             token_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -60,6 +73,9 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             push_max_in_flight: 64,
             shutdown_timeout: Duration::from_secs(10),
+            registry_ttl: Duration::from_secs(10),
+            drain_window: Duration::from_secs(10),
+            admin_token: None,
         }
     }
 }

@@ -7,18 +7,18 @@
 //! across `.await` — queues are bounded and written with `try_send`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use im_core::{codec, CloseCode, RoomId, ServerFrame, UserId};
 use tokio::sync::{mpsc, Notify};
 
-use crate::broker::{Audience, Event, EventSink};
+use crate::broker::{Audience, ConnRef, Event, EventSink};
 use crate::metrics::Metrics;
 
-/// A live connection as the hub sees it: its identity, its bounded send
-/// queue and a close signal.
+/// A live connection as the hub sees it: its identity, its send queue
+/// (bounded in frames *and* bytes) and a close signal.
 pub struct ConnHandle {
     /// Unique within this node.
     pub id: u64,
@@ -28,44 +28,81 @@ pub struct ConnHandle {
     pub session: String,
     /// The device id.
     pub device: String,
+    node: Arc<str>,
     queue: mpsc::Sender<Utf8Bytes>,
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
     close: OnceLock<CloseCode>,
     closed: Notify,
     metrics: Arc<Metrics>,
 }
 
 impl ConnHandle {
-    /// A handle and the receiving end of its send queue (`capacity` frames).
+    /// A handle and the receiving end of its send queue (`limits`: frames, bytes).
     pub fn new(
+        node: Arc<str>,
         id: u64,
         user: UserId,
         session: String,
         device: String,
-        capacity: usize,
+        limits: (usize, usize),
         metrics: Arc<Metrics>,
     ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
-        let (queue, rx) = mpsc::channel(capacity.max(1));
-        let handle =
-            Self { id, user, session, device, queue, close: OnceLock::new(), closed: Notify::new(), metrics };
+        let (queue, rx) = mpsc::channel(limits.0.max(1));
+        let handle = Self {
+            id,
+            user,
+            session,
+            device,
+            node,
+            queue,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes: limits.1,
+            close: OnceLock::new(),
+            closed: Notify::new(),
+            metrics,
+        };
         (Arc::new(handle), rx)
+    }
+
+    /// This connection as the cluster names it.
+    pub fn conn_ref(&self) -> ConnRef {
+        ConnRef { node: self.node.to_string(), conn: self.id }
     }
 
     /// Queues an encoded frame. A full queue means a slow reader: the
     /// connection is closed with 3001 (it will reconnect and sync, so nothing
     /// is lost). Returns whether the frame was queued.
     pub fn push(&self, frame: &Utf8Bytes) -> bool {
-        match self.queue.try_send(frame.clone()) {
+        let len = frame.as_str().len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
+        let result = if queued > self.max_queued_bytes {
+            Err(mpsc::error::TrySendError::Full(()))
+        } else {
+            self.queue.try_send(frame.clone()).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
+                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
+            })
+        };
+        match result {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close.get().is_none() {
-                    self.metrics.queue_overflow();
-                    tracing::info!(conn = self.id, user = %self.user, "send queue full: closing slow consumer");
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                if matches!(e, mpsc::error::TrySendError::Full(())) {
+                    if self.close.get().is_none() {
+                        self.metrics.queue_overflow();
+                        tracing::info!(conn = self.id, user = %self.user, "send queue full: closing slow consumer");
+                    }
+                    self.close(CloseCode::SLOW_CONSUMER);
                 }
-                self.close(CloseCode::SLOW_CONSUMER);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// The writer took a frame of `len` bytes off the queue.
+    pub fn dequeued(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
     }
 
     /// Encodes and queues one frame.
@@ -98,6 +135,9 @@ impl ConnHandle {
     }
 }
 
+/// Told when this node gains its first or loses its last local member of a room.
+pub type RoomListener = Box<dyn Fn(RoomId, bool) + Send + Sync>;
+
 #[derive(Default)]
 struct Index {
     users: HashMap<UserId, Vec<Arc<ConnHandle>>>,
@@ -109,8 +149,9 @@ struct Index {
 
 /// This node's connections and local fan-out.
 pub struct Hub {
-    node: String,
+    node: Arc<str>,
     index: RwLock<Index>,
+    room_listener: OnceLock<RoomListener>,
     next_id: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -118,7 +159,13 @@ pub struct Hub {
 impl Hub {
     /// An empty hub for node `node`.
     pub fn new(node: impl Into<String>, metrics: Arc<Metrics>) -> Self {
-        Self { node: node.into(), index: RwLock::default(), next_id: AtomicU64::new(1), metrics }
+        Self {
+            node: Arc::from(node.into()),
+            index: RwLock::default(),
+            room_listener: OnceLock::new(),
+            next_id: AtomicU64::new(1),
+            metrics,
+        }
     }
 
     /// This node's name.
@@ -126,9 +173,17 @@ impl Hub {
         &self.node
     }
 
-    /// A fresh connection id.
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    /// A handle for a new connection of this node (not registered yet) and
+    /// the receiving end of its send queue (`limits`: most frames, most bytes).
+    pub fn new_conn(
+        &self,
+        user: UserId,
+        session: String,
+        device: String,
+        limits: (usize, usize),
+    ) -> (Arc<ConnHandle>, mpsc::Receiver<Utf8Bytes>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        ConnHandle::new(self.node.clone(), id, user, session, device, limits, self.metrics.clone())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -139,14 +194,46 @@ impl Hub {
         self.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets the room listener (once; the broker's per-room subscriptions).
+    pub fn set_room_listener(&self, listener: RoomListener) {
+        let _ = self.room_listener.set(listener);
+    }
+
+    /// Must be called with the index write lock held (the listener does not block).
+    fn room_interest(&self, room: RoomId, on: bool) {
+        if let Some(listen) = self.room_listener.get() {
+            listen(room, on);
+        }
+    }
+
     /// Adds a connection; `rooms` are the rooms its user has joined.
     pub fn register(&self, conn: Arc<ConnHandle>, rooms: &[RoomId]) {
         let mut idx = self.write();
         let user = conn.user;
         idx.users.entry(user).or_default().push(conn);
+        self.join_locked(&mut idx, user, rooms);
+    }
+
+    /// Adds rooms to a registered user's local room index (rooms read after
+    /// registering, so a join that raced the connection is not missed).
+    pub fn add_rooms(&self, user: UserId, rooms: &[RoomId]) {
+        let mut idx = self.write();
+        if idx.users.contains_key(&user) {
+            self.join_locked(&mut idx, user, rooms);
+        }
+    }
+
+    /// Indexes `user` as a member of `rooms`, telling the room listener —
+    /// under the lock, so first/last transitions reach it in order.
+    fn join_locked(&self, idx: &mut Index, user: UserId, rooms: &[RoomId]) {
         for &room in rooms {
-            idx.rooms.entry(room).or_default().insert(user);
+            let members = idx.rooms.entry(room).or_default();
+            let first = members.is_empty();
+            members.insert(user);
             idx.user_rooms.entry(user).or_default().insert(room);
+            if first {
+                self.room_interest(room, true);
+            }
         }
     }
 
@@ -165,11 +252,8 @@ impl Hub {
         if last {
             idx.users.remove(&user);
             for room in idx.user_rooms.remove(&user).unwrap_or_default() {
-                if let Some(members) = idx.rooms.get_mut(&room) {
-                    members.remove(&user);
-                    if members.is_empty() {
-                        idx.rooms.remove(&room);
-                    }
+                if remove_room_member(&mut idx, room, user) {
+                    self.room_interest(room, false);
                 }
             }
         }
@@ -227,11 +311,31 @@ impl Hub {
     }
 }
 
+/// Removes `user` from `room`'s local members; `true` when that emptied it.
+fn remove_room_member(idx: &mut Index, room: RoomId, user: UserId) -> bool {
+    match idx.rooms.get_mut(&room) {
+        Some(members) => {
+            let removed = members.remove(&user);
+            if members.is_empty() {
+                idx.rooms.remove(&room);
+                return removed;
+            }
+            false
+        }
+        None => false,
+    }
+}
+
 impl EventSink for Hub {
+    fn events_lost(&self) {
+        let n = self.close_all(CloseCode::RECONNECT);
+        tracing::warn!(connections = n, "broker lost events: connections told to reconnect and sync");
+    }
+
     fn handle(&self, event: Event) {
         match event {
             Event::Deliver { to, frame, skip } => {
-                let skip = skip.filter(|s| s.node == self.node).map(|s| s.conn);
+                let skip = skip.filter(|s| *s.node == *self.node).map(|s| s.conn);
                 self.deliver(&to, &frame, skip);
             }
             Event::RoomMembership { room, user, joined } => {
@@ -240,14 +344,10 @@ impl EventSink for Hub {
                     return;
                 }
                 if joined {
-                    idx.rooms.entry(room).or_default().insert(user);
-                    idx.user_rooms.entry(user).or_default().insert(room);
+                    self.join_locked(&mut idx, user, &[room]);
                 } else {
-                    if let Some(m) = idx.rooms.get_mut(&room) {
-                        m.remove(&user);
-                        if m.is_empty() {
-                            idx.rooms.remove(&room);
-                        }
+                    if remove_room_member(&mut idx, room, user) {
+                        self.room_interest(room, false);
                     }
                     if let Some(r) = idx.user_rooms.get_mut(&user) {
                         r.remove(&room);

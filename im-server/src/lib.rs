@@ -38,6 +38,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod gateway;
 pub mod http;
@@ -47,6 +48,8 @@ pub mod metrics;
 pub mod model;
 pub mod presence;
 pub mod push;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod server;
 pub mod state;
 pub mod store;

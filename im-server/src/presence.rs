@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use im_core::{Presence, PresenceStatus, UserId};
 use tokio::sync::mpsc;
 
+use crate::broker::ConnRef;
 use crate::store::StoreResult;
 use crate::time::now_ms;
 
@@ -30,23 +31,31 @@ pub struct PresenceRecord {
 /// Where presence lives.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
-    /// A connection of `user` opened. Returns `true` if the user was offline
-    /// (this is a transition to online).
-    async fn connected(&self, user: UserId, now: u64) -> StoreResult<bool>;
+    /// Connection `conn` of `user` opened. Returns `true` if the user was
+    /// offline (this is a transition to online).
+    async fn connected(&self, user: UserId, conn: &ConnRef, now: u64) -> StoreResult<bool>;
     /// A connection of `user` closed. When it was the last one, returns
     /// `Some(epoch)`: the grace period starts, and [`settle`](Self::settle)
     /// with that epoch ends it. Each last-disconnect gets a new epoch, so a
     /// stale grace timer (the user came back and left again) settles nothing.
-    async fn disconnected(&self, user: UserId, now: u64) -> StoreResult<Option<u64>>;
+    async fn disconnected(&self, user: UserId, conn: &ConnRef, now: u64) -> StoreResult<Option<u64>>;
     /// Called when the grace period of `epoch` ends: if the user still has
     /// no connection, is online, and `epoch` is their latest, marks them
     /// offline and returns `true`.
     async fn settle(&self, user: UserId, epoch: u64) -> StoreResult<bool>;
-    /// Records activity (a frame or heartbeat) at `now`.
-    async fn touch(&self, user: UserId, now: u64) -> StoreResult<()>;
+    /// Records activity (a frame or heartbeat) of `conn` at `now`. A shared
+    /// store also uses it to keep the connection counted as alive: a node
+    /// that dies stops touching, and its connections expire.
+    async fn touch(&self, user: UserId, conn: &ConnRef, now: u64) -> StoreResult<()>;
     /// Presence of each user, in the order given; unknown users are offline
     /// with `last_active_at: 0`.
     async fn query(&self, users: &[UserId]) -> StoreResult<Vec<PresenceRecord>>;
+    /// Marks offline the users left online only by connections that expired
+    /// without a disconnect (their node died), past the grace period, and
+    /// returns them. A single-process store has nothing to sweep.
+    async fn sweep(&self, _now: u64) -> StoreResult<Vec<Presence>> {
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -77,7 +86,7 @@ impl MemoryPresence {
 
 #[async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn connected(&self, user: UserId, now: u64) -> StoreResult<bool> {
+    async fn connected(&self, user: UserId, _conn: &ConnRef, now: u64) -> StoreResult<bool> {
         Ok(self.with(|users| {
             let e = users.entry(user).or_default();
             e.connections += 1;
@@ -88,7 +97,7 @@ impl PresenceStore for MemoryPresence {
         }))
     }
 
-    async fn disconnected(&self, user: UserId, now: u64) -> StoreResult<Option<u64>> {
+    async fn disconnected(&self, user: UserId, _conn: &ConnRef, now: u64) -> StoreResult<Option<u64>> {
         Ok(self.with(|users| match users.get_mut(&user) {
             Some(e) if e.connections > 0 => {
                 e.connections -= 1;
@@ -112,7 +121,7 @@ impl PresenceStore for MemoryPresence {
         }))
     }
 
-    async fn touch(&self, user: UserId, now: u64) -> StoreResult<()> {
+    async fn touch(&self, user: UserId, _conn: &ConnRef, now: u64) -> StoreResult<()> {
         self.with(|users| {
             if let Some(e) = users.get_mut(&user) {
                 e.last_active_at = e.last_active_at.max(now);
@@ -168,10 +177,10 @@ impl PresenceTracker {
         &self.store
     }
 
-    /// A connection of `user` opened.
-    pub async fn connected(&self, user: UserId) {
+    /// Connection `conn` of `user` opened.
+    pub async fn connected(&self, user: UserId, conn: &ConnRef) {
         let now = now_ms();
-        match self.store.connected(user, now).await {
+        match self.store.connected(user, conn, now).await {
             Ok(true) => self.report(Presence { user, status: PresenceStatus::Online, last_active_at: now }),
             Ok(false) => {}
             Err(e) => tracing::warn!(%user, error = %e, "presence: connect not recorded"),
@@ -180,9 +189,9 @@ impl PresenceTracker {
 
     /// A connection of `user` closed; if it was the last, the user goes
     /// offline after the grace period unless they reconnect first.
-    pub async fn disconnected(self: &Arc<Self>, user: UserId) {
+    pub async fn disconnected(self: &Arc<Self>, user: UserId, conn: &ConnRef) {
         let now = now_ms();
-        match self.store.disconnected(user, now).await {
+        match self.store.disconnected(user, conn, now).await {
             Ok(Some(epoch)) => {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
@@ -203,10 +212,19 @@ impl PresenceTracker {
         }
     }
 
-    /// Records activity now.
-    pub async fn touch(&self, user: UserId) {
-        if let Err(e) = self.store.touch(user, now_ms()).await {
+    /// Records activity of `conn` now.
+    pub async fn touch(&self, user: UserId, conn: &ConnRef) {
+        if let Err(e) = self.store.touch(user, conn, now_ms()).await {
             tracing::warn!(%user, error = %e, "presence: touch failed");
+        }
+    }
+
+    /// Sweeps users of dead nodes offline (see [`PresenceStore::sweep`]) and
+    /// reports each transition.
+    pub async fn sweep(&self) {
+        match self.store.sweep(now_ms()).await {
+            Ok(gone) => gone.into_iter().for_each(|p| self.report(p)),
+            Err(e) => tracing::warn!(error = %e, "presence: sweep failed"),
         }
     }
 
@@ -221,6 +239,10 @@ impl PresenceTracker {
 mod tests {
     use super::*;
 
+    fn conn(id: u64) -> ConnRef {
+        ConnRef { node: "n".into(), conn: id }
+    }
+
     fn tracker(grace_ms: u64) -> (Arc<PresenceTracker>, mpsc::Receiver<Presence>) {
         PresenceTracker::new(Arc::new(MemoryPresence::new()), Duration::from_millis(grace_ms), 16)
     }
@@ -229,16 +251,16 @@ mod tests {
     async fn reconnect_within_grace_does_not_flap() {
         let (t, mut rx) = tracker(1000);
         let u = UserId(1);
-        t.connected(u).await;
+        t.connected(u, &conn(1)).await;
         assert_eq!(rx.recv().await.unwrap().status, PresenceStatus::Online);
-        t.disconnected(u).await;
+        t.disconnected(u, &conn(1)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        t.connected(u).await; // back within the grace period
+        t.connected(u, &conn(1)).await; // back within the grace period
         tokio::time::sleep(Duration::from_millis(2000)).await;
-        t.disconnected(u).await; // and leaves again: only the latest grace timer may settle
+        t.disconnected(u, &conn(1)).await; // and leaves again: only the latest grace timer may settle
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(rx.try_recv().is_err(), "no offline/online flap expected");
-        t.connected(u).await;
+        t.connected(u, &conn(1)).await;
         let rec = t.store().query(&[u]).await.unwrap()[0];
         assert_eq!((rec.presence.status, rec.connections), (PresenceStatus::Online, 1));
     }
@@ -247,11 +269,11 @@ mod tests {
     async fn goes_offline_after_grace() {
         let (t, mut rx) = tracker(1000);
         let u = UserId(2);
-        t.connected(u).await;
-        t.connected(u).await; // second device
+        t.connected(u, &conn(1)).await;
+        t.connected(u, &conn(1)).await; // second device
         assert_eq!(rx.recv().await.unwrap().status, PresenceStatus::Online);
-        t.disconnected(u).await;
-        t.disconnected(u).await;
+        t.disconnected(u, &conn(1)).await;
+        t.disconnected(u, &conn(1)).await;
         tokio::time::sleep(Duration::from_millis(999)).await;
         assert!(rx.try_recv().is_err(), "still within grace");
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -9,7 +9,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-#[cfg(feature = "webhook")]
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -142,6 +141,28 @@ impl PushDispatcher {
     /// notification if `max_in_flight` are already running. Never blocks;
     /// must be called within a Tokio runtime. Does nothing for no users.
     pub fn dispatch(&self, users: Vec<UserId>, message: Message) {
+        self.dispatch_filtered(users, message, None)
+    }
+
+    /// Like [`dispatch`](Self::dispatch), for those of `recipients` that
+    /// have no live connection according to `presence`. The presence lookup
+    /// runs inside the same bounded slot, so a slow presence store cannot
+    /// pile up work either.
+    pub fn dispatch_to_offline(
+        &self,
+        recipients: Vec<UserId>,
+        message: Message,
+        presence: Arc<dyn crate::presence::PresenceStore>,
+    ) {
+        self.dispatch_filtered(recipients, message, Some(presence))
+    }
+
+    fn dispatch_filtered(
+        &self,
+        users: Vec<UserId>,
+        message: Message,
+        presence: Option<Arc<dyn crate::presence::PresenceStore>>,
+    ) {
         if users.is_empty() {
             return;
         }
@@ -158,6 +179,21 @@ impl PushDispatcher {
         let notifier = Arc::clone(&self.notifier);
         let metrics = Arc::clone(&self.metrics);
         tokio::spawn(async move {
+            let users = match presence {
+                None => users,
+                Some(presence) => match presence.query(&users).await {
+                    Ok(records) => {
+                        records.iter().filter(|r| r.connections == 0).map(|r| r.presence.user).collect()
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "push: presence lookup failed");
+                        return;
+                    }
+                },
+            };
+            if users.is_empty() {
+                return;
+            }
             // A notifier that hangs must not hold its permit forever.
             let result = tokio::time::timeout(NOTIFY_TIMEOUT, notifier.notify(&users, &message)).await;
             drop(permit);

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{Authenticator, PasswordHasher, TokenSigner};
 use crate::broker::{Broker, BrokerError, EventSink, LocalBroker};
 use crate::config::ServerConfig;
+use crate::dispatch::{LocalRegistry, NodeRegistry};
 use crate::hub::Hub;
 use crate::logic::{Logic, Services};
 use crate::metrics::Metrics;
@@ -24,6 +25,8 @@ use crate::store::{Directory, MemoryStore, MessageStore, SessionStore, StoreErro
 
 /// Presence transitions buffered before they are dropped (best effort).
 const PRESENCE_QUEUE: usize = 4096;
+/// How often presence left behind by dead nodes is swept.
+const PRESENCE_SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// How often expired sessions are purged.
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -63,6 +66,7 @@ pub struct ServerBuilder {
     presence: Option<Arc<dyn PresenceStore>>,
     broker: Option<Arc<dyn Broker>>,
     push: Option<Arc<dyn PushNotifier>>,
+    registry: Option<Arc<dyn NodeRegistry>>,
     token_secret: Option<Vec<u8>>,
     hasher: Option<PasswordHasher>,
 }
@@ -133,6 +137,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets the node registry the dispatcher chooses from.
+    pub fn registry(mut self, r: Arc<dyn NodeRegistry>) -> Self {
+        self.registry = Some(r);
+        self
+    }
+
     /// Sets the token signing secret. Every node of a cluster needs the same
     /// one. Default: random per process (tokens die with the process).
     pub fn token_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
@@ -164,9 +174,16 @@ impl ServerBuilder {
         let presence_store = self.presence.unwrap_or_else(|| Arc::new(MemoryPresence::new()));
         let broker = self.broker.unwrap_or_else(|| Arc::new(LocalBroker::new()));
         let push = self.push.unwrap_or_else(|| Arc::new(LogPush));
+        let registry = self.registry.unwrap_or_else(|| Arc::new(LocalRegistry::new()));
         let secret = self.token_secret.unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
 
         let hub = Arc::new(Hub::new(cfg.node_name.clone(), metrics.clone()));
+        let weak_broker = Arc::downgrade(&broker);
+        hub.set_room_listener(Box::new(move |room, interested| {
+            if let Some(b) = weak_broker.upgrade() {
+                b.room_interest(room, interested);
+            }
+        }));
         broker.subscribe(hub.clone() as Arc<dyn EventSink>).await?;
         let (presence, presence_changes) =
             PresenceTracker::new(presence_store, cfg.presence_grace, PRESENCE_QUEUE);
@@ -181,12 +198,36 @@ impl ServerBuilder {
             metrics: metrics.clone(),
         };
         let logic = Arc::new(Logic::new(cfg.clone(), services));
-        let state = AppState::new(logic.clone(), hub, metrics);
+        let state = AppState::new(logic.clone(), hub, metrics, registry.clone());
+        let ttl = cfg.registry_ttl;
+        registry.announce(&state.node_info(), ttl).await?;
 
         let background = vec![
             tokio::spawn({
                 let logic = logic.clone();
                 async move { logic.run_presence_fanout(presence_changes).await }
+            }),
+            tokio::spawn({
+                let presence = logic.services().presence.clone();
+                async move {
+                    let mut every = tokio::time::interval(PRESENCE_SWEEP_EVERY);
+                    loop {
+                        every.tick().await;
+                        presence.sweep().await;
+                    }
+                }
+            }),
+            tokio::spawn({
+                let state = state.clone();
+                async move {
+                    let mut every = tokio::time::interval(ttl / 3);
+                    loop {
+                        every.tick().await;
+                        if let Err(e) = state.registry().announce(&state.node_info(), ttl).await {
+                            tracing::warn!(error = %e, "node registry: announce failed");
+                        }
+                    }
+                }
             }),
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(SESSION_PURGE_EVERY);
@@ -256,9 +297,27 @@ impl RunningServer {
         self.stop_with(CloseCode::SHUTDOWN).await
     }
 
+    /// Drains, then stops: see [`AppState::start_drain`]. Connections that
+    /// arrived meanwhile are closed with 3501 too; storage is flushed.
+    pub async fn drain(self) {
+        self.state.start_drain();
+        self.state.drained().await;
+        self.stop_with(CloseCode::DRAIN).await
+    }
+
+    /// Resolves when a drain (e.g. from `POST /admin/drain`) has finished
+    /// asking connections to go; the owner then calls [`shutdown`](Self::shutdown).
+    pub async fn drained(&self) {
+        self.state.drained().await
+    }
+
     async fn stop_with(self, code: CloseCode) {
         let hub = self.state.hub().clone();
         self.state.set_draining();
+        let node = self.state.config().node_name.clone();
+        if let Err(e) = self.state.registry().withdraw(&node).await {
+            tracing::warn!(error = %e, "node registry: withdraw failed");
+        }
         let closing = hub.close_all(code);
         tracing::info!(connections = closing, "shutting down");
         let deadline = tokio::time::Instant::now() + self.state.config().shutdown_timeout;
@@ -267,8 +326,16 @@ impl RunningServer {
         }
         let _ = self.stop_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
-        for task in &self.background {
+        for task in self.background {
             task.abort();
+            let _ = task.await;
+        }
+        // Connection tasks and in-flight requests hold the state (and so the
+        // stores); wait until they are gone, so the storage is really closed
+        // when this returns and can be reopened at once.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.state.holders() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if let Err(e) = self.messages.flush().await {
             tracing::error!(error = %e, "flushing storage at shutdown failed");

@@ -75,6 +75,12 @@ struct Args {
     /// POST push notifications as JSON to this URL (default: log them).
     #[arg(long, env = "IM_PUSH_WEBHOOK")]
     push_webhook: Option<String>,
+    /// Bearer token for `POST /admin/drain` (default: admin endpoints off).
+    #[arg(long, env = "IM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Drain (SIGTERM or /admin/drain) closes connections spread over this many seconds.
+    #[arg(long, env = "IM_DRAIN_WINDOW_SECS", default_value_t = 10)]
+    drain_window_secs: u64,
 }
 
 #[tokio::main]
@@ -98,6 +104,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.limits.max_body_bytes = args.max_body_bytes.min(args.max_frame_bytes);
     cfg.limits.rate_per_sec = args.rate_per_sec;
     cfg.limits.rate_burst = args.rate_burst;
+    cfg.admin_token = args.admin_token.clone();
+    cfg.drain_window = Duration::from_secs(args.drain_window_secs);
 
     let mut builder = Server::builder().config(cfg);
     let secret = match &args.token_secret {
@@ -125,8 +133,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("storage: embedded, in {}", args.data_dir.display());
     }
 
-    shutdown_signal().await;
-    server.shutdown().await;
+    // Ctrl-C: stop now (clients reconnect elsewhere at once). SIGTERM or
+    // POST /admin/drain: drain, spreading the reconnects over the window.
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => server.shutdown().await,
+        _ = terminate_signal() => server.drain().await,
+        _ = server.drained() => server.shutdown().await,
+    }
     Ok(())
 }
 
@@ -152,23 +165,14 @@ fn load_or_create_secret(dir: &Path) -> std::io::Result<Vec<u8>> {
     Ok(secret)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+async fn terminate_signal() {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        Err(_) => std::future::pending::<()>().await,
     }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await
 }

@@ -1,12 +1,17 @@
-//! One WebSocket connection: a reader in the connection's task and a writer
-//! task, tied together by the [`ConnHandle`]'s close signal.
+//! One WebSocket connection: a reader, a request worker and a writer,
+//! tied together by the [`ConnHandle`]'s close signal.
 //!
-//! The reader enforces the idle timeout (any frame, ping or pong resets it),
-//! the rate limit and the frame size, and answers each frame before reading
-//! the next — so one device's frames are handled in the order sent. The
-//! writer drains the bounded send queue in batches (one flush per batch),
-//! sends WebSocket pings every heartbeat interval, and ends the connection
-//! with the close code that was asked for.
+//! - The **reader** enforces the idle timeout (any frame, ping or pong
+//!   resets it), the rate limit and the frame size, decodes frames, answers
+//!   `ping` at once and hands every other request to the worker.
+//! - The **worker** handles requests one at a time, in the order sent — so
+//!   one device's sends keep their order — while the reader keeps reading, so
+//!   heartbeats are never stuck behind a slow request.
+//! - The **writer** drains the send queue in batches (one flush per batch),
+//!   sends WebSocket pings every heartbeat interval, and ends the connection
+//!   with the close code that was asked for. Every socket write is raced
+//!   against the close signal, so a reader that stopped reading cannot pin
+//!   the connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use im_core::{codec, CloseCode, ErrorCode, ServerFrame};
+use im_core::{codec, ClientFrame, CloseCode, ErrorCode, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 
@@ -29,8 +34,12 @@ use crate::time::now_ms;
 const NORMAL: CloseCode = CloseCode(1000);
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 64;
-/// How long the writer waits to deliver the close frame.
+/// How long the writer waits to deliver the close frame, and the reader for
+/// the client's close reply.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Decoded requests waiting for the worker; when full, the reader waits
+/// (back-pressure on the client's socket).
+const REQUEST_QUEUE: usize = 32;
 
 /// Runs a connection to its end.
 pub(super) async fn run(
@@ -42,38 +51,20 @@ pub(super) async fn run(
 ) {
     let cfg = app.config();
     let hub = app.hub().clone();
-    let metrics = app.metrics().clone();
     let user = session.user;
-    let (handle, queue) = ConnHandle::new(
-        hub.next_conn_id(),
-        user,
-        session.id.clone(),
-        device,
-        cfg.send_queue,
-        metrics.clone(),
-    );
+    let (handle, queue) =
+        hub.new_conn(user, session.id.clone(), device, (cfg.send_queue, cfg.send_queue_bytes));
     let (sink, mut stream) = socket.split();
-    metrics.connection_opened();
+    app.metrics().connection_opened();
 
     if !version_ok {
         handle.close(CloseCode::UNSUPPORTED_PROTOCOL);
-        write_loop(sink, queue, handle.clone(), &app, session.expires_at).await;
+        write_loop(sink, queue, handle.clone(), app.clone(), session.expires_at).await;
         linger(&mut stream).await;
         finish(&app, &handle, false).await;
         return;
     }
 
-    let rooms = match app.logic().my_rooms(user).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(%user, error = %e, "connection refused: rooms unavailable");
-            handle.close(CloseCode::RECONNECT);
-            write_loop(sink, queue, handle.clone(), &app, session.expires_at).await;
-            linger(&mut stream).await;
-            finish(&app, &handle, false).await;
-            return;
-        }
-    };
     // `hello` is queued before the hub can route anything to this
     // connection, so it is always the first frame.
     handle.send(&ServerFrame::Hello {
@@ -85,16 +76,38 @@ pub(super) async fn run(
         idle_timeout_ms: cfg.idle_timeout.as_millis() as u64,
         limits: cfg.limits,
     });
-    hub.register(handle.clone(), &rooms);
-    app.logic().services().presence.connected(user).await;
+    hub.register(handle.clone(), &[]);
+    // Registered first, then rooms and the session are read: a room join or
+    // a logout that raced the upgrade is not missed.
+    match app.logic().my_rooms(user).await {
+        Ok(rooms) => hub.add_rooms(user, &rooms),
+        Err(e) => {
+            tracing::warn!(%user, error = %e, "closing: rooms unavailable");
+            handle.close(CloseCode::RECONNECT);
+        }
+    }
+    match app.logic().session_alive(&session.id).await {
+        Ok(true) => {}
+        Ok(false) => handle.close(CloseCode::SESSION_REVOKED),
+        Err(_) => handle.close(CloseCode::RECONNECT),
+    }
+    if app.is_draining() {
+        // Upgraded while the node began to stop: it may have missed close_all.
+        handle.close(CloseCode::SHUTDOWN);
+    }
+    app.logic().services().presence.connected(user, &handle.conn_ref()).await;
     tracing::debug!(conn = handle.id, %user, device = %handle.device, "connected");
 
-    let writer = tokio::spawn({
-        let (handle, app) = (handle.clone(), app.clone());
-        async move { write_loop(sink, queue, handle, &app, session.expires_at).await }
-    });
-    let client_closed = read_loop(&mut stream, &handle, &app).await;
-    let _ = writer.await;
+    let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
+    let worker = tokio::spawn(work_loop(inbox, handle.clone(), app.clone()));
+    let mut writer = tokio::spawn(write_loop(sink, queue, handle.clone(), app.clone(), session.expires_at));
+    let client_closed = read_loop(&mut stream, &handle, &app, requests).await;
+    // The worker finishes the request in hand (a send already stored must
+    // still be published), then sees the closed inbox.
+    let _ = worker.await;
+    if tokio::time::timeout(CLOSE_TIMEOUT * 2, &mut writer).await.is_err() {
+        writer.abort();
+    }
     if !client_closed {
         linger(&mut stream).await;
     }
@@ -119,7 +132,7 @@ async fn linger(stream: &mut SplitStream<WebSocket>) {
 async fn finish(app: &AppState, handle: &Arc<ConnHandle>, registered: bool) {
     if registered {
         app.hub().unregister(handle);
-        app.logic().services().presence.disconnected(handle.user).await;
+        app.logic().services().presence.disconnected(handle.user, &handle.conn_ref()).await;
     }
     let code = handle.close_code().unwrap_or(NORMAL);
     app.metrics().connection_closed();
@@ -127,9 +140,28 @@ async fn finish(app: &AppState, handle: &Arc<ConnHandle>, registered: bool) {
     tracing::debug!(conn = handle.id, user = %handle.user, code = code.0, reason = code.name(), "disconnected");
 }
 
+/// Handles requests in order until the reader closes the inbox.
+async fn work_loop(mut inbox: mpsc::Receiver<ClientFrame>, handle: Arc<ConnHandle>, app: AppState) {
+    while let Some(frame) = inbox.recv().await {
+        if handle.close_code().is_some() {
+            break;
+        }
+        let reply = frames::handle(&app, &handle, frame).await;
+        if let ServerFrame::Error { code, .. } = &reply {
+            app.metrics().error(*code);
+        }
+        handle.send(&reply);
+    }
+}
+
 /// Reads frames until the connection must end; returns `true` when the
 /// client closed or vanished (nothing left to read).
-async fn read_loop(stream: &mut SplitStream<WebSocket>, handle: &Arc<ConnHandle>, app: &AppState) -> bool {
+async fn read_loop(
+    stream: &mut SplitStream<WebSocket>,
+    handle: &Arc<ConnHandle>,
+    app: &AppState,
+    requests: mpsc::Sender<ClientFrame>,
+) -> bool {
     let cfg = app.config();
     let limits = cfg.limits;
     let mut bucket = TokenBucket::new(limits.rate_per_sec, limits.rate_burst, Instant::now());
@@ -163,20 +195,18 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, handle: &Arc<ConnHandle>
         };
         if last_touch.elapsed() >= touch_every {
             last_touch = Instant::now();
-            app.logic().services().presence.touch(handle.user).await;
+            app.logic().services().presence.touch(handle.user, &handle.conn_ref()).await;
         }
         let text = match msg {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                reply_error(app, handle, None, ErrorCode::BadFrame, "binary frames are not supported");
-                continue;
-            }
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(_) => {
                 handle.close(NORMAL);
                 return true;
             }
+            Message::Text(text) => Some(text),
+            Message::Binary(_) => None,
         };
+        // Every data frame costs a token, binary ones included.
         if !bucket.take(Instant::now()) {
             strikes += 1;
             if strikes > max_strikes {
@@ -184,19 +214,28 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, handle: &Arc<ConnHandle>
                 handle.close(CloseCode::POLICY_VIOLATION);
                 return false;
             }
-            app.metrics().frame_in("invalid");
-            reply_error(app, handle, None, ErrorCode::RateLimited, "too many frames, slow down");
+            app.metrics().frame_in("rate_limited");
+            let rid = text.as_ref().and_then(|t| peek_rid(t.as_str()));
+            reply_error(app, handle, rid, ErrorCode::RateLimited, "too many frames, slow down");
             continue;
         }
         strikes = 0;
+        let Some(text) = text else {
+            app.metrics().frame_in("invalid");
+            reply_error(app, handle, None, ErrorCode::BadFrame, "binary frames are not supported");
+            continue;
+        };
         match codec::decode_client(text.as_str()) {
+            Ok(ClientFrame::Ping { rid }) => {
+                app.metrics().frame_in("ping");
+                handle.send(&ServerFrame::Pong { rid });
+            }
             Ok(frame) => {
                 app.metrics().frame_in(frame.type_name());
-                let reply = frames::handle(app, handle, frame).await;
-                if let ServerFrame::Error { code, .. } = &reply {
-                    app.metrics().error(*code);
+                tokio::select! {
+                    sent = requests.send(frame) => if sent.is_err() { return false },
+                    _ = handle.closed() => return false,
                 }
-                handle.send(&reply);
             }
             Err(e) => {
                 app.metrics().frame_in("invalid");
@@ -207,26 +246,57 @@ async fn read_loop(stream: &mut SplitStream<WebSocket>, handle: &Arc<ConnHandle>
     }
 }
 
+/// The `rid` of a frame without parsing it (for refusals that must stay
+/// cheap): the number after the first `"rid"` key.
+fn peek_rid(text: &str) -> Option<u64> {
+    let after = &text[text.find("\"rid\"")? + 5..];
+    let after = after.trim_start().strip_prefix(':')?.trim_start();
+    let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+    after[..digits].parse().ok()
+}
+
 fn reply_error(app: &AppState, handle: &ConnHandle, rid: Option<u64>, code: ErrorCode, msg: &str) {
     app.metrics().error(code);
     handle.send(&ServerFrame::error(rid, code, msg));
 }
 
-/// The close code for a failed read: an oversized frame is 1009, anything
-/// else means the peer is gone.
+/// The close code for a failed read: an oversized frame is 1009, text that
+/// is not UTF-8 is 1007, anything else means the peer is gone.
 fn read_error_code(e: axum::Error) -> CloseCode {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
         Some(tungstenite::Error::Capacity(_)) => CloseCode::FRAME_TOO_BIG,
+        Some(tungstenite::Error::Utf8(_)) => CloseCode::INVALID_PAYLOAD,
         _ => NORMAL,
     }
+}
+
+/// Writes one batch: the first frame plus whatever is already queued, then
+/// one flush. Returns how many frames were written.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    queue: &mut mpsc::Receiver<Utf8Bytes>,
+    handle: &ConnHandle,
+    first: Utf8Bytes,
+) -> Result<u64, axum::Error> {
+    let mut n = 1u64;
+    handle.dequeued(first.as_str().len());
+    sink.feed(Message::Text(first)).await?;
+    while (n as usize) < WRITE_BATCH {
+        let Ok(frame) = queue.try_recv() else { break };
+        handle.dequeued(frame.as_str().len());
+        sink.feed(Message::Text(frame)).await?;
+        n += 1;
+    }
+    sink.flush().await?;
+    Ok(n)
 }
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Utf8Bytes>,
     handle: Arc<ConnHandle>,
-    app: &AppState,
+    app: AppState,
     expires_at: u64,
 ) {
     let metrics = app.metrics();
@@ -238,37 +308,28 @@ async fn write_loop(
             _ = handle.closed() => break,
             frame = queue.recv() => {
                 let Some(frame) = frame else { break };
-                // Batch whatever is already queued into one flush.
-                let mut n = 1u64;
-                let mut res = sink.feed(Message::Text(frame)).await;
-                while res.is_ok() && (n as usize) < WRITE_BATCH {
-                    match queue.try_recv() {
-                        Ok(f) => {
-                            res = sink.feed(Message::Text(f)).await;
-                            n += 1;
-                        }
-                        Err(_) => break,
+                let written = tokio::select! {
+                    r = write_batch(&mut sink, &mut queue, &handle, frame) => r.ok(),
+                    _ = handle.closed() => None,
+                };
+                match written {
+                    Some(n) => metrics.frames_out(n),
+                    None => {
+                        handle.close(NORMAL);
+                        break;
                     }
                 }
-                let flushed = match res {
-                    Ok(()) => tokio::select! {
-                        r = sink.flush() => r.is_ok(),
-                        _ = handle.closed() => false,
-                    },
-                    Err(_) => false,
-                };
-                if !flushed {
-                    handle.close(NORMAL);
-                    break;
-                }
-                metrics.frames_out(n);
             }
             _ = ping.tick() => {
                 if now_ms() >= expires_at {
                     handle.close(CloseCode::UNAUTHORIZED);
                     break;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                let sent = tokio::select! {
+                    r = sink.send(Message::Ping(Default::default())) => r.is_ok(),
+                    _ = handle.closed() => false,
+                };
+                if !sent {
                     handle.close(NORMAL);
                     break;
                 }
@@ -281,4 +342,19 @@ async fn write_loop(
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peek_rid;
+
+    #[test]
+    fn peeks_the_rid_without_parsing() {
+        assert_eq!(peek_rid(r#"{"type":"send","rid":42,"body":"x"}"#), Some(42));
+        assert_eq!(peek_rid(r#"{ "rid" :  7 }"#), Some(7));
+        assert_eq!(peek_rid(r#"{"type":"ping"}"#), None);
+        assert_eq!(peek_rid(r#"{"rid":"x"}"#), None);
+        assert_eq!(peek_rid(r#"{"body":"\"rid\":5"}"#), None, "escaped quotes are not a key");
+        assert_eq!(peek_rid("\"rid\""), None);
+    }
 }

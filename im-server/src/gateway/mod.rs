@@ -32,6 +32,24 @@ fn parse_params(query: Option<&str>) -> Option<Params> {
     axum::extract::Query::<Params>::try_from_uri(&uri).ok().map(|q| q.0)
 }
 
+/// Whether neither an `Authorization: Bearer` header nor a `token` query
+/// parameter carried the token (so it came from the cookie).
+fn token_came_from_cookie(headers: &HeaderMap, query: Option<&str>) -> bool {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "));
+    let in_query = query.unwrap_or("").split('&').any(|p| p.starts_with("token="));
+    !bearer && !in_query
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
 fn valid_device(d: &str) -> bool {
     (1..=64).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -61,6 +79,20 @@ pub async fn ws_handler(
     let Some(token) = crate::auth::token_from_request(&headers, query.as_deref()) else {
         return refuse(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "missing token");
     };
+    // A browser sends cookies cross-site: a cookie-authenticated socket
+    // from a page of another origin is refused even without an allow-list
+    // (cross-site WebSocket hijacking).
+    if cfg.allowed_origins.is_none() && token_came_from_cookie(&headers, query.as_deref()) {
+        if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+            if !same_origin(origin.to_str().unwrap_or(""), &headers) {
+                return refuse(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Forbidden,
+                    "cross-origin cookie authentication",
+                );
+            }
+        }
+    }
     let session = match app.logic().authenticate(&token).await {
         Ok(s) => s,
         Err(e) => {
@@ -112,5 +144,18 @@ mod tests {
         assert!(!valid_device(""));
         assert!(!valid_device("has space"));
         assert!(!valid_device(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn cookie_tokens_require_a_same_origin_page() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "chat.example:8080".parse().unwrap());
+        h.insert("cookie", "im_token=t".parse().unwrap());
+        assert!(token_came_from_cookie(&h, Some("device=x")));
+        assert!(!token_came_from_cookie(&h, Some("token=t")));
+        assert!(same_origin("https://chat.example:8080", &h));
+        assert!(!same_origin("https://evil.example", &h));
+        h.insert("authorization", "Bearer t".parse().unwrap());
+        assert!(!token_came_from_cookie(&h, None));
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Clients ask `GET /dispatch` before **every** (re)connect instead of
 //! remembering a node, so a drained or dead node stops receiving clients as
-//! soon as it stops being offered. A single node answers itself; a draining
-//! node answers 503 `unavailable` so the client retries (another node, or
-//! this one after the redeploy).
+//! soon as it stops being offered. The answer is the least-loaded live node
+//! of the [node registry](crate::dispatch) that is not draining — any node
+//! can answer for the whole cluster, a draining one included. With no node
+//! to offer, the answer is 503 `unavailable` and the client retries.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
@@ -27,11 +28,22 @@ pub(crate) struct Dispatch {
 
 /// `GET /dispatch` (no auth) → `{url, node}`.
 pub(crate) async fn dispatch(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Dispatch>> {
-    if app.is_draining() {
-        return Err(ApiError::new(ErrorCode::Unavailable, "this node is draining; retry shortly"));
-    }
     let cfg = app.config();
-    Ok(Json(Dispatch { url: local_ws_url(cfg, &headers)?, node: cfg.node_name.clone() }))
+    let mut nodes = app.registry().live_nodes().await.map_err(crate::error::Error::from)?;
+    // This node knows it drains before the registry does.
+    if app.is_draining() {
+        nodes.retain(|n| n.node != cfg.node_name);
+    }
+    let Some(chosen) = crate::dispatch::pick(&nodes) else {
+        return Err(ApiError::new(ErrorCode::Unavailable, "no node available; retry shortly"));
+    };
+    let url = match &chosen.ws_url {
+        Some(url) => url.clone(),
+        // Only this node can be reached the way the client reached us.
+        None if chosen.node == cfg.node_name => local_ws_url(cfg, &headers)?,
+        None => return Err(ApiError::new(ErrorCode::Unavailable, "node has no public URL configured")),
+    };
+    Ok(Json(Dispatch { url, node: chosen.node.clone() }))
 }
 
 /// This node's WebSocket URL: [`ServerConfig::public_ws_url`] when set,

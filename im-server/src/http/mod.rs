@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         // Counts and logs the routes above (not health probes, scrapes or sockets).
         .layer(from_fn_with_state(state.clone(), track))
         .route("/healthz", get(ops::healthz))
+        .route("/admin/drain", post(ops::drain))
         .route("/metrics", get(ops::metrics))
         .route("/ws", get(crate::gateway::ws_handler))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

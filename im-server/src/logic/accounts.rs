@@ -87,6 +87,11 @@ impl Logic {
         self.svc.auth.authenticate(token).await
     }
 
+    /// Whether a session is still live (not revoked since it was checked).
+    pub async fn session_alive(&self, session_id: &str) -> std::result::Result<bool, AuthError> {
+        self.svc.auth.session_exists(session_id).await
+    }
+
     /// Revokes a session everywhere and closes its open connections (4001).
     pub async fn logout(&self, session: &Session) -> Result<()> {
         self.svc.auth.logout(&session.id).await.map_err(auth_error)?;

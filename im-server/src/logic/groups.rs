@@ -25,7 +25,7 @@ impl Logic {
     /// Creates a group owned by `owner` with `members` added as plain members.
     pub async fn create_group(&self, owner: UserId, name: &str, members: &[UserId]) -> Result<GroupInfo> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_GROUP_NAME {
+        if name.is_empty() || name.contains('\0') || name.chars().count() > MAX_GROUP_NAME {
             return Err(Error::new(ErrorCode::InvalidField, "name must be 1 to 100 characters"));
         }
         let mut wanted: Vec<UserId> = members.iter().copied().filter(|&u| u != owner).collect();
@@ -46,9 +46,10 @@ impl Logic {
             dir.add_member(group.id, u, Role::Member, cap).await?;
         }
         let members = dir.members(group.id).await?;
-        let everyone: Vec<UserId> = members.iter().map(|m| m.user).collect();
+        // Each member hears of their own addition once (O(members)); the
+        // member list is one `GET /groups/{id}` away.
         for m in &members {
-            self.announce(group.id, m.user, MemberChangeKind::Added, owner, everyone.clone()).await;
+            self.announce(group.id, m.user, MemberChangeKind::Added, owner, vec![m.user]).await;
         }
         Ok(GroupInfo { group, members })
     }

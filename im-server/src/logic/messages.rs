@@ -45,22 +45,27 @@ impl Logic {
         if body.len() > max {
             return Err(Error::new(ErrorCode::BodyTooLarge, format!("body is over {max} bytes")));
         }
+        if body.contains('\0') {
+            // Not storable everywhere (PostgreSQL text), and never meaningful.
+            return Err(Error::new(ErrorCode::InvalidField, "body must not contain NUL characters"));
+        }
         self.check_access(from, conv).await?;
         if let ConversationId::Direct(a, b) = conv {
             self.remember_direct(a, b).await?;
         }
-        let audience = match conv {
-            ConversationId::Direct(a, b) => Audience::Users(vec![a, b]),
-            ConversationId::Group(g) => {
-                Audience::Users(self.svc.directory.members(g).await?.into_iter().map(|m| m.user).collect())
-            }
-            ConversationId::Room(r) => Audience::Room(r),
-        };
-
         // Store, then publish, in one critical section per conversation so
         // live delivery follows id order.
-        let appended = {
+        let (appended, audience) = {
             let _turn = self.seq.lock(&conv).await;
+            // Read inside the section: a member removed concurrently is not
+            // sent a message stored after their removal.
+            let audience = match conv {
+                ConversationId::Direct(a, b) => Audience::Users(vec![a, b]),
+                ConversationId::Group(g) => Audience::Users(
+                    self.svc.directory.members(g).await?.into_iter().map(|m| m.user).collect(),
+                ),
+                ConversationId::Room(r) => Audience::Room(r),
+            };
             let appended =
                 self.svc.messages.append(NewMessage { conv, from, cmid, body, ts: now_ms() }).await?;
             if !appended.duplicate {
@@ -68,7 +73,7 @@ impl Logic {
                 let frame = ServerFrame::Message(appended.message.clone());
                 self.publish(Event::Deliver { to: audience.clone(), frame, skip }).await;
             }
-            appended
+            (appended, audience)
         };
         self.svc.metrics.message_stored(appended.duplicate);
 
@@ -81,26 +86,10 @@ impl Logic {
     }
 
     /// Hands the message to the push notifier for recipients with no live
-    /// connection (off the ack path).
+    /// connection (off the ack path, bounded).
     fn push_to_offline(&self, from: UserId, users: Vec<UserId>, message: Message) {
         let recipients: Vec<UserId> = users.into_iter().filter(|&u| u != from).collect();
-        if recipients.is_empty() {
-            return;
-        }
-        let presence = self.svc.presence.store().clone();
-        let push = self.svc.push.clone();
-        tokio::spawn(async move {
-            match presence.query(&recipients).await {
-                Ok(records) => {
-                    let offline: Vec<UserId> =
-                        records.iter().filter(|r| r.connections == 0).map(|r| r.presence.user).collect();
-                    if !offline.is_empty() {
-                        push.dispatch(offline, message);
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "push: presence lookup failed"),
-            }
-        });
+        self.svc.push.dispatch_to_offline(recipients, message, self.svc.presence.store().clone());
     }
 
     /// One page of what `user` missed since `cursors`. Groups and direct
@@ -126,22 +115,21 @@ impl Logic {
         for peer in dir.directs_of(user).await? {
             convs.insert(ConversationId::direct(user, peer));
         }
-        for &conv in cursors.keys() {
-            if convs.contains(&conv) {
-                continue;
-            }
-            match self.check_access(user, conv).await {
-                Ok(()) => {
-                    convs.insert(conv);
-                }
-                Err(e) if e.code == ErrorCode::Unavailable => return Err(e),
-                Err(_) => {} // no longer readable (left, removed, missing): skipped
-            }
+        // Named rooms count only when joined; named groups or direct chats
+        // the user does not (or no longer) belong to add nothing. Checked
+        // against sets, not per cursor, so a sync costs a few reads however
+        // many conversations it names.
+        if cursors.keys().any(|c| matches!(c, ConversationId::Room(_))) {
+            let joined: BTreeSet<_> = dir.rooms_of(user).await?.into_iter().collect();
+            convs.extend(
+                cursors.keys().filter(|c| matches!(c, ConversationId::Room(r) if joined.contains(r))),
+            );
         }
 
         let convs: Vec<ConversationId> = convs.into_iter().collect();
         let heads = self.svc.messages.heads(&convs).await?;
         let mut messages = Vec::new();
+        let mut bytes = 0usize;
         let mut has_more = false;
         for (conv, head) in convs.into_iter().zip(heads) {
             let cursor = cursors.get(&conv).copied().unwrap_or(0);
@@ -149,13 +137,20 @@ impl Logic {
                 continue;
             }
             let room = page - messages.len();
-            if room == 0 {
+            if room == 0 || bytes >= PAGE_BYTES {
                 has_more = true;
                 break;
             }
             let batch = self.svc.messages.after(conv, cursor, room).await?;
-            let last = batch.last().map(|m| m.id).unwrap_or(cursor);
-            messages.extend(batch);
+            let mut last = cursor;
+            for m in batch {
+                if bytes >= PAGE_BYTES {
+                    break;
+                }
+                bytes += m.body.len() + MESSAGE_OVERHEAD;
+                last = m.id;
+                messages.push(m);
+            }
             if last < head {
                 has_more = true;
                 break;
@@ -175,13 +170,34 @@ impl Logic {
         let page = page_size(limit, self.cfg.limits.history_page_max)?;
         self.check_access(user, conv).await?;
         let mut messages = self.svc.messages.before(conv, before, page + 1).await?;
-        let has_more = messages.len() > page;
+        let mut has_more = messages.len() > page;
         if has_more {
             messages.remove(0);
+        }
+        // Keep the newest messages that fit the byte budget (at least one).
+        let mut bytes = 0usize;
+        let keep = messages
+            .iter()
+            .rev()
+            .take_while(|m| {
+                let fits = bytes < PAGE_BYTES;
+                bytes += m.body.len() + MESSAGE_OVERHEAD;
+                fits
+            })
+            .count();
+        if keep < messages.len() {
+            messages.drain(..messages.len() - keep);
+            has_more = true;
         }
         Ok(HistoryPage { messages, has_more })
     }
 }
+
+/// A page stops growing once its bodies reach about this many bytes (it
+/// always holds at least one message), so one reply cannot pin megabytes.
+const PAGE_BYTES: usize = 1024 * 1024;
+/// Rough encoded size of a message beside its body.
+const MESSAGE_OVERHEAD: usize = 128;
 
 /// The page size for a request: absent or above `max` means `max`; 0 is invalid.
 fn page_size(limit: Option<u32>, max: u32) -> Result<usize> {

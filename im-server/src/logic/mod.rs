@@ -30,6 +30,9 @@ mod sequencer;
 
 use sequencer::Sequencer;
 
+/// Longest a broker publish may take before it is given up (recipients sync).
+const PUBLISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Most direct pairs remembered as "already recorded" before the cache is reset.
 const KNOWN_DIRECTS_CAP: usize = 100_000;
 
@@ -78,10 +81,14 @@ impl Logic {
         &self.svc
     }
 
+    /// Publishes an event. Bounded in time: a hung broker must not hold a
+    /// sequencer stripe; recipients that miss an event catch up by sync
+    /// (the store has the data).
     async fn publish(&self, event: Event) {
-        if let Err(e) = self.svc.broker.publish(event).await {
-            // Recipients catch up by sync; the store has the data.
-            tracing::warn!(error = %e, "broker publish failed");
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.svc.broker.publish(event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "broker publish failed"),
+            Err(_) => tracing::warn!("broker publish timed out"),
         }
     }
 

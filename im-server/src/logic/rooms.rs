@@ -17,7 +17,7 @@ impl Logic {
     /// Creates a room; its creator joins it.
     pub async fn create_room(&self, user: UserId, name: &str) -> Result<Room> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > MAX_ROOM_NAME {
+        if name.is_empty() || name.contains('\0') || name.chars().count() > MAX_ROOM_NAME {
             return Err(Error::new(ErrorCode::InvalidField, "name must be 1 to 100 characters"));
         }
         let room = self.svc.directory.create_room(name, user, now_ms()).await?;

@@ -18,6 +18,8 @@ use crate::model::{Group, Member, Role, Room, Session, User};
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -25,6 +27,8 @@ pub(crate) mod conformance;
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PgStore;
 
 /// What a storage call can fail with.
 #[derive(Debug, thiserror::Error)]

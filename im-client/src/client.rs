@@ -1,0 +1,158 @@
+//! [`Client`]: the cheap, clonable handle. It talks to the connection task
+//! (the driver) over a channel; it never touches the socket itself.
+
+use std::time::Duration;
+
+use im_core::{
+    ClientFrame, ConversationId, Message, MessageId, Presence, RequestId, RoomId, ServerFrame, UserId,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{RequestError, SendError};
+use crate::options::ClientBuilder;
+
+/// A request the driver sends for a handle and answers through `reply`.
+pub(crate) enum Command {
+    Send { conv: ConversationId, body: String, reply: oneshot::Sender<Result<MessageId, SendError>> },
+    Request { request: Request, reply: ReplyTx },
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+pub(crate) type ReplyTx = oneshot::Sender<Result<ServerFrame, RequestError>>;
+
+/// A request/response exchange correlated by `rid`.
+#[derive(Debug, Clone)]
+pub(crate) enum Request {
+    Join(RoomId),
+    Leave(RoomId),
+    History { conv: ConversationId, before: Option<MessageId>, limit: Option<u32> },
+    Presence(Vec<UserId>),
+}
+
+impl Request {
+    pub(crate) fn frame(&self, rid: RequestId) -> ClientFrame {
+        match self {
+            Request::Join(room) => ClientFrame::Join { rid, room: *room },
+            Request::Leave(room) => ClientFrame::Leave { rid, room: *room },
+            Request::History { conv, before, limit } => {
+                ClientFrame::History { rid, conv: *conv, before: *before, limit: *limit }
+            }
+            Request::Presence(users) => ClientFrame::QueryPresence { rid, users: users.clone() },
+        }
+    }
+}
+
+/// One page of a conversation's history (ascending ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryPage {
+    /// The messages, oldest first.
+    pub messages: Vec<Message>,
+    /// Older messages exist: ask again with `before` = the first id here.
+    pub has_more: bool,
+}
+
+/// The handle of a running client: clone it freely, use it from any task.
+///
+/// Created with [`Client::builder`]. The client stops when
+/// [`shutdown`](Self::shutdown) is called, when every handle is dropped, when
+/// the event stream is dropped, or when the server ends the session for good.
+#[derive(Debug, Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    request_timeout: Duration,
+}
+
+impl Client {
+    pub(crate) fn new(tx: mpsc::Sender<Command>, request_timeout: Duration) -> Self {
+        Self { tx, request_timeout }
+    }
+
+    /// A builder with default options.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Sends `body` to `conv` and resolves with the id the server assigned,
+    /// once the message is stored.
+    ///
+    /// The message gets a fresh client message id and waits in a bounded,
+    /// ordered queue until acknowledged: if the connection drops it is resent
+    /// after the reconnect with the same id, which the server deduplicates,
+    /// so it is stored exactly once. Dropping the returned future does not
+    /// cancel the send.
+    ///
+    /// This device's own messages also appear in the event stream as
+    /// [`Event::Message`](crate::Event::Message), at their place in the
+    /// conversation's order (right away when the ack's id is the next one,
+    /// otherwise by the sync that fills the gap), so that the stream is the
+    /// complete, ordered log of every conversation on every device.
+    pub async fn send(&self, conv: ConversationId, body: impl Into<String>) -> Result<MessageId, SendError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Send { conv, body: body.into(), reply };
+        self.tx.send(cmd).await.map_err(|_| SendError::Stopped)?;
+        rx.await.unwrap_or(Err(SendError::Stopped))
+    }
+
+    /// Joins an open room; its new messages then arrive live.
+    pub async fn join(&self, room: RoomId) -> Result<(), RequestError> {
+        match self.request(Request::Join(room)).await? {
+            ServerFrame::Ok { .. } => Ok(()),
+            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        }
+    }
+
+    /// Leaves a room.
+    pub async fn leave(&self, room: RoomId) -> Result<(), RequestError> {
+        match self.request(Request::Leave(room)).await? {
+            ServerFrame::Ok { .. } => Ok(()),
+            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        }
+    }
+
+    /// One page of `conv`'s history: the newest messages with ids below
+    /// `before` (all: `None`), at most `limit` (server maximum: `None`).
+    /// History pages are not part of the event stream and move no cursor.
+    pub async fn history(
+        &self,
+        conv: ConversationId,
+        before: Option<MessageId>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, RequestError> {
+        match self.request(Request::History { conv, before, limit }).await? {
+            ServerFrame::HistoryPage { messages, has_more, .. } => Ok(HistoryPage { messages, has_more }),
+            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        }
+    }
+
+    /// The presence of `users` (those that exist).
+    pub async fn query_presence(&self, users: &[UserId]) -> Result<Vec<Presence>, RequestError> {
+        match self.request(Request::Presence(users.to_vec())).await? {
+            ServerFrame::PresenceList { users, .. } => Ok(users),
+            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        }
+    }
+
+    /// Stops the client: closes the connection (code 1000), makes the
+    /// cursors durable, fails unacknowledged sends with
+    /// [`SendError::Stopped`], and ends the event stream with
+    /// [`Event::Stopped`](crate::Event::Stopped). Returns once that is done.
+    pub async fn shutdown(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    async fn request(&self, request: Request) -> Result<ServerFrame, RequestError> {
+        let (reply, rx) = oneshot::channel();
+        let exchange = async {
+            self.tx.send(Command::Request { request, reply }).await.map_err(|_| RequestError::Stopped)?;
+            rx.await.unwrap_or(Err(RequestError::Stopped))
+        };
+        match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(RequestError::Timeout),
+        }
+    }
+}

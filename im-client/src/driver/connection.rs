@@ -1,0 +1,168 @@
+//! One live connection: the heartbeat, reading frames, writing what is due.
+
+use std::time::Duration;
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use im_core::{codec, ClientFrame, CloseCode};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::{Driver, Ended, TICK};
+use crate::connect::{Connection, Socket};
+use crate::error::StopReason;
+use crate::events::Event;
+use crate::pacer::Pacer;
+
+impl Driver {
+    pub(super) async fn run_connection(&mut self, conn: Connection) -> Ended {
+        let Connection { socket, token, hello, .. } = conn;
+        self.token = Some(token);
+        self.device = Some(hello.device.clone());
+        self.me = Some(hello.user);
+        self.limits = hello.limits;
+        self.pacer = Pacer::new(&hello.limits, std::time::Instant::now());
+        let heartbeat = hello.heartbeat_interval.min(self.config.heartbeat_interval);
+        let pong_timeout = self.config.pong_timeout;
+        tracing::info!(node = %hello.node, user = %hello.user, "connected");
+        self.sync.connected();
+        let (mut sink, mut stream) = socket.split();
+        if let Some(stop) =
+            self.emit(Event::Connected { node: hello.node, user: hello.user, device: hello.device }).await
+        {
+            return close(&mut sink, stop, pong_timeout).await;
+        }
+        let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(TICK);
+        // Set when a ping goes out with no frame received since; cleared by any frame.
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            if let Err(why) = self.pump(&mut sink, pong_timeout).await {
+                return Ended::Lost(why);
+            }
+            let dead_at = waiting_since.map(|t| t + pong_timeout);
+            // Biased: the rare timers first (so a flood of frames cannot
+            // starve our pings), then commands, then the socket, and the
+            // dead-peer deadline only when nothing is readable (frames that
+            // queued up while the app was slow to read events are not silence).
+            tokio::select! {
+                biased;
+                _ = ping.tick() => {
+                    self.pacer.spend(1);
+                    if let Err(why) = write(&mut sink, &ClientFrame::Ping { rid: None }, pong_timeout).await {
+                        return Ended::Lost(why);
+                    }
+                    waiting_since.get_or_insert_with(Instant::now);
+                }
+                _ = tick.tick() => {
+                    self.flush_store();
+                    self.sync.retry_sync();
+                    self.outbox.release();
+                    self.in_flight.retain(|_, r| !r.is_closed());
+                }
+                cmd = self.commands.recv() => {
+                    if let Err(reason) = self.command(cmd) {
+                        return close(&mut sink, reason, pong_timeout).await;
+                    }
+                }
+                msg = stream.next() => {
+                    waiting_since = None;
+                    if let Some(ended) = self.incoming(msg).await {
+                        if let Ended::Stop(reason) = ended {
+                            return close(&mut sink, reason, pong_timeout).await;
+                        }
+                        return ended;
+                    }
+                }
+                _ = sleep_until_opt(dead_at), if dead_at.is_some() => {
+                    return Ended::Lost(format!("no frame within {pong_timeout:?} of a ping"));
+                }
+                _ = self.events.closed() => return close(&mut sink, StopReason::Shutdown, pong_timeout).await,
+            }
+        }
+    }
+
+    /// Handles one item read from the socket; `Some` when the connection ended.
+    async fn incoming(
+        &mut self,
+        msg: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Option<Ended> {
+        match msg {
+            Some(Ok(WsMessage::Text(text))) => match codec::decode_server(text.as_str()) {
+                Ok(frame) => self.frame(frame).await.err(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "undecodable frame from the server ignored");
+                    None
+                }
+            },
+            Some(Ok(WsMessage::Close(frame))) => Some(match frame {
+                Some(f) => Ended::Closed { code: CloseCode(u16::from(f.code)), reason: f.reason.to_string() },
+                None => Ended::Lost("closed without a code".into()),
+            }),
+            Some(Ok(_)) => None,
+            Some(Err(e)) => Some(Ended::Lost(format!("socket error: {e}"))),
+            None => Some(Ended::Lost("connection ended".into())),
+        }
+    }
+
+    /// Sends what is due: the next sync page request, unsent sends, waiting requests.
+    async fn pump(&mut self, sink: &mut SplitSink<Socket, WsMessage>, limit: Duration) -> Result<(), String> {
+        let mut budget = self.pacer.available(std::time::Instant::now());
+        if budget == 0 {
+            return Ok(());
+        }
+        self.next_rid += 1;
+        let mut frames: Vec<ClientFrame> =
+            self.sync.next_sync(self.next_rid, self.config.sync_page_limit).into_iter().collect();
+        budget -= frames.len();
+        let next_rid = &mut self.next_rid;
+        frames.extend(self.outbox.frames_to_send(budget, || {
+            *next_rid += 1;
+            *next_rid
+        }));
+        self.waiting.retain(|(_, reply)| !reply.is_closed());
+        let n = self.waiting.len().min(budget.saturating_sub(frames.len()));
+        for (request, reply) in self.waiting.drain(..n) {
+            self.next_rid += 1;
+            frames.push(request.frame(self.next_rid));
+            self.in_flight.insert(self.next_rid, reply);
+        }
+        self.pacer.spend(frames.len());
+        for f in &frames {
+            write(sink, f, limit).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one frame; a write that cannot finish within `limit` means the
+/// peer is gone (a blackholed connection fills the send buffer).
+async fn write(
+    sink: &mut SplitSink<Socket, WsMessage>,
+    frame: &ClientFrame,
+    limit: Duration,
+) -> Result<(), String> {
+    let text = codec::encode_client(frame);
+    match tokio::time::timeout(limit, sink.send(WsMessage::Text(text.into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write failed: {e}")),
+        Err(_) => Err(format!("write blocked for {limit:?}")),
+    }
+}
+
+/// Closes the connection with 1000 (best effort) and stops.
+async fn close(sink: &mut SplitSink<Socket, WsMessage>, reason: StopReason, limit: Duration) -> Ended {
+    let frame = CloseFrame { code: WsCloseCode::Normal, reason: "client stopped".into() };
+    let _ = tokio::time::timeout(limit, sink.send(WsMessage::Close(Some(frame)))).await;
+    Ended::Stop(reason)
+}

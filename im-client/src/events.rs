@@ -1,0 +1,100 @@
+//! The typed event stream: messages, presence, membership and the
+//! connection's life (after async-nats' connection events).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use im_core::{CloseCode, GroupId, MemberChangeKind, Message, Presence, UserId};
+use tokio::sync::mpsc;
+
+use crate::error::StopReason;
+
+/// Something the app should know about.
+///
+/// Per conversation, [`Event::Message`]s arrive exactly once per device and
+/// in ascending id order, whether they came live, by sync, or — for this
+/// device's own sends — from the `ack` (see [`Client::send`](crate::Client::send)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection is up (the server's `hello` arrived). A sync follows.
+    Connected {
+        /// The node serving the connection.
+        node: String,
+        /// The signed-in user.
+        user: UserId,
+        /// This device's id (as sent, or assigned by the server).
+        device: String,
+    },
+    /// The device has caught up: every message stored before the sync began
+    /// has been delivered. Sent after the sync of every (re)connect, and after
+    /// each catch-up sync that a gap in live delivery caused.
+    Synced,
+    /// A message, in order, exactly once.
+    Message(Message),
+    /// A user this user cares about went online or offline.
+    Presence(Presence),
+    /// A group's membership changed.
+    Member {
+        /// The group.
+        group: GroupId,
+        /// The user added or removed.
+        user: UserId,
+        /// Added or removed.
+        change: MemberChangeKind,
+        /// Who made the change.
+        by: UserId,
+    },
+    /// The connection ended. Unless a [`Event::Stopped`] follows, the client
+    /// reconnects by itself.
+    Disconnected {
+        /// The server's close code, if it sent one.
+        code: Option<CloseCode>,
+        /// Why, for logs.
+        reason: String,
+    },
+    /// The client will try to connect again after `delay`.
+    Reconnecting {
+        /// Consecutive attempt number, from 1.
+        attempt: u32,
+        /// Wait before the attempt (exponential backoff with jitter).
+        delay: Duration,
+    },
+    /// The client stopped for good; this is the last event.
+    Stopped {
+        /// Why.
+        reason: StopReason,
+    },
+}
+
+/// The stream of [`Event`]s of one client, ending after [`Event::Stopped`].
+///
+/// Read it steadily: it is bounded, and while it is full the client stops
+/// reading its socket (back-pressure; the server eventually closes a reader
+/// that slow with "reconnect and sync", which loses nothing). Dropping it
+/// shuts the client down, as no message could be delivered any more.
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    pub(crate) fn new(rx: mpsc::Receiver<Event>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event; `None` once the client has stopped and every event was read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}

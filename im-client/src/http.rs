@@ -1,0 +1,78 @@
+//! The two HTTP calls a client makes: asking the dispatcher for a node and
+//! logging in through the business API.
+
+use serde::Deserialize;
+use url::Url;
+
+/// Why an HTTP call failed.
+#[derive(Debug)]
+pub(crate) enum HttpFailure {
+    /// The server said no for good (wrong credentials): do not retry.
+    Refused(String),
+    /// Unreachable, overloaded, draining, or a garbled answer: back off and retry.
+    Transient(String),
+}
+
+#[derive(Deserialize)]
+struct DispatchReply {
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct LoginReply {
+    token: String,
+}
+
+/// Asks the dispatcher which WebSocket URL to connect to.
+pub(crate) async fn dispatch(http: &reqwest::Client, dispatcher: &Url) -> Result<Url, HttpFailure> {
+    let resp = http
+        .get(dispatcher.clone())
+        .send()
+        .await
+        .map_err(|e| HttpFailure::Transient(format!("dispatcher unreachable: {e}")))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(HttpFailure::Transient(format!("dispatcher answered HTTP {}", status.as_u16())));
+    }
+    let reply: DispatchReply = resp
+        .json()
+        .await
+        .map_err(|e| HttpFailure::Transient(format!("dispatcher answer unreadable: {e}")))?;
+    let url = Url::parse(&reply.url)
+        .map_err(|e| HttpFailure::Transient(format!("dispatcher gave a bad URL {:?}: {e}", reply.url)))?;
+    match url.scheme() {
+        "ws" | "wss" => Ok(url),
+        other => Err(HttpFailure::Transient(format!("dispatcher gave a {other}:// URL"))),
+    }
+}
+
+/// Logs in and returns the session token.
+pub(crate) async fn login(
+    http: &reqwest::Client,
+    api_base: &Url,
+    username: &str,
+    password: &str,
+) -> Result<String, HttpFailure> {
+    let url = api_base
+        .join("api/v1/login")
+        .map_err(|e| HttpFailure::Refused(format!("bad API base URL {api_base}: {e}")))?;
+    let body = serde_json::json!({ "username": username, "password": password });
+    let resp = http
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| HttpFailure::Transient(format!("login unreachable: {e}")))?;
+    let status = resp.status().as_u16();
+    match status {
+        200 => {
+            let reply: LoginReply = resp
+                .json()
+                .await
+                .map_err(|e| HttpFailure::Transient(format!("login answer unreadable: {e}")))?;
+            Ok(reply.token)
+        }
+        400 | 401 | 403 | 404 => Err(HttpFailure::Refused(format!("login refused with HTTP {status}"))),
+        _ => Err(HttpFailure::Transient(format!("login answered HTTP {status}"))),
+    }
+}

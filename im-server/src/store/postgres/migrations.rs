@@ -1,0 +1,176 @@
+//! Versioned schema migrations, run by [`super::PgStore::connect`].
+//!
+//! Each migration runs once per schema, in version order, and is recorded in
+//! `im_schema_migrations`. All pending migrations run in one transaction that
+//! first takes a transaction-scoped advisory lock keyed by the schema name,
+//! so several nodes starting at once apply them exactly once (the others
+//! wait, then find nothing to do), and a failed migration leaves nothing
+//! behind. Migrations are append-only: never edit one that has shipped, add
+//! the next version instead.
+
+use tokio_postgres::Client;
+
+use super::{db_err, describe, q};
+use crate::store::{StoreError, StoreResult};
+
+/// One schema change. `{S}` in `sql` stands for the quoted schema name.
+pub(super) struct Migration {
+    /// Applied in ascending order; never reused.
+    pub(super) version: i32,
+    /// A short description, recorded with the version.
+    pub(super) name: &'static str,
+    /// One or more statements.
+    pub(super) sql: &'static str,
+}
+
+/// Every migration, in version order.
+///
+/// Times are `bigint` milliseconds since the Unix epoch (the model's `u64`,
+/// saturated at `i64::MAX`). User, group and room ids come from
+/// `im_counters` rather than sequences, so that a refused insert (a taken
+/// username) consumes no id, as the trait contract asks.
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    sql: r"
+CREATE TABLE {S}.im_counters (
+    name    text PRIMARY KEY,
+    last_id bigint NOT NULL
+);
+INSERT INTO {S}.im_counters (name, last_id) VALUES ('users', 0), ('groups', 0), ('rooms', 0);
+
+CREATE TABLE {S}.users (
+    id            bigint PRIMARY KEY,
+    username      text   NOT NULL CONSTRAINT users_username_key UNIQUE,
+    password_hash text   NOT NULL,
+    created_at    bigint NOT NULL
+);
+
+CREATE TABLE {S}.groups (
+    id         bigint PRIMARY KEY,
+    name       text   NOT NULL,
+    owner_id   bigint NOT NULL,
+    created_at bigint NOT NULL
+);
+
+CREATE TABLE {S}.group_members (
+    group_id bigint NOT NULL REFERENCES {S}.groups (id) ON DELETE CASCADE,
+    user_id  bigint NOT NULL,
+    role     text   NOT NULL CHECK (role IN ('member', 'admin', 'owner')),
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX group_members_by_user ON {S}.group_members (user_id, group_id);
+
+CREATE TABLE {S}.rooms (
+    id         bigint PRIMARY KEY,
+    name       text   NOT NULL,
+    created_by bigint NOT NULL,
+    created_at bigint NOT NULL
+);
+
+CREATE TABLE {S}.room_members (
+    room_id bigint NOT NULL REFERENCES {S}.rooms (id) ON DELETE CASCADE,
+    user_id bigint NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX room_members_by_user ON {S}.room_members (user_id, room_id);
+
+-- Both directions are stored, so directs_of is one primary-key range scan.
+CREATE TABLE {S}.directs (
+    user_id bigint NOT NULL,
+    peer_id bigint NOT NULL,
+    PRIMARY KEY (user_id, peer_id)
+);
+
+CREATE TABLE {S}.sessions (
+    id         text   PRIMARY KEY,
+    user_id    bigint NOT NULL,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL
+);
+CREATE INDEX sessions_by_expiry ON {S}.sessions (expires_at);
+
+-- The head of each conversation; its row lock serializes appends to it.
+CREATE TABLE {S}.conversations (
+    conv    text   PRIMARY KEY,
+    last_id bigint NOT NULL
+);
+
+CREATE TABLE {S}.messages (
+    conv      text   NOT NULL,
+    id        bigint NOT NULL,
+    sender_id bigint NOT NULL,
+    cmid      text   NOT NULL,
+    body      text   NOT NULL,
+    ts        bigint NOT NULL,
+    PRIMARY KEY (conv, id),
+    CONSTRAINT messages_idempotency_key UNIQUE (conv, sender_id, cmid)
+);
+",
+}];
+
+/// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL
+/// form), creating the schema if it is missing. Returns the versions applied.
+pub(super) async fn run(client: &mut Client, schema: &str, quoted: &str) -> StoreResult<Vec<i32>> {
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)]).await.map_err(db_err)?;
+    let exists: bool = tx
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &[&schema])
+        .await
+        .map_err(db_err)?
+        .get(0);
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA {quoted}")).await.map_err(db_err)?;
+    }
+    tx.batch_execute(&q(
+        "CREATE TABLE IF NOT EXISTS {S}.im_schema_migrations (
+             version    integer     PRIMARY KEY,
+             name       text        NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+        quoted,
+    ))
+    .await
+    .map_err(db_err)?;
+    let applied: Vec<i32> = tx
+        .query(&q("SELECT version FROM {S}.im_schema_migrations ORDER BY version", quoted), &[])
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let known = MIGRATIONS.last().map_or(0, |m| m.version);
+    if let Some(&newest) = applied.last().filter(|&&v| v > known) {
+        tracing::warn!(schema, newest, known, "database schema is newer than this build; continuing");
+    }
+    let mut done = Vec::new();
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        tx.batch_execute(&q(m.sql, quoted)).await.map_err(|e| {
+            StoreError::Backend(format!("migration {} ({}): {}", m.version, m.name, describe(&e)))
+        })?;
+        tx.execute(
+            &q("INSERT INTO {S}.im_schema_migrations (version, name) VALUES ($1, $2)", quoted),
+            &[&m.version, &m.name],
+        )
+        .await
+        .map_err(db_err)?;
+        done.push(m.version);
+    }
+    tx.commit().await.map_err(db_err)?;
+    if !done.is_empty() {
+        tracing::info!(schema, versions = ?done, "applied PostgreSQL migrations");
+    }
+    Ok(done)
+}
+
+/// The advisory lock key of `schema`'s migrations: FNV-1a of a fixed prefix
+/// and the name, so every node computes the same key and different schemas
+/// migrate independently.
+fn lock_key(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "im-server migrations\0".bytes().chain(schema.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}

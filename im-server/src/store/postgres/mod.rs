@@ -1,0 +1,687 @@
+//! PostgreSQL implementation of every storage trait, for deployments where
+//! many nodes share history, the directory and sessions.
+//!
+//! [`PgStore::connect`] opens a connection pool ([`deadpool_postgres`] over
+//! [`tokio_postgres`], no TLS) and runs the versioned migrations (see
+//! `migrations.rs`): idempotent, in one transaction, under an advisory lock,
+//! so any number of nodes may start at once. With [`PgOptions::schema`] set,
+//! every table lives in that schema (created if missing); every statement
+//! names its tables with the schema, so no `search_path` is involved.
+//!
+//! # Message ids
+//!
+//! `conversations (conv, last_id)` holds each conversation's head. An append
+//! is a single statement, hence one transaction and one round trip: it bumps
+//! the head (`INSERT … ON CONFLICT (conv) DO UPDATE SET last_id = last_id + 1
+//! RETURNING last_id`) and inserts the message with the new id. The head's
+//! row lock, held to commit, serializes appends to one conversation across
+//! every node and pool; different conversations never contend. If the
+//! idempotency key `(conv, sender_id, cmid)` is taken, the insert violates
+//! `messages_idempotency_key`, the whole statement (bump included) rolls
+//! back, and the original — committed before the lock was granted — is read
+//! and returned as the duplicate. Any other failure rolls back the same way,
+//! so ids stay gapless. User, group and room ids work alike on
+//! `im_counters` rows, so a taken username consumes no id.
+//!
+//! # Value mapping
+//!
+//! Ids are `bigint` holding the `u64` bit for bit (the ids this store assigns
+//! never exceed `i64::MAX`; a larger id a caller passes simply matches
+//! nothing). Times are `bigint` milliseconds, saturated at `i64::MAX`.
+//! Conversations are stored in their wire form (`"g:42"`). PostgreSQL `text`
+//! cannot hold U+0000, so a body or name containing it is refused with
+//! [`StoreError::Backend`] and nothing is stored.
+
+mod migrations;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::{NoTls, Row};
+
+use super::{Appended, Directory, MessageStore, NewMessage, SessionStore, StoreError, StoreResult};
+use crate::model::{Group, Member, Role, Room, Session, User};
+
+/// Pool size of [`PgOptions::default`].
+pub const DEFAULT_POOL_SIZE: usize = 16;
+/// Connect timeout when the URL sets none; also bounds opening a pooled connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a call waits for a free pooled connection before failing with `Backend`.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options of [`PgStore::connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// Most connections the pool holds open (at least 1; default
+    /// [`DEFAULT_POOL_SIZE`]). Calls beyond it wait for a free connection.
+    pub pool_size: usize,
+    /// Schema holding every table, created if missing; `None` is `public`.
+    /// ASCII letters, digits and `_`, not starting with a digit, at most 63
+    /// bytes; case is kept.
+    pub schema: Option<String>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self { pool_size: DEFAULT_POOL_SIZE, schema: None }
+    }
+}
+
+/// Stores messages, the directory and sessions in PostgreSQL.
+///
+/// Cheap to clone: clones share one pool. Several `PgStore`s (on one node or
+/// many) on the same database and schema see one consistent store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    /// The schema, quoted for SQL (`"public"`).
+    schema: String,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.pool.status();
+        f.debug_struct("PgStore")
+            .field("schema", &self.schema)
+            .field("pool_size", &status.size)
+            .field("pool_max_size", &status.max_size)
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:pass@host:port/db`
+    /// or `host=… user=… dbname=…`) and brings its schema up to date.
+    ///
+    /// Fails with [`StoreError::Backend`] when the URL or schema name is
+    /// invalid, the server is unreachable, or a migration fails.
+    pub async fn connect(url: &str, opts: PgOptions) -> StoreResult<PgStore> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("im-server");
+        }
+        let name = opts.schema.as_deref().unwrap_or("public");
+        if !valid_schema(name) {
+            return Err(StoreError::Backend(format!(
+                "invalid schema name {name:?}: 1 to 63 of A-Z a-z 0-9 _, not starting with a digit"
+            )));
+        }
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .wait_timeout(Some(WAIT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL pool: {e}")))?;
+        let store = PgStore { pool, schema: format!("\"{name}\"") };
+        let mut client = store.conn().await?;
+        migrations::run(&mut client, name, &store.schema).await?;
+        Ok(store)
+    }
+
+    /// A pooled connection.
+    async fn conn(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// `template` with `{S}` replaced by this store's schema.
+    fn sql(&self, template: &str) -> String {
+        q(template, &self.schema)
+    }
+
+    /// Runs one statement (prepared once per connection) and returns its rows.
+    async fn rows(&self, template: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<Vec<Row>> {
+        let client = self.conn().await?;
+        let stmt = client.prepare_cached(&self.sql(template)).await.map_err(db_err)?;
+        client.query(&stmt, params).await.map_err(db_err)
+    }
+
+    /// Runs one statement and returns the number of rows it affected.
+    async fn exec(&self, template: &str, params: &[&(dyn ToSql + Sync)]) -> StoreResult<u64> {
+        let client = self.conn().await?;
+        let stmt = client.prepare_cached(&self.sql(template)).await.map_err(db_err)?;
+        client.execute(&stmt, params).await.map_err(db_err)
+    }
+}
+
+/// `template` with `{S}` replaced by `schema`.
+fn q(template: &str, schema: &str) -> String {
+    template.replace("{S}", schema)
+}
+
+fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A database error as one line: the server's message and SQLSTATE when it has them.
+fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("PostgreSQL: {} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut out = format!("PostgreSQL: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn db_err(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Backend(describe(&e))
+}
+
+/// Column `i` of `row`. A type mismatch (a hand-altered schema) is a
+/// `Backend` error rather than a panic.
+fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> StoreResult<T> {
+    row.try_get(i).map_err(db_err)
+}
+
+/// The first column of every row, an id, wrapped by `wrap`.
+fn first_ids<T>(rows: &[Row], wrap: fn(u64) -> T) -> StoreResult<Vec<T>> {
+    rows.iter().map(|r| Ok(wrap(unkey(col(r, 0)?)))).collect()
+}
+
+/// Whether `e` is a unique violation of `constraint`.
+fn violates(e: &tokio_postgres::Error, constraint: &str) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(constraint))
+}
+
+fn pool_err(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => db_err(e),
+        e => StoreError::Backend(format!("PostgreSQL pool: {e}")),
+    }
+}
+
+/// An id as stored: the same 64 bits.
+fn key(id: u64) -> i64 {
+    id as i64
+}
+
+/// A stored id back as `u64`.
+fn unkey(v: i64) -> u64 {
+    v as u64
+}
+
+/// A lower or upper id bound, when it can match a stored id at all.
+fn bound(id: u64) -> Option<i64> {
+    i64::try_from(id).ok()
+}
+
+/// A time as stored, saturated.
+fn time(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A stored time back as `u64`.
+fn untime(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Member => "member",
+        Role::Admin => "admin",
+        Role::Owner => "owner",
+    }
+}
+
+fn role_of(name: &str) -> StoreResult<Role> {
+    match name {
+        "member" => Ok(Role::Member),
+        "admin" => Ok(Role::Admin),
+        "owner" => Ok(Role::Owner),
+        other => Err(StoreError::Backend(format!("unknown role {other:?} in group_members"))),
+    }
+}
+
+/// A message from a row of `id, sender_id, cmid, body, ts`.
+fn message(conv: ConversationId, row: &Row) -> StoreResult<Message> {
+    let cmid: String = col(row, 2)?;
+    let cmid = ClientMsgId::new(cmid)
+        .map_err(|_| StoreError::Backend("invalid client message id stored in messages".into()))?;
+    Ok(Message {
+        conv,
+        id: unkey(col(row, 0)?),
+        from: UserId(unkey(col(row, 1)?)),
+        cmid,
+        body: col(row, 3)?,
+        ts: untime(col(row, 4)?),
+    })
+}
+
+fn user(row: &Row) -> StoreResult<User> {
+    Ok(User {
+        id: UserId(unkey(col(row, 0)?)),
+        username: col(row, 1)?,
+        password_hash: col(row, 2)?,
+        created_at: untime(col(row, 3)?),
+    })
+}
+
+fn group(row: &Row) -> StoreResult<Group> {
+    Ok(Group {
+        id: GroupId(unkey(col(row, 0)?)),
+        name: col(row, 1)?,
+        owner: UserId(unkey(col(row, 2)?)),
+        created_at: untime(col(row, 3)?),
+    })
+}
+
+fn room(row: &Row) -> StoreResult<Room> {
+    Ok(Room {
+        id: RoomId(unkey(col(row, 0)?)),
+        name: col(row, 1)?,
+        created_by: UserId(unkey(col(row, 2)?)),
+        created_at: untime(col(row, 3)?),
+    })
+}
+
+const MSG_COLS: &str = "id, sender_id, cmid, body, ts";
+
+#[async_trait]
+impl MessageStore for PgStore {
+    async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
+        let conv = msg.conv.to_string();
+        let (from, ts) = (key(msg.from.0), time(msg.ts));
+        let client = self.conn().await?;
+        // One statement, so one transaction and one round trip.
+        let insert = client
+            .prepare_cached(&self.sql(
+                "WITH head AS (
+                     INSERT INTO {S}.conversations AS c (conv, last_id) VALUES ($1, 1)
+                     ON CONFLICT (conv) DO UPDATE SET last_id = c.last_id + 1
+                     RETURNING last_id)
+                 INSERT INTO {S}.messages (conv, id, sender_id, cmid, body, ts)
+                 SELECT $1, last_id, $2, $3, $4, $5 FROM head
+                 RETURNING id",
+            ))
+            .await
+            .map_err(db_err)?;
+        match client.query_one(&insert, &[&conv, &from, &msg.cmid.as_str(), &msg.body, &ts]).await {
+            Ok(row) => {
+                let id = unkey(col(&row, 0)?);
+                let NewMessage { conv, from, cmid, body, ts } = msg;
+                Ok(Appended { message: Message { conv, id, from, cmid, body, ts }, duplicate: false })
+            }
+            Err(e) if violates(&e, "messages_idempotency_key") => {
+                // A resend. The original committed before we got the head's
+                // lock (every insert holds it to commit), so a new statement sees it.
+                let select = client
+                    .prepare_cached(&self.sql(&format!(
+                        "SELECT {MSG_COLS} FROM {{S}}.messages WHERE conv = $1 AND sender_id = $2 AND cmid = $3"
+                    )))
+                    .await
+                    .map_err(db_err)?;
+                let original = client
+                    .query_opt(&select, &[&conv, &from, &msg.cmid.as_str()])
+                    .await
+                    .map_err(db_err)?
+                    .ok_or_else(|| StoreError::Backend("resent message vanished".into()))?;
+                Ok(Appended { message: message(msg.conv, &original)?, duplicate: true })
+            }
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn after(&self, conv: ConversationId, after: MessageId, n: usize) -> StoreResult<Vec<Message>> {
+        let Some(after) = bound(after).filter(|_| n > 0) else { return Ok(Vec::new()) };
+        self.rows(
+            &format!(
+                "SELECT {MSG_COLS} FROM {{S}}.messages WHERE conv = $1 AND id > $2 ORDER BY id LIMIT $3"
+            ),
+            &[&conv.to_string(), &after, &limit(n)],
+        )
+        .await?
+        .iter()
+        .map(|r| message(conv, r))
+        .collect()
+    }
+
+    async fn before(
+        &self,
+        conv: ConversationId,
+        before: Option<MessageId>,
+        n: usize,
+    ) -> StoreResult<Vec<Message>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let before = before.map_or(i64::MAX, |b| bound(b).unwrap_or(i64::MAX));
+        let mut page = self
+            .rows(
+                &format!(
+                    "SELECT {MSG_COLS} FROM {{S}}.messages WHERE conv = $1 AND id < $2 \
+                     ORDER BY id DESC LIMIT $3"
+                ),
+                &[&conv.to_string(), &before, &limit(n)],
+            )
+            .await?
+            .iter()
+            .map(|r| message(conv, r))
+            .collect::<StoreResult<Vec<_>>>()?;
+        page.reverse();
+        Ok(page)
+    }
+
+    async fn heads(&self, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
+        if convs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = convs.iter().map(ToString::to_string).collect();
+        let rows =
+            self.rows("SELECT conv, last_id FROM {S}.conversations WHERE conv = ANY($1)", &[&names]).await?;
+        let found = rows
+            .iter()
+            .map(|r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)?)))
+            .collect::<StoreResult<std::collections::HashMap<_, _>>>()?;
+        Ok(names.iter().map(|c| found.get(c).map_or(0, |&v| unkey(v))).collect())
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        // Every append committed before it returned.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Directory for PgStore {
+    async fn create_user(&self, username: &str, password_hash: &str, now: u64) -> StoreResult<User> {
+        // One statement: a taken name fails it whole, so the counter bump is undone.
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(&self.sql(
+                "WITH n AS (UPDATE {S}.im_counters SET last_id = last_id + 1 WHERE name = 'users' RETURNING last_id)
+                 INSERT INTO {S}.users (id, username, password_hash, created_at)
+                 SELECT last_id, $1, $2, $3 FROM n
+                 RETURNING id, username, password_hash, created_at",
+            ))
+            .await
+            .map_err(db_err)?;
+        match client.query_opt(&stmt, &[&username, &password_hash, &time(now)]).await {
+            Ok(Some(row)) => user(&row),
+            Ok(None) => Err(StoreError::Backend("user counter is missing".into())),
+            Err(e) if violates(&e, "users_username_key") => Err(StoreError::Conflict),
+            Err(e) => Err(db_err(e)),
+        }
+    }
+
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let rows = self
+            .rows(
+                "SELECT id, username, password_hash, created_at FROM {S}.users WHERE id = $1",
+                &[&key(id.0)],
+            )
+            .await?;
+        rows.first().map(user).transpose()
+    }
+
+    async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
+        let rows = self
+            .rows(
+                "SELECT id, username, password_hash, created_at FROM {S}.users WHERE username = $1",
+                &[&username],
+            )
+            .await?;
+        rows.first().map(user).transpose()
+    }
+
+    async fn create_group(&self, name: &str, owner: UserId, now: u64) -> StoreResult<Group> {
+        // One statement, so one implicit transaction: the group and its owner or nothing.
+        let rows = self
+            .rows(
+                "WITH n AS (UPDATE {S}.im_counters SET last_id = last_id + 1 WHERE name = 'groups' RETURNING last_id),
+                 g AS (INSERT INTO {S}.groups (id, name, owner_id, created_at)
+                       SELECT last_id, $1, $2, $3 FROM n
+                       RETURNING id, name, owner_id, created_at),
+                 m AS (INSERT INTO {S}.group_members (group_id, user_id, role)
+                       SELECT id, owner_id, 'owner' FROM g)
+                 SELECT id, name, owner_id, created_at FROM g",
+                &[&name, &key(owner.0), &time(now)],
+            )
+            .await?;
+        rows.first().map(group).ok_or_else(|| StoreError::Backend("group counter is missing".into()))?
+    }
+
+    async fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
+        let rows = self
+            .rows("SELECT id, name, owner_id, created_at FROM {S}.groups WHERE id = $1", &[&key(id.0)])
+            .await?;
+        rows.first().map(group).transpose()
+    }
+
+    async fn add_member(&self, group: GroupId, user: UserId, role: Role, cap: usize) -> StoreResult<bool> {
+        let (g, u, role) = (key(group.0), key(user.0), role_name(role));
+        let mut client = self.conn().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        // The group's row lock serializes membership changes that count against
+        // the cap; each later statement takes a fresh snapshot, so the count
+        // below includes every add committed before we got the lock.
+        let lock = tx
+            .prepare_cached(&self.sql("SELECT 1 FROM {S}.groups WHERE id = $1 FOR UPDATE"))
+            .await
+            .map_err(db_err)?;
+        if tx.query_opt(&lock, &[&g]).await.map_err(db_err)?.is_none() {
+            tx.rollback().await.map_err(db_err)?;
+            return Err(StoreError::NotFound);
+        }
+        let update = tx
+            .prepare_cached(
+                &self.sql("UPDATE {S}.group_members SET role = $3 WHERE group_id = $1 AND user_id = $2"),
+            )
+            .await
+            .map_err(db_err)?;
+        if tx.execute(&update, &[&g, &u, &role]).await.map_err(db_err)? > 0 {
+            tx.commit().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        let insert = tx
+            .prepare_cached(&self.sql(
+                "INSERT INTO {S}.group_members (group_id, user_id, role)
+                 SELECT $1, $2, $3
+                 WHERE (SELECT count(*) FROM {S}.group_members WHERE group_id = $1) < $4",
+            ))
+            .await
+            .map_err(db_err)?;
+        if tx.execute(&insert, &[&g, &u, &role, &limit(cap)]).await.map_err(db_err)? == 0 {
+            tx.rollback().await.map_err(db_err)?;
+            return Err(StoreError::GroupFull);
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<bool> {
+        let n = self
+            .exec(
+                "DELETE FROM {S}.group_members WHERE group_id = $1 AND user_id = $2",
+                &[&key(group.0), &key(user.0)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn member_role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>> {
+        let rows = self
+            .rows(
+                "SELECT role FROM {S}.group_members WHERE group_id = $1 AND user_id = $2",
+                &[&key(group.0), &key(user.0)],
+            )
+            .await?;
+        rows.first().map(|r| role_of(col(r, 0)?)).transpose()
+    }
+
+    async fn members(&self, group: GroupId) -> StoreResult<Vec<Member>> {
+        self.rows(
+            "SELECT user_id, role FROM {S}.group_members WHERE group_id = $1 ORDER BY user_id",
+            &[&key(group.0)],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok(Member { user: UserId(unkey(col(r, 0)?)), role: role_of(col(r, 1)?)? }))
+        .collect()
+    }
+
+    async fn groups_of(&self, user: UserId) -> StoreResult<Vec<GroupId>> {
+        let rows = self
+            .rows(
+                "SELECT group_id FROM {S}.group_members WHERE user_id = $1 ORDER BY group_id",
+                &[&key(user.0)],
+            )
+            .await?;
+        first_ids(&rows, GroupId)
+    }
+
+    async fn create_room(&self, name: &str, created_by: UserId, now: u64) -> StoreResult<Room> {
+        let rows = self
+            .rows(
+                "WITH n AS (UPDATE {S}.im_counters SET last_id = last_id + 1 WHERE name = 'rooms' RETURNING last_id)
+                 INSERT INTO {S}.rooms (id, name, created_by, created_at)
+                 SELECT last_id, $1, $2, $3 FROM n
+                 RETURNING id, name, created_by, created_at",
+                &[&name, &key(created_by.0), &time(now)],
+            )
+            .await?;
+        rows.first().map(room).ok_or_else(|| StoreError::Backend("room counter is missing".into()))?
+    }
+
+    async fn room(&self, id: RoomId) -> StoreResult<Option<Room>> {
+        let rows = self
+            .rows("SELECT id, name, created_by, created_at FROM {S}.rooms WHERE id = $1", &[&key(id.0)])
+            .await?;
+        rows.first().map(room).transpose()
+    }
+
+    async fn rooms(&self, after: RoomId, n: usize) -> StoreResult<Vec<Room>> {
+        let Some(after) = bound(after.0).filter(|_| n > 0) else { return Ok(Vec::new()) };
+        let rows = self
+            .rows(
+                "SELECT id, name, created_by, created_at FROM {S}.rooms WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &limit(n)],
+            )
+            .await?;
+        rows.iter().map(room).collect()
+    }
+
+    async fn join_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
+        let rows = self
+            .rows(
+                "WITH r AS (SELECT id FROM {S}.rooms WHERE id = $1),
+                 j AS (INSERT INTO {S}.room_members (room_id, user_id) SELECT id, $2 FROM r
+                       ON CONFLICT DO NOTHING RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM r), EXISTS (SELECT 1 FROM j)",
+                &[&key(room.0), &key(user.0)],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| StoreError::Backend("join_room returned no row".into()))?;
+        match (col(row, 0)?, col(row, 1)?) {
+            (false, _) => Err(StoreError::NotFound),
+            (true, joined) => Ok(joined),
+        }
+    }
+
+    async fn leave_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
+        let n = self
+            .exec(
+                "DELETE FROM {S}.room_members WHERE room_id = $1 AND user_id = $2",
+                &[&key(room.0), &key(user.0)],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn in_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
+        let rows = self
+            .rows(
+                "SELECT 1 FROM {S}.room_members WHERE room_id = $1 AND user_id = $2",
+                &[&key(room.0), &key(user.0)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn rooms_of(&self, user: UserId) -> StoreResult<Vec<RoomId>> {
+        let rows = self
+            .rows("SELECT room_id FROM {S}.room_members WHERE user_id = $1 ORDER BY room_id", &[&key(user.0)])
+            .await?;
+        first_ids(&rows, RoomId)
+    }
+
+    async fn add_direct(&self, a: UserId, b: UserId) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO {S}.directs (user_id, peer_id) VALUES ($1, $2), ($2, $1) ON CONFLICT DO NOTHING",
+            &[&key(a.0), &key(b.0)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>> {
+        let rows = self
+            .rows("SELECT peer_id FROM {S}.directs WHERE user_id = $1 ORDER BY peer_id", &[&key(user.0)])
+            .await?;
+        first_ids(&rows, UserId)
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn create(&self, session: &Session) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO {S}.sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE
+             SET user_id = EXCLUDED.user_id, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at",
+            &[&session.id, &key(session.user.0), &time(session.created_at), &time(session.expires_at)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
+        let rows = self
+            .rows("SELECT id, user_id, created_at, expires_at FROM {S}.sessions WHERE id = $1", &[&id])
+            .await?;
+        rows.first()
+            .map(|r| {
+                Ok(Session {
+                    id: col(r, 0)?,
+                    user: UserId(unkey(col(r, 1)?)),
+                    created_at: untime(col(r, 2)?),
+                    expires_at: untime(col(r, 3)?),
+                })
+            })
+            .transpose()
+    }
+
+    async fn revoke(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.exec("DELETE FROM {S}.sessions WHERE id = $1", &[&id]).await? > 0)
+    }
+
+    async fn purge_expired(&self, now: u64) -> StoreResult<usize> {
+        let n = self.exec("DELETE FROM {S}.sessions WHERE expires_at < $1", &[&time(now)]).await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+}
