@@ -79,6 +79,7 @@ mod error;
 mod events;
 mod http;
 mod options;
+mod outbox;
 mod pacer;
 mod state;
 

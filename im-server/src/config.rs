@@ -24,6 +24,14 @@ pub struct ServerConfig {
     /// How long a user with no connection stays "online" before going
     /// offline, so a reconnect does not flap presence.
     pub presence_grace: Duration,
+    /// How long a shared presence store (Redis) counts a connection as live
+    /// without a refresh: a dead node's users go offline this long (plus the
+    /// grace period) after it died.
+    pub presence_conn_ttl: Duration,
+    /// How often this node refreshes its connections in a shared presence
+    /// store (which expires connections of dead nodes); must stay well below
+    /// that store's connection TTL (60 s for Redis).
+    pub presence_refresh: Duration,
     /// Frames queued per connection before it counts as a slow reader and is
     /// closed with 3001.
     pub send_queue: usize,
@@ -51,6 +59,8 @@ pub struct ServerConfig {
     /// When draining, connections are closed (3501) spread evenly over this
     /// window, so other nodes are not hit by every client at once.
     pub drain_window: Duration,
+    /// Key prefix in Redis (several deployments can share one Redis).
+    pub redis_prefix: String,
     /// Bearer token that authorizes the admin endpoints (`POST
     /// /admin/drain`). `None` disables them.
     pub admin_token: Option<String>,
@@ -64,6 +74,8 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(45),
             presence_grace: Duration::from_secs(10),
+            presence_conn_ttl: Duration::from_secs(60),
+            presence_refresh: Duration::from_secs(20),
             send_queue: 1024,
             send_queue_bytes: 8 * 1024 * 1024,
             limits: WireLimits::default(),
@@ -76,6 +88,7 @@ impl Default for ServerConfig {
             registry_ttl: Duration::from_secs(10),
             drain_window: Duration::from_secs(10),
             admin_token: None,
+            redis_prefix: "im".into(),
         }
     }
 }

@@ -56,6 +56,14 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn sweep(&self, _now: u64) -> StoreResult<Vec<Presence>> {
         Ok(Vec::new())
     }
+    /// Keeps this node's live connections `conns` counted as alive (a shared
+    /// store expires connections that are not refreshed). Returns those it no
+    /// longer knew (expired while this node stalled), which the caller
+    /// registers again if they are still open. A single-process store has
+    /// nothing to refresh.
+    async fn refresh(&self, _conns: &[(UserId, ConnRef)]) -> StoreResult<Vec<(UserId, ConnRef)>> {
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -216,6 +224,19 @@ impl PresenceTracker {
     pub async fn touch(&self, user: UserId, conn: &ConnRef) {
         if let Err(e) = self.store.touch(user, conn, now_ms()).await {
             tracing::warn!(%user, error = %e, "presence: touch failed");
+        }
+    }
+
+    /// Refreshes this node's connections in the store; re-registers (and
+    /// reports online again) those the store had expired while still open.
+    pub async fn refresh(&self, conns: &[(UserId, ConnRef)]) {
+        match self.store.refresh(conns).await {
+            Ok(missing) => {
+                for (user, conn) in missing {
+                    self.connected(user, &conn).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "presence: refresh failed"),
         }
     }
 

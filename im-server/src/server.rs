@@ -25,8 +25,9 @@ use crate::store::{Directory, MemoryStore, MessageStore, SessionStore, StoreErro
 
 /// Presence transitions buffered before they are dropped (best effort).
 const PRESENCE_QUEUE: usize = 4096;
-/// How often presence left behind by dead nodes is swept.
-const PRESENCE_SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Longest pause between sweeps of presence left behind by dead nodes (the
+/// sweep runs every grace period, at most this long).
+const PRESENCE_SWEEP_MAX: Duration = Duration::from_secs(5);
 /// How often expired sessions are purged.
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -156,6 +157,46 @@ impl ServerBuilder {
         self
     }
 
+    /// Shares state with other nodes through Redis at `url`: presence (with
+    /// the configured grace), the node registry and fan-out (per-node and
+    /// per-room pub/sub channels), and sessions unless a store with
+    /// sessions was set already (PostgreSQL keeps them durably). Call after
+    /// [`config`](Self::config): the node name and grace come from it.
+    #[cfg(feature = "redis")]
+    pub async fn redis(mut self, url: &str) -> Result<Self, StartError> {
+        use crate::redis::{Redis, RedisConfig, RedisPresence, RedisRegistry, RedisSessions};
+        let config = RedisConfig { url: url.to_string(), prefix: self.config.redis_prefix.clone() };
+        let redis = Redis::connect(&config).await?;
+        let presence =
+            RedisPresence::new(redis.clone(), self.config.presence_conn_ttl, self.config.presence_grace);
+        self.presence = Some(Arc::new(presence));
+        self.registry = Some(Arc::new(RedisRegistry::new(redis.clone())));
+        self.broker =
+            Some(Arc::new(crate::redis::broker::RedisBroker::new(&redis, self.config.node_name.clone())));
+        if self.sessions.is_none() {
+            self.sessions = Some(Arc::new(RedisSessions::new(redis)));
+        }
+        Ok(self)
+    }
+
+    /// Keeps messages, the directory and sessions in PostgreSQL at `url`
+    /// (migrations run now; pooled connections).
+    #[cfg(feature = "postgres")]
+    pub async fn postgres(self, url: &str) -> Result<Self, StartError> {
+        self.postgres_with(url, crate::store::postgres::PgOptions::default()).await
+    }
+
+    /// [`postgres`](Self::postgres) with options (pool size, schema).
+    #[cfg(feature = "postgres")]
+    pub async fn postgres_with(
+        self,
+        url: &str,
+        opts: crate::store::postgres::PgOptions,
+    ) -> Result<Self, StartError> {
+        let store = crate::store::PgStore::connect(url, opts).await?;
+        Ok(self.store(Arc::new(store)))
+    }
+
     /// Binds `addr` and starts serving HTTP and WebSocket on it.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<RunningServer, StartError> {
         let listener = TcpListener::bind(addr).await?;
@@ -209,11 +250,26 @@ impl ServerBuilder {
             }),
             tokio::spawn({
                 let presence = logic.services().presence.clone();
+                let sweep_every = cfg.presence_grace.clamp(Duration::from_millis(100), PRESENCE_SWEEP_MAX);
                 async move {
-                    let mut every = tokio::time::interval(PRESENCE_SWEEP_EVERY);
+                    let mut every = tokio::time::interval(sweep_every);
                     loop {
                         every.tick().await;
                         presence.sweep().await;
+                    }
+                }
+            }),
+            tokio::spawn({
+                let (presence, hub) = (logic.services().presence.clone(), state.hub().clone());
+                let every = cfg.presence_refresh;
+                async move {
+                    let mut every = tokio::time::interval(every);
+                    every.tick().await;
+                    loop {
+                        every.tick().await;
+                        let conns: Vec<_> =
+                            hub.connections().iter().map(|c| (c.user, c.conn_ref())).collect();
+                        presence.refresh(&conns).await;
                     }
                 }
             }),
@@ -303,6 +359,28 @@ impl RunningServer {
         self.state.start_drain();
         self.state.drained().await;
         self.stop_with(CloseCode::DRAIN).await
+    }
+
+    /// Stops this node abruptly, as a crash (`kill -9`) would, for
+    /// fault-injection tests: sockets end without close frames, nothing is
+    /// withdrawn from the registry or from shared presence (they must
+    /// expire), storage is not flushed. Memory-only state is lost.
+    pub async fn crash(self) {
+        self.state.set_crashed();
+        self.state.set_draining();
+        for task in self.background {
+            task.abort();
+            let _ = task.await;
+        }
+        self.state.hub().close_all(CloseCode::RECONNECT);
+        let _ = self.stop_tx.send(true);
+        self.http.abort();
+        let _ = self.http.await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.state.holders() > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("crashed (simulated)");
     }
 
     /// Resolves when a drain (e.g. from `POST /admin/drain`) has finished

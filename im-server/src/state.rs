@@ -27,6 +27,7 @@ struct Inner {
     draining: AtomicBool,
     drain_started: AtomicBool,
     drained: watch::Sender<bool>,
+    crashed: AtomicBool,
 }
 
 impl AppState {
@@ -48,6 +49,7 @@ impl AppState {
                 draining: AtomicBool::new(false),
                 drain_started: AtomicBool::new(false),
                 drained: watch::Sender::new(false),
+                crashed: AtomicBool::new(false),
             }),
         }
     }
@@ -102,6 +104,17 @@ impl AppState {
     /// Whether the node is shutting down or draining (refuses new connections).
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the node is simulating a crash (see
+    /// [`RunningServer::crash`](crate::RunningServer::crash)): connections
+    /// end without a close frame and without telling shared stores.
+    pub fn is_crashed(&self) -> bool {
+        self.inner.crashed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_crashed(&self) {
+        self.inner.crashed.store(true, Ordering::Release);
     }
 
     /// Marks the node as shutting down or draining.

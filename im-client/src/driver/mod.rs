@@ -18,8 +18,9 @@ use crate::cursor_store::CursorStore;
 use crate::error::{RequestError, SendError, StopReason};
 use crate::events::{Event, Events};
 use crate::options::{Auth, Config};
+use crate::outbox::{CmidGen, Outbox};
 use crate::pacer::Pacer;
-use crate::state::{CmidGen, Outbox, SyncState};
+use crate::state::SyncState;
 use crate::Client;
 
 mod connection;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use im_server::{Server, ServerConfig};
+use im_server::{Server, ServerBuilder, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 /// Command-line flags.
@@ -75,6 +75,14 @@ struct Args {
     /// POST push notifications as JSON to this URL (default: log them).
     #[arg(long, env = "IM_PUSH_WEBHOOK")]
     push_webhook: Option<String>,
+    /// Redis URL: share presence, the node registry, fan-out and (without
+    /// PostgreSQL) sessions with other nodes. Needs the `redis` feature.
+    #[arg(long, env = "IM_REDIS_URL")]
+    redis_url: Option<String>,
+    /// PostgreSQL URL: keep messages, users, groups, rooms and sessions
+    /// there instead of DATA_DIR. Needs the `postgres` feature.
+    #[arg(long, env = "IM_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
     /// Bearer token for `POST /admin/drain` (default: admin endpoints off).
     #[arg(long, env = "IM_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -108,13 +116,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.drain_window = Duration::from_secs(args.drain_window_secs);
 
     let mut builder = Server::builder().config(cfg);
+    if args.redis_url.is_some() && args.token_secret.is_none() {
+        return Err("a cluster (--redis-url) needs --token-secret, the same on every node".into());
+    }
     let secret = match &args.token_secret {
         Some(s) => s.as_bytes().to_vec(),
         None if args.memory => rand_secret(),
         None => load_or_create_secret(&args.data_dir)?,
     };
     builder = builder.token_secret(secret);
-    builder = if args.memory { builder.memory() } else { builder.embedded(&args.data_dir)? };
+    builder = match (&args.postgres_url, args.memory) {
+        (Some(url), _) => with_postgres(builder, url).await?,
+        (None, true) => builder.memory(),
+        (None, false) => builder.embedded(&args.data_dir)?,
+    };
+    if let Some(url) = &args.redis_url {
+        builder = with_redis(builder, url).await?;
+    }
     if let Some(url) = &args.push_webhook {
         builder =
             builder.push(Arc::new(im_server::push::WebhookPush::new(url.clone(), Duration::from_secs(5))));
@@ -127,10 +145,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         server.http_url(),
         server.ws_url()
     );
-    if args.memory {
-        println!("storage: in memory (nothing survives a restart)");
-    } else {
-        println!("storage: embedded, in {}", args.data_dir.display());
+    match (&args.postgres_url, args.memory) {
+        (Some(_), _) => println!("storage: PostgreSQL"),
+        (None, true) => println!("storage: in memory (nothing survives a restart)"),
+        (None, false) => println!("storage: embedded, in {}", args.data_dir.display()),
+    }
+    if args.redis_url.is_some() {
+        println!("cluster: Redis (presence, registry, fan-out) as node {}", args.node_name);
     }
 
     // Ctrl-C: stop now (clients reconnect elsewhere at once). SIGTERM or
@@ -141,6 +162,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ = server.drained() => server.shutdown().await,
     }
     Ok(())
+}
+
+#[cfg(feature = "postgres")]
+async fn with_postgres(b: ServerBuilder, url: &str) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    Ok(b.postgres(url).await?)
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn with_postgres(_: ServerBuilder, _: &str) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    Err("--postgres-url needs im-server built with the `postgres` feature".into())
+}
+
+#[cfg(feature = "redis")]
+async fn with_redis(b: ServerBuilder, url: &str) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    Ok(b.redis(url).await?)
+}
+
+#[cfg(not(feature = "redis"))]
+async fn with_redis(_: ServerBuilder, _: &str) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    Err("--redis-url needs im-server built with the `redis` feature".into())
 }
 
 fn rand_secret() -> Vec<u8> {

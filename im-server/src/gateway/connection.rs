@@ -108,7 +108,7 @@ pub(super) async fn run(
     if tokio::time::timeout(CLOSE_TIMEOUT * 2, &mut writer).await.is_err() {
         writer.abort();
     }
-    if !client_closed {
+    if !client_closed && !app.is_crashed() {
         linger(&mut stream).await;
     }
     finish(&app, &handle, true).await;
@@ -132,7 +132,10 @@ async fn linger(stream: &mut SplitStream<WebSocket>) {
 async fn finish(app: &AppState, handle: &Arc<ConnHandle>, registered: bool) {
     if registered {
         app.hub().unregister(handle);
-        app.logic().services().presence.disconnected(handle.user, &handle.conn_ref()).await;
+        // A crashed node tells nobody: shared presence must expire it.
+        if !app.is_crashed() {
+            app.logic().services().presence.disconnected(handle.user, &handle.conn_ref()).await;
+        }
     }
     let code = handle.close_code().unwrap_or(NORMAL);
     app.metrics().connection_closed();
@@ -337,7 +340,7 @@ async fn write_loop(
         }
     }
     let code = handle.close_code().unwrap_or(NORMAL);
-    if code != NORMAL {
+    if code != NORMAL && !app.is_crashed() {
         let frame = CloseFrame { code: code.0, reason: Utf8Bytes::from_static(code.name()) };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }

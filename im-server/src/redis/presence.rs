@@ -24,7 +24,7 @@
 //!
 //! A connection stays live for `conn_ttl` after it was registered, touched
 //! ([`PresenceStore::touch`], on client activity) or refreshed
-//! ([`RedisPresence::refresh`], which the server calls periodically for all
+//! ([`RedisPresence::refresh_conns`], which the server calls periodically for all
 //! of its connections). A node that dies stops both: its connections expire
 //! after at most `conn_ttl`, and once a user has had no live connection for
 //! the grace period, the next [`sweep`](PresenceStore::sweep) on any live
@@ -278,7 +278,7 @@ impl RedisPresence {
     /// still open, the caller registers it again with
     /// [`connected`](PresenceStore::connected) (through the tracker, so the
     /// user's return online is reported).
-    pub async fn refresh(&self, conns: &[(UserId, ConnRef)]) -> StoreResult<Vec<(UserId, ConnRef)>> {
+    pub async fn refresh_conns(&self, conns: &[(UserId, ConnRef)]) -> StoreResult<Vec<(UserId, ConnRef)>> {
         let mut missing = Vec::new();
         let mut redis = self.redis.conn();
         for chunk in conns.chunks(BATCH) {
@@ -313,6 +313,10 @@ fn member(conn: &ConnRef) -> String {
 
 #[async_trait]
 impl PresenceStore for RedisPresence {
+    async fn refresh(&self, conns: &[(UserId, ConnRef)]) -> StoreResult<Vec<(UserId, ConnRef)>> {
+        self.refresh_conns(conns).await
+    }
+
     async fn connected(&self, user: UserId, conn: &ConnRef, now: u64) -> StoreResult<bool> {
         let mut inv = self.scripts.connected.prepare_invoke();
         self.user_keys(&mut inv, user);
@@ -537,10 +541,10 @@ mod tests {
         assert!(b.connected(w, &conn("b", 1), 1235).await.unwrap());
         tokio::time::sleep(ttl + Duration::from_millis(50)).await;
         assert_eq!(status(&b, u).await, (PresenceStatus::Online, 0), "expired, within grace");
-        assert!(b.refresh(&[(w, conn("b", 1))]).await.unwrap().is_empty());
+        assert!(b.refresh_conns(&[(w, conn("b", 1))]).await.unwrap().is_empty());
         assert!(b.sweep(now_ms()).await.unwrap().is_empty(), "still within grace");
         tokio::time::sleep(grace).await;
-        assert!(b.refresh(&[(w, conn("b", 1))]).await.unwrap().is_empty());
+        assert!(b.refresh_conns(&[(w, conn("b", 1))]).await.unwrap().is_empty());
         let (x, y) = tokio::join!(b.sweep(now_ms()), c.sweep(now_ms()));
         let swept: Vec<Presence> = x.unwrap().into_iter().chain(y.unwrap()).collect();
         assert_eq!(swept, vec![Presence { user: u, status: PresenceStatus::Offline, last_active_at: 1234 }]);
@@ -577,14 +581,14 @@ mod tests {
         let local = [(u, conn("a", 1)), (v, conn("a", 2)), (v, closed.clone())];
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            assert_eq!(a.refresh(&local).await.unwrap(), vec![(v, closed.clone())]);
+            assert_eq!(a.refresh_conns(&local).await.unwrap(), vec![(v, closed.clone())]);
             assert!(b.sweep(now_ms()).await.unwrap().is_empty());
         }
         assert_eq!(status(&b, u).await, (PresenceStatus::Online, 1));
         // Left to expire and swept, the connection is reported, not revived.
         tokio::time::sleep(ttl + Duration::from_millis(200)).await;
         assert_eq!(b.sweep(now_ms()).await.unwrap().len(), 2);
-        assert_eq!(a.refresh(&local[..1]).await.unwrap(), vec![(u, conn("a", 1))]);
+        assert_eq!(a.refresh_conns(&local[..1]).await.unwrap(), vec![(u, conn("a", 1))]);
         assert_eq!(status(&b, u).await, (PresenceStatus::Offline, 0));
         // A touch from the still-open connection registers it again.
         a.touch(u, &conn("a", 1), 99).await.unwrap();
