@@ -83,7 +83,13 @@ impl Cluster {
 
     /// Starts a node with `cfg` on 127.0.0.1 (its public URL set to the
     /// bound address).
-    pub async fn node_with(&self, mut cfg: ServerConfig) -> RunningServer {
+    pub async fn node_with(&self, cfg: ServerConfig) -> RunningServer {
+        self.node_via(cfg, &redis_url()).await
+    }
+
+    /// [`node_with`](Self::node_with), reaching Redis at `redis` (e.g.
+    /// through a [`Proxy`](crate::proxy::Proxy) the test can cut).
+    pub async fn node_via(&self, mut cfg: ServerConfig, redis: &str) -> RunningServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         cfg.public_ws_url = Some(format!("ws://{}/ws", listener.local_addr().expect("addr")));
         let opts = PgOptions { schema: Some(self.schema.clone()), ..PgOptions::default() };
@@ -91,7 +97,7 @@ impl Cluster {
             .postgres_with(&postgres_url(), opts)
             .await
             .expect("postgres")
-            .redis(&redis_url())
+            .redis(redis)
             .await
             .expect("redis")
             .serve(listener)

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod cluster;
+pub mod proxy;
 
 /// How long a test waits for one expected frame before failing.
 pub const WAIT: Duration = Duration::from_secs(10);

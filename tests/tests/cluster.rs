@@ -358,3 +358,87 @@ async fn draining_nodes_while_clients_send_loses_and_duplicates_nothing() {
     }
     clients_survive(false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_under_load_is_detected_and_healed_by_sync() {
+    if !services_available().await {
+        return;
+    }
+    const USERS: usize = 6;
+    const EACH: u64 = 50;
+    let cluster = Cluster::new();
+    // n1 reaches Redis through a proxy the test cuts: to n1 that is a Redis
+    // restart (all its connections drop, pub/sub included).
+    let redis_addr: std::net::SocketAddr = im_tests::cluster::redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("IM_REDIS_URL as redis://ip:port");
+    let proxy = im_tests::proxy::Proxy::start(redis_addr).await;
+    let n0 = cluster.node("n0").await;
+    let n1 = cluster.node_via(cluster.config("n1"), &format!("redis://{}", proxy.addr())).await;
+    let api = Api::new(&n0);
+    let mut users = Vec::new();
+    for i in 0..USERS {
+        users.push(api.user(&format!("user{i}")).await);
+    }
+    let refs: Vec<&TestUser> = users[1..].iter().collect();
+    let conv = ConversationId::Group(GroupId(api.group(&users[0], "all", &refs).await));
+
+    // Half the clients on each node, pinned by WebSocket URL.
+    let mut clients = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let node = if i % 2 == 0 { &n0 } else { &n1 };
+        let (c, mut ev) = Client::builder()
+            .url(node.ws_url())
+            .api_base(node.http_url())
+            .login(u.name.clone(), PASSWORD)
+            .device(format!("dev{i}"))
+            .backoff(Duration::from_millis(50), Duration::from_millis(500))
+            .connect()
+            .expect("client config");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ev.next()).await {
+                Ok(Some(Event::Synced)) => break,
+                Ok(Some(_)) => {}
+                other => panic!("client {i} did not connect: {other:?}"),
+            }
+        }
+        clients.push((c, ev));
+    }
+    let mut senders = Vec::new();
+    for (i, (c, _)) in clients.iter().enumerate() {
+        let c = c.clone();
+        senders.push(tokio::spawn(async move {
+            for j in 0..EACH {
+                c.send(conv, format!("{i}-{j}")).await.expect("acked");
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    proxy.heal();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let total = USERS as u64 * EACH;
+    for (i, (c, ev)) in clients.iter_mut().enumerate() {
+        let ids = messages_of(ev, conv, total as usize).await;
+        assert_eq!(ids, (1..=total).collect::<Vec<_>>(), "client {i}: 0 lost, 0 duplicated, in order");
+        c.shutdown().await;
+    }
+    // The outage really happened: n1 lost its subscription and told its
+    // clients to reconnect and sync (3000).
+    let metrics = n1.state().metrics().render();
+    let reconnects = metrics
+        .lines()
+        .find(|l| l.starts_with("im_closes_total{reason=\"reconnect\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(reconnects >= (USERS / 2) as f64, "n1's clients were told to resync:\n{metrics}");
+    n0.shutdown().await;
+    n1.shutdown().await;
+    cluster.cleanup().await;
+}
