@@ -13,7 +13,7 @@ use crate::options::ClientBuilder;
 
 /// A request the driver sends for a handle and answers through `reply`.
 pub(crate) enum Command {
-    Send { conv: ConversationId, body: String, reply: oneshot::Sender<Result<MessageId, SendError>> },
+    Send { conv: ConversationId, body: String, reply: oneshot::Sender<Result<SendReceipt, SendError>> },
     Request { request: Request, reply: ReplyTx },
     Shutdown { done: oneshot::Sender<()> },
 }
@@ -40,6 +40,20 @@ impl Request {
             Request::Presence(users) => ClientFrame::QueryPresence { rid, users: users.clone() },
         }
     }
+}
+
+/// The outcome of [`Client::send_detailed`]: the stored message's id, and
+/// whether the server already had it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendReceipt {
+    /// The id the server assigned to the message.
+    pub id: MessageId,
+    /// The server had already stored this message (same client message id):
+    /// an earlier attempt was stored but its `ack` was lost with the
+    /// connection, and this resend stored nothing new (the protocol's
+    /// `duplicate: true`). The message is stored once either way.
+    pub duplicate: bool,
 }
 
 /// One page of a conversation's history (ascending ids).
@@ -88,6 +102,17 @@ impl Client {
     /// otherwise by the sync that fills the gap), so that the stream is the
     /// complete, ordered log of every conversation on every device.
     pub async fn send(&self, conv: ConversationId, body: impl Into<String>) -> Result<MessageId, SendError> {
+        self.send_detailed(conv, body).await.map(|r| r.id)
+    }
+
+    /// [`send`](Self::send), also telling whether the message had already
+    /// been stored by an earlier attempt whose `ack` was lost (a resend after
+    /// a reconnect that the server deduplicated).
+    pub async fn send_detailed(
+        &self,
+        conv: ConversationId,
+        body: impl Into<String>,
+    ) -> Result<SendReceipt, SendError> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Send { conv, body: body.into(), reply };
         self.tx.send(cmd).await.map_err(|_| SendError::Stopped)?;

@@ -27,6 +27,7 @@
 //!   stored twice. The device's own messages also appear in the event
 //!   stream, at their place, so the stream is each conversation's full log.
 //!   Sends are paced under the server's announced rate limit.
+//!   [`Client::send_detailed`] also tells whether a resend was deduplicated.
 //!
 //! ```no_run
 //! use futures_util::StreamExt;
@@ -91,7 +92,7 @@ pub use im_core::{
 };
 
 pub use crate::backoff::ReconnectPolicy;
-pub use crate::client::{Client, HistoryPage};
+pub use crate::client::{Client, HistoryPage, SendReceipt};
 pub use crate::cursor_store::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use crate::error::{ConfigError, RequestError, SendError, StopReason};
 pub use crate::events::{Event, Events};

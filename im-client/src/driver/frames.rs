@@ -3,6 +3,7 @@
 use im_core::{ErrorCode, MemberChangeKind, Message, RequestId, ServerFrame, UserId};
 
 use super::{Driver, Ended};
+use crate::client::SendReceipt;
 use crate::error::{RequestError, SendError};
 use crate::events::Event;
 use crate::state::Verdict;
@@ -17,7 +18,7 @@ impl Driver {
                     tracing::trace!(%conv, id, duplicate, "ack");
                     let from = self.me.unwrap_or(UserId(0));
                     self.offer(Message { conv, id, from, cmid, body: sent.body, ts }).await?;
-                    let _ = sent.reply.send(Ok(id));
+                    let _ = sent.reply.send(Ok(SendReceipt { id, duplicate }));
                 }
             }
             ServerFrame::SyncPage { rid, messages, has_more } => {

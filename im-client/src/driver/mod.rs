@@ -7,12 +7,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::{codec, ClientFrame, CloseCode, CloseReaction, MessageId, RequestId, UserId, WireLimits};
+use im_core::{codec, ClientFrame, CloseCode, CloseReaction, RequestId, UserId, WireLimits};
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
 use crate::backoff::Backoff;
-use crate::client::{Command, ReplyTx, Request};
+use crate::client::{Command, ReplyTx, Request, SendReceipt};
 use crate::connect::{Attempt, AttemptError};
 use crate::cursor_store::CursorStore;
 use crate::error::{RequestError, SendError, StopReason};
@@ -39,7 +39,7 @@ pub(crate) fn spawn(config: Config) -> (Client, Events) {
     (client, Events::new(ev_rx))
 }
 
-type SendReply = oneshot::Sender<Result<MessageId, SendError>>;
+type SendReply = oneshot::Sender<Result<SendReceipt, SendError>>;
 
 /// How a connection ended.
 enum Ended {
