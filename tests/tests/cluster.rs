@@ -234,6 +234,17 @@ fn client(dispatcher: &RunningServer, user: &TestUser, device: &str) -> (Client,
         .expect("client config")
 }
 
+/// Waits (10 s at most per event) until client `i` has connected and synced.
+async fn wait_synced(ev: &mut Events, i: usize) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ev.next()).await {
+            Ok(Some(Event::Synced)) => return,
+            Ok(Some(_)) => {}
+            other => panic!("client {i} did not connect: {other:?}"),
+        }
+    }
+}
+
 /// Reads events until `want` messages of `conv` arrived; returns their ids.
 async fn messages_of(events: &mut Events, conv: ConversationId, want: usize) -> Vec<u64> {
     let mut ids = Vec::new();
@@ -280,13 +291,7 @@ async fn clients_survive(kill: bool) {
     let mut clients = Vec::new();
     for (i, u) in users.iter().enumerate() {
         let (c, mut ev) = client(&n0, u, &format!("dev{i}"));
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), ev.next()).await {
-                Ok(Some(Event::Synced)) => break,
-                Ok(Some(_)) => {}
-                other => panic!("client {i} did not connect: {other:?}"),
-            }
-        }
+        wait_synced(&mut ev, i).await;
         clients.push((c, ev));
         if i % 3 == 2 {
             tokio::time::sleep(Duration::from_millis(700)).await;
@@ -397,13 +402,7 @@ async fn a_redis_outage_under_load_is_detected_and_healed_by_sync() {
             .backoff(Duration::from_millis(50), Duration::from_millis(500))
             .connect()
             .expect("client config");
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), ev.next()).await {
-                Ok(Some(Event::Synced)) => break,
-                Ok(Some(_)) => {}
-                other => panic!("client {i} did not connect: {other:?}"),
-            }
-        }
+        wait_synced(&mut ev, i).await;
         clients.push((c, ev));
     }
     let mut senders = Vec::new();
