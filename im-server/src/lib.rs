@@ -32,7 +32,8 @@
 //! heartbeat), [`logic`] (what a request does), [`hub`] (local fan-out),
 //! [`broker`] (between nodes), [`store`] (messages, directory, sessions),
 //! [`presence`], [`push`], [`auth`], [`http`] (business API and dispatcher),
-//! [`metrics`].
+//! [`dispatch`] (node registry), [`state`] (shared handler state),
+//! [`metrics`]; with the `redis` feature, `redis` (cluster back-ends).
 #![warn(missing_docs)]
 
 pub mod auth;
