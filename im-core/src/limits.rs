@@ -31,6 +31,9 @@ pub const DEFAULT_MAX_SYNC_CURSORS: usize = 10_000;
 /// Most users one presence query may name.
 pub const MAX_PRESENCE_QUERY: usize = 500;
 
+/// Default number of requests a connection may have in flight.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 64;
+
 /// Limits a server announces to its clients in `hello`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -47,6 +50,16 @@ pub struct WireLimits {
     pub rate_per_sec: u32,
     /// Frames a connection may send in a burst above the average.
     pub rate_burst: u32,
+    /// Requests one connection may have started but not yet answered; the
+    /// server reads further requests only as replies go out (back-pressure
+    /// on the socket). Absent from servers before it was announced: treat
+    /// as 1 (wait for each reply).
+    #[serde(default = "one")]
+    pub max_in_flight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Default for WireLimits {
@@ -58,6 +71,7 @@ impl Default for WireLimits {
             history_page_max: DEFAULT_HISTORY_PAGE_MAX,
             rate_per_sec: 50,
             rate_burst: 200,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use im_core::CloseCode;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::watch;
@@ -304,6 +305,13 @@ impl ServerBuilder {
             let stopped = async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
             };
+            // Chat frames are small and latency-bound: Nagle's algorithm plus the
+            // peer's delayed ACK would hold them for ~40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+                }
+            });
             let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(stopped);
             if let Err(e) = serve.await {

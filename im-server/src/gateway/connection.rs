@@ -4,9 +4,11 @@
 //! - The **reader** enforces the idle timeout (any frame, ping or pong
 //!   resets it), the rate limit and the frame size, decodes frames, answers
 //!   `ping` at once and hands every other request to the worker.
-//! - The **worker** handles requests one at a time, in the order sent — so
-//!   one device's sends keep their order — while the reader keeps reading, so
-//!   heartbeats are never stuck behind a slow request.
+//! - The **worker** starts requests in the order sent — so one device's
+//!   sends keep their order — with up to `max_in_flight` unanswered at once
+//!   (a send's commit overlaps the next requests), and answers them in
+//!   order; the reader keeps reading meanwhile, so heartbeats are never
+//!   stuck behind a slow request.
 //! - The **writer** drains the send queue in batches (one flush per batch),
 //!   sends WebSocket pings every heartbeat interval, and ends the connection
 //!   with the close code that was asked for. Every socket write is raced
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use im_core::{codec, ClientFrame, CloseCode, ErrorCode, ServerFrame};
 use tokio::sync::mpsc;
@@ -143,18 +145,58 @@ async fn finish(app: &AppState, handle: &Arc<ConnHandle>, registered: bool) {
     tracing::debug!(conn = handle.id, user = %handle.user, code = code.0, reason = code.name(), "disconnected");
 }
 
-/// Handles requests in order until the reader closes the inbox.
+/// Starts requests in the order they arrived until the reader closes the
+/// inbox, with up to `max_in_flight` of them unanswered at once; replies go
+/// out in request order. A `send` counts as started once its place in the
+/// conversation is fixed, so one device's messages keep their order while
+/// their commits overlap; any other request waits for the earlier ones.
 async fn work_loop(mut inbox: mpsc::Receiver<ClientFrame>, handle: Arc<ConnHandle>, app: AppState) {
-    while let Some(frame) = inbox.recv().await {
+    let max_in_flight = app.config().limits.max_in_flight.max(1) as usize;
+    let mut in_flight: FuturesOrdered<frames::Pending<'_>> = FuturesOrdered::new();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                reply_out(&app, &handle, reply);
+                continue;
+            }
+            frame = inbox.recv(), if in_flight.len() < max_in_flight => frame,
+        };
+        let Some(frame) = frame else { break };
         if handle.close_code().is_some() {
             break;
         }
-        let reply = frames::handle(&app, &handle, frame).await;
-        if let ServerFrame::Error { code, .. } = &reply {
-            app.metrics().error(*code);
+        // Only sends overlap: any other request starts once every earlier
+        // one is answered, so it sees their effects (read your writes).
+        if !matches!(frame, ClientFrame::Send { .. }) {
+            while let Some(reply) = in_flight.next().await {
+                reply_out(&app, &handle, reply);
+            }
         }
-        handle.send(&reply);
+        // Earlier sends keep completing while this one starts.
+        let start = frames::start(&app, &handle, frame);
+        tokio::pin!(start);
+        let pending = loop {
+            tokio::select! {
+                biased;
+                pending = &mut start => break pending,
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => reply_out(&app, &handle, reply),
+            }
+        };
+        in_flight.push_back(pending);
     }
+    // Sends already placed must still be published (and answered if the
+    // connection is still there).
+    while let Some(reply) = in_flight.next().await {
+        reply_out(&app, &handle, reply);
+    }
+}
+
+fn reply_out(app: &AppState, handle: &ConnHandle, reply: ServerFrame) {
+    if let ServerFrame::Error { code, .. } = &reply {
+        app.metrics().error(*code);
+    }
+    handle.send(&reply);
 }
 
 /// Reads frames until the connection must end; returns `true` when the

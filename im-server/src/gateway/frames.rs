@@ -1,10 +1,45 @@
 //! What each client frame does: a thin mapping onto [`Logic`](crate::logic::Logic).
 
+use std::future::Future;
+use std::pin::Pin;
+
 use im_core::{ClientFrame, ServerFrame};
 
 use crate::error::Error;
 use crate::hub::ConnHandle;
 use crate::state::AppState;
+use crate::store::Appended;
+
+/// The rest of a started request: resolves to its reply.
+pub(super) type Pending<'a> = Pin<Box<dyn Future<Output = ServerFrame> + Send + 'a>>;
+
+/// Starts one decoded frame. A `send` returns as soon as its place in the
+/// conversation is fixed, with the rest (commit, publish, `ack`) pending, so
+/// a connection's next requests start while earlier sends commit; any other
+/// request runs to completion here.
+pub(super) async fn start<'a>(app: &'a AppState, conn: &ConnHandle, frame: ClientFrame) -> Pending<'a> {
+    if let ClientFrame::Send { rid, conv, cmid, body } = frame {
+        let (user, conn_id) = (conn.user, conn.id);
+        return match app.logic().submit_send(user, Some(conn_id), conv, cmid, body).await {
+            Ok(pending) => Box::pin(async move {
+                pending.await.map(|a| ack(rid, a)).unwrap_or_else(|e| failed(conn_id, Some(rid), e))
+            }),
+            Err(e) => Box::pin(std::future::ready(failed(conn_id, Some(rid), e))),
+        };
+    }
+    let reply = handle(app, conn, frame).await;
+    Box::pin(std::future::ready(reply))
+}
+
+fn ack(rid: u64, a: Appended) -> ServerFrame {
+    let m = a.message;
+    ServerFrame::Ack { rid, conv: m.conv, id: m.id, cmid: m.cmid, ts: m.ts, duplicate: a.duplicate }
+}
+
+fn failed(conn: u64, rid: Option<u64>, e: Error) -> ServerFrame {
+    tracing::debug!(conn, code = %e.code, detail = %e.message, "request failed");
+    ServerFrame::error(rid, e.code, e.message)
+}
 
 /// Handles one decoded frame and returns the reply to send.
 pub(super) async fn handle(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> ServerFrame {
@@ -13,14 +48,7 @@ pub(super) async fn handle(app: &AppState, conn: &ConnHandle, frame: ClientFrame
     let rid = frame.rid();
     let result = match frame {
         ClientFrame::Send { rid, conv, cmid, body } => {
-            logic.send(user, Some(conn.id), conv, cmid, body).await.map(|a| ServerFrame::Ack {
-                rid,
-                conv,
-                id: a.message.id,
-                cmid: a.message.cmid,
-                ts: a.message.ts,
-                duplicate: a.duplicate,
-            })
+            logic.send(user, Some(conn.id), conv, cmid, body).await.map(|a| ack(rid, a))
         }
         ClientFrame::Sync { rid, cursors, limit } => logic
             .sync(user, &cursors, limit)
@@ -47,8 +75,5 @@ pub(super) async fn handle(app: &AppState, conn: &ConnHandle, frame: ClientFrame
             format!("{} is not supported by this server", other.type_name()),
         )),
     };
-    result.unwrap_or_else(|e: Error| {
-        tracing::debug!(conn = conn.id, code = %e.code, detail = %e.message, "request failed");
-        ServerFrame::error(rid, e.code, e.message)
-    })
+    result.unwrap_or_else(|e: Error| failed(conn.id, rid, e))
 }

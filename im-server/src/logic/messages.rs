@@ -41,6 +41,31 @@ impl Logic {
         cmid: ClientMsgId,
         body: String,
     ) -> Result<Appended> {
+        self.submit_send(from, conn, conv, cmid, body).await?.await
+    }
+
+    /// [`send`](Self::send) in two steps, for pipelining: returns once the
+    /// message is checked and its place in the conversation's order is
+    /// fixed (a later `submit_send` to the same conversation gets a larger
+    /// id), with a future that completes the send — waits until the
+    /// message is durable, publishes it after every earlier message of the
+    /// conversation, and resolves to the outcome `send` would return.
+    /// Several submitted sends of one conversation share a group commit
+    /// when the store supports it ([`MessageStore::submit_append`]).
+    ///
+    /// Dropping the returned future before it completes gives up on live
+    /// delivery of that message (it is still stored if the commit happens;
+    /// recipients get it by sync) without holding up later messages.
+    ///
+    /// [`MessageStore::submit_append`]: crate::store::MessageStore::submit_append
+    pub async fn submit_send(
+        &self,
+        from: UserId,
+        conn: Option<u64>,
+        conv: ConversationId,
+        cmid: ClientMsgId,
+        body: String,
+    ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + '_> {
         let max = self.cfg.limits.max_body_bytes;
         if body.len() > max {
             return Err(Error::new(ErrorCode::BodyTooLarge, format!("body is over {max} bytes")));
@@ -53,10 +78,10 @@ impl Logic {
         if let ConversationId::Direct(a, b) = conv {
             self.remember_direct(a, b).await?;
         }
-        // Store, then publish, in one critical section per conversation so
-        // live delivery follows id order.
-        let (appended, audience) = {
-            let _turn = self.seq.lock(&conv).await;
+        // Submit under the conversation's stripe lock, so the store places
+        // messages in the order their publication turns are handed out.
+        let (pending, turn, audience) = {
+            let submit = self.seq.submit(&conv).await;
             // Read inside the section: a member removed concurrently is not
             // sent a message stored after their removal.
             let audience = match conv {
@@ -66,23 +91,29 @@ impl Logic {
                 ),
                 ConversationId::Room(r) => Audience::Room(r),
             };
-            let appended =
-                self.svc.messages.append(NewMessage { conv, from, cmid, body, ts: now_ms() }).await?;
+            let pending =
+                self.svc.messages.submit_append(NewMessage { conv, from, cmid, body, ts: now_ms() }).await?;
+            (pending, submit.turn(), audience)
+        };
+        Ok(async move {
+            // A failed append drops its turn: later messages do not wait for it.
+            let appended = pending.await?;
+            // Publish after every earlier message of the conversation.
+            turn.wait().await;
             if !appended.duplicate {
                 let skip = conn.map(|c| ConnRef { node: self.cfg.node_name.clone(), conn: c });
                 let frame = ServerFrame::Message(appended.message.clone());
                 self.publish(Event::Deliver { to: audience.clone(), frame, skip }).await;
             }
-            (appended, audience)
-        };
-        self.svc.metrics.message_stored(appended.duplicate);
-
-        if !appended.duplicate {
-            if let Audience::Users(users) = audience {
-                self.push_to_offline(from, users, appended.message.clone());
+            drop(turn);
+            self.svc.metrics.message_stored(appended.duplicate);
+            if !appended.duplicate {
+                if let Audience::Users(users) = audience {
+                    self.push_to_offline(from, users, appended.message.clone());
+                }
             }
-        }
-        Ok(appended)
+            Ok(appended)
+        })
     }
 
     /// Hands the message to the push notifier for recipients with no live

@@ -22,7 +22,9 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, Directory, MessageStore, NewMessage, SessionStore, StoreError, StoreResult};
+use super::{
+    Appended, Directory, MessageStore, NewMessage, PendingAppend, SessionStore, StoreError, StoreResult,
+};
 use crate::model::{Group, Member, Role, Room, Session, User};
 
 /// Most requests the writer applies in one transaction.
@@ -189,11 +191,16 @@ impl EmbeddedStore {
     }
 
     async fn call(&self, op: Op) -> StoreResult<Reply> {
-        let stopped = || StoreError::Backend("store writer stopped".into());
-        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        self.enqueue(op).await?.await.map_err(|_| writer_stopped())?
+    }
+
+    /// Queues `op` for the writer (which applies requests in queue order)
+    /// and returns the receiver of its answer.
+    async fn enqueue(&self, op: Op) -> StoreResult<oneshot::Receiver<StoreResult<Reply>>> {
+        let jobs = self.jobs.as_ref().ok_or_else(writer_stopped)?;
         let (reply, answer) = oneshot::channel();
-        jobs.send(Job { op, reply }).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        jobs.send(Job { op, reply }).await.map_err(|_| writer_stopped())?;
+        Ok(answer)
     }
 
     async fn call_bool(&self, op: Op) -> StoreResult<bool> {
@@ -227,6 +234,10 @@ impl Drop for EmbeddedStore {
             }
         }
     }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Backend("store writer stopped".into())
 }
 
 fn unexpected(r: Reply) -> StoreError {
@@ -505,6 +516,19 @@ impl MessageStore for EmbeddedStore {
             Reply::Appended(a) => Ok(a),
             r => Err(unexpected(r)),
         }
+    }
+
+    /// Queued appends are applied in queue order by the one writer thread,
+    /// so the place is fixed once the request is queued; the commit it
+    /// then waits for is shared with everything queued meanwhile.
+    async fn submit_append(&self, msg: NewMessage) -> StoreResult<PendingAppend> {
+        let answer = self.enqueue(Op::Append(msg)).await?;
+        Ok(Box::pin(async move {
+            match answer.await.map_err(|_| writer_stopped())?? {
+                Reply::Appended(a) => Ok(a),
+                r => Err(unexpected(r)),
+            }
+        }))
     }
 
     async fn after(&self, conv: ConversationId, after: MessageId, limit: usize) -> StoreResult<Vec<Message>> {

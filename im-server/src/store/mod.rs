@@ -10,6 +10,9 @@
 //! mutation is atomic), and `StoreError::Backend` is the only error that
 //! means "try again later".
 
+use std::future::Future;
+use std::pin::Pin;
+
 use async_trait::async_trait;
 use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
@@ -76,6 +79,10 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// An append the store has accepted and placed in its conversation's
+/// order, completing (durably) later; see [`MessageStore::submit_append`].
+pub type PendingAppend = Pin<Box<dyn Future<Output = StoreResult<Appended>> + Send + 'static>>;
+
 /// Durable, ordered message storage keyed `(conversation, message_id)`.
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
@@ -86,6 +93,21 @@ pub trait MessageStore: Send + Sync + 'static {
     /// conversation get distinct, gapless ids. Returns only once the message
     /// is durable (as durable as the back-end is).
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended>;
+
+    /// Starts [`append`](Self::append) and returns once the message's place
+    /// in its conversation is fixed: of two appends to one conversation
+    /// where the second is submitted after the first's `submit_append`
+    /// returned, the first gets the smaller id. The returned future
+    /// resolves once the append is durable, as `append` would; a store
+    /// that group-commits lets many submitted appends of one conversation
+    /// share a commit.
+    ///
+    /// The default runs the whole append before returning, which meets the
+    /// contract for any store (callers then serialize on the commit).
+    async fn submit_append(&self, msg: NewMessage) -> StoreResult<PendingAppend> {
+        let result = self.append(msg).await;
+        Ok(Box::pin(std::future::ready(result)))
+    }
 
     /// Up to `limit` messages of `conv` with ids above `after`, ascending.
     async fn after(&self, conv: ConversationId, after: MessageId, limit: usize) -> StoreResult<Vec<Message>>;

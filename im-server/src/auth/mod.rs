@@ -17,15 +17,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use im_core::{CloseCode, ErrorCode, UserId};
 use sha2::Sha256;
+
+mod password;
+
+pub use password::{PasswordHasher, HASH_WAIT};
 
 use crate::model::Session;
 use crate::store::{SessionStore, StoreError};
@@ -245,87 +246,6 @@ impl Authenticator {
     }
 }
 
-/// Hashes and checks passwords with Argon2id, off the async runtime, at
-/// most one per CPU at a time: a flood of logins queues here (and fails with
-/// `unavailable` after [`HASH_WAIT`]) instead of filling the blocking pool
-/// that storage reads share.
-#[derive(Debug, Clone)]
-pub struct PasswordHasher {
-    params: Params,
-    slots: Arc<tokio::sync::Semaphore>,
-}
-
-/// Longest a login or registration waits for a hashing slot.
-pub const HASH_WAIT: Duration = Duration::from_secs(5);
-
-fn hash_slots() -> Arc<tokio::sync::Semaphore> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    Arc::new(tokio::sync::Semaphore::new(cpus))
-}
-
-impl Default for PasswordHasher {
-    /// Argon2's recommended defaults (19 MiB, 2 passes, 1 lane).
-    fn default() -> Self {
-        PasswordHasher { params: Params::default(), slots: hash_slots() }
-    }
-}
-
-impl PasswordHasher {
-    /// A hasher with explicit cost: memory in KiB, passes and lanes. Small
-    /// values make tests fast; production should keep the defaults or more.
-    pub fn with_params(m_cost_kib: u32, t_cost: u32, p: u32) -> Result<Self, argon2::Error> {
-        Ok(PasswordHasher { params: Params::new(m_cost_kib, t_cost, p, None)?, slots: hash_slots() })
-    }
-
-    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AuthError> {
-        match tokio::time::timeout(HASH_WAIT, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(AuthError::Backend("password hashing is saturated, retry later".into())),
-        }
-    }
-
-    fn argon2(params: Params) -> Argon2<'static> {
-        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-    }
-
-    /// Hashes `password` with a fresh random salt into a PHC string.
-    pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
-        let params = self.params.clone();
-        let password = password.to_owned();
-        let _slot = self.slot().await?;
-        tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Self::argon2(params)
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| AuthError::Backend(format!("password hashing: {e}")))
-        })
-        .await
-        .map_err(|e| AuthError::Backend(format!("password hashing task: {e}")))?
-    }
-
-    /// Whether `password` matches the PHC string `phc` (with the parameters
-    /// stored in `phc`, so raising the cost later keeps old hashes valid).
-    /// A malformed `phc` is a back-end error, not a mismatch.
-    pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, AuthError> {
-        let params = self.params.clone();
-        let password = password.to_owned();
-        let phc = phc.to_owned();
-        let _slot = self.slot().await?;
-        tokio::task::spawn_blocking(move || {
-            let hash = PasswordHash::new(&phc)
-                .map_err(|e| AuthError::Backend(format!("stored password hash: {e}")))?;
-            match Self::argon2(params).verify_password(password.as_bytes(), &hash) {
-                Ok(()) => Ok(true),
-                Err(argon2::password_hash::Error::Password) => Ok(false),
-                Err(e) => Err(AuthError::Backend(format!("password verification: {e}"))),
-            }
-        })
-        .await
-        .map_err(|e| AuthError::Backend(format!("password hashing task: {e}")))?
-    }
-}
-
 /// The token a request carries: `Authorization: Bearer <t>`, else the
 /// `im_token` cookie, else the `token` query parameter (`query` is the raw
 /// query string without `?`). Browsers cannot set headers on a WebSocket
@@ -468,17 +388,6 @@ mod tests {
         assert!(auth.logout(&session.id).await.unwrap());
         assert!(matches!(auth.authenticate(&token).await, Err(AuthError::Revoked)));
         assert!(!auth.logout(&session.id).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn password_hash_and_verify() {
-        let hasher = PasswordHasher::with_params(64, 1, 1).unwrap();
-        let phc = hasher.hash("correct horse").await.unwrap();
-        assert!(phc.starts_with("$argon2id$"));
-        assert!(hasher.verify("correct horse", &phc).await.unwrap());
-        assert!(!hasher.verify("wrong horse", &phc).await.unwrap());
-        assert_ne!(hasher.hash("correct horse").await.unwrap(), phc, "salts differ");
-        assert!(matches!(hasher.verify("x", "not a phc").await, Err(AuthError::Backend(_))));
     }
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
