@@ -7,15 +7,16 @@
 //! across `.await` — queues are bounded and written with `try_send`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use im_core::{codec, CloseCode, RoomId, ServerFrame, UserId};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::broker::{Audience, ConnRef, Event, EventSink};
 use crate::metrics::Metrics;
+use crate::send_queue::{PushError, SendQueue};
 
 /// A live connection as the hub sees it: its identity, its send queue
 /// (bounded in frames *and* bytes) and a close signal.
@@ -29,16 +30,14 @@ pub struct ConnHandle {
     /// The device id.
     pub device: String,
     node: Arc<str>,
-    queue: mpsc::Sender<Utf8Bytes>,
-    queued_bytes: AtomicUsize,
-    max_queued_bytes: usize,
+    queue: SendQueue,
     close: OnceLock<CloseCode>,
     closed: Notify,
     metrics: Arc<Metrics>,
 }
 
 impl ConnHandle {
-    /// A handle and the receiving end of its send queue (`limits`: frames, bytes).
+    /// A handle with an empty send queue (`limits`: most frames, most bytes).
     pub fn new(
         node: Arc<str>,
         id: u64,
@@ -47,22 +46,18 @@ impl ConnHandle {
         device: String,
         limits: (usize, usize),
         metrics: Arc<Metrics>,
-    ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
-        let (queue, rx) = mpsc::channel(limits.0.max(1));
-        let handle = Self {
+    ) -> Arc<Self> {
+        Arc::new(Self {
             id,
             user,
             session,
             device,
             node,
-            queue,
-            queued_bytes: AtomicUsize::new(0),
-            max_queued_bytes: limits.1,
+            queue: SendQueue::new(limits.0, limits.1),
             close: OnceLock::new(),
             closed: Notify::new(),
             metrics,
-        };
-        (Arc::new(handle), rx)
+        })
     }
 
     /// This connection as the cluster names it.
@@ -74,35 +69,23 @@ impl ConnHandle {
     /// connection is closed with 3001 (it will reconnect and sync, so nothing
     /// is lost). Returns whether the frame was queued.
     pub fn push(&self, frame: &Utf8Bytes) -> bool {
-        let len = frame.as_str().len();
-        let queued = self.queued_bytes.fetch_add(len, Ordering::AcqRel) + len;
-        let result = if queued > self.max_queued_bytes {
-            Err(mpsc::error::TrySendError::Full(()))
-        } else {
-            self.queue.try_send(frame.clone()).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => mpsc::error::TrySendError::Full(()),
-                mpsc::error::TrySendError::Closed(_) => mpsc::error::TrySendError::Closed(()),
-            })
-        };
-        match result {
+        match self.queue.push(frame) {
             Ok(()) => true,
-            Err(e) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                if matches!(e, mpsc::error::TrySendError::Full(())) {
-                    if self.close.get().is_none() {
-                        self.metrics.queue_overflow();
-                        tracing::info!(conn = self.id, user = %self.user, "send queue full: closing slow consumer");
-                    }
-                    self.close(CloseCode::SLOW_CONSUMER);
+            Err(PushError::Closed) => false,
+            Err(PushError::Full) => {
+                if self.close.get().is_none() {
+                    self.metrics.queue_overflow();
+                    tracing::info!(conn = self.id, user = %self.user, "send queue full: closing slow consumer");
                 }
+                self.close(CloseCode::SLOW_CONSUMER);
                 false
             }
         }
     }
 
-    /// The writer took a frame of `len` bytes off the queue.
-    pub fn dequeued(&self, len: usize) {
-        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+    /// The send queue, for the connection's writer.
+    pub fn queue(&self) -> &SendQueue {
+        &self.queue
     }
 
     /// Encodes and queues one frame.
@@ -173,15 +156,15 @@ impl Hub {
         &self.node
     }
 
-    /// A handle for a new connection of this node (not registered yet) and
-    /// the receiving end of its send queue (`limits`: most frames, most bytes).
+    /// A handle for a new connection of this node (not registered yet)
+    /// with an empty send queue (`limits`: most frames, most bytes).
     pub fn new_conn(
         &self,
         user: UserId,
         session: String,
         device: String,
         limits: (usize, usize),
-    ) -> (Arc<ConnHandle>, mpsc::Receiver<Utf8Bytes>) {
+    ) -> Arc<ConnHandle> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         ConnHandle::new(self.node.clone(), id, user, session, device, limits, self.metrics.clone())
     }

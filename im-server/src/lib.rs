@@ -51,6 +51,7 @@ pub mod presence;
 pub mod push;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod send_queue;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -11,6 +11,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use im_core::ErrorCode;
 
 use crate::state::AppState;
@@ -136,9 +137,15 @@ pub async fn ws_handler(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            connection::run(app, socket, session, device, version_ok).await;
-            drop(permit);
+        .on_upgrade(move |socket| {
+            // Split before the task's future is built: the WebSocket itself
+            // (a couple of KiB) moves into the halves' shared allocation
+            // instead of also being kept inside every connection's future.
+            let (sink, stream) = socket.split();
+            async move {
+                connection::run(app, sink, stream, session, device, version_ok).await;
+                drop(permit);
+            }
         })
 }
 
