@@ -97,19 +97,28 @@ impl SendQueue {
             if st.frames.is_empty() {
                 return if st.closed { Poll::Ready(false) } else { Poll::Pending };
             }
-            let n = st.frames.len().min(max.max(1));
-            let mut taken = 0;
-            for frame in st.frames.drain(..n) {
-                taken += frame.as_str().len();
-                out.push(frame);
-            }
-            st.bytes -= taken;
-            if st.frames.is_empty() && st.frames.capacity() > KEEP_CAPACITY {
-                st.frames = VecDeque::new();
-            }
+            Self::drain_into(&mut st, out, max.max(1));
             Poll::Ready(true)
         })
         .await
+    }
+
+    /// Moves up to `max` frames that are queued now into `out`, without waiting.
+    pub fn take_ready(&self, out: &mut Vec<Utf8Bytes>, max: usize) {
+        Self::drain_into(&mut self.lock(), out, max);
+    }
+
+    fn drain_into(st: &mut State, out: &mut Vec<Utf8Bytes>, max: usize) {
+        let n = st.frames.len().min(max);
+        let mut taken = 0;
+        for frame in st.frames.drain(..n) {
+            taken += frame.as_str().len();
+            out.push(frame);
+        }
+        st.bytes -= taken;
+        if st.frames.is_empty() && st.frames.capacity() > KEEP_CAPACITY {
+            st.frames = VecDeque::new();
+        }
     }
 
     /// Refuses further frames (the writer is gone); what is queued stays
@@ -152,6 +161,7 @@ mod tests {
         }
         let mut out = Vec::new();
         assert!(q.take(&mut out, 3).await);
+        q.take_ready(&mut out, 1);
         assert!(q.take(&mut out, 3).await);
         let got: Vec<&str> = out.iter().map(|f| f.as_str()).collect();
         assert_eq!(got, ["f0", "f1", "f2", "f3", "f4"]);

@@ -218,11 +218,15 @@ async fn read_loop(
     let mut strikes = 0u32;
     let touch_every = cfg.heartbeat_interval / 2;
     let mut last_touch = Instant::now();
+    // One registration with the close signal for the connection's life
+    // (not one per frame).
+    let closed = handle.closed();
+    tokio::pin!(closed);
 
     loop {
         let next = tokio::select! {
             biased;
-            _ = handle.closed() => return false,
+            _ = &mut closed => return false,
             next = tokio::time::timeout(cfg.idle_timeout, stream.next()) => next,
         };
         let msg = match next {
@@ -282,7 +286,7 @@ async fn read_loop(
                 app.metrics().frame_in(frame.type_name());
                 tokio::select! {
                     sent = requests.send(Box::new(frame)) => if sent.is_err() { return false },
-                    _ = handle.closed() => return false,
+                    _ = &mut closed => return false,
                 }
             }
             Err(e) => {
@@ -343,17 +347,26 @@ async fn write_loop(
     let mut ping = tokio::time::interval(app.config().heartbeat_interval);
     ping.tick().await; // the first tick is immediate
     let mut batch = Vec::new();
+    let closed = handle.closed();
+    tokio::pin!(closed);
     loop {
         tokio::select! {
             biased;
-            _ = handle.closed() => break,
+            _ = &mut closed => break,
             more = handle.queue().take(&mut batch, WRITE_BATCH) => {
                 if !more {
                     break;
                 }
+                if batch.len() < WRITE_BATCH {
+                    // Under load, let the fan-out that woke this writer go on
+                    // queueing first: one write then carries more frames.
+                    tokio::task::yield_now().await;
+                    let room = WRITE_BATCH - batch.len();
+                    handle.queue().take_ready(&mut batch, room);
+                }
                 let written = tokio::select! {
                     r = write_batch(&mut sink, &mut batch) => r.ok(),
-                    _ = handle.closed() => None,
+                    _ = &mut closed => None,
                 };
                 match written {
                     Some(n) => metrics.frames_out(n),
@@ -373,7 +386,7 @@ async fn write_loop(
                 }
                 let sent = tokio::select! {
                     r = sink.send(Message::Ping(Default::default())) => r.is_ok(),
-                    _ = handle.closed() => false,
+                    _ = &mut closed => false,
                 };
                 if !sent {
                     handle.close(NORMAL);
