@@ -365,6 +365,7 @@ async fn write_loop(
                     handle.queue().take_ready(&mut batch, room);
                 }
                 let written = tokio::select! {
+                    biased;
                     r = write_batch(&mut sink, &mut batch) => r.ok(),
                     _ = &mut closed => None,
                 };
