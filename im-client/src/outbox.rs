@@ -78,6 +78,11 @@ impl<R> Outbox<R> {
         frames
     }
 
+    /// Sends written on the current connection and not answered yet.
+    pub(crate) fn unanswered(&self) -> usize {
+        self.by_rid.len()
+    }
+
     /// Whether `rid` is one of our sends.
     pub(crate) fn is_send(&self, rid: RequestId) -> bool {
         self.by_rid.contains_key(&rid)

@@ -152,6 +152,11 @@ impl SyncState {
         self.in_flight = None;
     }
 
+    /// Whether a sync request is unanswered.
+    pub(crate) fn sync_in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
     /// Whether `rid` is the sync in flight.
     pub(crate) fn is_sync(&self, rid: RequestId) -> bool {
         self.in_flight == Some(rid)

@@ -110,7 +110,13 @@ impl Driver {
 
     /// Sends what is due: the next sync page request, unsent sends, waiting requests.
     async fn pump(&mut self, sink: &mut SplitSink<Socket, WsMessage>, limit: Duration) -> Result<(), String> {
-        let mut budget = self.pacer.available(std::time::Instant::now());
+        let unanswered =
+            self.outbox.unanswered() + self.in_flight.len() + usize::from(self.sync.sync_in_flight());
+        let mut budget = send_budget(
+            self.pacer.available(std::time::Instant::now()),
+            self.limits.max_in_flight,
+            unanswered,
+        );
         if budget == 0 {
             return Ok(());
         }
@@ -136,6 +142,13 @@ impl Driver {
         }
         Ok(())
     }
+}
+
+/// How many requests may be written now: what the rate pacer allows, and
+/// no more than the server's `max_in_flight` minus those unanswered (an
+/// older server announces none: one at a time).
+fn send_budget(paced: usize, max_in_flight: u32, unanswered: usize) -> usize {
+    paced.min((max_in_flight.max(1) as usize).saturating_sub(unanswered))
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -165,4 +178,19 @@ async fn close(sink: &mut SplitSink<Socket, WsMessage>, reason: StopReason, limi
     let frame = CloseFrame { code: WsCloseCode::Normal, reason: "client stopped".into() };
     let _ = tokio::time::timeout(limit, sink.send(WsMessage::Close(Some(frame)))).await;
     Ended::Stop(reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::send_budget;
+
+    #[test]
+    fn the_budget_respects_the_pacer_and_the_servers_in_flight_window() {
+        assert_eq!(send_budget(100, 64, 0), 64);
+        assert_eq!(send_budget(10, 64, 0), 10);
+        assert_eq!(send_budget(100, 64, 60), 4);
+        assert_eq!(send_budget(100, 64, 64), 0);
+        assert_eq!(send_budget(100, 64, 70), 0, "after a reconnect more may be pending");
+        assert_eq!(send_budget(100, 0, 0), 1, "0 would stall; treated as 1");
+    }
 }
