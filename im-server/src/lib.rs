@@ -30,6 +30,7 @@
 //!
 //! Module map (see `docs/architecture.md`): [`gateway`] (sockets,
 //! heartbeat), [`logic`] (what a request does), [`hub`] (local fan-out),
+//! [`send_queue`] (per-connection queue to the socket writer),
 //! [`broker`] (between nodes), [`store`] (messages, directory, sessions),
 //! [`presence`], [`push`], [`auth`], [`http`] (business API and dispatcher),
 //! [`dispatch`] (node registry), [`state`] (shared handler state),
