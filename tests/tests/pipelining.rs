@@ -144,23 +144,30 @@ async fn many_senders_in_one_room_on_the_embedded_store_keep_live_id_order_every
                     ws.send(&ClientFrame::Send { rid, conv, cmid: cmid(&body), body }).await;
                 }
                 let mut ids = Vec::new();
-                let mut live = Vec::new();
+                // Acks and others' messages in arrival order.
+                let mut seen = Vec::new();
                 while ids.len() < EACH {
                     match ws.recv().await {
-                        ServerFrame::Ack { id, duplicate: false, .. } => ids.push(id),
-                        ServerFrame::Message(m) => live.push(m.id),
+                        ServerFrame::Ack { id, duplicate: false, .. } => {
+                            ids.push(id);
+                            seen.push(id);
+                        }
+                        ServerFrame::Message(m) => seen.push(m.id),
                         other => panic!("unexpected {other:?}"),
                     }
                 }
-                (ids, live)
+                (ids, seen)
             })
         })
         .collect();
     let mut all = BTreeSet::new();
     for t in tasks {
-        let (ids, live) = t.await.unwrap();
+        let (ids, seen) = t.await.unwrap();
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "one sender's messages keep their order: {ids:?}");
-        assert!(live.windows(2).all(|w| w[0] < w[1]), "others' messages arrive in id order: {live:?}");
+        // A sender's own acks and the others' messages interleave in id
+        // order: no later message arrives before the ack of an earlier one
+        // (which a client would take for a gap).
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "acks and messages in id order: {seen:?}");
         all.extend(ids);
     }
     assert_eq!(all, (1..=total as u64).collect(), "ids are exactly 1..={total}");

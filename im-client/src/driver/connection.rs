@@ -61,7 +61,9 @@ impl Driver {
                     self.flush_store();
                     self.sync.retry_sync();
                     self.outbox.release();
-                    self.in_flight.retain(|_, r| !r.is_closed());
+                    // Requests the app stopped waiting for stay counted until the
+                    // server answers (it answers each exactly once), so the
+                    // in-flight window stays exact.
                 }
                 cmd = self.commands.recv() => {
                     if let Err(reason) = self.command(cmd) {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::AuthError;
 
@@ -36,8 +36,16 @@ pub struct PasswordHasher {
     pool: Arc<Pool>,
 }
 
-/// One unit of work for a hashing thread.
-enum Job {
+/// One unit of work for a hashing thread, with the slot it holds: the slot
+/// is released by the thread once the work is done (or skipped), not when
+/// the caller stops waiting, so callers that give up (a client that
+/// disconnects mid-login) cannot pile up work beyond one job per slot.
+struct Job {
+    work: Work,
+    _slot: OwnedSemaphorePermit,
+}
+
+enum Work {
     Hash { password: String, reply: oneshot::Sender<Result<String, AuthError>> },
     Verify { password: String, phc: String, reply: oneshot::Sender<Result<bool, AuthError>> },
 }
@@ -85,13 +93,15 @@ fn hash_thread(params: &Params, jobs: &Mutex<mpsc::Receiver<Job>>) {
             Ok(job) => job,
             Err(_) => return,
         };
-        match job {
-            Job::Hash { password, reply } => {
+        // A caller that stopped waiting needs no answer: skip the work.
+        match job.work {
+            Work::Hash { password, reply } if !reply.is_closed() => {
                 let _ = reply.send(hash_with(params, &password, &mut scratch));
             }
-            Job::Verify { password, phc, reply } => {
+            Work::Verify { password, phc, reply } if !reply.is_closed() => {
                 let _ = reply.send(verify_with(params, &password, &phc, &mut scratch));
             }
+            _ => {}
         }
     }
 }
@@ -205,7 +215,7 @@ impl PasswordHasher {
         PasswordHasher { params, pool }
     }
 
-    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AuthError> {
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, AuthError> {
         match tokio::time::timeout(HASH_WAIT, self.pool.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(AuthError::Backend("password hashing is saturated, retry later".into())),
@@ -214,25 +224,25 @@ impl PasswordHasher {
 
     async fn run<T>(
         &self,
-        job: impl FnOnce(oneshot::Sender<Result<T, AuthError>>) -> Job,
+        work: impl FnOnce(oneshot::Sender<Result<T, AuthError>>) -> Work,
     ) -> Result<T, AuthError> {
-        let _slot = self.slot().await?;
+        let slot = self.slot().await?;
         let (reply, answer) = oneshot::channel();
-        self.pool.submit(&self.params, job(reply))?;
+        self.pool.submit(&self.params, Job { work: work(reply), _slot: slot })?;
         answer.await.map_err(|_| AuthError::Backend("password hashing thread failed".into()))?
     }
 
     /// Hashes `password` with a fresh random salt into a PHC string.
     pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
         let password = password.to_owned();
-        self.run(|reply| Job::Hash { password, reply }).await
+        self.run(|reply| Work::Hash { password, reply }).await
     }
 
     /// Whether `password` matches the PHC string `phc` (with the parameters
     /// stored in `phc`). A malformed `phc` is a back-end error, not a mismatch.
     pub async fn verify(&self, password: &str, phc: &str) -> Result<bool, AuthError> {
         let (password, phc) = (password.to_owned(), phc.to_owned());
-        self.run(|reply| Job::Verify { password, phc, reply }).await
+        self.run(|reply| Work::Verify { password, phc, reply }).await
     }
 }
 
@@ -269,6 +279,23 @@ mod tests {
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(Argon2::default().verify_password(b"pw-3", &parsed).is_ok());
         assert!(Argon2::default().verify_password(b"pw-4", &parsed).is_err());
+    }
+
+    #[tokio::test]
+    async fn abandoned_hashes_give_their_slots_back_once_skipped_or_done() {
+        let hasher = PasswordHasher::with_params(64, 1, 1).unwrap();
+        // Callers that give up at once (a client gone mid-login).
+        for _ in 0..50 {
+            let h = hasher.clone();
+            tokio::spawn(async move { h.hash("pw").await }).abort();
+        }
+        // Every slot comes back: nothing queued is left holding one.
+        let threads = hasher.pool.threads as u32;
+        let all =
+            tokio::time::timeout(Duration::from_secs(10), hasher.pool.slots.acquire_many(threads)).await;
+        assert!(all.is_ok(), "every slot is released");
+        drop(all);
+        assert!(hasher.verify("pw", &hasher.hash("pw").await.unwrap()).await.unwrap());
     }
 
     #[tokio::test]

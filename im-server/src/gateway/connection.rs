@@ -195,7 +195,8 @@ async fn work_loop(mut inbox: mpsc::Receiver<Box<ClientFrame>>, handle: Arc<Conn
     }
 }
 
-fn reply_out(app: &AppState, handle: &ConnHandle, reply: ServerFrame) {
+fn reply_out(app: &AppState, handle: &ConnHandle, reply: Option<ServerFrame>) {
+    let Some(reply) = reply else { return };
     if let ServerFrame::Error { code, .. } = &reply {
         app.metrics().error(*code);
     }

@@ -10,25 +10,38 @@ use crate::hub::ConnHandle;
 use crate::state::AppState;
 use crate::store::Appended;
 
-/// The rest of a started request: resolves to its reply.
-pub(super) type Pending<'a> = Pin<Box<dyn Future<Output = ServerFrame> + Send + 'a>>;
+/// The rest of a started request: resolves to its reply, or to `None` when
+/// the reply was already queued (a send's `ack`).
+pub(super) type Pending<'a> = Pin<Box<dyn Future<Output = Option<ServerFrame>> + Send + 'a>>;
 
 /// Starts one decoded frame. A `send` returns as soon as its place in the
 /// conversation is fixed, with the rest (commit, publish, `ack`) pending, so
 /// a connection's next requests start while earlier sends commit; any other
 /// request runs to completion here.
-pub(super) async fn start<'a>(app: &'a AppState, conn: &ConnHandle, frame: ClientFrame) -> Pending<'a> {
+///
+/// A send's `ack` is queued as soon as the message is stored and published,
+/// while its conversation's next message still waits: the sender never sees
+/// a later message of the conversation before the ack of its own (which
+/// would look like a gap). Other replies keep request order.
+pub(super) async fn start<'a>(app: &'a AppState, conn: &'a ConnHandle, frame: ClientFrame) -> Pending<'a> {
     if let ClientFrame::Send { rid, conv, cmid, body } = frame {
         let (user, conn_id) = (conn.user, conn.id);
         return match app.logic().submit_send(user, Some(conn_id), conv, cmid, body).await {
             Ok(pending) => Box::pin(async move {
-                pending.await.map(|a| ack(rid, a)).unwrap_or_else(|e| failed(conn_id, Some(rid), e))
+                match pending.await {
+                    Ok(sent) => {
+                        conn.send(&ack(rid, sent.appended.clone()));
+                        drop(sent); // now the conversation's next message may go
+                        None
+                    }
+                    Err(e) => Some(failed(conn_id, Some(rid), e)),
+                }
             }),
-            Err(e) => Box::pin(std::future::ready(failed(conn_id, Some(rid), e))),
+            Err(e) => Box::pin(std::future::ready(Some(failed(conn_id, Some(rid), e)))),
         };
     }
     let reply = handle(app, conn, frame).await;
-    Box::pin(std::future::ready(reply))
+    Box::pin(std::future::ready(Some(reply)))
 }
 
 fn ack(rid: u64, a: Appended) -> ServerFrame {

@@ -4,11 +4,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use im_core::{ClientMsgId, ConversationId, ErrorCode, Message, MessageId, ServerFrame, UserId};
 
+use super::sequencer::Turn;
 use super::Logic;
 use crate::broker::{Audience, ConnRef, Event};
 use crate::error::{Error, Result};
 use crate::store::{Appended, NewMessage};
 use crate::time::now_ms;
+
+/// A completed send (see [`Logic::submit_send`]). While it is alive, no
+/// later message of its conversation is published on this node: answer the
+/// sender, then drop it.
+pub struct Sent<'a> {
+    /// The stored message (the earlier one when a duplicate).
+    pub appended: Appended,
+    _turn: Turn<'a>,
+}
 
 /// One page of a sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +51,7 @@ impl Logic {
         cmid: ClientMsgId,
         body: String,
     ) -> Result<Appended> {
-        self.submit_send(from, conn, conv, cmid, body).await?.await
+        Ok(self.submit_send(from, conn, conv, cmid, body).await?.await?.appended)
     }
 
     /// [`send`](Self::send) in two steps, for pipelining: returns once the
@@ -49,7 +59,10 @@ impl Logic {
     /// fixed (a later `submit_send` to the same conversation gets a larger
     /// id), with a future that completes the send — waits until the
     /// message is durable, publishes it after every earlier message of the
-    /// conversation, and resolves to the outcome `send` would return.
+    /// conversation, and resolves to a [`Sent`]: the outcome `send` would
+    /// return, holding the conversation's publication turn until dropped, so
+    /// the caller can answer the sender before any later message of the
+    /// conversation is published.
     /// Several submitted sends of one conversation share a group commit
     /// when the store supports it ([`MessageStore::submit_append`]).
     ///
@@ -65,7 +78,7 @@ impl Logic {
         conv: ConversationId,
         cmid: ClientMsgId,
         body: String,
-    ) -> Result<impl std::future::Future<Output = Result<Appended>> + Send + '_> {
+    ) -> Result<impl std::future::Future<Output = Result<Sent<'_>>> + Send + '_> {
         let max = self.cfg.limits.max_body_bytes;
         if body.len() > max {
             return Err(Error::new(ErrorCode::BodyTooLarge, format!("body is over {max} bytes")));
@@ -105,14 +118,13 @@ impl Logic {
                 let frame = ServerFrame::Message(appended.message.clone());
                 self.publish(Event::Deliver { to: audience.clone(), frame, skip }).await;
             }
-            drop(turn);
             self.svc.metrics.message_stored(appended.duplicate);
             if !appended.duplicate {
                 if let Audience::Users(users) = audience {
                     self.push_to_offline(from, users, appended.message.clone());
                 }
             }
-            Ok(appended)
+            Ok(Sent { appended, _turn: turn })
         })
     }
 
