@@ -82,11 +82,6 @@ impl SendQueue {
         (st.frames.len(), st.bytes)
     }
 
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.lock().frames.is_empty()
-    }
-
     /// Moves up to `max` frames into `out`, waiting while the queue is
     /// empty. Returns `false` once the queue is closed and empty. For the
     /// one writer of the connection.

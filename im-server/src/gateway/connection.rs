@@ -358,13 +358,6 @@ async fn write_loop(
                 if !more {
                     break;
                 }
-                if batch.len() < WRITE_BATCH {
-                    // Under load, let the fan-out that woke this writer go on
-                    // queueing first: one write then carries more frames.
-                    tokio::task::yield_now().await;
-                    let room = WRITE_BATCH - batch.len();
-                    handle.queue().take_ready(&mut batch, room);
-                }
                 let written = tokio::select! {
                     biased;
                     r = write_batch(&mut sink, &mut batch) => r.ok(),

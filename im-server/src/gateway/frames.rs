@@ -40,7 +40,7 @@ pub(super) async fn start<'a>(app: &'a AppState, conn: &'a ConnHandle, frame: Cl
             Err(e) => Box::pin(std::future::ready(Some(failed(conn_id, Some(rid), e)))),
         };
     }
-    let reply = handle(app, conn, frame).await;
+    let reply = respond(app, conn, frame).await;
     Box::pin(std::future::ready(Some(reply)))
 }
 
@@ -54,14 +54,15 @@ fn failed(conn: u64, rid: Option<u64>, e: Error) -> ServerFrame {
     ServerFrame::error(rid, e.code, e.message)
 }
 
-/// Handles one decoded frame and returns the reply to send.
-pub(super) async fn handle(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> ServerFrame {
+/// Runs any request but a `send` (which [`start`] pipelines) to its reply.
+async fn respond(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> ServerFrame {
     let logic = app.logic();
     let user = conn.user;
     let rid = frame.rid();
     let result = match frame {
-        ClientFrame::Send { rid, conv, cmid, body } => {
-            logic.send(user, Some(conn.id), conv, cmid, body).await.map(|a| ack(rid, a))
+        // Never reaches here: `start` takes sends before calling this.
+        ClientFrame::Send { .. } => {
+            Err(Error::new(im_core::ErrorCode::Internal, "send is pipelined by start"))
         }
         ClientFrame::Sync { rid, cursors, limit } => logic
             .sync(user, &cursors, limit)
