@@ -117,6 +117,14 @@ async fn setup(
     Ok((conns, Some(conv)))
 }
 
+/// Records a ladder window as a step; whether it failed the ladder rule.
+fn record(out: &mut Outcome, what: String, w: &Window) -> bool {
+    let failure = w.ladder_failure();
+    let failed = failure.is_some();
+    out.steps.push(Step { what, failure, window: w.clone() });
+    failed
+}
+
 /// The delivery-rate ladder and the half-load step.
 async fn ladder(ctx: &Ctx<'_>, fleet: &Fleet, pubs: usize, fanout: u64, out: &mut Outcome) {
     let s = ctx.settings;
@@ -127,13 +135,7 @@ async fn ladder(ctx: &Ctx<'_>, fleet: &Fleet, pubs: usize, fanout: u64, out: &mu
     for &d in &rates {
         let w = step(ctx, fleet, d, pubs, fanout, if first { s.warmup } else { s.settle }).await;
         first = false;
-        let failure = w.ladder_failure();
-        out.steps.push(Step {
-            what: format!("ladder {d:.0} deliveries/s"),
-            failure: failure.clone(),
-            window: w.clone(),
-        });
-        if failure.is_some() {
+        if record(out, format!("ladder {d:.0} deliveries/s"), &w) {
             failed_at = Some(d);
             break;
         }
@@ -142,13 +144,7 @@ async fn ladder(ctx: &Ctx<'_>, fleet: &Fleet, pubs: usize, fanout: u64, out: &mu
     if let (true, Some((b, _)), Some(f)) = (s.refine, &best, failed_at) {
         let d = (b * f).sqrt();
         let w = step(ctx, fleet, d, pubs, fanout, s.settle).await;
-        let failure = w.ladder_failure();
-        out.steps.push(Step {
-            what: format!("refine {d:.0} deliveries/s"),
-            failure: failure.clone(),
-            window: w.clone(),
-        });
-        if failure.is_none() {
+        if !record(out, format!("refine {d:.0} deliveries/s"), &w) {
             best = Some((d, w));
         }
     }
