@@ -1,0 +1,231 @@
+use super::*;
+use crate::store::conformance;
+
+fn temp_store() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("im.redb")).unwrap();
+    (dir, Arc::new(store))
+}
+
+fn new_msg(conv: ConversationId, from: u64, cmid: &str) -> NewMessage {
+    NewMessage { conv, from: UserId(from), cmid: ClientMsgId::new(cmid).unwrap(), body: cmid.into(), ts: 7 }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages() {
+    let (_dir, store) = temp_store();
+    conformance::messages(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_appends() {
+    let (_dir, store) = temp_store();
+    conformance::concurrent_appends(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn directory() {
+    let (_dir, store) = temp_store();
+    conformance::directory(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions() {
+    let (_dir, store) = temp_store();
+    conformance::sessions(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reopen_keeps_everything_and_ids_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("im.redb");
+    let conv = ConversationId::Group(GroupId(1));
+    let session = Session { id: "5e55".into(), user: UserId(1), created_at: 1, expires_at: 1000 };
+    let (alice, bob, group, room);
+    {
+        let s = EmbeddedStore::open(&path).unwrap();
+        alice = s.create_user("alice", "ha", 1).await.unwrap();
+        bob = s.create_user("bob", "hb", 2).await.unwrap();
+        group = s.create_group("team", alice.id, 3).await.unwrap();
+        assert!(s.add_member(group.id, bob.id, Role::Admin, 10).await.unwrap());
+        room = s.create_room("lobby", bob.id, 4).await.unwrap();
+        assert!(s.join_room(room.id, alice.id).await.unwrap());
+        s.add_direct(alice.id, bob.id).await.unwrap();
+        s.create(&session).await.unwrap();
+        for i in 1..=3 {
+            s.append(new_msg(conv, 1, &format!("m{i}"))).await.unwrap();
+        }
+        s.flush().await.unwrap();
+    }
+    let s = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(s.user(alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(s.user_by_name("bob").await.unwrap(), Some(bob.clone()));
+    assert_eq!(s.group(group.id).await.unwrap(), Some(group.clone()));
+    let members =
+        vec![Member { user: alice.id, role: Role::Owner }, Member { user: bob.id, role: Role::Admin }];
+    assert_eq!(s.members(group.id).await.unwrap(), members);
+    assert_eq!(s.groups_of(bob.id).await.unwrap(), vec![group.id]);
+    assert_eq!(s.room(room.id).await.unwrap(), Some(room.clone()));
+    assert_eq!(s.rooms_of(alice.id).await.unwrap(), vec![room.id]);
+    assert!(s.in_room(room.id, alice.id).await.unwrap());
+    assert_eq!(s.directs_of(bob.id).await.unwrap(), vec![alice.id]);
+    assert_eq!(s.get("5e55").await.unwrap(), Some(session));
+    assert_eq!(s.heads(&[conv]).await.unwrap(), vec![3]);
+    let stored = s.after(conv, 0, 10).await.unwrap();
+    assert_eq!(stored.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["m1", "m2", "m3"]);
+    // Idempotency keys survived; ids and counters continue without reuse.
+    let dup = s.append(new_msg(conv, 1, "m2")).await.unwrap();
+    assert_eq!((dup.message.id, dup.duplicate), (2, true));
+    assert_eq!(s.append(new_msg(conv, 1, "m4")).await.unwrap().message.id, 4);
+    assert_eq!(s.create_user("carol", "hc", 5).await.unwrap().id, UserId(3));
+    assert!(matches!(s.create_user("alice", "x", 5).await, Err(StoreError::Conflict)));
+    assert_eq!(s.create_group("two", bob.id, 6).await.unwrap().id, GroupId(2));
+    assert_eq!(s.create_room("two", bob.id, 7).await.unwrap().id, RoomId(2));
+    assert_eq!(s.purge_expired(2000).await.unwrap(), 1);
+    drop(s);
+    let s = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(s.heads(&[conv]).await.unwrap(), vec![4]);
+    assert_eq!(s.get("5e55").await.unwrap(), None);
+}
+
+fn job(op: Op) -> (Job, oneshot::Receiver<StoreResult<Reply>>) {
+    let (reply, answer) = oneshot::channel();
+    (Job { op, reply, _slot: None }, answer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_request_does_not_disturb_its_batch() {
+    let (dir, s) = temp_store();
+    let g = s.create_group("g", UserId(1), 0).await.unwrap();
+    let conv = ConversationId::Group(g.id);
+    let user = |name: &str| Op::CreateUser { username: name.into(), password_hash: "h".into(), now: 0 };
+    let (jobs, answers): (Vec<_>, Vec<_>) = [
+        Op::Append(new_msg(conv, 1, "x1")),
+        Op::AddMember { group: g.id, user: UserId(2), role: Role::Member, cap: 1 },
+        Op::Append(new_msg(conv, 1, "x2")),
+        Op::Append(new_msg(conv, 1, "x1")),
+        user("alice"),
+        user("alice"),
+        Op::JoinRoom { room: RoomId(9), user: UserId(1) },
+        Op::AddMember { group: GroupId(9), user: UserId(2), role: Role::Member, cap: 9 },
+        Op::AddMember { group: g.id, user: UserId(3), role: Role::Member, cap: 2 },
+        Op::Flush,
+    ]
+    .into_iter()
+    .map(job)
+    .unzip();
+    // Exactly one transaction for all of them, as the writer would run it
+    // (a second writer on the same database, with a log of its own).
+    let (log, _) = MessageLog::open(&dir.path().join("other.log")).unwrap();
+    Writer::new(s.db.clone(), log).run_batch(jobs);
+    let mut got = Vec::new();
+    for a in answers {
+        got.push(a.await.unwrap());
+    }
+    let appended = |r: &StoreResult<Reply>| match r {
+        Ok(Reply::Appended(a)) => (a.message.id, a.duplicate),
+        other => panic!("not appended: {other:?}"),
+    };
+    assert_eq!(appended(&got[0]), (1, false));
+    assert!(matches!(got[1], Err(StoreError::GroupFull)));
+    assert_eq!(appended(&got[2]), (2, false));
+    assert_eq!(appended(&got[3]), (1, true), "duplicate within one batch");
+    assert!(matches!(&got[4], Ok(Reply::User(u)) if u.id == UserId(1)));
+    assert!(matches!(got[5], Err(StoreError::Conflict)));
+    assert!(matches!(got[6], Err(StoreError::NotFound)));
+    assert!(matches!(got[7], Err(StoreError::NotFound)));
+    assert!(matches!(got[8], Ok(Reply::Bool(true))));
+    assert!(matches!(got[9], Ok(Reply::Unit)));
+    // Committed: everything but the refused requests.
+    assert_eq!(s.heads(&[conv]).await.unwrap(), vec![2]);
+    let ids: Vec<_> = s.members(g.id).await.unwrap().iter().map(|m| m.user.0).collect();
+    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(s.user_by_name("alice").await.unwrap().map(|u| u.id), Some(UserId(1)));
+    assert_eq!(s.create_user("bob", "h", 0).await.unwrap().id, UserId(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opening_replays_a_log_left_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("im.redb");
+    let conv = ConversationId::Group(GroupId(1));
+    let c = conv.to_string();
+    {
+        let s = EmbeddedStore::open(&path).unwrap();
+        s.append(new_msg(conv, 1, "m1")).await.unwrap();
+    }
+    // What a crash after two logged batches leaves: the log holds message 1
+    // (already durable, as when a checkpoint's truncation was lost) and
+    // messages 2 and 3, which redb lost with its non-durable commits; then
+    // a record cut short by the crash.
+    let log_path = MessageLog::path_for(&path);
+    {
+        let (mut log, old) = MessageLog::open(&log_path).unwrap();
+        assert!(old.is_empty(), "a clean shutdown leaves an empty log");
+        for (id, cmid) in [(1, "m1"), (2, "m2"), (3, "m3")] {
+            let value = serde_json::to_vec(&MsgOut { f: 1, c: cmid, b: cmid, t: 7 }).unwrap();
+            log.push(&c, id, &value);
+        }
+        log.write().unwrap();
+    }
+    let mut torn = std::fs::read(&log_path).unwrap();
+    torn.extend_from_slice(&[40, 0, 0, 0, 1, 2]);
+    std::fs::write(&log_path, torn).unwrap();
+
+    let s = EmbeddedStore::open(&path).unwrap();
+    let stored = s.after(conv, 0, 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|m| (m.id, m.body.as_str())).collect::<Vec<_>>(),
+        [(1, "m1"), (2, "m2"), (3, "m3")]
+    );
+    assert_eq!(std::fs::metadata(&log_path).unwrap().len(), 0, "replayed and emptied");
+    // The replayed idempotency keys work; ids continue after the replay.
+    let dup = s.append(new_msg(conv, 1, "m3")).await.unwrap();
+    assert_eq!((dup.message.id, dup.duplicate), (3, true));
+    assert_eq!(s.append(new_msg(conv, 1, "m4")).await.unwrap().message.id, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logged_appends_are_checkpointed_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("im.redb");
+    let s = EmbeddedStore::open(&path).unwrap();
+    let conv = ConversationId::Room(RoomId(1));
+    for i in 0..5 {
+        s.append(new_msg(conv, 1, &format!("m{i}"))).await.unwrap();
+    }
+    let log_path = MessageLog::path_for(&path);
+    assert!(std::fs::metadata(&log_path).unwrap().len() > 0, "appends go to the log first");
+    let deadline = std::time::Instant::now() + CHECKPOINT_INTERVAL * 10;
+    while std::fs::metadata(&log_path).unwrap().len() > 0 {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint within {:?}", CHECKPOINT_INTERVAL * 10);
+        tokio::time::sleep(CHECKPOINT_INTERVAL / 5).await;
+    }
+    assert_eq!(s.heads(&[conv]).await.unwrap(), vec![5]);
+}
+
+/// `cargo test -p im-server --release --lib append_throughput -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement, not a check"]
+async fn append_throughput() {
+    const TASKS: u64 = 64;
+    const EACH: u64 = 500;
+    let (_dir, s) = temp_store();
+    let start = std::time::Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let conv = ConversationId::Room(RoomId(t + 1));
+                for i in 0..EACH {
+                    s.append(new_msg(conv, t + 1, &format!("m{i}"))).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{} appends in {secs:.2}s: {:.0}/s", TASKS * EACH, (TASKS * EACH) as f64 / secs);
+}
