@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use im_core::{codec, ClientFrame, ConversationId, GroupId, RoomId, ServerFrame};
+use im_server::store::EmbeddedStore;
 use im_server::ServerConfig;
 use im_tests::{builder, cmid, Api, TestUser, Ws, WAIT};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -143,10 +144,9 @@ async fn kill_9_loses_no_acknowledged_message() {
         assert!(Instant::now() < deadline, "only {} acks", acked_total.load(Ordering::Relaxed));
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let log = dir.path().join("im.redb.log");
-    let logged_bytes = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let logged = EmbeddedStore::logged_appends(dir.path().join("im.redb")).expect("log readable");
     child.kill_9();
-    assert!(logged_bytes > 0, "the kill must land while acked messages are only in the log");
+    assert!(logged > 0, "the kill must land while acked messages are only in the log");
 
     let mut acked = BTreeMap::new();
     for s in senders {
@@ -190,7 +190,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     let tags: BTreeSet<&str> = all.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(tags.len(), SENDERS * PER_SENDER, "each message once");
     println!(
-        "kill -9: {} of {} sends acknowledged before the kill, {logged_bytes} bytes in the log, {} stored after replay",
+        "kill -9: {} of {} sends acknowledged before the kill, {logged} in the message log, {} stored after replay",
         acked.len(),
         SENDERS * PER_SENDER,
         stored.len()

@@ -3,31 +3,45 @@
 //!
 //! A batch made only of appends is written here and fsynced (one
 //! `fdatasync` for the whole batch) before its redb transaction commits
-//! *without* durability; a durable redb commit (a checkpoint) then empties
-//! the log. A durable redb commit costs 3–5× the CPU of a non-durable one
-//! (copy-on-write pages written and freed per commit), so this is what lets
-//! the store keep up with many small conversations' group commits; see
-//! `docs/benchmarks.md`.
+//! *without* durability; a durable redb commit (a checkpoint) then starts a
+//! new epoch of the log. A durable redb commit costs 3–5× the CPU of a
+//! non-durable one (copy-on-write pages written and freed per commit), so
+//! this is what lets the store keep up with many small conversations'
+//! group commits; see `docs/benchmarks.md`.
 //!
-//! On open, the records of the log are replayed into redb (those not there
-//! yet) in one durable commit, and the log is emptied. A record is written
-//! before its transaction commits, so anything a reader or an ack ever saw
-//! is in the log or durable in redb; a torn record at the end (a crash
-//! during the write) fails its checksum and ends the replay, and it was
-//! never acknowledged.
+//! On open, the records of the current epoch are replayed into redb (those
+//! not there yet) in one durable commit. A record is synced before its
+//! transaction commits, so anything a reader or an ack ever saw is in the
+//! log or durable in redb; a torn record at the end (a crash during the
+//! write) fails its checksum and ends the replay, and it was never
+//! acknowledged.
 //!
-//! Record: `len: u32 LE`, `crc32(payload): u32 LE`, then `len` bytes of
-//! payload: `conv_len: u16 LE`, the conversation's string form, `id: u64
-//! LE`, and the message's value exactly as the messages table stores it.
+//! **Layout.** The file is preallocated with zeros ([`PREALLOCATE`] bytes,
+//! grown the same way when needed) and written in place, so a batch's
+//! `fdatasync` writes its data only, not the inode as appending to a file
+//! would (one synchronous write instead of two). A header `"imlog001"` +
+//! `epoch: u64 LE` starts the file; records follow: `len: u32 LE`,
+//! `crc32(payload): u32 LE`, then `len` bytes of payload: `epoch: u64 LE`,
+//! `conv_len: u16 LE`, the conversation's string form, `id: u64 LE`, and the
+//! message's value exactly as the messages table stores it. A checkpoint
+//! bumps the epoch in the header (synced) and writes again from the start,
+//! so what follows the current epoch's last record — zeros, or records of
+//! older epochs, all durable in redb — is never replayed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// Zeros written ahead of the records (and added at a time when full).
+pub(super) const PREALLOCATE: u64 = 4 << 20;
 /// Largest payload a record may have; a longer length field means a
 /// corrupt (torn) record.
 const MAX_PAYLOAD: usize = 64 << 20;
-const HEADER: usize = 8;
+const MAGIC: &[u8; 8] = b"imlog001";
+const FILE_HEADER: u64 = 16;
+const RECORD_HEADER: usize = 8;
+/// Epoch, conversation length, id.
+const MIN_PAYLOAD: usize = 8 + 2 + 8;
 
 /// One logged append: a message's key and stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +57,14 @@ pub(super) struct Record {
 /// The open log file, with the records of the batch being built.
 pub(super) struct MessageLog {
     file: File,
-    /// Bytes of complete, synced records in the file.
+    epoch: u64,
+    /// End of the current epoch's synced records.
     len: u64,
+    /// End of everything written in the current epoch (a rollback zeroes
+    /// from its mark up to here).
+    high: u64,
+    /// Bytes in the file (zeros past `len`).
+    capacity: u64,
     /// Encoded records of the current batch, not written yet.
     pending: Vec<u8>,
     pending_records: usize,
@@ -58,27 +78,47 @@ impl MessageLog {
         PathBuf::from(name)
     }
 
-    /// Opens (creating) the log and reads its records: every complete,
-    /// checksummed record from the start up to the first that is not.
+    /// Opens (creating and preallocating) the log and reads the current
+    /// epoch's records: every complete, checksummed record from the start
+    /// up to the first that is not.
     pub fn open(path: &Path) -> io::Result<(Self, Vec<Record>)> {
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (records, valid) = decode_all(&bytes);
-        if valid < bytes.len() {
-            tracing::warn!(
-                path = %path.display(),
-                ignored_bytes = bytes.len() - valid,
-                "message log ends in an incomplete record (a write cut short); it was never acknowledged"
-            );
-        }
-        let log = Self { file, len: valid as u64, pending: Vec::new(), pending_records: 0 };
+        let capacity = bytes.len() as u64;
+        let mut log = Self {
+            file,
+            epoch: 0,
+            len: FILE_HEADER,
+            high: FILE_HEADER,
+            capacity,
+            pending: Vec::new(),
+            pending_records: 0,
+        };
+        let header = bytes.get(..FILE_HEADER as usize).filter(|h| h.starts_with(MAGIC));
+        let Some(header) = header else {
+            if bytes.iter().any(|&b| b != 0) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "not an im message log"));
+            }
+            log.epoch = 1;
+            log.write_header()?;
+            log.capacity = log.capacity.max(FILE_HEADER);
+            log.grow(PREALLOCATE)?;
+            return Ok((log, Vec::new()));
+        };
+        log.epoch = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let (records, end) = decode_all(&bytes, FILE_HEADER as usize, log.epoch);
+        log.len = end as u64;
+        // What follows may be a torn record of this epoch: zero it before
+        // records are written after `end`.
+        log.high = capacity;
+        log.rollback(log.len)?;
         Ok((log, records))
     }
 
     /// Adds a record to the current batch.
     pub fn push(&mut self, conv: &str, id: u64, value: &[u8]) {
-        encode(&mut self.pending, conv, id, value);
+        encode(&mut self.pending, self.epoch, conv, id, value);
         self.pending_records += 1;
     }
 
@@ -94,64 +134,130 @@ impl MessageLog {
     }
 
     /// Writes the current batch and waits until it is on disk. Returns the
-    /// file length before it, for [`rollback`](Self::rollback). On error the
-    /// caller must roll back (a part of the batch may be in the file).
+    /// end of the log before it, for [`rollback`](Self::rollback). On error
+    /// the caller must roll back (a part of the batch may be in the file).
     pub fn write(&mut self) -> io::Result<u64> {
         let mark = self.len;
         if self.pending.is_empty() {
             return Ok(mark);
         }
+        let end = mark + self.pending.len() as u64;
         let result = (|| {
+            if end > self.capacity {
+                self.grow(end - self.capacity + PREALLOCATE)?;
+            }
+            self.high = self.high.max(end);
             self.file.seek(SeekFrom::Start(mark))?;
             self.file.write_all(&self.pending)?;
             self.file.sync_data()
         })();
         if result.is_ok() {
-            self.len += self.pending.len() as u64;
+            self.len = end;
         }
         self.discard();
         result.map(|()| mark)
     }
 
-    /// Cuts the file back to `mark` (a batch that was written but whose
-    /// transaction did not commit must not be replayed: its ids will be
-    /// given to other messages).
+    /// Ends the log at `mark` again: a batch that was written but whose
+    /// transaction did not commit must not be replayed (its ids will be
+    /// given to other messages). Zeroes everything this epoch wrote after
+    /// `mark`.
     pub fn rollback(&mut self, mark: u64) -> io::Result<()> {
         self.discard();
-        self.file.set_len(mark)?;
-        self.file.sync_data()?;
+        let end = self.high.min(self.capacity);
+        if end > mark {
+            self.file.seek(SeekFrom::Start(mark))?;
+            let zeros = vec![0u8; 64 << 10];
+            let mut left = end - mark;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                self.file.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            self.file.sync_data()?;
+        }
         self.len = mark;
+        self.high = mark;
         Ok(())
     }
 
-    /// Empties the log after a durable redb commit has made every record
-    /// in it redundant. Not synced: should the truncation be lost in a
-    /// crash, the old records come back and replay skips them (their keys
-    /// are stored), and records written after it are synced together with
-    /// the new length.
+    /// Starts a new epoch after a durable redb commit has made every
+    /// record of the current one redundant: later records are written
+    /// from the start again. If this fails, the log simply goes on in the
+    /// current epoch (its records replay harmlessly: their keys are stored).
     pub fn clear(&mut self) -> io::Result<()> {
         self.discard();
-        if self.len > 0 {
-            self.file.set_len(0)?;
-            self.len = 0;
+        if self.len == FILE_HEADER {
+            return Ok(());
         }
+        self.epoch += 1;
+        if let Err(e) = self.write_header() {
+            self.epoch -= 1;
+            return Err(e);
+        }
+        self.len = FILE_HEADER;
+        self.high = FILE_HEADER;
         Ok(())
     }
 
-    /// Bytes of records in the file.
+    /// Bytes of the current epoch's records.
     pub fn len(&self) -> u64 {
-        self.len
+        self.len - FILE_HEADER
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        let mut header = [0u8; FILE_HEADER as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..].copy_from_slice(&self.epoch.to_le_bytes());
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(&header)?;
+        self.file.sync_data()
+    }
+
+    /// Appends `more` zero bytes to the file and syncs them (with the size).
+    fn grow(&mut self, more: u64) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(self.capacity))?;
+        let zeros = vec![0u8; 64 << 10];
+        let mut left = more;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            self.file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        self.file.sync_all()?;
+        self.capacity += more;
+        Ok(())
     }
 }
 
-fn encode(out: &mut Vec<u8>, conv: &str, id: u64, value: &[u8]) {
+/// The records a replay of the log file at `path` would read (nothing if
+/// there is no such file), without opening it for writing.
+pub(super) fn read_records(path: &Path) -> io::Result<Vec<Record>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    match bytes.get(..FILE_HEADER as usize).filter(|h| h.starts_with(MAGIC)) {
+        Some(h) => Ok(decode_all(
+            &bytes,
+            FILE_HEADER as usize,
+            u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
+        )
+        .0),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn encode(out: &mut Vec<u8>, epoch: u64, conv: &str, id: u64, value: &[u8]) {
     let conv_len = u16::try_from(conv.len()).expect("conversation ids are short");
-    let payload_len = 2 + conv.len() + 8 + value.len();
-    out.reserve(HEADER + payload_len);
+    let payload_len = MIN_PAYLOAD + conv.len() + value.len();
+    out.reserve(RECORD_HEADER + payload_len);
     out.extend_from_slice(&(payload_len as u32).to_le_bytes());
     let crc_at = out.len();
     out.extend_from_slice(&[0; 4]);
     let payload_at = out.len();
+    out.extend_from_slice(&epoch.to_le_bytes());
     out.extend_from_slice(&conv_len.to_le_bytes());
     out.extend_from_slice(conv.as_bytes());
     out.extend_from_slice(&id.to_le_bytes());
@@ -160,32 +266,32 @@ fn encode(out: &mut Vec<u8>, conv: &str, id: u64, value: &[u8]) {
     out[crc_at..payload_at].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Every valid record from the start of `bytes`, and how many bytes they span.
-fn decode_all(bytes: &[u8]) -> (Vec<Record>, usize) {
+/// Every valid record of `epoch` from `start` in `bytes`, and where they end.
+fn decode_all(bytes: &[u8], start: usize, epoch: u64) -> (Vec<Record>, usize) {
     let mut records = Vec::new();
-    let mut at = 0;
-    while let Some((record, size)) = decode_one(&bytes[at..]) {
+    let mut at = start;
+    while let Some((record, size)) = decode_one(&bytes[at..], epoch) {
         records.push(record);
         at += size;
     }
     (records, at)
 }
 
-fn decode_one(bytes: &[u8]) -> Option<(Record, usize)> {
+fn decode_one(bytes: &[u8], epoch: u64) -> Option<(Record, usize)> {
     let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(bytes.get(4..8)?.try_into().ok()?);
-    if len > MAX_PAYLOAD {
+    if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
         return None;
     }
-    let payload = bytes.get(HEADER..HEADER + len)?;
-    if crc32(payload) != crc {
+    let payload = bytes.get(RECORD_HEADER..RECORD_HEADER + len)?;
+    if crc32(payload) != crc || u64::from_le_bytes(payload[..8].try_into().ok()?) != epoch {
         return None;
     }
-    let conv_len = u16::from_le_bytes(payload.get(..2)?.try_into().ok()?) as usize;
-    let conv = std::str::from_utf8(payload.get(2..2 + conv_len)?).ok()?.to_owned();
-    let id = u64::from_le_bytes(payload.get(2 + conv_len..10 + conv_len)?.try_into().ok()?);
-    let value = payload.get(10 + conv_len..)?.to_vec();
-    Some((Record { conv, id, value }, HEADER + len))
+    let conv_len = u16::from_le_bytes(payload[8..10].try_into().ok()?) as usize;
+    let conv = std::str::from_utf8(payload.get(10..10 + conv_len)?).ok()?.to_owned();
+    let id = u64::from_le_bytes(payload.get(10 + conv_len..18 + conv_len)?.try_into().ok()?);
+    let value = payload[18 + conv_len..].to_vec();
+    Some((Record { conv, id, value }, RECORD_HEADER + len))
 }
 
 /// CRC-32 (IEEE 802.3, reflected), as zlib computes it.
@@ -216,6 +322,10 @@ fn crc32(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
 
+    fn replayed(path: &Path) -> Vec<(u64, Vec<u8>)> {
+        MessageLog::open(path).unwrap().1.into_iter().map(|r| (r.id, r.value)).collect()
+    }
+
     #[test]
     fn crc32_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
@@ -230,54 +340,101 @@ mod tests {
         {
             let (mut log, records) = MessageLog::open(&path).unwrap();
             assert!(records.is_empty());
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), FILE_HEADER + PREALLOCATE, "preallocated");
             log.push("g:1", 1, b"{\"b\":\"one\"}");
             log.push("d:1:2", 7, b"");
             assert_eq!(log.pending_records(), 2);
-            assert_eq!(log.write().unwrap(), 0);
+            assert_eq!(log.write().unwrap(), FILE_HEADER);
             log.push("r:3", 2, "ünïcode".as_bytes());
             log.write().unwrap();
         }
         let full = std::fs::read(&path).unwrap();
+        assert_eq!(full.len() as u64, FILE_HEADER + PREALLOCATE, "written in place");
         let expected = vec![
             Record { conv: "g:1".into(), id: 1, value: b"{\"b\":\"one\"}".to_vec() },
             Record { conv: "d:1:2".into(), id: 7, value: Vec::new() },
             Record { conv: "r:3".into(), id: 2, value: "ünïcode".as_bytes().to_vec() },
         ];
-        assert_eq!(MessageLog::open(&path).unwrap().1, expected);
-        // A write cut short at every possible byte: only whole records count.
-        let last_start = full.len() - (HEADER + 2 + 3 + 8 + "ünïcode".len());
-        for cut in last_start..full.len() {
-            std::fs::write(&path, &full[..cut]).unwrap();
+        let (log, records) = MessageLog::open(&path).unwrap();
+        assert_eq!(records, expected);
+        let end = (FILE_HEADER + log.len()) as usize;
+        let last_start = end - (RECORD_HEADER + MIN_PAYLOAD + 3 + "ünïcode".len());
+        drop(log);
+        // A write cut short at every possible byte (the rest still zeros, or
+        // the file ending there): only whole records count.
+        for cut in last_start..end {
+            let mut torn = full.clone();
+            torn[cut..end].fill(0);
+            std::fs::write(&path, &torn).unwrap();
             let (log, records) = MessageLog::open(&path).unwrap();
             assert_eq!(records, expected[..2], "cut at {cut}");
-            assert_eq!(log.len(), last_start as u64);
+            assert_eq!(FILE_HEADER + log.len(), last_start as u64);
+            std::fs::write(&path, &full[..cut]).unwrap();
+            assert_eq!(MessageLog::open(&path).unwrap().1, expected[..2], "file ends at {cut}");
         }
         // A flipped byte inside a record ends the replay before it.
         let mut corrupt = full.clone();
-        corrupt[last_start + HEADER + 3] ^= 0x40;
+        corrupt[last_start + RECORD_HEADER + 11] ^= 0x40;
         std::fs::write(&path, &corrupt).unwrap();
         assert_eq!(MessageLog::open(&path).unwrap().1, expected[..2]);
     }
 
     #[test]
-    fn rollback_and_clear_leave_only_what_should_replay() {
+    fn rollback_and_new_epochs_leave_only_what_should_replay() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log");
         let (mut log, _) = MessageLog::open(&path).unwrap();
         log.push("g:1", 1, b"a");
         log.write().unwrap();
         log.push("g:1", 2, b"b");
+        log.push("g:1", 3, b"b");
         let mark = log.write().unwrap();
         log.rollback(mark).unwrap();
+        assert_eq!(replayed(&path), vec![(1, b"a".to_vec())], "rolled back");
         log.push("g:1", 2, b"c");
         log.write().unwrap();
-        let ids: Vec<_> = MessageLog::open(&path).unwrap().1.into_iter().map(|r| (r.id, r.value)).collect();
-        assert_eq!(ids, vec![(1, b"a".to_vec()), (2, b"c".to_vec())]);
+        assert_eq!(replayed(&path), vec![(1, b"a".to_vec()), (2, b"c".to_vec())]);
+        // A new epoch: the old records are still in the file but never replayed.
         log.clear().unwrap();
         assert_eq!(log.len(), 0);
-        assert!(MessageLog::open(&path).unwrap().1.is_empty());
+        assert!(replayed(&path).is_empty());
         log.push("g:1", 3, b"d");
         log.write().unwrap();
-        assert_eq!(MessageLog::open(&path).unwrap().1.len(), 1);
+        assert_eq!(replayed(&path), vec![(3, b"d".to_vec())]);
+        // Reopening continues the epoch and the end it found.
+        drop(log);
+        let (mut log, _) = MessageLog::open(&path).unwrap();
+        log.push("g:1", 4, b"e");
+        log.write().unwrap();
+        assert_eq!(replayed(&path), vec![(3, b"d".to_vec()), (4, b"e".to_vec())]);
+    }
+
+    #[test]
+    fn grows_past_the_preallocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        let (mut log, _) = MessageLog::open(&path).unwrap();
+        let big = vec![7u8; 1 << 20];
+        for id in 1..=6 {
+            log.push("r:1", id, &big);
+            log.write().unwrap();
+        }
+        assert!(std::fs::metadata(&path).unwrap().len() > FILE_HEADER + PREALLOCATE);
+        let ids: Vec<u64> = replayed(&path)
+            .into_iter()
+            .map(|(id, v)| {
+                assert_eq!(v, big);
+                id
+            })
+            .collect();
+        assert_eq!(ids, (1..=6).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn refuses_a_file_that_is_not_a_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.log");
+        std::fs::write(&path, b"something else entirely").unwrap();
+        assert_eq!(MessageLog::open(&path).err().map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
     }
 }

@@ -12,8 +12,9 @@
 //! A batch of only appends is made durable by the *message log*
 //! (`im.redb.log` next to `im.redb`: one `fdatasync` per batch) and
 //! committed to redb without durability; a durable redb commit follows at
-//! least every [`CHECKPOINT_APPENDS`] logged appends and within
-//! [`CHECKPOINT_INTERVAL`], and empties the log. Opening the store replays
+//! least every [`CHECKPOINT_COMMITS`] logged batches or
+//! [`CHECKPOINT_APPENDS`] logged appends and within [`CHECKPOINT_INTERVAL`],
+//! and starts a new epoch of the log. Opening the store replays
 //! the log, so an acknowledged message survives `kill -9` either way.
 
 use std::ops::Bound;
@@ -38,7 +39,7 @@ mod writer;
 
 use log::MessageLog;
 use writer::{last_id, Job, Op, Reply, Writer};
-pub use writer::{CHECKPOINT_APPENDS, CHECKPOINT_INTERVAL, MAX_BATCH};
+pub use writer::{CHECKPOINT_APPENDS, CHECKPOINT_COMMITS, CHECKPOINT_INTERVAL, MAX_BATCH};
 
 /// Requests that may wait for the writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
@@ -174,6 +175,15 @@ impl EmbeddedStore {
             .spawn(move || state.run(rx))
             .map_err(DbError::from)?;
         Ok(Self { db, jobs: Some(jobs), slots: Arc::new(Semaphore::new(QUEUE)), writer: Some(writer) })
+    }
+
+    /// How many appends the message log of the store at `path` holds that
+    /// an open would replay (the appends acknowledged since the last
+    /// durable redb commit). Reads the log without opening the store, so
+    /// it can look at a store another process has open.
+    pub fn logged_appends(path: impl AsRef<Path>) -> StoreResult<usize> {
+        let records = log::read_records(&MessageLog::path_for(path.as_ref())).map_err(DbError::from)?;
+        Ok(records.len())
     }
 
     async fn call(&self, op: Op) -> StoreResult<Reply> {

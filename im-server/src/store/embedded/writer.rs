@@ -3,8 +3,9 @@
 //!
 //! A batch of only appends is logged ([`MessageLog`]) and committed without
 //! durability; every other batch, and a checkpoint at least every
-//! [`CHECKPOINT_APPENDS`] logged appends or [`CHECKPOINT_INTERVAL`], commits
-//! durably and empties the log. Either way a request is answered only after
+//! [`CHECKPOINT_COMMITS`] logged batches, [`CHECKPOINT_APPENDS`] logged
+//! appends or [`CHECKPOINT_INTERVAL`], commits durably and starts a new
+//! epoch of the log. Either way a request is answered only after
 //! it is on disk.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -22,6 +23,11 @@ use super::*;
 pub const MAX_BATCH: usize = 256;
 /// Logged appends after which the next batch commits durably.
 pub const CHECKPOINT_APPENDS: usize = 8192;
+/// Non-durable commits after which the next batch commits durably: redb's
+/// reads and writes get dearer the more non-durable commits wait for a
+/// durable one (measured: group fan-out, which reads the member list per
+/// send, lost half its rate with hundreds of them).
+pub const CHECKPOINT_COMMITS: usize = 32;
 /// Longest an append stays durable only in the log: a durable commit
 /// follows within this time, also when no more requests come.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
@@ -70,6 +76,7 @@ pub(super) struct Writer {
     /// Appends committed non-durably (only in the log) since the last
     /// durable commit, and when the first of them was.
     logged: usize,
+    logged_commits: usize,
     logged_since: Option<Instant>,
     /// A log write could not be undone: the log may hold records whose ids
     /// were not committed, so nothing more may be written until a restart.
@@ -80,7 +87,7 @@ impl Writer {
     /// A writer on `db` whose log has been replayed into it (see
     /// [`replay`]).
     pub fn new(db: Arc<Database>, log: MessageLog) -> Self {
-        Self { db, log, logged: 0, logged_since: None, broken: None }
+        Self { db, log, logged: 0, logged_commits: 0, logged_since: None, broken: None }
     }
 
     /// Runs until every sender of `rx` is gone, then checkpoints.
@@ -142,7 +149,9 @@ impl Writer {
             return Err(DbError(why.clone()));
         }
         let only_appends = ops.iter().all(|op| matches!(op, Op::Append(_)));
-        let logged = only_appends && self.logged + ops.len() <= CHECKPOINT_APPENDS;
+        let logged = only_appends
+            && self.logged + ops.len() <= CHECKPOINT_APPENDS
+            && self.logged_commits < CHECKPOINT_COMMITS;
         let mut txn = self.db.begin_write()?;
         if logged {
             txn.set_durability(Durability::None)?;
@@ -180,6 +189,7 @@ impl Writer {
         }
         if fresh > 0 {
             self.logged += fresh;
+            self.logged_commits += 1;
             self.logged_since.get_or_insert_with(Instant::now);
         }
         Ok(results)
@@ -208,11 +218,14 @@ impl Writer {
     fn checkpoint_logged(&mut self, why: &str) {
         if let Err(e) = self.checkpoint() {
             tracing::error!(error = %e.0, why, "store checkpoint failed; the message log keeps the appends");
+            // Try again an interval later, not in a busy loop (e.g. disk full).
+            self.logged_since = Some(Instant::now());
         }
     }
 
     fn after_durable_commit(&mut self) {
         self.logged = 0;
+        self.logged_commits = 0;
         self.logged_since = None;
         if let Err(e) = self.log.clear() {
             // Harmless for correctness: replay skips what redb has.
