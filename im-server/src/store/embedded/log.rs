@@ -200,7 +200,14 @@ impl MessageLog {
         Ok(())
     }
 
+    /// Where the next batch will be written (the mark a failed batch is
+    /// rolled back to).
+    pub fn end(&self) -> u64 {
+        self.len
+    }
+
     /// Bytes of the current epoch's records.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.len - FILE_HEADER
     }
@@ -388,7 +395,9 @@ mod tests {
         log.write().unwrap();
         log.push("g:1", 2, b"b");
         log.push("g:1", 3, b"b");
+        let end = log.end();
         let mark = log.write().unwrap();
+        assert_eq!(mark, end, "write returns where it began");
         log.rollback(mark).unwrap();
         assert_eq!(replayed(&path), vec![(1, b"a".to_vec())], "rolled back");
         log.push("g:1", 2, b"c");

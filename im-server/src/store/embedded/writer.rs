@@ -176,13 +176,11 @@ impl Writer {
             return Ok(results);
         }
         let fresh = self.log.pending_records();
-        let mark = match self.log.write() {
-            Ok(mark) => mark,
-            Err(e) => {
-                self.undo_log_write(self.log.len());
-                return Err(e.into());
-            }
-        };
+        let mark = self.log.end();
+        if let Err(e) = self.log.write() {
+            self.undo_log_write(mark);
+            return Err(e.into());
+        }
         if let Err(e) = txn.commit() {
             self.undo_log_write(mark);
             return Err(e.into());
