@@ -136,7 +136,24 @@ impl MessageLog {
     /// Writes the current batch and waits until it is on disk. Returns the
     /// end of the log before it, for [`rollback`](Self::rollback). On error
     /// the caller must roll back (a part of the batch may be in the file).
+    #[cfg(test)]
     pub fn write(&mut self) -> io::Result<u64> {
+        let mark = self.write_unsynced()?;
+        self.file.sync_data()?;
+        Ok(mark)
+    }
+
+    /// A second handle on the file, for syncing from another thread.
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Writes the current batch to the file (the page cache); a
+    /// `sync_data` of [`sync_handle`](Self::sync_handle) then makes it
+    /// durable. Returns the end of the log before it, for
+    /// [`rollback`](Self::rollback). On error the caller must roll back (a
+    /// part of the batch may be in the file).
+    pub fn write_unsynced(&mut self) -> io::Result<u64> {
         let mark = self.len;
         if self.pending.is_empty() {
             return Ok(mark);
@@ -148,8 +165,7 @@ impl MessageLog {
             }
             self.high = self.high.max(end);
             self.file.seek(SeekFrom::Start(mark))?;
-            self.file.write_all(&self.pending)?;
-            self.file.sync_data()
+            self.file.write_all(&self.pending)
         })();
         if result.is_ok() {
             self.len = end;

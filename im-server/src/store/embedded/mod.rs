@@ -35,9 +35,11 @@ use super::{
 use crate::model::{Group, Member, Role, Room, Session, User};
 
 mod log;
+mod syncer;
 mod writer;
 
 use log::MessageLog;
+use syncer::Visibility;
 use writer::{last_id, Job, Op, Reply, Writer};
 pub use writer::{CHECKPOINT_APPENDS, CHECKPOINT_COMMITS, CHECKPOINT_INTERVAL, MAX_BATCH};
 
@@ -138,6 +140,8 @@ pub struct EmbeddedStore {
     jobs: Option<mpsc::Sender<Job>>,
     /// One permit per request queued for the writer (at most [`QUEUE`]).
     slots: Arc<Semaphore>,
+    /// Holds reads back until the logged batches they could see are synced.
+    visibility: Arc<Visibility>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -169,12 +173,14 @@ impl EmbeddedStore {
         log.clear().map_err(DbError::from)?;
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::channel();
-        let state = Writer::new(db.clone(), log);
+        let visibility = Arc::new(Visibility::default());
+        let state = Writer::new(db.clone(), log, visibility.clone()).map_err(DbError::from)?;
         let writer = std::thread::Builder::new()
             .name("im-store-writer".into())
             .spawn(move || state.run(rx))
             .map_err(DbError::from)?;
-        Ok(Self { db, jobs: Some(jobs), slots: Arc::new(Semaphore::new(QUEUE)), writer: Some(writer) })
+        let slots = Arc::new(Semaphore::new(QUEUE));
+        Ok(Self { db, jobs: Some(jobs), slots, visibility, writer: Some(writer) })
     }
 
     /// How many appends the message log of the store at `path` holds that
@@ -212,10 +218,15 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, DbError> + Send + 'static,
     {
-        let db = self.db.clone();
-        let task = tokio::task::spawn_blocking(move || f(&db.begin_read()?));
+        let (db, visibility) = (self.db.clone(), self.visibility.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(DbError::from)?;
+            // The snapshot may hold logged batches whose sync is under way.
+            visibility.wait_until_synced()?;
+            f(&txn).map_err(StoreError::from)
+        });
         match task.await {
-            Ok(r) => r.map_err(StoreError::from),
+            Ok(r) => r,
             Err(e) => Err(StoreError::Backend(format!("read task failed: {e}"))),
         }
     }

@@ -117,7 +117,7 @@ async fn failing_request_does_not_disturb_its_batch() {
     // Exactly one transaction for all of them, as the writer would run it
     // (a second writer on the same database, with a log of its own).
     let (log, _) = MessageLog::open(&dir.path().join("other.log")).unwrap();
-    Writer::new(s.db.clone(), log).run_batch(jobs);
+    Writer::new(s.db.clone(), log, Arc::new(Visibility::default())).unwrap().run_batch(jobs);
     let mut got = Vec::new();
     for a in answers {
         got.push(a.await.unwrap());
@@ -252,8 +252,12 @@ async fn append_latency_at_low_rate() {
         let start = std::time::Instant::now();
         s.member_role(g.id, UserId(7)).await.unwrap();
         assert_eq!(s.members(g.id).await.unwrap().len(), 499);
+        let read = start.elapsed();
         s.append(new_msg(conv, 1, &format!("m{i}"))).await.unwrap();
         lat.push(start.elapsed());
+        if start.elapsed() > std::time::Duration::from_millis(20) {
+            println!("slow #{i}: reads {read:?}, total {:?}", start.elapsed());
+        }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let mut sorted = lat.clone();

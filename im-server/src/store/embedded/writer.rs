@@ -8,8 +8,9 @@
 //! epoch of the log. Either way a request is answered only after
 //! it is on disk.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use im_core::{GroupId, Message, RoomId, UserId};
@@ -17,6 +18,7 @@ use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::log::{MessageLog, Record};
+use super::syncer::{self, SyncJob, Visibility};
 use super::*;
 
 /// Most requests the writer applies in one transaction.
@@ -81,13 +83,39 @@ pub(super) struct Writer {
     /// A log write could not be undone: the log may hold records whose ids
     /// were not committed, so nothing more may be written until a restart.
     broken: Option<String>,
+    visibility: Arc<Visibility>,
+    /// The syncer thread and its queue (taken at shutdown).
+    syncer: Option<(mpsc::Sender<SyncJob>, JoinHandle<()>)>,
+}
+
+/// How a batch's answers go out.
+enum Answered {
+    /// Now: the batch is durable (or failed).
+    Now(Vec<StoreResult<Reply>>),
+    /// By the syncer, once the log is synced past this sequence number.
+    AfterSync(u64, Vec<StoreResult<Reply>>),
 }
 
 impl Writer {
     /// A writer on `db` whose log has been replayed into it (see
-    /// [`replay`]).
-    pub fn new(db: Arc<Database>, log: MessageLog) -> Self {
-        Self { db, log, logged: 0, logged_commits: 0, logged_since: None, broken: None }
+    /// [`replay`]), with its syncer thread; readers consult `visibility`.
+    pub fn new(db: Arc<Database>, log: MessageLog, visibility: Arc<Visibility>) -> std::io::Result<Self> {
+        let file = log.sync_handle()?;
+        let (jobs, rx) = mpsc::channel();
+        let shared = visibility.clone();
+        let thread = std::thread::Builder::new()
+            .name("im-store-sync".into())
+            .spawn(move || syncer::run(file, rx, &shared))?;
+        Ok(Self {
+            db,
+            log,
+            logged: 0,
+            logged_commits: 0,
+            logged_since: None,
+            broken: None,
+            visibility,
+            syncer: Some((jobs, thread)),
+        })
     }
 
     /// Runs until every sender of `rx` is gone, then checkpoints.
@@ -118,21 +146,32 @@ impl Writer {
             self.run_batch(batch);
         }
         self.checkpoint_logged("shutdown");
+        if let Some((jobs, thread)) = self.syncer.take() {
+            drop(jobs);
+            if thread.join().is_err() {
+                tracing::error!("store sync thread panicked");
+            }
+        }
     }
 
-    /// Applies a batch in one write transaction, commits, then answers each job.
+    /// Applies a batch in one write transaction and commits it; answers
+    /// each job once the batch is durable (here, or by the syncer).
     pub fn run_batch(&mut self, batch: Vec<Job>) {
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, (j.reply, j._slot))).unzip();
         let outcome = if ops.iter().all(|op| matches!(op, Op::Flush)) {
-            self.checkpoint().map(|()| ops.iter().map(|_| Ok(Reply::Unit)).collect())
+            self.checkpoint().map(|()| Answered::Now(ops.iter().map(|_| Ok(Reply::Unit)).collect()))
         } else {
             self.apply_all(ops)
         };
         match outcome {
-            Ok(results) => {
+            Ok(Answered::Now(results)) => {
                 for ((reply, _slot), result) in replies.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
+            }
+            Ok(Answered::AfterSync(seq, results)) => {
+                let answers = replies.into_iter().zip(results).map(|((r, s), res)| (r, s, res)).collect();
+                self.to_syncer(SyncJob { seq, answers });
             }
             Err(e) => {
                 tracing::error!(error = %e.0, requests = replies.len(), "store write batch failed");
@@ -143,10 +182,18 @@ impl Writer {
         }
     }
 
+    fn to_syncer(&self, job: SyncJob) {
+        if let Some((jobs, _)) = &self.syncer {
+            // The syncer lives as long as the writer; if it died, the
+            // answers are dropped and callers see "writer stopped".
+            let _ = jobs.send(job);
+        }
+    }
+
     /// One transaction for all `ops`; an `Err` means nothing was committed.
-    fn apply_all(&mut self, ops: Vec<Op>) -> Result<Vec<StoreResult<Reply>>, DbError> {
-        if let Some(why) = &self.broken {
-            return Err(DbError(why.clone()));
+    fn apply_all(&mut self, ops: Vec<Op>) -> Result<Answered, DbError> {
+        if let Some(why) = self.broken.clone().or_else(|| self.visibility.failure()) {
+            return Err(DbError(why));
         }
         let only_appends = ops.iter().all(|op| matches!(op, Op::Append(_)));
         let logged = only_appends
@@ -173,16 +220,20 @@ impl Writer {
             self.log.discard();
             txn.commit()?;
             self.after_durable_commit();
-            return Ok(results);
+            return Ok(Answered::Now(results));
         }
         let fresh = self.log.pending_records();
         let mark = self.log.end();
-        if let Err(e) = self.log.write() {
+        if let Err(e) = self.log.write_unsynced() {
             self.undo_log_write(mark);
             return Err(e.into());
         }
+        // Announced before the commit makes the batch visible: readers
+        // that see it wait for its sync.
+        let seq = self.visibility.announce();
         if let Err(e) = txn.commit() {
             self.undo_log_write(mark);
+            self.to_syncer(SyncJob { seq, answers: Vec::new() });
             return Err(e.into());
         }
         if fresh > 0 {
@@ -190,7 +241,7 @@ impl Writer {
             self.logged_commits += 1;
             self.logged_since.get_or_insert_with(Instant::now);
         }
-        Ok(results)
+        Ok(Answered::AfterSync(seq, results))
     }
 
     /// Cuts the log back to `mark` after its batch failed; if even that
