@@ -1,18 +1,19 @@
 //! The message log: a file next to the redb file that makes appends durable
 //! between two durable redb commits.
 //!
-//! A batch made only of appends is written here and fsynced (one
-//! `fdatasync` for the whole batch) before its redb transaction commits
-//! *without* durability; a durable redb commit (a checkpoint) then starts a
-//! new epoch of the log. A durable redb commit costs 3–5× the CPU of a
+//! A batch made only of appends is written here, its redb transaction
+//! commits *without* durability, and the syncer thread (`syncer.rs`)
+//! `fdatasync`s the log (once for every batch written meanwhile) before the
+//! batch is answered or readable; a durable redb commit (a checkpoint) then
+//! starts a new epoch of the log. A durable redb commit costs 3–5× the CPU of a
 //! non-durable one (copy-on-write pages written and freed per commit), so
 //! this is what lets the store keep up with many small conversations'
 //! group commits; see `docs/benchmarks.md`.
 //!
 //! On open, the records of the current epoch are replayed into redb (those
-//! not there yet) in one durable commit. A record is synced before its
-//! transaction commits, so anything a reader or an ack ever saw is in the
-//! log or durable in redb; a torn record at the end (a crash during the
+//! not there yet) in one durable commit. Acks and reads wait for a
+//! record's sync, so anything a reader or an ack ever saw is in the log or
+//! durable in redb; a torn record at the end (a crash during the
 //! write) fails its checksum and ends the replay, and it was never
 //! acknowledged.
 //!
