@@ -69,6 +69,10 @@ pub(super) struct MessageLog {
     /// Encoded records of the current batch, not written yet.
     pending: Vec<u8>,
     pending_records: usize,
+    /// A sync through this handle failed. The file's write-error state is
+    /// shared with the syncer's handle and reported once, so the syncer
+    /// may never hear of it: the store must stop.
+    sync_failed: bool,
 }
 
 impl MessageLog {
@@ -95,6 +99,7 @@ impl MessageLog {
             capacity,
             pending: Vec::new(),
             pending_records: 0,
+            sync_failed: false,
         };
         let header = bytes.get(..FILE_HEADER as usize).filter(|h| h.starts_with(MAGIC));
         let Some(header) = header else {
@@ -140,7 +145,7 @@ impl MessageLog {
     #[cfg(test)]
     pub fn write(&mut self) -> io::Result<u64> {
         let mark = self.write_unsynced()?;
-        self.file.sync_data()?;
+        self.sync(false)?;
         Ok(mark)
     }
 
@@ -191,7 +196,7 @@ impl MessageLog {
                 self.file.write_all(&zeros[..n])?;
                 left -= n as u64;
             }
-            self.file.sync_data()?;
+            self.sync(false)?;
         }
         self.len = mark;
         self.high = mark;
@@ -235,7 +240,20 @@ impl MessageLog {
         header[8..].copy_from_slice(&self.epoch.to_le_bytes());
         self.file.seek(SeekFrom::Start(0))?;
         self.file.write_all(&header)?;
-        self.file.sync_data()
+        self.sync(false)
+    }
+
+    /// Whether a sync through this handle has failed (see the field).
+    pub fn sync_failed(&self) -> bool {
+        self.sync_failed
+    }
+
+    fn sync(&mut self, with_size: bool) -> io::Result<()> {
+        let result = if with_size { self.file.sync_all() } else { self.file.sync_data() };
+        if result.is_err() {
+            self.sync_failed = true;
+        }
+        result
     }
 
     /// Appends `more` zero bytes to the file and syncs them (with the size).
@@ -248,7 +266,7 @@ impl MessageLog {
             self.file.write_all(&zeros[..n])?;
             left -= n as u64;
         }
-        self.file.sync_all()?;
+        self.sync(true)?;
         self.capacity += more;
         Ok(())
     }

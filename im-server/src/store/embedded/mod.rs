@@ -2,8 +2,7 @@
 //!
 //! One file holds messages, the directory and sessions. Writes go through a
 //! single writer thread that applies everything queued so far in one write
-//! transaction (group commit): one fsync serves up to [`MAX_BATCH`]
-//! requests, and because one thread assigns ids in order, per-conversation
+//! transaction (group commit) of up to [`MAX_BATCH`] requests, and because one thread assigns ids in order, per-conversation
 //! ids are gapless and resends are caught even within one batch. Each
 //! request is validated before it writes, so a refused request (e.g.
 //! `GroupFull`) writes nothing and does not disturb the rest of its batch.

@@ -77,6 +77,11 @@ impl Visibility {
         self.synced.lock().unwrap_or_else(|p| p.into_inner()).failed.clone()
     }
 
+    /// Stops the store: every waiting and later reader gets `why`.
+    pub fn fail(&self, why: String) {
+        self.set(u64::MAX, Some(why));
+    }
+
     fn set(&self, seq: u64, failed: Option<String>) {
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
         synced.seq = synced.seq.max(seq);
@@ -91,6 +96,16 @@ impl Visibility {
 /// all jobs queued, then their answers. A failed sync stops the store:
 /// what it held may be lost, and later batches were built on it.
 pub(super) fn run(file: File, jobs: Receiver<SyncJob>, visibility: &Visibility) {
+    /// Wakes every reader when this thread ends, however it ends (the
+    /// writer stopped or panicked, or this thread panicked): nothing will
+    /// be synced any more.
+    struct Stopped<'a>(&'a Visibility);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.fail("store stopped".into());
+        }
+    }
+    let _stopped = Stopped(visibility);
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while let Ok(job) = jobs.try_recv() {

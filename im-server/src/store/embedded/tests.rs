@@ -192,6 +192,39 @@ async fn opening_replays_a_log_left_by_a_crash() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_log_that_does_not_match_the_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("im.redb");
+    let conv = ConversationId::Group(GroupId(1));
+    {
+        let s = EmbeddedStore::open(&path).unwrap();
+        s.append(new_msg(conv, 1, "m1")).await.unwrap();
+    }
+    let value = |cmid: &str| serde_json::to_vec(&MsgOut { f: 1, c: cmid, b: cmid, t: 7 }).unwrap();
+    let log_with = |records: &[(u64, &str)]| {
+        let log_path = MessageLog::path_for(&path);
+        std::fs::remove_file(&log_path).unwrap();
+        let (mut log, _) = MessageLog::open(&log_path).unwrap();
+        for (id, cmid) in records {
+            log.push(&conv.to_string(), *id, &value(cmid));
+        }
+        log.write().unwrap();
+    };
+    // A gap: message 3 without 2.
+    log_with(&[(3, "m3")]);
+    let err = EmbeddedStore::open(&path).unwrap_err().to_string();
+    assert!(err.contains("does not follow"), "{err}");
+    // Another message under a stored id.
+    log_with(&[(1, "other")]);
+    let err = EmbeddedStore::open(&path).unwrap_err().to_string();
+    assert!(err.contains("another message"), "{err}");
+    // Nothing was changed by the refusals; the matching log opens.
+    log_with(&[(1, "m1"), (2, "m2")]);
+    let s = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(s.heads(&[conv]).await.unwrap(), vec![2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn logged_appends_are_checkpointed_when_idle() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("im.redb");

@@ -171,7 +171,7 @@ impl Writer {
             }
             Ok(Answered::AfterSync(seq, results)) => {
                 let answers = replies.into_iter().zip(results).map(|((r, s), res)| (r, s, res)).collect();
-                self.to_syncer(SyncJob { seq, answers });
+                self.hand_to_syncer(SyncJob { seq, answers });
             }
             Err(e) => {
                 tracing::error!(error = %e.0, requests = replies.len(), "store write batch failed");
@@ -182,23 +182,27 @@ impl Writer {
         }
     }
 
-    fn to_syncer(&self, job: SyncJob) {
-        if let Some((jobs, _)) = &self.syncer {
-            // The syncer lives as long as the writer; if it died, the
-            // answers are dropped and callers see "writer stopped".
-            let _ = jobs.send(job);
+    fn hand_to_syncer(&mut self, job: SyncJob) {
+        let sent = match &self.syncer {
+            Some((jobs, _)) => jobs.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            // Its answers are dropped (callers see "writer stopped").
+            self.fail("store sync thread stopped; restart the server".into());
         }
     }
 
     /// One transaction for all `ops`; an `Err` means nothing was committed.
     fn apply_all(&mut self, ops: Vec<Op>) -> Result<Answered, DbError> {
-        if let Some(why) = self.broken.clone().or_else(|| self.visibility.failure()) {
+        if let Some(why) = self.stopped() {
             return Err(DbError(why));
         }
         let only_appends = ops.iter().all(|op| matches!(op, Op::Append(_)));
         let logged = only_appends
             && self.logged + ops.len() <= CHECKPOINT_APPENDS
-            && self.logged_commits < CHECKPOINT_COMMITS;
+            && self.logged_commits < CHECKPOINT_COMMITS
+            && self.logged_since.is_none_or(|since| since.elapsed() < CHECKPOINT_INTERVAL);
         let mut txn = self.db.begin_write()?;
         if logged {
             txn.set_durability(Durability::None)?;
@@ -225,7 +229,11 @@ impl Writer {
         let fresh = self.log.pending_records();
         let mark = self.log.end();
         if let Err(e) = self.log.write_unsynced() {
-            self.undo_log_write(mark);
+            if self.log.sync_failed() {
+                self.fail(format!("message log sync failed ({e}); restart the server"));
+            } else {
+                self.undo_log_write(mark);
+            }
             return Err(e.into());
         }
         // Announced before the commit makes the batch visible: readers
@@ -233,7 +241,7 @@ impl Writer {
         let seq = self.visibility.announce();
         if let Err(e) = txn.commit() {
             self.undo_log_write(mark);
-            self.to_syncer(SyncJob { seq, answers: Vec::new() });
+            self.hand_to_syncer(SyncJob { seq, answers: Vec::new() });
             return Err(e.into());
         }
         if fresh > 0 {
@@ -244,18 +252,35 @@ impl Writer {
         Ok(Answered::AfterSync(seq, results))
     }
 
+    /// Stops the store after a message log I/O error whose effect on disk is
+    /// unknown (a failed sync may have lost synced-looking pages, a header
+    /// may or may not have reached the disk): refuses every later write and
+    /// fails every read, until a restart replays what is really there.
+    fn fail(&mut self, why: String) {
+        tracing::error!("{why}");
+        self.visibility.fail(why.clone());
+        self.broken = Some(why);
+    }
+
+    /// Why the store refuses writes, if it does.
+    fn stopped(&self) -> Option<String> {
+        self.broken.clone().or_else(|| self.visibility.failure())
+    }
+
     /// Cuts the log back to `mark` after its batch failed; if even that
-    /// fails, refuses every later write (see [`Writer::broken`]).
+    /// fails, stops the store (see [`Writer::fail`]).
     fn undo_log_write(&mut self, mark: u64) {
         if let Err(e) = self.log.rollback(mark) {
-            let why = format!("message log cannot be rolled back ({e}); restart the server");
-            tracing::error!("{why}");
-            self.broken = Some(why);
+            self.fail(format!("message log cannot be rolled back ({e}); restart the server"));
         }
     }
 
     /// Makes everything committed so far durable in redb and empties the log.
     fn checkpoint(&mut self) -> Result<(), DbError> {
+        if let Some(why) = self.stopped() {
+            // What was answered with an error must not become durable now.
+            return Err(DbError(why));
+        }
         if self.logged_since.is_none() {
             return Ok(());
         }
@@ -277,10 +302,21 @@ impl Writer {
         self.logged_commits = 0;
         self.logged_since = None;
         if let Err(e) = self.log.clear() {
-            // Harmless for correctness: replay skips what redb has.
-            tracing::warn!(error = %e, "cannot empty the message log");
+            // The new epoch's header may or may not be on disk: records
+            // written after it could be skipped by a replay.
+            self.fail(format!("message log epoch cannot be started ({e}); restart the server"));
         }
     }
+}
+
+/// A log that does not belong to this database (e.g. an older backup of
+/// `im.redb` restored next to a newer log): refuse to open rather than
+/// mix histories or leave gaps.
+fn mismatch(r: &Record, why: &str) -> DbError {
+    DbError(format!(
+        "message log does not match the database: record {}#{}: {why}; move the .log file away to open without it",
+        r.conv, r.id
+    ))
 }
 
 /// Puts the log's records that redb does not have yet into it, durably.
@@ -295,8 +331,14 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
         let mut messages = txn.open_table(MESSAGES)?;
         let mut keys = txn.open_table(MSG_KEYS)?;
         for r in records {
-            if messages.get((r.conv.as_str(), r.id))?.is_some() {
+            if let Some(stored) = messages.get((r.conv.as_str(), r.id))? {
+                if stored.value() != r.value.as_slice() {
+                    return Err(mismatch(r, "the database holds another message under its id"));
+                }
                 continue;
+            }
+            if last_id(&messages, &r.conv)? + 1 != r.id {
+                return Err(mismatch(r, "it does not follow the conversation's last message"));
             }
             let m: MsgIn = serde_json::from_slice(&r.value)?;
             messages.insert((r.conv.as_str(), r.id), r.value.as_slice())?;
