@@ -27,6 +27,7 @@ pub(crate) enum Request {
     Leave(RoomId),
     History { conv: ConversationId, before: Option<MessageId>, limit: Option<u32> },
     Presence(Vec<UserId>),
+    Typing { conv: ConversationId, typing: bool },
 }
 
 impl Request {
@@ -38,6 +39,7 @@ impl Request {
                 ClientFrame::History { rid, conv: *conv, before: *before, limit: *limit }
             }
             Request::Presence(users) => ClientFrame::QueryPresence { rid, users: users.clone() },
+            Request::Typing { conv, typing } => ClientFrame::Typing { rid, conv: *conv, typing: *typing },
         }
     }
 }
@@ -154,6 +156,22 @@ impl Client {
     pub async fn query_presence(&self, users: &[UserId]) -> Result<Vec<Presence>, RequestError> {
         match self.request(Request::Presence(users.to_vec())).await? {
             ServerFrame::PresenceList { users, .. } => Ok(users),
+            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        }
+    }
+
+    /// Tells the other members of `conv` (a direct chat or group) that this
+    /// user started (`true`) or stopped (`false`) typing; they get
+    /// [`Event::Typing`](crate::Event::Typing). A `true` expires on the
+    /// receivers after [`TYPING_EXPIRY_MS`](crate::core::limits::TYPING_EXPIRY_MS):
+    /// while the user keeps typing, call this again every
+    /// [`TYPING_REFRESH_MS`](crate::core::limits::TYPING_REFRESH_MS). The
+    /// server forwards at most 2 per second per connection (more are
+    /// answered but dropped); nothing is stored. Fails while disconnected
+    /// (typing is not worth queueing).
+    pub async fn typing(&self, conv: ConversationId, typing: bool) -> Result<(), RequestError> {
+        match self.request(Request::Typing { conv, typing }).await? {
+            ServerFrame::Ok { .. } => Ok(()),
             other => Err(RequestError::UnexpectedReply(other.type_name())),
         }
     }

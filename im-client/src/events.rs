@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
-use im_core::{CloseCode, GroupId, MemberChangeKind, Message, Presence, UserId};
+use im_core::{CloseCode, ConversationId, GroupId, MemberChangeKind, Message, Presence, UserId};
 use tokio::sync::mpsc;
 
 use crate::error::StopReason;
@@ -46,6 +46,18 @@ pub enum Event {
         change: MemberChangeKind,
         /// Who made the change.
         by: UserId,
+    },
+    /// A fellow member started or stopped typing (protocol version 2). Show
+    /// it until a `typing: false`, or for
+    /// [`TYPING_EXPIRY_MS`](crate::core::limits::TYPING_EXPIRY_MS) after the
+    /// last `typing: true`.
+    Typing {
+        /// The conversation.
+        conv: ConversationId,
+        /// Who.
+        user: UserId,
+        /// Typing or stopped.
+        typing: bool,
     },
     /// The connection ended. Unless a [`Event::Stopped`] follows, the client
     /// reconnects by itself.

@@ -13,7 +13,7 @@ use crate::ids::RequestId;
 
 /// Client frame types this version understands (for `unknown_type` errors).
 pub const CLIENT_FRAME_TYPES: &[&str] =
-    &["send", "sync", "history", "join", "leave", "query_presence", "ping"];
+    &["send", "sync", "history", "join", "leave", "query_presence", "typing", "ping"];
 
 /// Server frame types this version sends.
 pub const SERVER_FRAME_TYPES: &[&str] = &[
@@ -26,6 +26,7 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "presence_list",
     "presence",
     "member",
+    "user_typing",
     "error",
     "pong",
 ];

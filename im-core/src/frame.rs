@@ -80,6 +80,17 @@ pub enum ClientFrame {
         /// The users (at most [`crate::limits::MAX_PRESENCE_QUERY`]).
         users: Vec<UserId>,
     },
+    /// The user started or stopped typing in a direct chat or group
+    /// (protocol version 2); answered by `ok`. Never stored.
+    Typing {
+        /// Request id.
+        rid: RequestId,
+        /// The conversation (not a room).
+        conv: ConversationId,
+        /// `true`: typing (refresh every few seconds while it lasts);
+        /// `false`: stopped.
+        typing: bool,
+    },
     /// Application-level heartbeat; answered by `pong`.
     Ping {
         /// Optional request id, echoed by `pong`.
@@ -97,8 +108,18 @@ impl ClientFrame {
             | ClientFrame::History { rid, .. }
             | ClientFrame::Join { rid, .. }
             | ClientFrame::Leave { rid, .. }
-            | ClientFrame::QueryPresence { rid, .. } => Some(*rid),
+            | ClientFrame::QueryPresence { rid, .. }
+            | ClientFrame::Typing { rid, .. } => Some(*rid),
             ClientFrame::Ping { rid } => *rid,
+        }
+    }
+
+    /// The protocol version that introduced this frame type: a server
+    /// answers it with `unknown_type` on a connection of an older version.
+    pub fn since_version(&self) -> u32 {
+        match self {
+            ClientFrame::Typing { .. } => 2,
+            _ => 1,
         }
     }
 
@@ -111,6 +132,7 @@ impl ClientFrame {
             ClientFrame::Join { .. } => "join",
             ClientFrame::Leave { .. } => "leave",
             ClientFrame::QueryPresence { .. } => "query_presence",
+            ClientFrame::Typing { .. } => "typing",
             ClientFrame::Ping { .. } => "ping",
         }
     }
@@ -235,6 +257,17 @@ pub enum ServerFrame {
         /// Who made the change.
         by: UserId,
     },
+    /// A fellow member started or stopped typing (protocol version 2; sent
+    /// only to connections of version 2 or later). A `typing: true` that is
+    /// not refreshed expires after [`crate::limits::TYPING_EXPIRY_MS`].
+    UserTyping {
+        /// The conversation.
+        conv: ConversationId,
+        /// Who is typing.
+        user: UserId,
+        /// Typing or stopped.
+        typing: bool,
+    },
     /// A request failed; the connection stays open.
     Error {
         /// Request id, when the failed frame had a readable one.
@@ -259,6 +292,15 @@ impl ServerFrame {
         ServerFrame::Error { rid, code, message: message.into() }
     }
 
+    /// The protocol version that introduced this frame type: never sent to
+    /// a connection of an older version.
+    pub fn since_version(&self) -> u32 {
+        match self {
+            ServerFrame::UserTyping { .. } => 2,
+            _ => 1,
+        }
+    }
+
     /// The wire name of the frame's type, e.g. `"ack"`.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -271,6 +313,7 @@ impl ServerFrame {
             ServerFrame::PresenceList { .. } => "presence_list",
             ServerFrame::Presence(_) => "presence",
             ServerFrame::Member { .. } => "member",
+            ServerFrame::UserTyping { .. } => "user_typing",
             ServerFrame::Error { .. } => "error",
             ServerFrame::Pong { .. } => "pong",
         }

@@ -45,5 +45,5 @@ pub use codec::DecodeError;
 pub use error::ErrorCode;
 pub use frame::{ClientFrame, MemberChangeKind, Presence, PresenceStatus, ServerFrame};
 pub use ids::{ClientMsgId, ConversationId, ConversationKind, GroupId, MessageId, RequestId, RoomId, UserId};
-pub use limits::{WireLimits, PROTOCOL_VERSION};
+pub use limits::{WireLimits, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use message::Message;

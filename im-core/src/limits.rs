@@ -6,9 +6,20 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this crate speaks. Announced in `hello`; a client may
-/// ask for it with the `v` query parameter of the WebSocket URL.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version this crate speaks. A client asks for a
+/// version with the `v` query parameter of the WebSocket URL (absent: 1);
+/// `hello` announces the one the connection speaks. Version 2 adds
+/// `typing`.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest protocol version a server of this crate still speaks.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// A `typing: true` not refreshed within this time counts as stopped (ms).
+pub const TYPING_EXPIRY_MS: u64 = 6_000;
+
+/// How often a client refreshes `typing: true` while the user types (ms).
+pub const TYPING_REFRESH_MS: u64 = 3_000;
 
 /// Longest accepted client message id, in bytes.
 pub const MAX_CLIENT_MSG_ID_LEN: usize = 64;

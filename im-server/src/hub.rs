@@ -7,7 +7,7 @@
 //! across `.await` — queues are bounded and written with `try_send`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -17,6 +17,11 @@ use tokio::sync::Notify;
 use crate::broker::{Audience, ConnRef, Event, EventSink};
 use crate::metrics::Metrics;
 use crate::send_queue::{PushError, SendQueue};
+
+/// `typing` frames a connection may have forwarded at once.
+pub const TYPING_BURST: u64 = 4;
+/// `typing` frames forwarded per second and connection after the burst.
+pub const TYPING_PER_SEC: u64 = 2;
 
 /// A live connection as the hub sees it: its identity, its send queue
 /// (bounded in frames *and* bytes) and a close signal.
@@ -29,6 +34,11 @@ pub struct ConnHandle {
     pub session: String,
     /// The device id.
     pub device: String,
+    /// The protocol version the connection speaks (1 until set).
+    protocol: AtomicU32,
+    /// Typing rate limit: the theoretical arrival time (ms) of the next
+    /// forwarded `typing` frame (GCRA).
+    typing_tat: AtomicU64,
     node: Arc<str>,
     queue: SendQueue,
     close: OnceLock<CloseCode>,
@@ -52,12 +62,43 @@ impl ConnHandle {
             user,
             session,
             device,
+            protocol: AtomicU32::new(1),
+            typing_tat: AtomicU64::new(0),
             node,
             queue: SendQueue::new(limits.0, limits.1),
             close: OnceLock::new(),
             closed: Notify::new(),
             metrics,
         })
+    }
+
+    /// The protocol version the connection speaks.
+    pub fn protocol(&self) -> u32 {
+        self.protocol.load(Ordering::Relaxed)
+    }
+
+    /// Sets the protocol version (at the handshake, before registering).
+    pub fn set_protocol(&self, version: u32) {
+        self.protocol.store(version, Ordering::Relaxed);
+    }
+
+    /// Whether a `typing` frame sent at `now_ms` may be forwarded: at most
+    /// [`TYPING_BURST`] at once and [`TYPING_PER_SEC`] per second after that.
+    /// (Called by the connection's worker only.)
+    pub fn typing_allowed(&self, now_ms: u64) -> bool {
+        let interval = 1000 / TYPING_PER_SEC;
+        let tolerance = interval * (TYPING_BURST - 1);
+        let tat = self.typing_tat.load(Ordering::Relaxed).max(now_ms);
+        if tat - now_ms > tolerance {
+            return false;
+        }
+        self.typing_tat.store(tat + interval, Ordering::Relaxed);
+        true
+    }
+
+    /// Queues a frame that may be dropped (see [`SendQueue::push_optional`]).
+    pub fn push_optional(&self, frame: &Utf8Bytes) -> bool {
+        matches!(self.queue.push_optional(frame), Ok(true))
     }
 
     /// This connection as the cluster names it.
@@ -271,12 +312,20 @@ impl Hub {
     fn deliver(&self, to: &Audience, frame: &ServerFrame, skip: Option<u64>) {
         // Hot path: encode once, share the bytes.
         let bytes = Utf8Bytes::from(codec::encode_server(frame));
+        // Frames of a later protocol version skip older connections; typing
+        // is dropped rather than queued behind a backlog.
+        let since = frame.since_version();
+        let optional = matches!(frame, ServerFrame::UserTyping { .. });
         let idx = self.read();
         let mut delivered = 0u64;
         let mut push_user = |user: &UserId| {
             if let Some(conns) = idx.users.get(user) {
                 for c in conns {
-                    if Some(c.id) != skip && c.push(&bytes) {
+                    if Some(c.id) == skip || (since > 1 && c.protocol() < since) {
+                        continue;
+                    }
+                    let queued = if optional { c.push_optional(&bytes) } else { c.push(&bytes) };
+                    if queued {
                         delivered += 1;
                     }
                 }

@@ -76,6 +76,24 @@ impl SendQueue {
         Ok(())
     }
 
+    /// Queues a frame only while the queue is at most half full, else
+    /// drops it (`Ok(false)`): for frames that may be lost (typing), so they
+    /// never push a slow reader towards its close.
+    pub fn push_optional(&self, frame: &Utf8Bytes) -> Result<bool, PushError> {
+        {
+            let st = self.lock();
+            if st.closed {
+                return Err(PushError::Closed);
+            }
+            if st.frames.len() * 2 >= self.max_frames
+                || (st.bytes + frame.as_str().len()) * 2 > self.max_bytes
+            {
+                return Ok(false);
+            }
+        }
+        self.push(frame).map(|()| true)
+    }
+
     /// Frames and bytes queued now.
     pub fn len(&self) -> (usize, usize) {
         let st = self.lock();

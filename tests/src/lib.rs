@@ -157,7 +157,15 @@ impl Ws {
     /// Connects to `ws_url` with `token` in the Authorization header and
     /// waits for `hello`.
     pub async fn connect(ws_url: &str, token: &str, device: &str) -> Ws {
-        let url = format!("{ws_url}?device={device}");
+        Ws::connect_url(format!("{ws_url}?device={device}"), token).await
+    }
+
+    /// Like [`Ws::connect`], asking for protocol version `v`.
+    pub async fn connect_v(ws_url: &str, token: &str, device: &str, v: u32) -> Ws {
+        Ws::connect_url(format!("{ws_url}?device={device}&v={v}"), token).await
+    }
+
+    async fn connect_url(url: String, token: &str) -> Ws {
         let mut req = url.into_client_request().expect("request");
         req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
         let (socket, _) = tokio_tungstenite::connect_async(req).await.expect("websocket connects");

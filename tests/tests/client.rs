@@ -695,3 +695,28 @@ async fn a_burst_of_sends_is_paced_under_the_server_rate_limit() {
     a.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_reaches_the_peer_client_as_an_event() {
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = ConversationId::Group(GroupId(api.group(&alice, "pair", &[&bob]).await));
+    let url = server.ws_url();
+    let (a, _a_events) = connected(opts(&url, &alice, "a")).await;
+    let (b, mut b_events) = connected(opts(&url, &bob, "b")).await;
+    for typing in [true, false] {
+        a.typing(conv, typing).await.expect("typing answered");
+        let (e, _) = until(&mut b_events, "Typing", |e| matches!(e, Event::Typing { .. })).await;
+        match e {
+            Event::Typing { conv: c, user, typing: t } => assert_eq!((c, user, t), (conv, alice.id, typing)),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Rooms refuse typing, and the error reaches the app.
+    let room = RoomId(api.room(&alice, "lobby").await);
+    a.join(room).await.unwrap();
+    assert!(a.typing(ConversationId::Room(room), true).await.is_err());
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -441,3 +441,24 @@ async fn a_redis_outage_under_load_is_detected_and_healed_by_sync() {
     n1.shutdown().await;
     cluster.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_crosses_nodes_to_version_2_connections() {
+    if !services_available().await {
+        return;
+    }
+    let cluster = Cluster::new();
+    let nodes = [cluster.node("n0").await, cluster.node("n1").await];
+    let api = Api::new(&nodes[0]);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let group = ConversationId::Group(GroupId(api.group(&alice, "pair", &[&bob]).await));
+    let mut a = Ws::connect_v(&nodes[0].ws_url(), &alice.token, "a", 2).await;
+    let mut b = Ws::connect_v(&nodes[1].ws_url(), &bob.token, "b", 2).await;
+    let rid = a.rid();
+    assert_eq!(
+        a.request(ClientFrame::Typing { rid, conv: group, typing: true }).await,
+        ServerFrame::Ok { rid }
+    );
+    let got = b.recv_until(|f| matches!(f, ServerFrame::UserTyping { .. })).await;
+    assert_eq!(got, ServerFrame::UserTyping { conv: group, user: alice.id, typing: true });
+}

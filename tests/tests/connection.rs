@@ -68,10 +68,16 @@ async fn origin_allow_list_is_enforced_for_browsers_only() {
 async fn hello_announces_protocol_and_unsupported_version_closes_with_4003() {
     let server = start_default().await;
     let alice = Api::new(&server).user("alice").await;
+    // Without `v`: version 1; each supported version is spoken as asked.
     let ws = Ws::open(&server, &alice, "d1").await;
+    assert!(matches!(ws.hello, ServerFrame::Hello { protocol: 1, .. }), "{:?}", ws.hello);
+    for v in im_core::MIN_PROTOCOL_VERSION..=im_core::PROTOCOL_VERSION {
+        let ws = Ws::connect_v(&server.ws_url(), &alice.token, "dv", v).await;
+        assert!(matches!(ws.hello, ServerFrame::Hello { protocol, .. } if protocol == v), "{:?}", ws.hello);
+    }
     match &ws.hello {
         ServerFrame::Hello { protocol, user, device, heartbeat_interval_ms, .. } => {
-            assert_eq!(*protocol, im_core::PROTOCOL_VERSION);
+            assert_eq!(*protocol, 1);
             assert_eq!((*user, device.as_str()), (alice.id, "d1"));
             assert_eq!(*heartbeat_interval_ms, 15_000);
         }

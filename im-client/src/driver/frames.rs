@@ -55,6 +55,9 @@ impl Driver {
                 }
                 self.emit_or_stop(Event::Member { group, user, change, by }).await?;
             }
+            ServerFrame::UserTyping { conv, user, typing } => {
+                self.emit_or_stop(Event::Typing { conv, user, typing }).await?
+            }
             ServerFrame::Pong { .. } | ServerFrame::Hello { .. } => {}
             other => tracing::debug!(frame = other.type_name(), "unexpected frame ignored"),
         }

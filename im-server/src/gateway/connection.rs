@@ -54,7 +54,7 @@ pub(super) async fn run(
     mut stream: SplitStream<WebSocket>,
     session: Session,
     device: String,
-    version_ok: bool,
+    version: Option<u32>,
 ) {
     let cfg = app.config();
     let hub = app.hub().clone();
@@ -62,18 +62,19 @@ pub(super) async fn run(
     let handle = hub.new_conn(user, session.id.clone(), device, (cfg.send_queue, cfg.send_queue_bytes));
     app.metrics().connection_opened();
 
-    if !version_ok {
+    let Some(version) = version else {
         handle.close(CloseCode::UNSUPPORTED_PROTOCOL);
         write_loop(sink, handle.clone(), app.clone(), session.expires_at).await;
         linger(&mut stream).await;
         finish(&app, &handle, false).await;
         return;
-    }
+    };
+    handle.set_protocol(version);
 
     // `hello` is queued before the hub can route anything to this
     // connection, so it is always the first frame.
     handle.send(&ServerFrame::Hello {
-        protocol: im_core::PROTOCOL_VERSION,
+        protocol: version,
         user,
         device: handle.device.clone(),
         node: cfg.node_name.clone(),

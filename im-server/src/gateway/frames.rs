@@ -59,6 +59,10 @@ async fn respond(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> Serve
     let logic = app.logic();
     let user = conn.user;
     let rid = frame.rid();
+    if frame.since_version() > conn.protocol() {
+        let detail = format!("{} needs protocol version {}", frame.type_name(), frame.since_version());
+        return failed(conn.id, rid, Error::new(im_core::ErrorCode::UnknownType, detail));
+    }
     let result = match frame {
         // Never reaches here: `start` takes sends before calling this.
         ClientFrame::Send { .. } => {
@@ -80,6 +84,10 @@ async fn respond(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> Serve
         }
         ClientFrame::QueryPresence { rid, users } => {
             logic.query_presence(&users).await.map(|users| ServerFrame::PresenceList { rid, users })
+        }
+        ClientFrame::Typing { rid, conv, typing } => {
+            let forward = conn.typing_allowed(crate::time::now_ms());
+            logic.typing(user, conn.conn_ref(), conv, typing, forward).await.map(|()| ServerFrame::Ok { rid })
         }
         ClientFrame::Ping { rid } => Ok(ServerFrame::Pong { rid }),
         // A frame type added to im-core but not yet handled here.

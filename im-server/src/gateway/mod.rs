@@ -125,9 +125,13 @@ pub async fn ws_handler(
         }
         None => format!("{:016x}", rand::random::<u64>()),
     };
-    let version_ok = match params.version.as_deref() {
-        None => true,
-        Some(v) => v.parse::<u32>().ok() == Some(im_core::PROTOCOL_VERSION),
+    // Absent: version 1. Unsupported: the connection is closed with 4003.
+    let version = match params.version.as_deref() {
+        None => Some(1),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (im_core::MIN_PROTOCOL_VERSION..=im_core::PROTOCOL_VERSION).contains(v)),
     };
     let Ok(permit) = app.connection_permits().clone().try_acquire_owned() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "too many connections");
@@ -143,7 +147,7 @@ pub async fn ws_handler(
             // instead of also being kept inside every connection's future.
             let (sink, stream) = socket.split();
             async move {
-                connection::run(app, sink, stream, session, device, version_ok).await;
+                connection::run(app, sink, stream, session, device, version).await;
                 drop(permit);
             }
         })

@@ -3,8 +3,8 @@
 //! The WebSocket gateway and the HTTP API both call [`Logic`]; it checks
 //! rights, talks to the storage seams, and publishes what other connections
 //! must learn through the broker. Split by concept:
-//! [`messages`] (send, sync, history), [`groups`], [`rooms`], [`accounts`]
-//! and [`presence`].
+//! [`messages`] (send, sync, history), [`groups`], [`rooms`], [`accounts`],
+//! [`presence`] and [`typing`].
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,6 +25,7 @@ pub mod groups;
 pub mod messages;
 pub mod presence;
 pub mod rooms;
+pub mod typing;
 
 mod sequencer;
 
