@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use im_core::{codec, CloseCode, CloseReaction, ServerFrame, UserId, WireLimits, PROTOCOL_VERSION};
+use im_core::{
+    codec, CloseCode, CloseReaction, ServerFrame, UserId, WireLimits, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -92,20 +94,41 @@ impl Attempt {
                 HttpFailure::Refused(why) | HttpFailure::Transient(why) => AttemptError::Retry(why),
             })?,
         };
-        let mut socket = handshake(&url, &token, self.device.as_deref()).await?;
-        let hello = wait_for_hello(&mut socket).await?;
-        Ok(Connection { socket, url, token, hello })
+        // The newest protocol version first; a server that refuses it with
+        // 4003 (an older server) is asked for the next older one.
+        let mut version = PROTOCOL_VERSION;
+        loop {
+            let mut socket = handshake(&url, &token, self.device.as_deref(), version).await?;
+            match wait_for_hello(&mut socket).await {
+                Ok(hello) => return Ok(Connection { socket, url, token, hello }),
+                Err(AttemptError::Stop(StopReason::Closed { code, .. }))
+                    if code == CloseCode::UNSUPPORTED_PROTOCOL && version > MIN_PROTOCOL_VERSION =>
+                {
+                    tracing::info!(
+                        version,
+                        "server does not speak this protocol version; asking for an older one"
+                    );
+                    version -= 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
-async fn handshake(url: &Url, token: &str, device: Option<&str>) -> Result<Socket, AttemptError> {
+async fn handshake(
+    url: &Url,
+    token: &str,
+    device: Option<&str>,
+    version: u32,
+) -> Result<Socket, AttemptError> {
     let mut full = url.clone();
     {
         let mut q = full.query_pairs_mut();
         if let Some(d) = device {
             q.append_pair("device", d);
         }
-        q.append_pair("v", &PROTOCOL_VERSION.to_string());
+        q.append_pair("v", &version.to_string());
     }
     let mut req = full
         .as_str()

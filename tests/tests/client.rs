@@ -720,3 +720,65 @@ async fn typing_reaches_the_peer_client_as_an_event() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A server that speaks only protocol version 1 (as before version 2):
+/// refuses `v=2` with 4003, and greets `v=1` with `hello`.
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
+async fn version_1_only_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    use tokio_tungstenite::tungstenite::protocol::frame::{coding::CloseCode as WsCode, CloseFrame};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut query = String::new();
+                let callback = |req: &Request, resp: Response| {
+                    query = req.uri().query().unwrap_or("").to_owned();
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else { return };
+                seen.lock().unwrap().push(query.clone());
+                if query.split('&').any(|p| p == "v=2") {
+                    let close =
+                        CloseFrame { code: WsCode::from(4003), reason: "unsupported protocol".into() };
+                    let _ = ws.send(WsMessage::Close(Some(close))).await;
+                } else {
+                    let hello = im_client::core::ServerFrame::Hello {
+                        protocol: 1,
+                        user: im_client::core::UserId(7),
+                        device: "old".into(),
+                        node: "old-node".into(),
+                        heartbeat_interval_ms: 15_000,
+                        idle_timeout_ms: 45_000,
+                        limits: im_client::core::WireLimits::default(),
+                    };
+                    let text = im_client::core::codec::encode_server(&hello);
+                    let _ = ws.send(WsMessage::Text(text.into())).await;
+                }
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    });
+    (format!("ws://{addr}/ws"), asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_server_is_asked_for_version_1_after_refusing_2() {
+    let (url, asked) = version_1_only_server().await;
+    let user = TestUser { id: im_client::core::UserId(7), name: "old".into(), token: "t".into() };
+    let (client, mut events) = opts(&url, &user, "old").connect().expect("valid options");
+    let (e, _) = until(&mut events, "Connected", |e| matches!(e, Event::Connected { .. })).await;
+    assert!(matches!(e, Event::Connected { node, .. } if node == "old-node"));
+    let asked = asked.lock().unwrap().clone();
+    let versions: Vec<&str> =
+        asked.iter().map(|q| q.split('&').find(|p| p.starts_with("v=")).unwrap_or("none")).collect();
+    assert_eq!(versions, ["v=2", "v=1"], "queries: {asked:?}");
+    client.shutdown().await;
+}
