@@ -28,6 +28,9 @@
 //!   stream, at their place, so the stream is each conversation's full log.
 //!   Sends are paced under the server's announced rate limit.
 //!   [`Client::send_detailed`] also tells whether a resend was deduplicated.
+//! * **Protocol version** — it asks for the newest version (2) and falls
+//!   back to an older one when a server refuses it with 4003; version 2
+//!   brings typing ([`Client::typing`], [`Event::Typing`]).
 //!
 //! ```no_run
 //! use futures_util::StreamExt;

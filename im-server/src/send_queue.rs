@@ -55,14 +55,30 @@ impl SendQueue {
 
     /// Queues a frame (the bytes are shared, not copied).
     pub fn push(&self, frame: &Utf8Bytes) -> Result<(), PushError> {
+        match self.push_within(frame, self.max_frames, self.max_bytes)? {
+            true => Ok(()),
+            false => Err(PushError::Full),
+        }
+    }
+
+    /// Queues a frame only while the queue is at most half full, else
+    /// drops it (`Ok(false)`): for frames that may be lost (typing), so they
+    /// never push a slow reader towards its close.
+    pub fn push_optional(&self, frame: &Utf8Bytes) -> Result<bool, PushError> {
+        self.push_within(frame, self.max_frames / 2, self.max_bytes / 2)
+    }
+
+    /// Queues `frame` if the queue stays within `frames` and `bytes`;
+    /// `Ok(false)` if it would not.
+    fn push_within(&self, frame: &Utf8Bytes, frames: usize, bytes: usize) -> Result<bool, PushError> {
         let len = frame.as_str().len();
         let was_empty = {
             let mut st = self.lock();
             if st.closed {
                 return Err(PushError::Closed);
             }
-            if st.frames.len() >= self.max_frames || st.bytes + len > self.max_bytes {
-                return Err(PushError::Full);
+            if st.frames.len() >= frames || st.bytes + len > bytes {
+                return Ok(false);
             }
             st.bytes += len;
             st.frames.push_back(frame.clone());
@@ -73,25 +89,7 @@ impl SendQueue {
         if was_empty {
             self.writer.wake();
         }
-        Ok(())
-    }
-
-    /// Queues a frame only while the queue is at most half full, else
-    /// drops it (`Ok(false)`): for frames that may be lost (typing), so they
-    /// never push a slow reader towards its close.
-    pub fn push_optional(&self, frame: &Utf8Bytes) -> Result<bool, PushError> {
-        {
-            let st = self.lock();
-            if st.closed {
-                return Err(PushError::Closed);
-            }
-            if st.frames.len() * 2 >= self.max_frames
-                || (st.bytes + frame.as_str().len()) * 2 > self.max_bytes
-            {
-                return Ok(false);
-            }
-        }
-        self.push(frame).map(|()| true)
+        Ok(true)
     }
 
     /// Frames and bytes queued now.
@@ -164,6 +162,21 @@ mod tests {
         assert_eq!(q.len(), (3, 10));
         q.close();
         assert_eq!(q.push(&frame("")), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn optional_frames_are_dropped_once_half_full() {
+        let q = SendQueue::new(4, 100);
+        assert_eq!(q.push_optional(&frame("a")), Ok(true));
+        assert_eq!(q.push_optional(&frame("b")), Ok(true));
+        assert_eq!(q.push_optional(&frame("c")), Ok(false), "2 of 4 frames queued: half full");
+        assert_eq!(q.push(&frame("c")), Ok(()), "required frames still go in");
+        assert_eq!(q.len(), (3, 3));
+        let q = SendQueue::new(100, 10);
+        assert_eq!(q.push_optional(&frame("12345")), Ok(true));
+        assert_eq!(q.push_optional(&frame("6")), Ok(false), "6 bytes > half of 10");
+        q.close();
+        assert_eq!(q.push_optional(&frame("")), Err(PushError::Closed));
     }
 
     #[tokio::test]

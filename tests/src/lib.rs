@@ -39,6 +39,21 @@ pub async fn start(cfg: ServerConfig) -> RunningServer {
     builder(cfg).memory().bind("127.0.0.1:0").await.expect("server starts")
 }
 
+/// Starts a server on the embedded store in `dir`, listening on `addr`.
+/// A listener of a server that just stopped (or was killed) on the same
+/// address may linger a moment: the bind is retried for up to 5 s.
+pub async fn start_embedded(dir: impl AsRef<std::path::Path>, addr: &str) -> RunningServer {
+    let mut last = None;
+    for _ in 0..100 {
+        match builder(ServerConfig::default()).embedded(dir.as_ref()).expect("store opens").bind(addr).await {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}: {last:?}");
+}
+
 /// Starts a server with the default configuration.
 pub async fn start_default() -> RunningServer {
     start(ServerConfig::default()).await

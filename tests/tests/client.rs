@@ -4,15 +4,14 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use im_client::core::{ConversationId, GroupId, Message, PresenceStatus, RoomId};
 use im_client::{Client, ClientBuilder, Event, Events, FileCursorStore, SendError, StopReason};
-use im_server::{RunningServer, ServerConfig};
-use im_tests::{builder, start_default, Api, TestUser};
+use im_server::ServerConfig;
+use im_tests::{start_default, start_embedded, Api, TestUser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -169,17 +168,6 @@ impl Log {
     fn count(&self, pred: impl Fn(&Event) -> bool) -> usize {
         self.0.lock().unwrap().iter().filter(|(_, e)| pred(e)).count()
     }
-}
-
-async fn start_embedded(dir: &Path, addr: &str) -> RunningServer {
-    // The old listener may linger for a moment; retry the bind briefly.
-    for _ in 0..50 {
-        match builder(ServerConfig::default()).embedded(dir).expect("store opens").bind(addr).await {
-            Ok(s) => return s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    panic!("cannot bind {addr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use im_core::{codec, ClientFrame, ConversationId, GroupId, RoomId, ServerFrame};
 use im_server::store::EmbeddedStore;
 use im_server::ServerConfig;
-use im_tests::{builder, cmid, Api, TestUser, Ws, WAIT};
+use im_tests::{builder, cmid, start_embedded, Api, TestUser, Ws, WAIT};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,18 +200,7 @@ async fn kill_9_loses_no_acknowledged_message() {
 
 /// The child process's body: an embedded server until SIGKILL.
 async fn run_child_server(dir: &str, addr: &str) {
-    let mut tries = 0;
-    let _server = loop {
-        match builder(ServerConfig::default()).embedded(dir).expect("store opens").bind(addr).await {
-            Ok(s) => break s,
-            Err(e) if tries < 100 => {
-                tries += 1;
-                eprintln!("bind {addr}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("cannot bind {addr}: {e}"),
-        }
-    };
+    let _server = start_embedded(dir, addr).await;
     std::future::pending::<()>().await;
 }
 

@@ -101,8 +101,7 @@ impl MessageLog {
             pending_records: 0,
             sync_failed: false,
         };
-        let header = bytes.get(..FILE_HEADER as usize).filter(|h| h.starts_with(MAGIC));
-        let Some(header) = header else {
+        let Some(epoch) = header_epoch(&bytes) else {
             if bytes.iter().any(|&b| b != 0) {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "not an im message log"));
             }
@@ -112,7 +111,7 @@ impl MessageLog {
             log.grow(PREALLOCATE)?;
             return Ok((log, Vec::new()));
         };
-        log.epoch = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        log.epoch = epoch;
         let (records, end) = decode_all(&bytes, FILE_HEADER as usize, log.epoch);
         log.len = end as u64;
         // What follows may be a torn record of this epoch: zero it before
@@ -188,14 +187,7 @@ impl MessageLog {
         self.discard();
         let end = self.high.min(self.capacity);
         if end > mark {
-            self.file.seek(SeekFrom::Start(mark))?;
-            let zeros = vec![0u8; 64 << 10];
-            let mut left = end - mark;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                self.file.write_all(&zeros[..n])?;
-                left -= n as u64;
-            }
+            self.write_zeros(mark, end - mark)?;
             self.sync(false)?;
         }
         self.len = mark;
@@ -258,16 +250,22 @@ impl MessageLog {
 
     /// Appends `more` zero bytes to the file and syncs them (with the size).
     fn grow(&mut self, more: u64) -> io::Result<()> {
-        self.file.seek(SeekFrom::Start(self.capacity))?;
-        let zeros = vec![0u8; 64 << 10];
-        let mut left = more;
+        self.write_zeros(self.capacity, more)?;
+        self.sync(true)?;
+        self.capacity += more;
+        Ok(())
+    }
+
+    /// Writes `len` zero bytes at `at` (not synced).
+    fn write_zeros(&mut self, at: u64, len: u64) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(at))?;
+        let zeros = vec![0u8; (64 << 10).min(len as usize)];
+        let mut left = len;
         while left > 0 {
             let n = left.min(zeros.len() as u64) as usize;
             self.file.write_all(&zeros[..n])?;
             left -= n as u64;
         }
-        self.sync(true)?;
-        self.capacity += more;
         Ok(())
     }
 }
@@ -280,17 +278,17 @@ pub(super) fn read_records(path: &Path) -> io::Result<Vec<Record>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    match bytes.get(..FILE_HEADER as usize).filter(|h| h.starts_with(MAGIC)) {
-        Some(h) => Ok(decode_all(
-            &bytes,
-            FILE_HEADER as usize,
-            u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
-        )
-        .0),
-        None => Ok(Vec::new()),
-    }
+    Ok(match header_epoch(&bytes) {
+        Some(epoch) => decode_all(&bytes, FILE_HEADER as usize, epoch).0,
+        None => Vec::new(),
+    })
 }
 
+/// The epoch in the header of a log file's bytes (`None`: not a log).
+fn header_epoch(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..FILE_HEADER as usize).filter(|h| h.starts_with(MAGIC))?;
+    Some(u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")))
+}
 fn encode(out: &mut Vec<u8>, epoch: u64, conv: &str, id: u64, value: &[u8]) {
     let conv_len = u16::try_from(conv.len()).expect("conversation ids are short");
     let payload_len = MIN_PAYLOAD + conv.len() + value.len();
