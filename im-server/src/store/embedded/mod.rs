@@ -35,11 +35,13 @@ use crate::model::{Group, Member, Role, Room, Session, User};
 
 mod log;
 mod syncer;
+mod tables;
 mod writer;
 
 use log::MessageLog;
 use syncer::Visibility;
-use writer::{last_id, Job, Op, Reply, Writer};
+use tables::last_id;
+use writer::{Job, Op, Reply, Writer};
 pub use writer::{CHECKPOINT_APPENDS, CHECKPOINT_COMMITS, CHECKPOINT_INTERVAL, MAX_BATCH};
 
 /// Requests that may wait for the writer before callers wait to enqueue.
@@ -162,7 +164,7 @@ impl EmbeddedStore {
         }
         let db = Database::create(path).map_err(DbError::from)?;
         let txn = db.begin_write().map_err(DbError::from)?;
-        writer::create_tables(&txn)?;
+        tables::create_tables(&txn)?;
         txn.commit().map_err(DbError::from)?;
         let (mut log, records) = MessageLog::open(&MessageLog::path_for(path)).map_err(DbError::from)?;
         let restored = writer::replay(&db, &records)?;
