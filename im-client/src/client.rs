@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use im_core::{
-    ClientFrame, ConversationId, Message, MessageId, Presence, RequestId, RoomId, ServerFrame, UserId,
+    ClientFrame, ConversationId, InboxEntry, Message, MessageId, Presence, RequestId, RoomId, ServerFrame,
+    UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +29,8 @@ pub(crate) enum Request {
     History { conv: ConversationId, before: Option<MessageId>, limit: Option<u32> },
     Presence(Vec<UserId>),
     Typing { conv: ConversationId, typing: bool },
+    Read { conv: ConversationId, id: MessageId },
+    Inbox { after: Option<ConversationId>, limit: Option<u32> },
 }
 
 impl Request {
@@ -40,6 +43,8 @@ impl Request {
             }
             Request::Presence(users) => ClientFrame::QueryPresence { rid, users: users.clone() },
             Request::Typing { conv, typing } => ClientFrame::Typing { rid, conv: *conv, typing: *typing },
+            Request::Read { conv, id } => ClientFrame::Read { rid, conv: *conv, id: *id },
+            Request::Inbox { after, limit } => ClientFrame::Inbox { rid, after: *after, limit: *limit },
         }
     }
 }
@@ -67,6 +72,19 @@ pub struct HistoryPage {
     /// Older messages exist: ask again with `before` = the first id here.
     pub has_more: bool,
 }
+
+/// One page of the inbox (see [`Client::inbox_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InboxPage {
+    /// Conversations in ascending conversation id order.
+    pub entries: Vec<InboxEntry>,
+    /// More follow: ask again with `after` = the last entry's `conv`.
+    pub has_more: bool,
+}
+
+/// Most inbox pages [`Client::inbox`] reads (200 conversations each).
+const INBOX_PAGES_MAX: usize = 1000;
 
 /// The handle of a running client: clone it freely, use it from any task.
 ///
@@ -174,6 +192,52 @@ impl Client {
             ServerFrame::Ok { .. } => Ok(()),
             other => Err(RequestError::UnexpectedReply(other.type_name())),
         }
+    }
+
+    /// Marks `conv` read up to message `id` for this user and device
+    /// (protocol version 2). The server keeps the highest id ever marked,
+    /// so marking an older id changes nothing; the user's other devices get
+    /// [`Event::ReadUpTo`](crate::Event::ReadUpTo). An id above the
+    /// conversation's newest message is refused (`invalid_field`).
+    pub async fn mark_read(&self, conv: ConversationId, id: MessageId) -> Result<(), RequestError> {
+        match self.request(Request::Read { conv, id }).await? {
+            ServerFrame::Ok { .. } => Ok(()),
+            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        }
+    }
+
+    /// One page of the inbox (protocol version 2): this user's
+    /// conversations after `after` (from the first: `None`), each with its
+    /// newest message id, the user's read id, the unread count and the last
+    /// message; at most `limit` (server maximum 200: `None`).
+    pub async fn inbox_page(
+        &self,
+        after: Option<ConversationId>,
+        limit: Option<u32>,
+    ) -> Result<InboxPage, RequestError> {
+        match self.request(Request::Inbox { after, limit }).await? {
+            ServerFrame::InboxPage { entries, has_more, .. } => Ok(InboxPage { entries, has_more }),
+            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        }
+    }
+
+    /// The whole inbox: every page of [`inbox_page`](Self::inbox_page)
+    /// (at most 200,000 conversations). Call it after
+    /// [`Event::Synced`](crate::Event::Synced) to learn what the user read
+    /// on other devices while this one was offline; live changes then come
+    /// as [`Event::ReadUpTo`](crate::Event::ReadUpTo).
+    pub async fn inbox(&self) -> Result<Vec<InboxEntry>, RequestError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        for _ in 0..INBOX_PAGES_MAX {
+            let page = self.inbox_page(after, None).await?;
+            after = page.entries.last().map(|e| e.conv);
+            all.extend(page.entries);
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        Ok(all)
     }
 
     /// Stops the client: closes the connection (code 1000), makes the

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
-use im_core::{CloseCode, ConversationId, GroupId, MemberChangeKind, Message, Presence, UserId};
+use im_core::{CloseCode, ConversationId, GroupId, MemberChangeKind, Message, MessageId, Presence, UserId};
 use tokio::sync::mpsc;
 
 use crate::error::StopReason;
@@ -58,6 +58,16 @@ pub enum Event {
         user: UserId,
         /// Typing or stopped.
         typing: bool,
+    },
+    /// The user's read id in `conv` rose to `id` because another of their
+    /// devices (or the app's backend over HTTP) marked it read (protocol
+    /// version 2): clear the badge up to `id`. Not sent for this device's
+    /// own [`Client::mark_read`](crate::Client::mark_read).
+    ReadUpTo {
+        /// The conversation.
+        conv: ConversationId,
+        /// The user's read id now.
+        id: MessageId,
     },
     /// The connection ended. Unless a [`Event::Stopped`] follows, the client
     /// reconnects by itself.

@@ -30,7 +30,10 @@
 //!   [`Client::send_detailed`] also tells whether a resend was deduplicated.
 //! * **Protocol version** — it asks for the newest version (2) and falls
 //!   back to an older one when a server refuses it with 4003; version 2
-//!   brings typing ([`Client::typing`], [`Event::Typing`]).
+//!   brings typing ([`Client::typing`], [`Event::Typing`]) and read state:
+//!   [`Client::mark_read`], [`Event::ReadUpTo`] from the user's other
+//!   devices, and [`Client::inbox`] (every conversation with its unread
+//!   count and last message — the first screen of a chat app).
 //!
 //! ```no_run
 //! use futures_util::StreamExt;
@@ -90,12 +93,12 @@ mod state;
 pub use im_core as core;
 /// The protocol types an app uses most, re-exported from [`core`].
 pub use im_core::{
-    CloseCode, ConversationId, ErrorCode, GroupId, MemberChangeKind, Message, MessageId, Presence,
-    PresenceStatus, RoomId, UserId,
+    CloseCode, ConversationId, ErrorCode, GroupId, InboxEntry, MemberChangeKind, Message, MessageId,
+    Presence, PresenceStatus, RoomId, UserId,
 };
 
 pub use crate::backoff::ReconnectPolicy;
-pub use crate::client::{Client, HistoryPage, SendReceipt};
+pub use crate::client::{Client, HistoryPage, InboxPage, SendReceipt};
 pub use crate::cursor_store::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use crate::error::{ConfigError, RequestError, SendError, StopReason};
 pub use crate::events::{Event, Events};

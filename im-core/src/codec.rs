@@ -13,7 +13,7 @@ use crate::ids::RequestId;
 
 /// Client frame types this version understands (for `unknown_type` errors).
 pub const CLIENT_FRAME_TYPES: &[&str] =
-    &["send", "sync", "history", "join", "leave", "query_presence", "typing", "ping"];
+    &["send", "sync", "history", "join", "leave", "query_presence", "typing", "read", "inbox", "ping"];
 
 /// Server frame types this version sends.
 pub const SERVER_FRAME_TYPES: &[&str] = &[
@@ -27,6 +27,8 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "presence",
     "member",
     "user_typing",
+    "read_up_to",
+    "inbox_page",
     "error",
     "pong",
 ];

@@ -91,6 +91,31 @@ pub enum ClientFrame {
         /// `false`: stopped.
         typing: bool,
     },
+    /// Marks `conv` read up to message `id` for the user and this device
+    /// (protocol version 2); answered by `ok`. The user's read id only
+    /// grows: an id at or below it changes nothing.
+    Read {
+        /// Request id.
+        rid: RequestId,
+        /// The conversation.
+        conv: ConversationId,
+        /// The newest message read (at most the conversation's head).
+        id: MessageId,
+    },
+    /// Every conversation of the user with its head, read id, unread count
+    /// and last message, one page at a time (protocol version 2); answered
+    /// by `inbox_page`.
+    Inbox {
+        /// Request id.
+        rid: RequestId,
+        /// Start after this conversation (the last one of the previous
+        /// page); absent: from the first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<ConversationId>,
+        /// Page size (capped by [`crate::limits::INBOX_PAGE_MAX`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Application-level heartbeat; answered by `pong`.
     Ping {
         /// Optional request id, echoed by `pong`.
@@ -109,7 +134,9 @@ impl ClientFrame {
             | ClientFrame::Join { rid, .. }
             | ClientFrame::Leave { rid, .. }
             | ClientFrame::QueryPresence { rid, .. }
-            | ClientFrame::Typing { rid, .. } => Some(*rid),
+            | ClientFrame::Typing { rid, .. }
+            | ClientFrame::Read { rid, .. }
+            | ClientFrame::Inbox { rid, .. } => Some(*rid),
             ClientFrame::Ping { rid } => *rid,
         }
     }
@@ -118,7 +145,7 @@ impl ClientFrame {
     /// answers it with `unknown_type` on a connection of an older version.
     pub fn since_version(&self) -> u32 {
         match self {
-            ClientFrame::Typing { .. } => 2,
+            ClientFrame::Typing { .. } | ClientFrame::Read { .. } | ClientFrame::Inbox { .. } => 2,
             _ => 1,
         }
     }
@@ -133,6 +160,8 @@ impl ClientFrame {
             ClientFrame::Leave { .. } => "leave",
             ClientFrame::QueryPresence { .. } => "query_presence",
             ClientFrame::Typing { .. } => "typing",
+            ClientFrame::Read { .. } => "read",
+            ClientFrame::Inbox { .. } => "inbox",
             ClientFrame::Ping { .. } => "ping",
         }
     }
@@ -168,6 +197,23 @@ pub enum MemberChangeKind {
     Added,
     /// The user was removed or left.
     Removed,
+}
+
+/// One conversation of a user as the inbox lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxEntry {
+    /// The conversation.
+    pub conv: ConversationId,
+    /// Its newest message id (0: no message yet).
+    pub head: MessageId,
+    /// The user's read id: every message up to it counts as read.
+    pub read: MessageId,
+    /// Messages above the read id (`head - read`; the user's own messages
+    /// never count, because sending marks the conversation read).
+    pub unread: u64,
+    /// The newest message, absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Message>,
 }
 
 /// A frame sent by the server.
@@ -268,6 +314,24 @@ pub enum ServerFrame {
         /// Typing or stopped.
         typing: bool,
     },
+    /// The user's read id in a conversation rose, because one of their
+    /// other devices (or the HTTP API) marked it read (protocol version 2).
+    ReadUpTo {
+        /// The conversation.
+        conv: ConversationId,
+        /// The user's read id now.
+        id: MessageId,
+    },
+    /// One page of the inbox (protocol version 2).
+    InboxPage {
+        /// Request id of the `inbox`.
+        rid: RequestId,
+        /// Conversations in ascending conversation id order (direct chats,
+        /// then groups, then rooms).
+        entries: Vec<InboxEntry>,
+        /// `true`: more follow; ask with `after` = the last `conv` here.
+        has_more: bool,
+    },
     /// A request failed; the connection stays open.
     Error {
         /// Request id, when the failed frame had a readable one.
@@ -296,7 +360,9 @@ impl ServerFrame {
     /// a connection of an older version.
     pub fn since_version(&self) -> u32 {
         match self {
-            ServerFrame::UserTyping { .. } => 2,
+            ServerFrame::UserTyping { .. } | ServerFrame::ReadUpTo { .. } | ServerFrame::InboxPage { .. } => {
+                2
+            }
             _ => 1,
         }
     }
@@ -314,6 +380,8 @@ impl ServerFrame {
             ServerFrame::Presence(_) => "presence",
             ServerFrame::Member { .. } => "member",
             ServerFrame::UserTyping { .. } => "user_typing",
+            ServerFrame::ReadUpTo { .. } => "read_up_to",
+            ServerFrame::InboxPage { .. } => "inbox_page",
             ServerFrame::Error { .. } => "error",
             ServerFrame::Pong { .. } => "pong",
         }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// The newest protocol version this crate speaks. A client asks for a
 /// version with the `v` query parameter of the WebSocket URL (absent: 1);
 /// `hello` announces the one the connection speaks. Version 2 adds
-/// `typing`.
+/// `typing`, read state (`read`, `read_up_to`) and the inbox.
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The oldest protocol version a server of this crate still speaks.
@@ -38,6 +38,13 @@ pub const DEFAULT_HISTORY_PAGE_MAX: u32 = 200;
 
 /// Most conversations one `sync` request may name.
 pub const DEFAULT_MAX_SYNC_CURSORS: usize = 10_000;
+
+/// Default and largest number of conversations in one inbox page.
+pub const INBOX_PAGE_MAX: u32 = 200;
+
+/// Most devices whose own read reports are kept per user and conversation;
+/// a further device's report replaces the one that read least.
+pub const MAX_DEVICE_READS: usize = 16;
 
 /// Most users one presence query may name.
 pub const MAX_PRESENCE_QUERY: usize = 500;

@@ -266,6 +266,20 @@ impl Ws {
         self.recv_until(|f| reply_rid(f) == rid && rid.is_some()).await
     }
 
+    /// Every frame that arrives within `wait` (for checking that something
+    /// does not arrive).
+    pub async fn frames_within(&mut self, wait: Duration) -> Vec<ServerFrame> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.try_recv(left).await {
+                Ok(Some(f)) => got.push(f),
+                _ => break,
+            }
+        }
+        got
+    }
+
     /// Waits for the server to close the connection and returns how.
     pub async fn closed(&mut self) -> Ended {
         loop {
@@ -296,7 +310,8 @@ pub fn reply_rid(f: &ServerFrame) -> Option<u64> {
         | ServerFrame::SyncPage { rid, .. }
         | ServerFrame::HistoryPage { rid, .. }
         | ServerFrame::Ok { rid }
-        | ServerFrame::PresenceList { rid, .. } => Some(*rid),
+        | ServerFrame::PresenceList { rid, .. }
+        | ServerFrame::InboxPage { rid, .. } => Some(*rid),
         ServerFrame::Error { rid, .. } | ServerFrame::Pong { rid } => *rid,
         _ => None,
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use im_client::core::{ConversationId, GroupId, Message, PresenceStatus, RoomId};
+use im_client::core::{ConversationId, ErrorCode, GroupId, Message, PresenceStatus, RoomId};
 use im_client::{Client, ClientBuilder, Event, Events, FileCursorStore, SendError, StopReason};
 use im_server::ServerConfig;
 use im_tests::{start_default, start_embedded, Api, TestUser};
@@ -706,6 +706,39 @@ async fn typing_reaches_the_peer_client_as_an_event() {
     a.join(room).await.unwrap();
     assert!(a.typing(ConversationId::Room(room), true).await.is_err());
     a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marking_read_reaches_the_other_devices_and_the_inbox_counts() {
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = ConversationId::direct(alice.id, bob.id);
+    let url = server.ws_url();
+    let (b, _b_events) = connected(opts(&url, &bob, "b")).await;
+    for i in 0..4 {
+        b.send(conv, format!("m{i}")).await.expect("sent");
+    }
+    let (laptop, _laptop_events) = connected(opts(&url, &alice, "laptop")).await;
+    let (phone, mut phone_events) = connected(opts(&url, &alice, "phone")).await;
+    let inbox = phone.inbox().await.expect("inbox");
+    assert_eq!(inbox.len(), 1);
+    assert_eq!((inbox[0].conv, inbox[0].head, inbox[0].read, inbox[0].unread), (conv, 4, 0, 4));
+    assert_eq!(inbox[0].last.as_ref().map(|m| m.body.as_str()), Some("m3"));
+
+    laptop.mark_read(conv, 3).await.expect("marked");
+    let (e, _) = until(&mut phone_events, "ReadUpTo", |e| matches!(e, Event::ReadUpTo { .. })).await;
+    assert_eq!(e, Event::ReadUpTo { conv, id: 3 });
+    let page = phone.inbox_page(None, Some(1)).await.expect("page");
+    assert_eq!((page.entries[0].read, page.entries[0].unread, page.has_more), (3, 1, false));
+    // Refusals reach the app.
+    match laptop.mark_read(conv, 99).await {
+        Err(im_client::RequestError::Rejected { code: ErrorCode::InvalidField, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    laptop.shutdown().await;
+    phone.shutdown().await;
     b.shutdown().await;
 }
 

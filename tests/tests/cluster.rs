@@ -462,3 +462,39 @@ async fn typing_crosses_nodes_to_version_2_connections() {
     let got = b.recv_until(|f| matches!(f, ServerFrame::UserTyping { .. })).await;
     assert_eq!(got, ServerFrame::UserTyping { conv: group, user: alice.id, typing: true });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_state_crosses_nodes_and_lives_in_postgres() {
+    if !services_available().await {
+        return;
+    }
+    let cluster = Cluster::new();
+    let nodes = [cluster.node("n0").await, cluster.node("n1").await];
+    let api = Api::new(&nodes[0]);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let group = ConversationId::Group(GroupId(api.group(&alice, "pair", &[&bob]).await));
+    let mut b = Ws::connect_v(&nodes[0].ws_url(), &bob.token, "b", 2).await;
+    for i in 0..3 {
+        let rid = b.rid();
+        let frame = ClientFrame::Send { rid, conv: group, cmid: cmid(format!("x{i}")), body: "hi".into() };
+        assert!(matches!(b.request(frame).await, ServerFrame::Ack { .. }));
+    }
+    // Alice's laptop on n0 marks read; her phone on n1 is told.
+    let mut laptop = Ws::connect_v(&nodes[0].ws_url(), &alice.token, "laptop", 2).await;
+    let mut phone = Ws::connect_v(&nodes[1].ws_url(), &alice.token, "phone", 2).await;
+    let rid = laptop.rid();
+    assert_eq!(laptop.request(ClientFrame::Read { rid, conv: group, id: 2 }).await, ServerFrame::Ok { rid });
+    let got = phone.recv_until(|f| matches!(f, ServerFrame::ReadUpTo { .. })).await;
+    assert_eq!(got, ServerFrame::ReadUpTo { conv: group, id: 2 });
+    // Both nodes read the same state from the shared store.
+    for ws in [&mut laptop, &mut phone] {
+        let rid = ws.rid();
+        match ws.request(ClientFrame::Inbox { rid, after: None, limit: None }).await {
+            ServerFrame::InboxPage { entries, .. } => {
+                let e = entries.iter().find(|e| e.conv == group).expect("the group is listed");
+                assert_eq!((e.head, e.read, e.unread), (3, 2, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

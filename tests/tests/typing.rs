@@ -7,19 +7,6 @@ use std::time::{Duration, Instant};
 use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, RoomId, ServerFrame, UserId};
 use im_tests::{start_default, Api, Ws};
 
-/// Every frame that arrives within `wait`.
-async fn frames_within(ws: &mut Ws, wait: Duration) -> Vec<ServerFrame> {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + wait;
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match ws.try_recv(left).await {
-            Ok(Some(f)) => got.push(f),
-            _ => break,
-        }
-    }
-    got
-}
-
 fn typing_frames(frames: &[ServerFrame]) -> Vec<(ConversationId, UserId, bool)> {
     frames
         .iter()
@@ -45,7 +32,7 @@ async fn typing_reaches_the_other_members_on_version_2_only() {
     assert!(matches!(c.hello, ServerFrame::Hello { protocol: 1, .. }), "no v: version 1");
     // Let the connections' presence notices pass.
     for ws in [&mut a1, &mut a2, &mut b, &mut c] {
-        frames_within(ws, Duration::from_millis(200)).await;
+        ws.frames_within(Duration::from_millis(200)).await;
     }
 
     for typing in [true, false] {
@@ -56,8 +43,8 @@ async fn typing_reaches_the_other_members_on_version_2_only() {
         assert_eq!(typing_frames(&[got]), vec![(conv, alice.id, typing)]);
     }
     // Not to the version-1 member, not to the typist's own other device.
-    assert_eq!(typing_frames(&frames_within(&mut c, Duration::from_millis(300)).await), vec![]);
-    assert_eq!(typing_frames(&frames_within(&mut a2, Duration::from_millis(50)).await), vec![]);
+    assert_eq!(typing_frames(&c.frames_within(Duration::from_millis(300)).await), vec![]);
+    assert_eq!(typing_frames(&a2.frames_within(Duration::from_millis(50)).await), vec![]);
 
     // A version-1 connection does not know the frame.
     let rid = c.rid();
@@ -110,7 +97,7 @@ async fn typing_in_a_direct_chat_and_refusals() {
         }
     }
     // The refused ones reached nobody.
-    assert_eq!(typing_frames(&frames_within(&mut b, Duration::from_millis(300)).await), vec![]);
+    assert_eq!(typing_frames(&b.frames_within(Duration::from_millis(300)).await), vec![]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +118,7 @@ async fn typing_is_rate_limited_per_connection() {
         assert!(matches!(reply, ServerFrame::Ok { .. }), "every typing frame is answered: {reply:?}");
     }
     let elapsed = start.elapsed();
-    let got = typing_frames(&frames_within(&mut b, Duration::from_millis(400)).await);
+    let got = typing_frames(&b.frames_within(Duration::from_millis(400)).await);
     // A burst of 4, then one more per 500 ms that passed while sending.
     let allowed = 4 + (elapsed.as_millis() / 500) as usize;
     assert!(got.len() >= 4 && got.len() <= allowed, "{} forwarded of {SENT} in {elapsed:?}", got.len());

@@ -40,7 +40,8 @@ impl Driver {
             }
             reply @ (ServerFrame::Ok { .. }
             | ServerFrame::HistoryPage { .. }
-            | ServerFrame::PresenceList { .. }) => {
+            | ServerFrame::PresenceList { .. }
+            | ServerFrame::InboxPage { .. }) => {
                 if let Some(rid) = reply_rid(&reply) {
                     if let Some(tx) = self.in_flight.remove(&rid) {
                         let _ = tx.send(Ok(reply));
@@ -58,6 +59,7 @@ impl Driver {
             ServerFrame::UserTyping { conv, user, typing } => {
                 self.emit_or_stop(Event::Typing { conv, user, typing }).await?
             }
+            ServerFrame::ReadUpTo { conv, id } => self.emit_or_stop(Event::ReadUpTo { conv, id }).await?,
             ServerFrame::Pong { .. } | ServerFrame::Hello { .. } => {}
             other => tracing::debug!(frame = other.type_name(), "unexpected frame ignored"),
         }
@@ -114,7 +116,8 @@ fn reply_rid(f: &ServerFrame) -> Option<RequestId> {
     match f {
         ServerFrame::Ok { rid }
         | ServerFrame::HistoryPage { rid, .. }
-        | ServerFrame::PresenceList { rid, .. } => Some(*rid),
+        | ServerFrame::PresenceList { rid, .. }
+        | ServerFrame::InboxPage { rid, .. } => Some(*rid),
         _ => None,
     }
 }

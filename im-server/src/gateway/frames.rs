@@ -89,6 +89,14 @@ async fn respond(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> Serve
             let forward = conn.typing_allowed(crate::time::now_ms());
             logic.typing(user, conn.conn_ref(), conv, typing, forward).await.map(|()| ServerFrame::Ok { rid })
         }
+        ClientFrame::Read { rid, conv, id } => logic
+            .mark_read(user, Some(conn.device.as_str()), Some(conn.conn_ref()), conv, id)
+            .await
+            .map(|_| ServerFrame::Ok { rid }),
+        ClientFrame::Inbox { rid, after, limit } => logic
+            .inbox(user, after, limit)
+            .await
+            .map(|p| ServerFrame::InboxPage { rid, entries: p.entries, has_more: p.has_more }),
         ClientFrame::Ping { rid } => Ok(ServerFrame::Pong { rid }),
         // A frame type added to im-core but not yet handled here.
         #[allow(unreachable_patterns)]

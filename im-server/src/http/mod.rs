@@ -23,7 +23,10 @@
 //! | `GET` | `/api/v1/rooms?after=&limit=` | token | rooms |
 //! | `POST` | `/api/v1/rooms/{id}/join` | token | 204 |
 //! | `POST` | `/api/v1/rooms/{id}/leave` | token | 204 |
+//! | `GET` | `/api/v1/conversations?after=&limit=` | token | `{conversations, has_more}`: the inbox |
 //! | `GET` | `/api/v1/conversations/{conv}/messages?before=&limit=` | token | `{messages, has_more}` |
+//! | `POST` | `/api/v1/conversations/{conv}/read` | token | `{read, devices}` after marking read |
+//! | `GET` | `/api/v1/conversations/{conv}/read` | token | `{read, devices}` |
 //! | `GET` | `/api/v1/presence?users=1,2` | token | presence list |
 //!
 //! `docs/http-api.md` in the repository documents each endpoint with
@@ -50,6 +53,7 @@ mod groups;
 mod messages;
 mod ops;
 mod presence;
+mod reads;
 mod rooms;
 
 pub use error::{ApiError, ApiResult};
@@ -76,7 +80,9 @@ fn api() -> Router<AppState> {
         .route("/rooms", post(rooms::create).get(rooms::list))
         .route("/rooms/{id}/join", post(rooms::join))
         .route("/rooms/{id}/leave", post(rooms::leave))
+        .route("/conversations", get(reads::inbox))
         .route("/conversations/{conv}/messages", get(messages::history))
+        .route("/conversations/{conv}/read", post(reads::mark).get(reads::get))
         .route("/presence", get(presence::query))
 }
 

@@ -75,6 +75,7 @@ impl Logic {
     }
 
     /// Adds `user` to `group` (or changes their role). Owner or admins only.
+    /// A new member's read id starts at the group's head.
     pub async fn add_member(&self, actor: UserId, group: GroupId, user: UserId, role: Role) -> Result<()> {
         if role == Role::Owner {
             return Err(Error::new(ErrorCode::InvalidField, "a group has exactly one owner"));
@@ -103,6 +104,7 @@ impl Logic {
                 e => e.into(),
             })?;
         if added {
+            self.read_from_head(user, im_core::ConversationId::Group(group)).await;
             let everyone = self.member_ids(group).await?;
             self.announce(group, user, MemberChangeKind::Added, actor, everyone).await;
         }

@@ -4,7 +4,7 @@
 //! rights, talks to the storage seams, and publishes what other connections
 //! must learn through the broker. Split by concept:
 //! [`messages`] (send, sync, history), [`groups`], [`rooms`], [`accounts`],
-//! [`presence`] and [`typing`].
+//! [`presence`], [`typing`] and [`reads`] (read state and the inbox).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,6 +24,7 @@ pub mod accounts;
 pub mod groups;
 pub mod messages;
 pub mod presence;
+pub mod reads;
 pub mod rooms;
 pub mod typing;
 

@@ -31,10 +31,13 @@ impl Logic {
     }
 
     /// Joins a room (idempotent). Persisted: the user stays joined across
-    /// reconnects, and every connection of theirs starts receiving it.
+    /// reconnects, and every connection of theirs starts receiving it. A
+    /// new join starts the user's read id at the room's head (history from
+    /// before does not count as unread); joining again changes nothing.
     pub async fn join_room(&self, user: UserId, room: RoomId) -> Result<()> {
         match self.svc.directory.join_room(room, user).await {
-            Ok(_) => {}
+            Ok(true) => self.read_from_head(user, im_core::ConversationId::Room(room)).await,
+            Ok(false) => {}
             Err(StoreError::NotFound) => return Err(Error::new(ErrorCode::NoSuchRoom, "no such room")),
             Err(e) => return Err(e.into()),
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
-use super::{Directory, MessageStore, NewMessage, SessionStore, StoreError};
+use super::{DeviceRead, Directory, MessageStore, NewMessage, ReadMark, SessionStore, StoreError};
 use crate::model::{Member, Role, Session};
 
 fn new_msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessage {
@@ -105,6 +105,76 @@ pub(crate) async fn messages(store: Arc<dyn MessageStore>) {
     assert!(store.before(a, None, 0).await.unwrap().is_empty());
     assert_eq!(ids(&store.before(b, None, 10).await.unwrap()), vec![1, 2, 3, 4]);
 
+    store.flush().await.unwrap();
+}
+
+/// Read ids: monotonic per user, raised by the user's own appends, device
+/// reports kept (at most `MAX_DEVICE_READS`), `latest` per conversation.
+pub(crate) async fn reads(store: Arc<dyn MessageStore>) {
+    let g = ConversationId::Group(GroupId(3));
+    let d = ConversationId::direct(UserId(1), UserId(2));
+    let none = ConversationId::Room(RoomId(5));
+    let (alice, bob) = (UserId(1), UserId(2));
+
+    assert_eq!(store.read_ids(alice, &[g, d, none]).await.unwrap(), vec![0, 0, 0]);
+    assert!(store.read_ids(alice, &[]).await.unwrap().is_empty());
+    assert!(store.device_reads(alice, g).await.unwrap().is_empty());
+    assert_eq!(store.latest(&[g, none]).await.unwrap(), vec![None, None]);
+
+    // Bob sends 1..3, Alice sends 4: each sender's read id follows their own messages.
+    for i in 1..=3 {
+        store.append(new_msg(g, 2, &format!("b{i}"), "from bob")).await.unwrap();
+    }
+    assert_eq!(store.read_ids(bob, &[g]).await.unwrap(), vec![3]);
+    assert_eq!(store.read_ids(alice, &[g]).await.unwrap(), vec![0]);
+    let four = store.append(new_msg(g, 1, "a4", "from alice")).await.unwrap().message;
+    assert_eq!(store.read_ids(alice, &[g, d]).await.unwrap(), vec![4, 0]);
+    assert_eq!(store.read_ids(bob, &[g]).await.unwrap(), vec![3]);
+    // A resend stores nothing and moves nothing.
+    store.append(new_msg(g, 2, "b1", "from bob")).await.unwrap();
+    assert_eq!(store.read_ids(bob, &[g]).await.unwrap(), vec![3]);
+    assert_eq!(store.latest(&[none, g]).await.unwrap(), vec![None, Some(four)]);
+
+    // Marking: raises, never lowers; the device report is kept on its own.
+    let m = store.mark_read(bob, g, Some("phone"), 4).await.unwrap();
+    assert_eq!(m, ReadMark { read: 4, raised: true });
+    let m = store.mark_read(bob, g, Some("laptop"), 2).await.unwrap();
+    assert_eq!(m, ReadMark { read: 4, raised: false });
+    let m = store.mark_read(bob, g, Some("phone"), 1).await.unwrap();
+    assert_eq!(m, ReadMark { read: 4, raised: false });
+    let m = store.mark_read(bob, g, None, 4).await.unwrap();
+    assert_eq!(m, ReadMark { read: 4, raised: false });
+    assert_eq!(
+        store.device_reads(bob, g).await.unwrap(),
+        vec![DeviceRead { device: "laptop".into(), read: 2 }, DeviceRead { device: "phone".into(), read: 4 }]
+    );
+    // Another user's or conversation's state is separate.
+    assert!(store.device_reads(alice, g).await.unwrap().is_empty());
+    assert!(store.device_reads(bob, d).await.unwrap().is_empty());
+    let m = store.mark_read(bob, d, None, 7).await.unwrap();
+    assert_eq!(m, ReadMark { read: 7, raised: true });
+    assert_eq!(store.read_ids(bob, &[d, g, none]).await.unwrap(), vec![7, 4, 0]);
+    // A send below the read id does not lower it.
+    store.append(new_msg(d, 2, "d1", "hi")).await.unwrap();
+    assert_eq!(store.read_ids(bob, &[d]).await.unwrap(), vec![7]);
+
+    // At most MAX_DEVICE_READS devices: a new one replaces the lowest report.
+    let cap = im_core::limits::MAX_DEVICE_READS;
+    for i in 0..cap {
+        store.mark_read(alice, g, Some(&format!("dev{i:02}")), 10 + i as u64).await.unwrap();
+    }
+    assert_eq!(store.device_reads(alice, g).await.unwrap().len(), cap);
+    store.mark_read(alice, g, Some("newest"), 100).await.unwrap();
+    let kept = store.device_reads(alice, g).await.unwrap();
+    assert_eq!(kept.len(), cap);
+    assert!(kept.iter().all(|r| r.device != "dev00"), "the lowest report is the one replaced");
+    assert!(kept.contains(&DeviceRead { device: "newest".into(), read: 100 }));
+    assert_eq!(store.read_ids(alice, &[g]).await.unwrap(), vec![100]);
+    // A known device raising its report replaces nothing.
+    store.mark_read(alice, g, Some("dev01"), 50).await.unwrap();
+    let kept = store.device_reads(alice, g).await.unwrap();
+    assert_eq!(kept.len(), cap);
+    assert!(kept.contains(&DeviceRead { device: "dev01".into(), read: 50 }));
     store.flush().await.unwrap();
 }
 

@@ -11,7 +11,10 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
-use super::{Appended, Directory, MessageStore, NewMessage, SessionStore, StoreError, StoreResult};
+use super::{
+    Appended, DeviceRead, Directory, MessageStore, NewMessage, ReadMark, ReadStore, SessionStore, StoreError,
+    StoreResult,
+};
 use crate::model::{Group, Member, Role, Room, Session, User};
 
 /// Stores messages, the directory and sessions in process memory.
@@ -28,6 +31,20 @@ struct Messages {
     convs: HashMap<ConversationId, Vec<Message>>,
     /// Idempotency index `(conv, from, cmid)` → id.
     keys: HashMap<(ConversationId, UserId, ClientMsgId), MessageId>,
+    /// Read id per `(user, conv)`.
+    reads: HashMap<(UserId, ConversationId), MessageId>,
+    /// Device reports per `(user, conv)`.
+    device_reads: HashMap<(UserId, ConversationId), BTreeMap<String, MessageId>>,
+}
+
+impl Messages {
+    /// Raises `user`'s read id in `conv` to at least `id`.
+    fn raise_read(&mut self, user: UserId, conv: ConversationId, id: MessageId) -> ReadMark {
+        let read = self.reads.entry((user, conv)).or_insert(0);
+        let raised = id > *read;
+        *read = (*read).max(id);
+        ReadMark { read: *read, raised }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,7 +80,7 @@ impl MemoryStore {
 impl MessageStore for MemoryStore {
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
         let mut m = lock(&self.messages);
-        let Messages { convs, keys } = &mut *m;
+        let Messages { convs, keys, .. } = &mut *m;
         let key = (msg.conv, msg.from, msg.cmid);
         let log = convs.entry(msg.conv).or_default();
         if let Some(&id) = keys.get(&key) {
@@ -78,6 +95,7 @@ impl MessageStore for MemoryStore {
             Message { conv: msg.conv, id, from: msg.from, cmid: key.2.clone(), body: msg.body, ts: msg.ts };
         log.push(message.clone());
         keys.insert(key, id);
+        m.raise_read(message.from, message.conv, id);
         Ok(Appended { message, duplicate: false })
     }
 
@@ -109,6 +127,46 @@ impl MessageStore for MemoryStore {
 
     async fn flush(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ReadStore for MemoryStore {
+    async fn mark_read(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+        device: Option<&str>,
+        id: MessageId,
+    ) -> StoreResult<ReadMark> {
+        let mut m = lock(&self.messages);
+        if let Some(device) = device {
+            let reports = m.device_reads.entry((user, conv)).or_default();
+            match reports.get_mut(device) {
+                Some(read) => *read = (*read).max(id),
+                None => {
+                    if reports.len() >= im_core::limits::MAX_DEVICE_READS {
+                        let lowest = reports.iter().min_by_key(|(_, &read)| read).map(|(d, _)| d.clone());
+                        if let Some(lowest) = lowest {
+                            reports.remove(&lowest);
+                        }
+                    }
+                    reports.insert(device.to_owned(), id);
+                }
+            }
+        }
+        Ok(m.raise_read(user, conv, id))
+    }
+
+    async fn read_ids(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
+        let m = lock(&self.messages);
+        Ok(convs.iter().map(|&c| m.reads.get(&(user, c)).copied().unwrap_or(0)).collect())
+    }
+
+    async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>> {
+        let m = lock(&self.messages);
+        let Some(reports) = m.device_reads.get(&(user, conv)) else { return Ok(Vec::new()) };
+        Ok(reports.iter().map(|(device, &read)| DeviceRead { device: device.clone(), read }).collect())
     }
 }
 
@@ -291,6 +349,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn messages() {
         conformance::messages(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reads() {
+        conformance::reads(Arc::new(MemoryStore::new())).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,6 @@
-//! Storage seams: messages, the directory (users, groups, rooms, membership)
-//! and sessions, with an in-memory and an embedded persistent implementation.
+//! Storage seams: messages and read state, the directory (users, groups,
+//! rooms, membership) and sessions, with an in-memory, an embedded
+//! persistent and a PostgreSQL implementation.
 //!
 //! The logic talks only to these traits, so a deployment can put messages
 //! and the directory in PostgreSQL and sessions in Redis without touching it.
@@ -83,11 +84,59 @@ pub struct Appended {
 /// order, completing (durably) later; see [`MessageStore::submit_append`].
 pub type PendingAppend = Pin<Box<dyn Future<Output = StoreResult<Appended>> + Send + 'static>>;
 
-/// Durable, ordered message storage keyed `(conversation, message_id)`.
+/// What [`ReadStore::mark_read`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadMark {
+    /// The user's read id in the conversation after the call.
+    pub read: MessageId,
+    /// Whether the call raised it.
+    pub raised: bool,
+}
+
+/// One device's own read report in a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRead {
+    /// The device id.
+    pub device: String,
+    /// The highest id that device marked read.
+    pub read: MessageId,
+}
+
+/// How far each user has read each conversation.
+///
+/// A message store keeps it too (see [`MessageStore`]): storing a message
+/// raises its sender's read id in the same atomic step, so a user's own
+/// messages are never above their read id, and unread = head − read id.
 #[async_trait]
-pub trait MessageStore: Send + Sync + 'static {
+pub trait ReadStore: Send + Sync + 'static {
+    /// Raises `user`'s read id in `conv` to at least `id`, and, when
+    /// `device` is given, that device's own report likewise; one atomic
+    /// step that never lowers either. Per user and conversation at most
+    /// [`im_core::limits::MAX_DEVICE_READS`] device reports are kept: a
+    /// further device replaces the report with the lowest id. The caller
+    /// checks that `id` is at most the conversation's head.
+    async fn mark_read(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+        device: Option<&str>,
+        id: MessageId,
+    ) -> StoreResult<ReadMark>;
+
+    /// `user`'s read id in each conversation (0 where never marked), in the order given.
+    async fn read_ids(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>>;
+
+    /// The device reports of `user` in `conv`, ordered by device id.
+    async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>>;
+}
+
+/// Durable, ordered message storage keyed `(conversation, message_id)`,
+/// with the read state that storing a message changes.
+#[async_trait]
+pub trait MessageStore: ReadStore {
     /// Stores `msg` with its conversation's next id (last id + 1, starting at
-    /// 1), atomically with its idempotency key `(conv, from, cmid)`. If that
+    /// 1), atomically with its idempotency key `(conv, from, cmid)` and with
+    /// raising the sender's read id in `conv` to the new id. If that
     /// key was stored before, returns the original message with
     /// `duplicate: true` and stores nothing. Concurrent appends to one
     /// conversation get distinct, gapless ids. Returns only once the message
@@ -123,6 +172,17 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// The largest id stored in each conversation (0 for none), in the order given.
     async fn heads(&self, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>>;
+
+    /// The newest message of each conversation (`None` for none), in the
+    /// order given. The default asks [`before`](Self::before) once per
+    /// conversation; a store with round trips answers in one.
+    async fn latest(&self, convs: &[ConversationId]) -> StoreResult<Vec<Option<Message>>> {
+        let mut out = Vec::with_capacity(convs.len());
+        for &conv in convs {
+            out.push(self.before(conv, None, 1).await?.pop());
+        }
+        Ok(out)
+    }
 
     /// Makes everything stored so far durable (called at shutdown).
     async fn flush(&self) -> StoreResult<()>;

@@ -1,6 +1,6 @@
 //! Embedded persistent implementation of every storage trait, on [`redb`].
 //!
-//! One file holds messages, the directory and sessions. Writes go through a
+//! One file holds messages, read state, the directory and sessions. Writes go through a
 //! single writer thread that applies everything queued so far in one write
 //! transaction (group commit) of up to [`MAX_BATCH`] requests, and because one thread assigns ids in order, per-conversation
 //! ids are gapless and resends are caught even within one batch. Each
@@ -29,11 +29,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::{
-    Appended, Directory, MessageStore, NewMessage, PendingAppend, SessionStore, StoreError, StoreResult,
+    Appended, Directory, MessageStore, NewMessage, PendingAppend, ReadMark, SessionStore, StoreError,
+    StoreResult,
 };
 use crate::model::{Group, Member, Role, Room, Session, User};
 
 mod log;
+mod reads;
 mod syncer;
 mod tables;
 mod writer;

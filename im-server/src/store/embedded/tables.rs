@@ -5,6 +5,7 @@ use im_core::{GroupId, Message, RoomId, UserId};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::log::MessageLog;
+use super::reads::{self, DEVICE_READS, READS};
 use super::writer::{Op, Reply};
 use super::*;
 
@@ -26,6 +27,8 @@ pub(super) struct Tables<'t> {
     directs: Table<'t, (u64, u64), ()>,
     sessions: Table<'t, &'static str, Bytes>,
     session_expiry: Table<'t, (u64, &'static str), ()>,
+    reads: Table<'t, (u64, &'static str), u64>,
+    device_reads: Table<'t, (u64, &'static str, &'static str), u64>,
 }
 
 /// Creates every table that does not exist yet.
@@ -50,6 +53,8 @@ impl<'t> Tables<'t> {
             directs: txn.open_table(DIRECTS)?,
             sessions: txn.open_table(SESSIONS)?,
             session_expiry: txn.open_table(SESSION_EXPIRY)?,
+            reads: txn.open_table(READS)?,
+            device_reads: txn.open_table(DEVICE_READS)?,
         })
     }
 
@@ -165,6 +170,13 @@ impl<'t> Tables<'t> {
                 }
                 Reply::Count(purged)
             }
+            Op::MarkRead { user, conv, device, id } => {
+                let c = conv.to_string();
+                if let Some(device) = device {
+                    reads::raise_device(&mut self.device_reads, user, &c, &device, id)?;
+                }
+                Reply::Read(reads::raise(&mut self.reads, user, &c, id)?)
+            }
             Op::Flush => Reply::Unit,
         }))
     }
@@ -186,6 +198,7 @@ impl<'t> Tables<'t> {
         let value = serde_json::to_vec(&MsgOut { f: m.from.0, c: m.cmid.as_str(), b: &m.body, t: m.ts })?;
         self.messages.insert((c.as_str(), id), value.as_slice())?;
         self.msg_keys.insert(key, id)?;
+        reads::raise(&mut self.reads, m.from, &c, id)?;
         if let Some(log) = log {
             log.push(&c, id, &value);
         }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::store::conformance;
+use crate::store::ReadStore;
 
 fn temp_store() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
     let dir = tempfile::tempdir().unwrap();
@@ -15,6 +16,12 @@ fn new_msg(conv: ConversationId, from: u64, cmid: &str) -> NewMessage {
 async fn messages() {
     let (_dir, store) = temp_store();
     conformance::messages(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads() {
+    let (_dir, store) = temp_store();
+    conformance::reads(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,6 +192,8 @@ async fn opening_replays_a_log_left_by_a_crash() {
         [(1, "m1"), (2, "m2"), (3, "m3")]
     );
     assert_eq!(EmbeddedStore::logged_appends(&path).unwrap(), 0, "replayed, and a new epoch begun");
+    // Replay raises the sender's read id as the append did.
+    assert_eq!(s.read_ids(UserId(1), &[conv]).await.unwrap(), vec![3]);
     // The replayed idempotency keys work; ids continue after the replay.
     let dup = s.append(new_msg(conv, 1, "m3")).await.unwrap();
     assert_eq!((dup.message.id, dup.duplicate), (3, true));
@@ -222,6 +231,36 @@ async fn a_log_that_does_not_match_the_database_is_refused() {
     log_with(&[(1, "m1"), (2, "m2")]);
     let s = EmbeddedStore::open(&path).unwrap();
     assert_eq!(s.heads(&[conv]).await.unwrap(), vec![2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_marks_become_durable_with_the_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("im.redb");
+    let conv = ConversationId::Group(GroupId(1));
+    {
+        let s = EmbeddedStore::open(&path).unwrap();
+        for i in 1..=3 {
+            s.append(new_msg(conv, 1, &format!("m{i}"))).await.unwrap();
+        }
+        let mark = s.mark_read(UserId(2), conv, Some("phone"), 2).await.unwrap();
+        assert_eq!(mark, ReadMark { read: 2, raised: true });
+        // Left to the idle checkpoint, not to the shutdown's.
+        let deadline = std::time::Instant::now() + CHECKPOINT_INTERVAL * 10;
+        while EmbeddedStore::logged_appends(&path).unwrap() > 0 {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint");
+            tokio::time::sleep(CHECKPOINT_INTERVAL / 5).await;
+        }
+        // A batch of only a read mark is checkpointed too.
+        s.mark_read(UserId(2), conv, Some("laptop"), 3).await.unwrap();
+        tokio::time::sleep(CHECKPOINT_INTERVAL * 3).await;
+        // What a crash now would keep: the database file as it is on disk.
+        std::fs::copy(&path, dir.path().join("copy.redb")).unwrap();
+    }
+    let s = EmbeddedStore::open(dir.path().join("copy.redb")).unwrap();
+    assert_eq!(s.read_ids(UserId(2), &[conv]).await.unwrap(), vec![3]);
+    assert_eq!(s.read_ids(UserId(1), &[conv]).await.unwrap(), vec![3]);
+    assert_eq!(s.device_reads(UserId(2), conv).await.unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,23 +1,27 @@
 //! The writer thread: applies queued requests in batches, one redb write
 //! transaction per batch (group commit).
 //!
-//! A batch of only appends is logged ([`MessageLog`]) and committed without
-//! durability; every other batch, and a checkpoint at least every
-//! [`CHECKPOINT_COMMITS`] logged batches, [`CHECKPOINT_APPENDS`] logged
-//! appends or [`CHECKPOINT_INTERVAL`], commits durably and starts a new
-//! epoch of the log. Either way a request is answered only after
-//! it is on disk.
+//! A batch of only appends (and read marks) is logged ([`MessageLog`]) and
+//! committed without durability; every other batch, and a checkpoint at
+//! least every [`CHECKPOINT_COMMITS`] logged batches, [`CHECKPOINT_APPENDS`]
+//! logged appends or [`CHECKPOINT_INTERVAL`], commits durably and starts a
+//! new epoch of the log. Either way a request is answered only after it is
+//! on disk — except a read mark, which is not logged: it becomes durable
+//! with the next checkpoint, so a crash may lose the last
+//! `CHECKPOINT_INTERVAL` of read marks (never a message, nor the read id an
+//! append raises, which replay restores).
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use im_core::{GroupId, RoomId, UserId};
+use im_core::{ConversationId, GroupId, MessageId, RoomId, UserId};
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::log::{MessageLog, Record};
+use super::reads::{self, READS};
 use super::syncer::{self, SyncJob, Visibility};
 use super::tables::{last_id, Tables};
 use super::*;
@@ -38,17 +42,53 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 /// What the writer thread is asked to do.
 pub(super) enum Op {
     Append(NewMessage),
-    CreateUser { username: String, password_hash: String, now: u64 },
-    CreateGroup { name: String, owner: UserId, now: u64 },
-    AddMember { group: GroupId, user: UserId, role: Role, cap: usize },
-    RemoveMember { group: GroupId, user: UserId },
-    CreateRoom { name: String, created_by: UserId, now: u64 },
-    JoinRoom { room: RoomId, user: UserId },
-    LeaveRoom { room: RoomId, user: UserId },
-    AddDirect { a: UserId, b: UserId },
+    CreateUser {
+        username: String,
+        password_hash: String,
+        now: u64,
+    },
+    CreateGroup {
+        name: String,
+        owner: UserId,
+        now: u64,
+    },
+    AddMember {
+        group: GroupId,
+        user: UserId,
+        role: Role,
+        cap: usize,
+    },
+    RemoveMember {
+        group: GroupId,
+        user: UserId,
+    },
+    CreateRoom {
+        name: String,
+        created_by: UserId,
+        now: u64,
+    },
+    JoinRoom {
+        room: RoomId,
+        user: UserId,
+    },
+    LeaveRoom {
+        room: RoomId,
+        user: UserId,
+    },
+    AddDirect {
+        a: UserId,
+        b: UserId,
+    },
     CreateSession(Session),
     RevokeSession(String),
     PurgeExpired(u64),
+    /// Not logged: durable with the next checkpoint (see [`Writer::apply_all`]).
+    MarkRead {
+        user: UserId,
+        conv: ConversationId,
+        device: Option<String>,
+        id: MessageId,
+    },
     Flush,
 }
 
@@ -61,6 +101,7 @@ pub(super) enum Reply {
     Room(Room),
     Bool(bool),
     Count(usize),
+    Read(ReadMark),
     Unit,
 }
 
@@ -199,8 +240,11 @@ impl Writer {
         if let Some(why) = self.stopped() {
             return Err(DbError(why));
         }
-        let only_appends = ops.iter().all(|op| matches!(op, Op::Append(_)));
-        let logged = only_appends
+        // Read marks ride along non-durably: the next checkpoint (within
+        // CHECKPOINT_INTERVAL) makes them durable, so a crash loses at most
+        // that much of read state and never a message.
+        let loggable = ops.iter().all(|op| matches!(op, Op::Append(_) | Op::MarkRead { .. }));
+        let logged = loggable
             && self.logged + ops.len() <= CHECKPOINT_APPENDS
             && self.logged_commits < CHECKPOINT_COMMITS
             && self.logged_since.is_none_or(|since| since.elapsed() < CHECKPOINT_INTERVAL);
@@ -245,11 +289,9 @@ impl Writer {
             self.hand_to_syncer(SyncJob { seq, answers: Vec::new() });
             return Err(e.into());
         }
-        if fresh > 0 {
-            self.logged += fresh;
-            self.logged_commits += 1;
-            self.logged_since.get_or_insert_with(Instant::now);
-        }
+        self.logged += fresh;
+        self.logged_commits += 1;
+        self.logged_since.get_or_insert_with(Instant::now);
         Ok(Answered::AfterSync(seq, results))
     }
 
@@ -331,6 +373,7 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
     {
         let mut messages = txn.open_table(MESSAGES)?;
         let mut keys = txn.open_table(MSG_KEYS)?;
+        let mut read = txn.open_table(READS)?;
         for r in records {
             if let Some(stored) = messages.get((r.conv.as_str(), r.id))? {
                 if stored.value() != r.value.as_slice() {
@@ -344,6 +387,7 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
             let m: MsgIn = serde_json::from_slice(&r.value)?;
             messages.insert((r.conv.as_str(), r.id), r.value.as_slice())?;
             keys.insert((r.conv.as_str(), m.f, m.c.as_str()), r.id)?;
+            reads::raise(&mut read, UserId(m.f), &r.conv, r.id)?;
             restored += 1;
         }
     }

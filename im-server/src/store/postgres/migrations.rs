@@ -29,10 +29,11 @@ pub(super) struct Migration {
 /// saturated at `i64::MAX`). User, group and room ids come from
 /// `im_counters` rather than sequences, so that a refused insert (a taken
 /// username) consumes no id, as the trait contract asks.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: r"
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: r"
 CREATE TABLE {S}.im_counters (
     name    text PRIMARY KEY,
     last_id bigint NOT NULL
@@ -107,7 +108,30 @@ CREATE TABLE {S}.messages (
     CONSTRAINT messages_idempotency_key UNIQUE (conv, sender_id, cmid)
 );
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "read state",
+        sql: r"
+-- The user's read id per conversation (only ever raised: GREATEST).
+CREATE TABLE {S}.read_state (
+    user_id bigint NOT NULL,
+    conv    text   NOT NULL,
+    read_id bigint NOT NULL,
+    PRIMARY KEY (user_id, conv)
+);
+
+-- Each device's own report (at most MAX_DEVICE_READS per user and conversation).
+CREATE TABLE {S}.device_reads (
+    user_id bigint NOT NULL,
+    conv    text   NOT NULL,
+    device  text   NOT NULL,
+    read_id bigint NOT NULL,
+    PRIMARY KEY (user_id, conv, device)
+);
+",
+    },
+];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL
 /// form), creating the schema if it is missing. Returns the versions applied.

@@ -20,7 +20,8 @@
 //! `messages_idempotency_key`, the whole statement (bump included) rolls
 //! back, and the original — committed before the lock was granted — is read
 //! and returned as the duplicate. Any other failure rolls back the same way,
-//! so ids stay gapless. User, group and room ids work alike on
+//! so ids stay gapless. The same statement raises the sender's row of
+//! `read_state` to the new id. User, group and room ids work alike on
 //! `im_counters` rows, so a taken username consumes no id.
 //!
 //! # Value mapping
@@ -33,6 +34,7 @@
 //! [`StoreError::Backend`] and nothing is stored.
 
 mod migrations;
+mod reads;
 #[cfg(test)]
 mod tests;
 
@@ -260,16 +262,21 @@ fn role_of(name: &str) -> StoreResult<Role> {
 
 /// A message from a row of `id, sender_id, cmid, body, ts`.
 fn message(conv: ConversationId, row: &Row) -> StoreResult<Message> {
-    let cmid: String = col(row, 2)?;
+    message_at(conv, row, 0)
+}
+
+/// A message from the columns `id, sender_id, cmid, body, ts` of `row`, starting at column `at`.
+fn message_at(conv: ConversationId, row: &Row, at: usize) -> StoreResult<Message> {
+    let cmid: String = col(row, at + 2)?;
     let cmid = ClientMsgId::new(cmid)
         .map_err(|_| StoreError::Backend("invalid client message id stored in messages".into()))?;
     Ok(Message {
         conv,
-        id: unkey(col(row, 0)?),
-        from: UserId(unkey(col(row, 1)?)),
+        id: unkey(col(row, at)?),
+        from: UserId(unkey(col(row, at + 1)?)),
         cmid,
-        body: col(row, 3)?,
-        ts: untime(col(row, 4)?),
+        body: col(row, at + 3)?,
+        ts: untime(col(row, at + 4)?),
     })
 }
 
@@ -315,9 +322,15 @@ impl MessageStore for PgStore {
                      INSERT INTO {S}.conversations AS c (conv, last_id) VALUES ($1, 1)
                      ON CONFLICT (conv) DO UPDATE SET last_id = c.last_id + 1
                      RETURNING last_id)
-                 INSERT INTO {S}.messages (conv, id, sender_id, cmid, body, ts)
-                 SELECT $1, last_id, $2, $3, $4, $5 FROM head
-                 RETURNING id",
+                 , msg AS (
+                     INSERT INTO {S}.messages (conv, id, sender_id, cmid, body, ts)
+                     SELECT $1, last_id, $2, $3, $4, $5 FROM head
+                     RETURNING id)
+                 , sender_read AS (
+                     INSERT INTO {S}.read_state AS r (user_id, conv, read_id)
+                     SELECT $2, $1, id FROM msg
+                     ON CONFLICT (user_id, conv) DO UPDATE SET read_id = GREATEST(r.read_id, EXCLUDED.read_id))
+                 SELECT id FROM msg",
             ))
             .await
             .map_err(db_err)?;
@@ -399,6 +412,34 @@ impl MessageStore for PgStore {
             .map(|r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)?)))
             .collect::<StoreResult<std::collections::HashMap<_, _>>>()?;
         Ok(names.iter().map(|c| found.get(c).map_or(0, |&v| unkey(v))).collect())
+    }
+
+    async fn latest(&self, convs: &[ConversationId]) -> StoreResult<Vec<Option<Message>>> {
+        if convs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = convs.iter().map(ToString::to_string).collect();
+        // Each head's message, found by primary key: one round trip.
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT m.conv, {} FROM {{S}}.conversations c
+                     JOIN {{S}}.messages m ON m.conv = c.conv AND m.id = c.last_id
+                     WHERE c.conv = ANY($1)",
+                    MSG_COLS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
+                ),
+                &[&names],
+            )
+            .await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for (row, conv) in rows.iter().map(|r| (r, col::<String>(r, 0))) {
+            let conv = conv?;
+            let id: ConversationId = conv
+                .parse()
+                .map_err(|_| StoreError::Backend(format!("invalid conversation {conv:?} stored")))?;
+            found.insert(conv, message_at(id, row, 1)?);
+        }
+        Ok(names.iter().map(|c| found.remove(c)).collect())
     }
 
     async fn flush(&self) -> StoreResult<()> {

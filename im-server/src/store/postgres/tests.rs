@@ -111,6 +111,12 @@ async fn messages() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn reads() {
+    let Some((_db, store)) = test_pg().await else { return };
+    conformance::reads(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_appends() {
     let Some((_db, store)) = test_pg().await else { return };
     conformance::concurrent_appends(Arc::new(store)).await;

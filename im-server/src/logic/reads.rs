@@ -1,0 +1,134 @@
+//! Read state: marking conversations read, and the inbox (every
+//! conversation with its head, read id, unread count and last message).
+//!
+//! Storing a message raises its sender's read id (see
+//! [`crate::store::MessageStore::append`]), so a user's own messages never
+//! count and unread is `head - read`, exact and O(1) per conversation.
+
+use std::collections::BTreeSet;
+
+use im_core::{ConversationId, ErrorCode, InboxEntry, MessageId, ServerFrame, UserId};
+
+use super::Logic;
+use crate::broker::{Audience, ConnRef, Event};
+use crate::error::{Error, Result};
+
+/// One page of the inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxPage {
+    /// Conversations in ascending id order.
+    pub entries: Vec<InboxEntry>,
+    /// More conversations follow the last one here.
+    pub has_more: bool,
+}
+
+/// An inbox page stops growing once its last messages reach about this
+/// many bytes (it always holds at least one entry).
+const INBOX_PAGE_BYTES: usize = 1024 * 1024;
+
+impl Logic {
+    /// Marks `conv` read up to `id` for `user` and, when given, `device`.
+    /// When that raises the user's read id, their other connections (on
+    /// every node, except `from`) get `read_up_to`. Returns the user's read
+    /// id after the call. `id` above the conversation's head is refused
+    /// with `invalid_field` and changes nothing; so does any request from a
+    /// non-member.
+    pub async fn mark_read(
+        &self,
+        user: UserId,
+        device: Option<&str>,
+        from: Option<ConnRef>,
+        conv: ConversationId,
+        id: MessageId,
+    ) -> Result<MessageId> {
+        self.check_access(user, conv).await?;
+        let head = self.svc.messages.heads(&[conv]).await?.first().copied().unwrap_or(0);
+        if id > head {
+            return Err(Error::new(
+                ErrorCode::InvalidField,
+                format!("id {id} is above the conversation's newest message {head}"),
+            ));
+        }
+        if id == 0 {
+            return Ok(self.svc.messages.read_ids(user, &[conv]).await?.first().copied().unwrap_or(0));
+        }
+        let mark = self.svc.messages.mark_read(user, conv, device, id).await?;
+        if mark.raised {
+            let frame = ServerFrame::ReadUpTo { conv, id: mark.read };
+            self.publish(Event::Deliver { to: Audience::Users(vec![user]), frame, skip: from }).await;
+        }
+        Ok(mark.read)
+    }
+
+    /// `user`'s read id in `conv` and each device's own report (the caller
+    /// has checked access).
+    pub async fn read_state(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+    ) -> Result<(MessageId, Vec<crate::store::DeviceRead>)> {
+        let read = self.svc.messages.read_ids(user, &[conv]).await?.first().copied().unwrap_or(0);
+        Ok((read, self.svc.messages.device_reads(user, conv).await?))
+    }
+
+    /// Starts `user`'s read id in `conv` at its head (a new member does not
+    /// inherit the history as unread). A failure is logged, not returned:
+    /// the membership change it follows has happened.
+    pub(super) async fn read_from_head(&self, user: UserId, conv: ConversationId) {
+        let result = async {
+            let head = self.svc.messages.heads(&[conv]).await?.first().copied().unwrap_or(0);
+            if head > 0 {
+                self.svc.messages.mark_read(user, conv, None, head).await?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(%user, %conv, error = %e, "could not start the read id at the head");
+        }
+    }
+
+    /// One page of `user`'s conversations (direct chats, groups, joined
+    /// rooms) after `after`, in ascending conversation id order, at most
+    /// `limit` (capped at [`im_core::limits::INBOX_PAGE_MAX`]).
+    pub async fn inbox(
+        &self,
+        user: UserId,
+        after: Option<ConversationId>,
+        limit: Option<u32>,
+    ) -> Result<InboxPage> {
+        let page = match limit {
+            Some(0) => return Err(Error::new(ErrorCode::InvalidField, "limit must be at least 1")),
+            Some(n) => n.min(im_core::limits::INBOX_PAGE_MAX) as usize,
+            None => im_core::limits::INBOX_PAGE_MAX as usize,
+        };
+        let dir = &self.svc.directory;
+        let mut convs: BTreeSet<ConversationId> = BTreeSet::new();
+        convs.extend(dir.directs_of(user).await?.into_iter().map(|peer| ConversationId::direct(user, peer)));
+        convs.extend(dir.groups_of(user).await?.into_iter().map(ConversationId::Group));
+        convs.extend(dir.rooms_of(user).await?.into_iter().map(ConversationId::Room));
+        let mut chosen: Vec<ConversationId> = match after {
+            Some(a) => {
+                convs.range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded)).copied().collect()
+            }
+            None => convs.into_iter().collect(),
+        };
+        let mut has_more = chosen.len() > page;
+        chosen.truncate(page);
+        let latest = self.svc.messages.latest(&chosen).await?;
+        let reads = self.svc.messages.read_ids(user, &chosen).await?;
+        let mut entries = Vec::with_capacity(chosen.len());
+        let mut bytes = 0usize;
+        for ((conv, last), read) in chosen.into_iter().zip(latest).zip(reads) {
+            if bytes >= INBOX_PAGE_BYTES {
+                has_more = true;
+                break;
+            }
+            bytes += last.as_ref().map_or(0, |m| m.body.len()) + 128;
+            let head = last.as_ref().map_or(0, |m| m.id);
+            let read = read.min(head);
+            entries.push(InboxEntry { conv, head, read, unread: head - read, last });
+        }
+        Ok(InboxPage { entries, has_more })
+    }
+}

@@ -1,0 +1,109 @@
+//! Read state in the embedded store: the user's read id per conversation
+//! and each device's own report, in two tables the writer updates (a
+//! message's append raises its sender's read id in the same transaction).
+
+use std::ops::Bound;
+
+use async_trait::async_trait;
+use im_core::{ConversationId, MessageId, UserId};
+use redb::{ReadableTable, Table, TableDefinition};
+
+use super::{DbError, EmbeddedStore, Op, Reply};
+use crate::store::{DeviceRead, ReadMark, ReadStore, StoreResult};
+
+/// `(user, conv)` → the user's read id.
+pub(super) const READS: TableDefinition<(u64, &str), u64> = TableDefinition::new("reads");
+/// `(user, conv, device)` → that device's read id.
+pub(super) const DEVICE_READS: TableDefinition<(u64, &str, &str), u64> = TableDefinition::new("device_reads");
+
+/// Raises `user`'s read id in `conv` (its string form) to at least `id`.
+pub(super) fn raise(
+    reads: &mut Table<'_, (u64, &'static str), u64>,
+    user: UserId,
+    conv: &str,
+    id: MessageId,
+) -> Result<ReadMark, DbError> {
+    let old = reads.get((user.0, conv))?.map(|g| g.value()).unwrap_or(0);
+    if id <= old {
+        return Ok(ReadMark { read: old, raised: false });
+    }
+    reads.insert((user.0, conv), id)?;
+    Ok(ReadMark { read: id, raised: true })
+}
+
+/// Raises `device`'s report, replacing the lowest report when the device is
+/// new and the user already has `MAX_DEVICE_READS` in `conv`.
+pub(super) fn raise_device(
+    devices: &mut Table<'_, (u64, &'static str, &'static str), u64>,
+    user: UserId,
+    conv: &str,
+    device: &str,
+    id: MessageId,
+) -> Result<(), DbError> {
+    let old = devices.get((user.0, conv, device))?.map(|g| g.value());
+    if let Some(old) = old {
+        if id > old {
+            devices.insert((user.0, conv, device), id)?;
+        }
+        return Ok(());
+    }
+    let reports = device_reports(devices, user, conv)?;
+    if reports.len() >= im_core::limits::MAX_DEVICE_READS {
+        // The first lowest in device order, as every store picks it.
+        if let Some(lowest) = reports.iter().min_by_key(|r| r.read) {
+            devices.remove((user.0, conv, lowest.device.as_str()))?;
+        }
+    }
+    devices.insert((user.0, conv, device), id)?;
+    Ok(())
+}
+
+/// Every device report of `user` in `conv`, ordered by device id.
+fn device_reports(
+    devices: &impl ReadableTable<(u64, &'static str, &'static str), u64>,
+    user: UserId,
+    conv: &str,
+) -> Result<Vec<DeviceRead>, DbError> {
+    let mut out = Vec::new();
+    let range = (Bound::Included((user.0, conv, "")), Bound::Unbounded);
+    for item in devices.range::<(u64, &str, &str)>(range)? {
+        let (k, v) = item?;
+        let (u, c, device) = k.value();
+        if u != user.0 || c != conv {
+            break;
+        }
+        out.push(DeviceRead { device: device.to_owned(), read: v.value() });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl ReadStore for EmbeddedStore {
+    async fn mark_read(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+        device: Option<&str>,
+        id: MessageId,
+    ) -> StoreResult<ReadMark> {
+        let op = Op::MarkRead { user, conv, device: device.map(str::to_owned), id };
+        match self.call(op).await? {
+            Reply::Read(mark) => Ok(mark),
+            r => Err(super::unexpected(r)),
+        }
+    }
+
+    async fn read_ids(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
+        let convs: Vec<String> = convs.iter().map(ToString::to_string).collect();
+        self.read(move |txn| {
+            let t = txn.open_table(READS)?;
+            convs.iter().map(|c| Ok(t.get((user.0, c.as_str()))?.map_or(0, |g| g.value()))).collect()
+        })
+        .await
+    }
+
+    async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>> {
+        let c = conv.to_string();
+        self.read(move |txn| device_reports(&txn.open_table(DEVICE_READS)?, user, &c)).await
+    }
+}
