@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use im_core::{
-    ClientFrame, ConversationId, InboxEntry, Message, MessageId, Presence, RequestId, RoomId, ServerFrame,
-    UserId,
+    ClientFrame, ConversationId, InboxEntry, Message, MessageId, Presence, Receipt, RequestId, RoomId,
+    ServerFrame, UserId,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,6 +31,7 @@ pub(crate) enum Request {
     Typing { conv: ConversationId, typing: bool },
     Read { conv: ConversationId, id: MessageId },
     Inbox { after: Option<ConversationId>, limit: Option<u32> },
+    Receipts(ConversationId),
 }
 
 impl Request {
@@ -45,6 +46,7 @@ impl Request {
             Request::Typing { conv, typing } => ClientFrame::Typing { rid, conv: *conv, typing: *typing },
             Request::Read { conv, id } => ClientFrame::Read { rid, conv: *conv, id: *id },
             Request::Inbox { after, limit } => ClientFrame::Inbox { rid, after: *after, limit: *limit },
+            Request::Receipts(conv) => ClientFrame::Receipts { rid, conv: *conv },
         }
     }
 }
@@ -238,6 +240,18 @@ impl Client {
             }
         }
         Ok(all)
+    }
+
+    /// How far each member of `conv` (a direct chat or group) has read and
+    /// received it (protocol version 2), by user id; members who do not
+    /// share receipts are left out. This client reports what it received
+    /// by itself (at most once a second); live changes come as
+    /// [`Event::Receipt`](crate::Event::Receipt).
+    pub async fn receipts(&self, conv: ConversationId) -> Result<Vec<Receipt>, RequestError> {
+        match self.request(Request::Receipts(conv)).await? {
+            ServerFrame::ReceiptList { receipts, .. } => Ok(receipts),
+            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        }
     }
 
     /// Stops the client: closes the connection (code 1000), makes the

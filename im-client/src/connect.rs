@@ -24,6 +24,8 @@ pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// What the server said in `hello`.
 #[derive(Debug, Clone)]
 pub(crate) struct Hello {
+    /// The protocol version the connection speaks.
+    pub(crate) protocol: u32,
     pub(crate) user: UserId,
     pub(crate) device: String,
     pub(crate) node: String,
@@ -158,15 +160,22 @@ async fn wait_for_hello(socket: &mut Socket) -> Result<Hello, AttemptError> {
         match socket.next().await {
             Some(Ok(WsMessage::Text(text))) => {
                 return match codec::decode_server(text.as_str()) {
-                    Ok(ServerFrame::Hello { user, device, node, heartbeat_interval_ms, limits, .. }) => {
-                        Ok(Hello {
-                            user,
-                            device,
-                            node,
-                            heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(1)),
-                            limits,
-                        })
-                    }
+                    Ok(ServerFrame::Hello {
+                        protocol,
+                        user,
+                        device,
+                        node,
+                        heartbeat_interval_ms,
+                        limits,
+                        ..
+                    }) => Ok(Hello {
+                        protocol,
+                        user,
+                        device,
+                        node,
+                        heartbeat_interval: Duration::from_millis(heartbeat_interval_ms.max(1)),
+                        limits,
+                    }),
                     Ok(other) => {
                         Err(AttemptError::Retry(format!("first frame was {}, not hello", other.type_name())))
                     }

@@ -69,6 +69,21 @@ pub enum Event {
         /// The user's read id now.
         id: MessageId,
     },
+    /// A fellow member of a direct chat or group read or received further
+    /// (protocol version 2): show "delivered" for this user's messages up
+    /// to `delivered` and "seen" up to `read`. At most about one per member
+    /// and conversation per second; groups above the server's live-receipt
+    /// size send none (ask with [`Client::receipts`](crate::Client::receipts)).
+    Receipt {
+        /// The conversation.
+        conv: ConversationId,
+        /// The member.
+        user: UserId,
+        /// Their read id.
+        read: MessageId,
+        /// Their delivered id (never below `read`).
+        delivered: MessageId,
+    },
     /// The connection ended. Unless a [`Event::Stopped`] follows, the client
     /// reconnects by itself.
     Disconnected {

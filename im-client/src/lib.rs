@@ -33,7 +33,10 @@
 //!   brings typing ([`Client::typing`], [`Event::Typing`]) and read state:
 //!   [`Client::mark_read`], [`Event::ReadUpTo`] from the user's other
 //!   devices, and [`Client::inbox`] (every conversation with its unread
-//!   count and last message — the first screen of a chat app).
+//!   count and last message — the first screen of a chat app), and
+//!   receipts: the client reports what it received (at most once a
+//!   second), [`Event::Receipt`] tells how far others read and received,
+//!   [`Client::receipts`] asks.
 //!
 //! ```no_run
 //! use futures_util::StreamExt;
@@ -94,7 +97,7 @@ pub use im_core as core;
 /// The protocol types an app uses most, re-exported from [`core`].
 pub use im_core::{
     CloseCode, ConversationId, ErrorCode, GroupId, InboxEntry, MemberChangeKind, Message, MessageId,
-    Presence, PresenceStatus, RoomId, UserId,
+    Presence, PresenceStatus, Receipt, RoomId, UserId,
 };
 
 pub use crate::backoff::ReconnectPolicy;

@@ -12,8 +12,20 @@ use crate::frame::{ClientFrame, ServerFrame};
 use crate::ids::RequestId;
 
 /// Client frame types this version understands (for `unknown_type` errors).
-pub const CLIENT_FRAME_TYPES: &[&str] =
-    &["send", "sync", "history", "join", "leave", "query_presence", "typing", "read", "inbox", "ping"];
+pub const CLIENT_FRAME_TYPES: &[&str] = &[
+    "send",
+    "sync",
+    "history",
+    "join",
+    "leave",
+    "query_presence",
+    "typing",
+    "read",
+    "inbox",
+    "received",
+    "receipts",
+    "ping",
+];
 
 /// Server frame types this version sends.
 pub const SERVER_FRAME_TYPES: &[&str] = &[
@@ -29,6 +41,8 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "user_typing",
     "read_up_to",
     "inbox_page",
+    "receipt",
+    "receipt_list",
     "error",
     "pong",
 ];

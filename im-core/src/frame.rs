@@ -116,6 +116,25 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// This device has received every message up to these ids (protocol
+    /// version 2; direct chats and groups, others are ignored); answered by
+    /// `ok`. Raises the user's delivered id, which the other members see
+    /// in receipts. A client sends it at most about once a second, for the
+    /// conversations that advanced since its last report.
+    Received {
+        /// Request id.
+        rid: RequestId,
+        /// The highest id received, per conversation.
+        cursors: BTreeMap<ConversationId, MessageId>,
+    },
+    /// How far each member of a direct chat or group has read and received
+    /// (protocol version 2); answered by `receipt_list`.
+    Receipts {
+        /// Request id.
+        rid: RequestId,
+        /// The conversation (not a room).
+        conv: ConversationId,
+    },
     /// Application-level heartbeat; answered by `pong`.
     Ping {
         /// Optional request id, echoed by `pong`.
@@ -136,7 +155,9 @@ impl ClientFrame {
             | ClientFrame::QueryPresence { rid, .. }
             | ClientFrame::Typing { rid, .. }
             | ClientFrame::Read { rid, .. }
-            | ClientFrame::Inbox { rid, .. } => Some(*rid),
+            | ClientFrame::Inbox { rid, .. }
+            | ClientFrame::Received { rid, .. }
+            | ClientFrame::Receipts { rid, .. } => Some(*rid),
             ClientFrame::Ping { rid } => *rid,
         }
     }
@@ -145,7 +166,11 @@ impl ClientFrame {
     /// answers it with `unknown_type` on a connection of an older version.
     pub fn since_version(&self) -> u32 {
         match self {
-            ClientFrame::Typing { .. } | ClientFrame::Read { .. } | ClientFrame::Inbox { .. } => 2,
+            ClientFrame::Typing { .. }
+            | ClientFrame::Read { .. }
+            | ClientFrame::Inbox { .. }
+            | ClientFrame::Received { .. }
+            | ClientFrame::Receipts { .. } => 2,
             _ => 1,
         }
     }
@@ -162,6 +187,8 @@ impl ClientFrame {
             ClientFrame::Typing { .. } => "typing",
             ClientFrame::Read { .. } => "read",
             ClientFrame::Inbox { .. } => "inbox",
+            ClientFrame::Received { .. } => "received",
+            ClientFrame::Receipts { .. } => "receipts",
             ClientFrame::Ping { .. } => "ping",
         }
     }
@@ -214,6 +241,18 @@ pub struct InboxEntry {
     /// The newest message, absent when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Message>,
+}
+
+/// How far one member has read and received a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The member.
+    pub user: UserId,
+    /// Their read id: every message up to it was seen.
+    pub read: MessageId,
+    /// Every message up to this id reached at least one of their devices
+    /// (never below `read`).
+    pub delivered: MessageId,
 }
 
 /// A frame sent by the server.
@@ -332,6 +371,29 @@ pub enum ServerFrame {
         /// `true`: more follow; ask with `after` = the last `conv` here.
         has_more: bool,
     },
+    /// A fellow member of a direct chat or group read or received further
+    /// (protocol version 2). Sent at most about once a second per member
+    /// and conversation, carrying the latest state; groups above the
+    /// server's live-receipt size get none (ask with `receipts`).
+    Receipt {
+        /// The conversation.
+        conv: ConversationId,
+        /// The member.
+        user: UserId,
+        /// Their read id.
+        read: MessageId,
+        /// Their delivered id (never below `read`).
+        delivered: MessageId,
+    },
+    /// Answer to `receipts`.
+    ReceiptList {
+        /// Request id of the `receipts`.
+        rid: RequestId,
+        /// The conversation.
+        conv: ConversationId,
+        /// One entry per member who shares receipts, by user id.
+        receipts: Vec<Receipt>,
+    },
     /// A request failed; the connection stays open.
     Error {
         /// Request id, when the failed frame had a readable one.
@@ -382,6 +444,8 @@ impl ServerFrame {
             ServerFrame::UserTyping { .. } => "user_typing",
             ServerFrame::ReadUpTo { .. } => "read_up_to",
             ServerFrame::InboxPage { .. } => "inbox_page",
+            ServerFrame::Receipt { .. } => "receipt",
+            ServerFrame::ReceiptList { .. } => "receipt_list",
             ServerFrame::Error { .. } => "error",
             ServerFrame::Pong { .. } => "pong",
         }

@@ -43,7 +43,7 @@ pub mod message;
 pub use close::{CloseCode, CloseReaction};
 pub use codec::DecodeError;
 pub use error::ErrorCode;
-pub use frame::{ClientFrame, InboxEntry, MemberChangeKind, Presence, PresenceStatus, ServerFrame};
+pub use frame::{ClientFrame, InboxEntry, MemberChangeKind, Presence, PresenceStatus, Receipt, ServerFrame};
 pub use ids::{ClientMsgId, ConversationId, ConversationKind, GroupId, MessageId, RequestId, RoomId, UserId};
 pub use limits::{WireLimits, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 pub use message::Message;

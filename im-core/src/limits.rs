@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// The newest protocol version this crate speaks. A client asks for a
 /// version with the `v` query parameter of the WebSocket URL (absent: 1);
 /// `hello` announces the one the connection speaks. Version 2 adds
-/// `typing`, read state (`read`, `read_up_to`) and the inbox.
+/// `typing`, read state (`read`, `read_up_to`), the inbox and receipts
+/// (`received`, `receipt`, `receipts`).
 pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The oldest protocol version a server of this crate still speaks.
@@ -45,6 +46,10 @@ pub const INBOX_PAGE_MAX: u32 = 200;
 /// Most devices whose own read reports are kept per user and conversation;
 /// a further device's report replaces the one that read least.
 pub const MAX_DEVICE_READS: usize = 16;
+
+/// Shortest interval between two `receipt` pushes for one member and
+/// conversation (ms); also how often a client reports `received` at most.
+pub const RECEIPT_INTERVAL_MS: u64 = 1_000;
 
 /// Most users one presence query may name.
 pub const MAX_PRESENCE_QUERY: usize = 500;

@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub limits: WireLimits,
     /// Most members a group may have (LINE caps at 500).
     pub max_group_members: usize,
+    /// Groups with at most this many members get `receipt` pushes live;
+    /// larger ones answer only the `receipts` query (a receipt fans out to
+    /// every member: 100 members reading at once is ~10,000 frames/s).
+    pub receipts_live_max_members: usize,
     /// Lifetime of a login token.
     pub token_ttl: Duration,
     /// Origins allowed to open a WebSocket (`None`: any). Requests without an
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             send_queue_bytes: 8 * 1024 * 1024,
             limits: WireLimits::default(),
             max_group_members: 500,
+            receipts_live_max_members: 100,
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             allowed_origins: None,
             max_connections: 100_000,

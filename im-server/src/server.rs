@@ -250,6 +250,10 @@ impl ServerBuilder {
                 async move { logic.run_presence_fanout(presence_changes).await }
             }),
             tokio::spawn({
+                let logic = logic.clone();
+                async move { logic.run_receipts().await }
+            }),
+            tokio::spawn({
                 let presence = logic.services().presence.clone();
                 let sweep_every = cfg.presence_grace.clamp(Duration::from_millis(100), PRESENCE_SWEEP_MAX);
                 async move {

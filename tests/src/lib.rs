@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use im_core::{codec, ClientFrame, CloseCode, ServerFrame, UserId};
+use im_core::{codec, ClientFrame, CloseCode, ConversationId, MessageId, ServerFrame, UserId};
 use im_server::auth::PasswordHasher;
 use im_server::{RunningServer, Server, ServerBuilder, ServerConfig};
 use serde_json::{json, Value};
@@ -266,6 +266,17 @@ impl Ws {
         self.recv_until(|f| reply_rid(f) == rid && rid.is_some()).await
     }
 
+    /// Sends `body {tag}` to `conv` with client message id `t-{tag}` and
+    /// returns the id of its `ack` (panics on any other reply).
+    pub async fn send_message(&mut self, conv: ConversationId, tag: &str) -> MessageId {
+        let rid = self.rid();
+        let frame = ClientFrame::Send { rid, conv, cmid: cmid(tag), body: format!("body {tag}") };
+        match self.request(frame).await {
+            ServerFrame::Ack { id, .. } => id,
+            other => panic!("send {tag}: {other:?}"),
+        }
+    }
+
     /// Every frame that arrives within `wait` (for checking that something
     /// does not arrive).
     pub async fn frames_within(&mut self, wait: Duration) -> Vec<ServerFrame> {
@@ -311,7 +322,8 @@ pub fn reply_rid(f: &ServerFrame) -> Option<u64> {
         | ServerFrame::HistoryPage { rid, .. }
         | ServerFrame::Ok { rid }
         | ServerFrame::PresenceList { rid, .. }
-        | ServerFrame::InboxPage { rid, .. } => Some(*rid),
+        | ServerFrame::InboxPage { rid, .. }
+        | ServerFrame::ReceiptList { rid, .. } => Some(*rid),
         ServerFrame::Error { rid, .. } | ServerFrame::Pong { rid } => *rid,
         _ => None,
     }

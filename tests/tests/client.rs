@@ -742,6 +742,33 @@ async fn marking_read_reaches_the_other_devices_and_the_inbox_counts() {
     b.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiving_client_reports_delivery_by_itself_and_reads_show_as_receipts() {
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = ConversationId::direct(alice.id, bob.id);
+    let url = server.ws_url();
+    let (a, mut a_events) = connected(opts(&url, &alice, "a")).await;
+    let (b, mut b_events) = connected(opts(&url, &bob, "b")).await;
+    let id = a.send(conv, "are you there?").await.expect("sent");
+    until(&mut b_events, "the message", |e| matches!(e, Event::Message(m) if m.id == id)).await;
+    // Bob's client told the server it received the message; Alice is told.
+    let (e, _) = until(&mut a_events, "Receipt", |e| matches!(e, Event::Receipt { .. })).await;
+    assert_eq!(e, Event::Receipt { conv, user: bob.id, read: 0, delivered: id });
+    b.mark_read(conv, id).await.expect("marked");
+    let (e, _) =
+        until(&mut a_events, "Receipt", |e| matches!(e, Event::Receipt { read, .. } if *read == id)).await;
+    assert_eq!(e, Event::Receipt { conv, user: bob.id, read: id, delivered: id });
+    let receipts = a.receipts(conv).await.expect("receipts");
+    assert_eq!(
+        receipts.iter().map(|r| (r.user, r.read, r.delivered)).collect::<Vec<_>>(),
+        vec![(alice.id, id, id), (bob.id, id, id)]
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// A server that speaks only protocol version 1 (as before version 2):
 /// refuses `v=2` with 4003, and greets `v=1` with `hello`.
 #[allow(clippy::result_large_err)] // tungstenite's handshake callback type

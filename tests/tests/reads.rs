@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, InboxEntry, MessageId, RoomId, ServerFrame};
-use im_tests::{cmid, start_default, start_embedded, Api, TestUser, Ws};
+use im_tests::{start_default, start_embedded, Api, TestUser, Ws};
 use serde_json::json;
 
 fn read_ups(frames: &[ServerFrame]) -> Vec<(ConversationId, MessageId)> {
@@ -18,15 +18,6 @@ fn read_ups(frames: &[ServerFrame]) -> Vec<(ConversationId, MessageId)> {
             _ => None,
         })
         .collect()
-}
-
-async fn send(ws: &mut Ws, conv: ConversationId, tag: &str) -> MessageId {
-    let rid = ws.rid();
-    let frame = ClientFrame::Send { rid, conv, cmid: cmid(tag), body: format!("body {tag}") };
-    match ws.request(frame).await {
-        ServerFrame::Ack { id, .. } => id,
-        other => panic!("send {tag}: {other:?}"),
-    }
 }
 
 async fn mark(ws: &mut Ws, conv: ConversationId, id: MessageId) -> ServerFrame {
@@ -71,7 +62,7 @@ async fn reading_on_one_device_clears_the_count_on_the_others() {
     let mut a2 = ws2(&server, &alice, "a2").await;
     let mut b = ws2(&server, &bob, "b").await;
     for i in 1..=3 {
-        send(&mut b, conv, &format!("b{i}")).await;
+        b.send_message(conv, &format!("b{i}")).await;
     }
     // Bob's own messages never count for him; all three count for Alice.
     assert_eq!(counts(&mut b, conv).await, (3, 3, 0));
@@ -95,7 +86,7 @@ async fn reading_on_one_device_clears_the_count_on_the_others() {
     assert_eq!(read_ups(&b.frames_within(Duration::from_millis(50)).await), vec![], "not the peer");
 
     // Alice's own message moves her read id with it; Bob's count rises.
-    let four = send(&mut a1, conv, "a4").await;
+    let four = a1.send_message(conv, "a4").await;
     assert_eq!(counts(&mut a2, conv).await, (four, four, 0));
     assert_eq!(counts(&mut b, conv).await, (four, 3, 1));
 
@@ -115,7 +106,7 @@ async fn bad_marks_are_refused_and_change_nothing() {
     let conv = ConversationId::direct(alice.id, bob.id);
     let mut a = ws2(&server, &alice, "a").await;
     let mut e = ws2(&server, &eve, "e").await;
-    send(&mut a, conv, "m1").await;
+    a.send_message(conv, "m1").await;
     let mut b = ws2(&server, &bob, "b").await;
 
     // Above the head.
@@ -179,8 +170,8 @@ async fn joining_starts_at_the_head_and_the_inbox_pages() {
     let room_id = api.room(&alice, "lobby").await;
     let room = ConversationId::Room(RoomId(room_id));
     for i in 0..5 {
-        send(&mut a, group, &format!("g{i}")).await;
-        send(&mut a, room, &format!("r{i}")).await;
+        a.send_message(group, &format!("g{i}")).await;
+        a.send_message(room, &format!("r{i}")).await;
     }
     // Dave is added to the group and joins the room: their history is not unread.
     let (s, body) = api
@@ -201,8 +192,8 @@ async fn joining_starts_at_the_head_and_the_inbox_pages() {
     assert_eq!(counts(&mut d, group).await, (5, 5, 0));
     assert_eq!(counts(&mut d, room).await, (5, 5, 0));
     // New messages count; joining again does not clear them.
-    send(&mut a, room, "r5").await;
-    send(&mut a, group, "g5").await;
+    a.send_message(room, "r5").await;
+    a.send_message(group, "g5").await;
     let rid = d.rid();
     assert!(matches!(
         d.request(ClientFrame::Join { rid, room: RoomId(room_id) }).await,
@@ -215,7 +206,7 @@ async fn joining_starts_at_the_head_and_the_inbox_pages() {
     for i in 0..5 {
         let peer = api.user(&format!("peer{i}")).await;
         let mut p = ws2(&server, &peer, "p").await;
-        send(&mut p, ConversationId::direct(peer.id, dave.id), "hi").await;
+        p.send_message(ConversationId::direct(peer.id, dave.id), "hi").await;
     }
     let (all, has_more) = inbox_page(&mut d, None, None).await;
     assert!(!has_more);
@@ -255,7 +246,7 @@ async fn an_offline_device_learns_on_reconnect_and_http_marks_reach_sockets() {
     let conv = ConversationId::direct(alice.id, bob.id);
     let mut b = ws2(&server, &bob, "b").await;
     for i in 1..=4 {
-        send(&mut b, conv, &format!("m{i}")).await;
+        b.send_message(conv, &format!("m{i}")).await;
     }
     // The phone is offline while the laptop reads.
     let mut laptop = ws2(&server, &alice, "laptop").await;
@@ -296,11 +287,11 @@ async fn read_state_survives_a_restart_of_the_embedded_store() {
         let mut a = ws2(&server, &alice, "a").await;
         let mut b = ws2(&server, &bob, "b").await;
         for i in 1..=3 {
-            send(&mut a, conv, &format!("d{i}")).await;
-            send(&mut a, group, &format!("g{i}")).await;
+            a.send_message(conv, &format!("d{i}")).await;
+            a.send_message(group, &format!("g{i}")).await;
         }
         assert!(matches!(mark(&mut b, conv, 2).await, ServerFrame::Ok { .. }));
-        send(&mut b, group, "g4").await;
+        b.send_message(group, "g4").await;
     }
     server.shutdown().await;
     let server = start_embedded(dir.path(), addr).await;

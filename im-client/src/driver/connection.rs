@@ -22,6 +22,7 @@ impl Driver {
         self.token = Some(token);
         self.device = Some(hello.device.clone());
         self.me = Some(hello.user);
+        self.protocol = hello.protocol;
         self.limits = hello.limits;
         self.pacer = Pacer::new(&hello.limits, std::time::Instant::now());
         let heartbeat = hello.heartbeat_interval.min(self.config.heartbeat_interval);
@@ -112,8 +113,10 @@ impl Driver {
 
     /// Sends what is due: the next sync page request, unsent sends, waiting requests.
     async fn pump(&mut self, sink: &mut SplitSink<Socket, WsMessage>, limit: Duration) -> Result<(), String> {
-        let unanswered =
-            self.outbox.unanswered() + self.in_flight.len() + usize::from(self.sync.sync_in_flight());
+        let unanswered = self.outbox.unanswered()
+            + self.in_flight.len()
+            + self.reports.len()
+            + usize::from(self.sync.sync_in_flight());
         let mut budget = send_budget(
             self.pacer.available(std::time::Instant::now()),
             self.limits.max_in_flight,
@@ -137,6 +140,12 @@ impl Driver {
             self.next_rid += 1;
             frames.push(request.frame(self.next_rid));
             self.in_flight.insert(self.next_rid, reply);
+        }
+        if frames.len() < budget {
+            if let Some(report) = self.due_report(self.next_rid + 1) {
+                self.next_rid += 1;
+                frames.push(report);
+            }
         }
         self.pacer.spend(frames.len());
         for f in &frames {

@@ -34,6 +34,13 @@ impl Driver {
                     }
                 }
             }
+            ServerFrame::Ok { rid } | ServerFrame::Error { rid: Some(rid), .. }
+                if self.reports.remove(&rid) =>
+            {
+                if let ServerFrame::Error { code, message, .. } = frame {
+                    tracing::debug!(%code, %message, "received report refused");
+                }
+            }
             ServerFrame::Error { rid: Some(rid), code, message } => self.refused(rid, code, message),
             ServerFrame::Error { rid: None, code, message } => {
                 tracing::warn!(%code, %message, "error frame without rid");
@@ -41,7 +48,8 @@ impl Driver {
             reply @ (ServerFrame::Ok { .. }
             | ServerFrame::HistoryPage { .. }
             | ServerFrame::PresenceList { .. }
-            | ServerFrame::InboxPage { .. }) => {
+            | ServerFrame::InboxPage { .. }
+            | ServerFrame::ReceiptList { .. }) => {
                 if let Some(rid) = reply_rid(&reply) {
                     if let Some(tx) = self.in_flight.remove(&rid) {
                         let _ = tx.send(Ok(reply));
@@ -60,6 +68,9 @@ impl Driver {
                 self.emit_or_stop(Event::Typing { conv, user, typing }).await?
             }
             ServerFrame::ReadUpTo { conv, id } => self.emit_or_stop(Event::ReadUpTo { conv, id }).await?,
+            ServerFrame::Receipt { conv, user, read, delivered } => {
+                self.emit_or_stop(Event::Receipt { conv, user, read, delivered }).await?
+            }
             ServerFrame::Pong { .. } | ServerFrame::Hello { .. } => {}
             other => tracing::debug!(frame = other.type_name(), "unexpected frame ignored"),
         }
@@ -95,6 +106,9 @@ impl Driver {
             match self.sync.classify(m.conv, m.id) {
                 Verdict::Deliver => {
                     let (conv, id) = (m.conv, m.id);
+                    if !matches!(conv, im_core::ConversationId::Room(_)) && Some(m.from) != self.me {
+                        self.unreported.insert(conv, id);
+                    }
                     self.emit_or_stop(Event::Message(m)).await?;
                     // Only now does the app have it: advance the cursor.
                     self.sync.delivered(conv, id);
@@ -117,7 +131,8 @@ fn reply_rid(f: &ServerFrame) -> Option<RequestId> {
         ServerFrame::Ok { rid }
         | ServerFrame::HistoryPage { rid, .. }
         | ServerFrame::PresenceList { rid, .. }
-        | ServerFrame::InboxPage { rid, .. } => Some(*rid),
+        | ServerFrame::InboxPage { rid, .. }
+        | ServerFrame::ReceiptList { rid, .. } => Some(*rid),
         _ => None,
     }
 }

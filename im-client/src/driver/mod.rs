@@ -2,12 +2,14 @@
 //! protocol state, the heartbeat and the reconnect loop. Handles talk to it
 //! through [`Command`]s; it talks to the app through [`Event`]s.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::{codec, ClientFrame, CloseCode, CloseReaction, RequestId, UserId, WireLimits};
+use im_core::{
+    codec, ClientFrame, CloseCode, CloseReaction, ConversationId, MessageId, RequestId, UserId, WireLimits,
+};
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
@@ -68,7 +70,16 @@ struct Driver {
     token: Option<String>,
     device: Option<String>,
     me: Option<UserId>,
+    /// The protocol version of the current connection.
+    protocol: u32,
     limits: WireLimits,
+    /// Direct-chat and group messages of others handed to the app since
+    /// the last `received` report: the highest id per conversation.
+    unreported: BTreeMap<ConversationId, MessageId>,
+    /// `received` reports sent and not yet answered, by `rid`.
+    reports: HashSet<RequestId>,
+    /// When the last `received` report went out.
+    last_report: Option<std::time::Instant>,
     /// Paces frames under the server's rate limit.
     pacer: Pacer,
     backoff: Backoff,
@@ -93,7 +104,11 @@ impl Driver {
             token: None,
             device: config.device.clone(),
             me: None,
+            protocol: 1,
             limits: WireLimits::default(),
+            unreported: BTreeMap::new(),
+            reports: HashSet::new(),
+            last_report: None,
             pacer: Pacer::new(&WireLimits::default(), std::time::Instant::now()),
             backoff: Backoff::new(&config.reconnect),
             shutdown_done: None,
@@ -263,6 +278,7 @@ impl Driver {
     }
 
     fn disconnected(&mut self) {
+        self.reports.clear();
         self.sync.disconnected();
         self.outbox.disconnected();
         for (_, reply) in self.in_flight.drain() {
@@ -275,6 +291,27 @@ impl Driver {
         if let Err(e) = self.store.flush() {
             tracing::warn!(error = %e, "flushing sync cursors failed");
         }
+    }
+
+    /// The `received` report due now, if any: at most one per
+    /// [`RECEIPT_INTERVAL_MS`](im_core::limits::RECEIPT_INTERVAL_MS), on a
+    /// version-2 connection, naming the conversations that advanced.
+    fn due_report(&mut self, rid: RequestId) -> Option<ClientFrame> {
+        let interval = Duration::from_millis(im_core::limits::RECEIPT_INTERVAL_MS);
+        if self.protocol < 2
+            || self.unreported.is_empty()
+            || self.last_report.is_some_and(|at| at.elapsed() < interval)
+        {
+            return None;
+        }
+        let mut cursors = std::mem::take(&mut self.unreported);
+        if cursors.len() > im_core::limits::DEFAULT_MAX_SYNC_CURSORS {
+            let rest_from = *cursors.keys().nth(im_core::limits::DEFAULT_MAX_SYNC_CURSORS)?;
+            self.unreported = cursors.split_off(&rest_from);
+        }
+        self.last_report = Some(std::time::Instant::now());
+        self.reports.insert(rid);
+        Some(ClientFrame::Received { rid, cursors })
     }
 
     /// Delivers an event; `Some(Shutdown)` when the app dropped the stream.

@@ -45,6 +45,10 @@ struct Args {
     /// Most members per group.
     #[arg(long, env = "IM_MAX_GROUP_MEMBERS", default_value_t = 500)]
     max_group_members: usize,
+    /// Groups up to this size get read and delivery receipts pushed live
+    /// (larger ones: on request only).
+    #[arg(long, env = "IM_RECEIPTS_LIVE_MAX_MEMBERS", default_value_t = 100)]
+    receipts_live_max_members: usize,
     /// Most concurrent WebSocket connections.
     #[arg(long, env = "IM_MAX_CONNECTIONS", default_value_t = 100_000)]
     max_connections: usize,
@@ -104,6 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.public_ws_url = args.public_ws_url.clone();
     cfg.allowed_origins = (!args.allowed_origins.is_empty()).then(|| args.allowed_origins.clone());
     cfg.max_group_members = args.max_group_members;
+    cfg.receipts_live_max_members = args.receipts_live_max_members;
     cfg.max_connections = args.max_connections;
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
     cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(args.heartbeat_secs + 1));

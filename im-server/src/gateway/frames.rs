@@ -97,6 +97,13 @@ async fn respond(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> Serve
             .inbox(user, after, limit)
             .await
             .map(|p| ServerFrame::InboxPage { rid, entries: p.entries, has_more: p.has_more }),
+        ClientFrame::Received { rid, cursors } => {
+            logic.received(user, &cursors).await.map(|()| ServerFrame::Ok { rid })
+        }
+        ClientFrame::Receipts { rid, conv } => logic
+            .receipt_list(user, conv)
+            .await
+            .map(|receipts| ServerFrame::ReceiptList { rid, conv, receipts }),
         ClientFrame::Ping { rid } => Ok(ServerFrame::Pong { rid }),
         // A frame type added to im-core but not yet handled here.
         #[allow(unreachable_patterns)]

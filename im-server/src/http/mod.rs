@@ -27,6 +27,8 @@
 //! | `GET` | `/api/v1/conversations/{conv}/messages?before=&limit=` | token | `{messages, has_more}` |
 //! | `POST` | `/api/v1/conversations/{conv}/read` | token | `{read, devices}` after marking read |
 //! | `GET` | `/api/v1/conversations/{conv}/read` | token | `{read, devices}` |
+//! | `GET` | `/api/v1/conversations/{conv}/receipts` | token | `{receipts}`: members' read and delivered ids |
+//! | `GET`, `PUT` | `/api/v1/me/receipts` | token | `{shared}`: whether the user shares receipts |
 //! | `GET` | `/api/v1/presence?users=1,2` | token | presence list |
 //!
 //! `docs/http-api.md` in the repository documents each endpoint with
@@ -83,6 +85,8 @@ fn api() -> Router<AppState> {
         .route("/conversations", get(reads::inbox))
         .route("/conversations/{conv}/messages", get(messages::history))
         .route("/conversations/{conv}/read", post(reads::mark).get(reads::get))
+        .route("/conversations/{conv}/receipts", get(reads::receipts))
+        .route("/me/receipts", get(reads::receipts_setting).put(reads::set_receipts_setting))
         .route("/presence", get(presence::query))
 }
 

@@ -54,6 +54,48 @@ fn parse_conv(s: &str) -> ApiResult<ConversationId> {
     })
 }
 
+/// `{shared}`: whether the user shows read and delivered ids to others.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReceiptsSetting {
+    shared: bool,
+}
+
+/// `GET /conversations/{conv}/receipts` answer.
+#[derive(Serialize)]
+pub(crate) struct ReceiptsBody {
+    /// Every member who shares receipts, by user id.
+    receipts: Vec<im_core::Receipt>,
+}
+
+/// `GET /conversations/{conv}/receipts` → `{receipts}`.
+pub(crate) async fn receipts(
+    State(app): State<AppState>,
+    Authed(s): Authed,
+    ApiPath(conv): ApiPath<String>,
+) -> ApiResult<Json<ReceiptsBody>> {
+    let conv = parse_conv(&conv)?;
+    Ok(Json(ReceiptsBody { receipts: app.logic().receipt_list(s.user, conv).await? }))
+}
+
+/// `GET /me/receipts` → `{shared}`.
+pub(crate) async fn receipts_setting(
+    State(app): State<AppState>,
+    Authed(s): Authed,
+) -> ApiResult<Json<ReceiptsSetting>> {
+    Ok(Json(ReceiptsSetting { shared: app.logic().receipts_shared(s.user).await? }))
+}
+
+/// `PUT /me/receipts {shared}` → `{shared}`.
+pub(crate) async fn set_receipts_setting(
+    State(app): State<AppState>,
+    Authed(s): Authed,
+    ApiJson(body): ApiJson<ReceiptsSetting>,
+) -> ApiResult<Json<ReceiptsSetting>> {
+    app.logic().set_receipts_shared(s.user, body.shared).await?;
+    Ok(Json(body))
+}
+
 /// `GET /conversations?after=&limit=` → `{conversations, has_more}`.
 pub(crate) async fn inbox(
     State(app): State<AppState>,

@@ -4,7 +4,8 @@
 //! rights, talks to the storage seams, and publishes what other connections
 //! must learn through the broker. Split by concept:
 //! [`messages`] (send, sync, history), [`groups`], [`rooms`], [`accounts`],
-//! [`presence`], [`typing`] and [`reads`] (read state and the inbox).
+//! [`presence`], [`typing`], [`reads`] (read state and the inbox) and
+//! [`receipts`].
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,6 +26,7 @@ pub mod groups;
 pub mod messages;
 pub mod presence;
 pub mod reads;
+pub mod receipts;
 pub mod rooms;
 pub mod typing;
 
@@ -65,12 +67,20 @@ pub struct Logic {
     seq: Sequencer,
     known_directs: Mutex<HashSet<(UserId, UserId)>>,
     dummy_hash: OnceLock<String>,
+    receipts: receipts::ReceiptQueue,
 }
 
 impl Logic {
     /// Logic over `svc`, configured by `cfg`.
     pub fn new(cfg: Arc<ServerConfig>, svc: Services) -> Self {
-        Self { cfg, svc, seq: Sequencer::new(), known_directs: Mutex::default(), dummy_hash: OnceLock::new() }
+        Self {
+            cfg,
+            svc,
+            seq: Sequencer::new(),
+            known_directs: Mutex::default(),
+            dummy_hash: OnceLock::new(),
+            receipts: receipts::ReceiptQueue::default(),
+        }
     }
 
     /// The configuration.

@@ -56,6 +56,7 @@ impl Logic {
         if mark.raised {
             let frame = ServerFrame::ReadUpTo { conv, id: mark.read };
             self.publish(Event::Deliver { to: Audience::Users(vec![user]), frame, skip: from }).await;
+            self.note_receipt(conv, user);
         }
         Ok(mark.read)
     }

@@ -175,6 +175,30 @@ pub(crate) async fn reads(store: Arc<dyn MessageStore>) {
     let kept = store.device_reads(alice, g).await.unwrap();
     assert_eq!(kept.len(), cap);
     assert!(kept.contains(&DeviceRead { device: "dev01".into(), read: 50 }));
+
+    // Delivered ids: raised per conversation, never lowered.
+    let carol = UserId(3);
+    assert_eq!(store.reads_in(g, &[carol, bob, alice]).await.unwrap(), vec![(0, 0), (4, 0), (100, 0)]);
+    let raised = store.mark_delivered(carol, &[(g, 3), (d, 1)]).await.unwrap();
+    assert_eq!(raised, vec![true, true]);
+    assert_eq!(store.mark_delivered(carol, &[(d, 1), (g, 2)]).await.unwrap(), vec![false, false]);
+    assert_eq!(store.mark_delivered(carol, &[(g, 3), (d, 0)]).await.unwrap(), vec![false, false]);
+    assert_eq!(store.mark_delivered(bob, &[(g, 2)]).await.unwrap(), vec![true]);
+    assert!(store.mark_delivered(bob, &[]).await.unwrap().is_empty());
+    assert_eq!(store.reads_in(g, &[carol, bob]).await.unwrap(), vec![(0, 3), (4, 2)]);
+    assert_eq!(store.reads_in(d, &[carol]).await.unwrap(), vec![(0, 1)]);
+    assert!(store.reads_in(g, &[]).await.unwrap().is_empty());
+    // Delivered does not move the read id.
+    assert_eq!(store.read_ids(carol, &[g]).await.unwrap(), vec![0]);
+
+    // Sharing receipts: on by default, per user.
+    assert_eq!(store.receipts_shared(&[alice, bob]).await.unwrap(), vec![true, true]);
+    store.set_receipts_shared(bob, false).await.unwrap();
+    store.set_receipts_shared(bob, false).await.unwrap();
+    assert_eq!(store.receipts_shared(&[alice, bob, carol]).await.unwrap(), vec![true, false, true]);
+    store.set_receipts_shared(bob, true).await.unwrap();
+    assert_eq!(store.receipts_shared(&[bob]).await.unwrap(), vec![true]);
+    assert!(store.receipts_shared(&[]).await.unwrap().is_empty());
     store.flush().await.unwrap();
 }
 

@@ -35,6 +35,10 @@ struct Messages {
     reads: HashMap<(UserId, ConversationId), MessageId>,
     /// Device reports per `(user, conv)`.
     device_reads: HashMap<(UserId, ConversationId), BTreeMap<String, MessageId>>,
+    /// Delivered id per `(user, conv)`.
+    delivered: HashMap<(UserId, ConversationId), MessageId>,
+    /// Users who do not share receipts.
+    private: BTreeSet<UserId>,
 }
 
 impl Messages {
@@ -167,6 +171,53 @@ impl ReadStore for MemoryStore {
         let m = lock(&self.messages);
         let Some(reports) = m.device_reads.get(&(user, conv)) else { return Ok(Vec::new()) };
         Ok(reports.iter().map(|(device, &read)| DeviceRead { device: device.clone(), read }).collect())
+    }
+
+    async fn mark_delivered(
+        &self,
+        user: UserId,
+        items: &[(ConversationId, MessageId)],
+    ) -> StoreResult<Vec<bool>> {
+        let mut m = lock(&self.messages);
+        Ok(items
+            .iter()
+            .map(|&(conv, id)| {
+                let delivered = m.delivered.entry((user, conv)).or_insert(0);
+                let raised = id > *delivered;
+                *delivered = (*delivered).max(id);
+                raised
+            })
+            .collect())
+    }
+
+    async fn reads_in(
+        &self,
+        conv: ConversationId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<(MessageId, MessageId)>> {
+        let m = lock(&self.messages);
+        Ok(users
+            .iter()
+            .map(|&u| {
+                let read = m.reads.get(&(u, conv)).copied().unwrap_or(0);
+                (read, m.delivered.get(&(u, conv)).copied().unwrap_or(0))
+            })
+            .collect())
+    }
+
+    async fn set_receipts_shared(&self, user: UserId, shared: bool) -> StoreResult<()> {
+        let mut m = lock(&self.messages);
+        if shared {
+            m.private.remove(&user);
+        } else {
+            m.private.insert(user);
+        }
+        Ok(())
+    }
+
+    async fn receipts_shared(&self, users: &[UserId]) -> StoreResult<Vec<bool>> {
+        let m = lock(&self.messages);
+        Ok(users.iter().map(|u| !m.private.contains(u)).collect())
     }
 }
 

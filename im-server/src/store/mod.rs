@@ -128,6 +128,32 @@ pub trait ReadStore: Send + Sync + 'static {
 
     /// The device reports of `user` in `conv`, ordered by device id.
     async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>>;
+
+    /// Raises `user`'s delivered id in each conversation to at least the
+    /// id given; returns, per item in order, whether it rose. The
+    /// conversations are distinct; the caller checks the ids against the
+    /// heads.
+    async fn mark_delivered(
+        &self,
+        user: UserId,
+        items: &[(ConversationId, MessageId)],
+    ) -> StoreResult<Vec<bool>>;
+
+    /// `(read, delivered)` of each user in `conv` (zeros where never
+    /// marked), in the order given. `delivered` as stored: the caller
+    /// takes the larger of the two.
+    async fn reads_in(
+        &self,
+        conv: ConversationId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<(MessageId, MessageId)>>;
+
+    /// Whether `user` shows their read and delivered ids to others (the
+    /// default is `true`).
+    async fn set_receipts_shared(&self, user: UserId, shared: bool) -> StoreResult<()>;
+
+    /// Whether each user shares receipts, in the order given.
+    async fn receipts_shared(&self, users: &[UserId]) -> StoreResult<Vec<bool>>;
 }
 
 /// Durable, ordered message storage keyed `(conversation, message_id)`,

@@ -15,6 +15,10 @@ use crate::store::{DeviceRead, ReadMark, ReadStore, StoreResult};
 pub(super) const READS: TableDefinition<(u64, &str), u64> = TableDefinition::new("reads");
 /// `(user, conv, device)` → that device's read id.
 pub(super) const DEVICE_READS: TableDefinition<(u64, &str, &str), u64> = TableDefinition::new("device_reads");
+/// `(user, conv)` → the user's delivered id.
+pub(super) const DELIVERED: TableDefinition<(u64, &str), u64> = TableDefinition::new("delivered");
+/// Users who do not share receipts.
+pub(super) const RECEIPTS_OFF: TableDefinition<u64, ()> = TableDefinition::new("receipts_off");
 
 /// Raises `user`'s read id in `conv` (its string form) to at least `id`.
 pub(super) fn raise(
@@ -29,6 +33,24 @@ pub(super) fn raise(
     }
     reads.insert((user.0, conv), id)?;
     Ok(ReadMark { read: id, raised: true })
+}
+
+/// Raises `user`'s delivered id in each conversation; whether each rose.
+pub(super) fn raise_delivered(
+    delivered: &mut Table<'_, (u64, &'static str), u64>,
+    user: UserId,
+    items: &[(ConversationId, MessageId)],
+) -> Result<Vec<bool>, DbError> {
+    let mut raised = Vec::with_capacity(items.len());
+    for &(conv, id) in items {
+        let c = conv.to_string();
+        let old = delivered.get((user.0, c.as_str()))?.map(|g| g.value()).unwrap_or(0);
+        if id > old {
+            delivered.insert((user.0, c.as_str()), id)?;
+        }
+        raised.push(id > old);
+    }
+    Ok(raised)
 }
 
 /// Raises `device`'s report, replacing the lowest report when the device is
@@ -105,5 +127,51 @@ impl ReadStore for EmbeddedStore {
     async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>> {
         let c = conv.to_string();
         self.read(move |txn| device_reports(&txn.open_table(DEVICE_READS)?, user, &c)).await
+    }
+
+    async fn mark_delivered(
+        &self,
+        user: UserId,
+        items: &[(ConversationId, MessageId)],
+    ) -> StoreResult<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.call(Op::MarkDelivered { user, items: items.to_vec() }).await? {
+            Reply::Flags(raised) => Ok(raised),
+            r => Err(super::unexpected(r)),
+        }
+    }
+
+    async fn reads_in(
+        &self,
+        conv: ConversationId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<(MessageId, MessageId)>> {
+        let (c, users) = (conv.to_string(), users.to_vec());
+        self.read(move |txn| {
+            let (reads, delivered) = (txn.open_table(READS)?, txn.open_table(DELIVERED)?);
+            users
+                .iter()
+                .map(|u| {
+                    let read = reads.get((u.0, c.as_str()))?.map_or(0, |g| g.value());
+                    Ok((read, delivered.get((u.0, c.as_str()))?.map_or(0, |g| g.value())))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn set_receipts_shared(&self, user: UserId, shared: bool) -> StoreResult<()> {
+        self.call(Op::SetReceiptsShared { user, shared }).await.map(drop)
+    }
+
+    async fn receipts_shared(&self, users: &[UserId]) -> StoreResult<Vec<bool>> {
+        let users = users.to_vec();
+        self.read(move |txn| {
+            let off = txn.open_table(RECEIPTS_OFF)?;
+            users.iter().map(|u| Ok(off.get(u.0)?.is_none())).collect()
+        })
+        .await
     }
 }

@@ -5,7 +5,7 @@ use im_core::{GroupId, Message, RoomId, UserId};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::log::MessageLog;
-use super::reads::{self, DEVICE_READS, READS};
+use super::reads::{self, DELIVERED, DEVICE_READS, READS, RECEIPTS_OFF};
 use super::writer::{Op, Reply};
 use super::*;
 
@@ -29,6 +29,8 @@ pub(super) struct Tables<'t> {
     session_expiry: Table<'t, (u64, &'static str), ()>,
     reads: Table<'t, (u64, &'static str), u64>,
     device_reads: Table<'t, (u64, &'static str, &'static str), u64>,
+    delivered: Table<'t, (u64, &'static str), u64>,
+    receipts_off: Table<'t, u64, ()>,
 }
 
 /// Creates every table that does not exist yet.
@@ -55,6 +57,8 @@ impl<'t> Tables<'t> {
             session_expiry: txn.open_table(SESSION_EXPIRY)?,
             reads: txn.open_table(READS)?,
             device_reads: txn.open_table(DEVICE_READS)?,
+            delivered: txn.open_table(DELIVERED)?,
+            receipts_off: txn.open_table(RECEIPTS_OFF)?,
         })
     }
 
@@ -176,6 +180,17 @@ impl<'t> Tables<'t> {
                     reads::raise_device(&mut self.device_reads, user, &c, &device, id)?;
                 }
                 Reply::Read(reads::raise(&mut self.reads, user, &c, id)?)
+            }
+            Op::MarkDelivered { user, items } => {
+                Reply::Flags(reads::raise_delivered(&mut self.delivered, user, &items)?)
+            }
+            Op::SetReceiptsShared { user, shared } => {
+                if shared {
+                    self.receipts_off.remove(user.0)?;
+                } else {
+                    self.receipts_off.insert(user.0, ())?;
+                }
+                Reply::Unit
             }
             Op::Flush => Reply::Unit,
         }))

@@ -89,6 +89,15 @@ pub(super) enum Op {
         device: Option<String>,
         id: MessageId,
     },
+    /// Not logged, like `MarkRead`.
+    MarkDelivered {
+        user: UserId,
+        items: Vec<(ConversationId, MessageId)>,
+    },
+    SetReceiptsShared {
+        user: UserId,
+        shared: bool,
+    },
     Flush,
 }
 
@@ -102,6 +111,7 @@ pub(super) enum Reply {
     Bool(bool),
     Count(usize),
     Read(ReadMark),
+    Flags(Vec<bool>),
     Unit,
 }
 
@@ -240,10 +250,11 @@ impl Writer {
         if let Some(why) = self.stopped() {
             return Err(DbError(why));
         }
-        // Read marks ride along non-durably: the next checkpoint (within
+        // Read and delivered marks ride along non-durably: the next checkpoint (within
         // CHECKPOINT_INTERVAL) makes them durable, so a crash loses at most
         // that much of read state and never a message.
-        let loggable = ops.iter().all(|op| matches!(op, Op::Append(_) | Op::MarkRead { .. }));
+        let loggable =
+            ops.iter().all(|op| matches!(op, Op::Append(_) | Op::MarkRead { .. } | Op::MarkDelivered { .. }));
         let logged = loggable
             && self.logged + ops.len() <= CHECKPOINT_APPENDS
             && self.logged_commits < CHECKPOINT_COMMITS

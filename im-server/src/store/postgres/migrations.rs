@@ -131,6 +131,19 @@ CREATE TABLE {S}.device_reads (
 );
 ",
     },
+    Migration {
+        version: 3,
+        name: "receipts",
+        sql: r"
+-- The highest id that reached one of the user's devices (only ever raised).
+ALTER TABLE {S}.read_state ADD COLUMN delivered_id bigint NOT NULL DEFAULT 0;
+
+-- Users who do not show their read and delivered ids to others.
+CREATE TABLE {S}.receipts_off (
+    user_id bigint PRIMARY KEY
+);
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

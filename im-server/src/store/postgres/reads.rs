@@ -1,5 +1,6 @@
-//! Read state in PostgreSQL: `read_state (user_id, conv, read_id)` and
-//! `device_reads (user_id, conv, device, read_id)`. Every write only raises
+//! Read state in PostgreSQL: `read_state (user_id, conv, read_id,
+//! delivered_id)`, `device_reads (user_id, conv, device, read_id)` and
+//! `receipts_off (user_id)`. Every write only raises
 //! (`GREATEST`), so nodes marking concurrently can never move a read id
 //! back. A message's append raises its sender's row in the same statement
 //! (see the append in `mod.rs`).
@@ -93,6 +94,80 @@ impl ReadStore for PgStore {
             .map(|r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)?)))
             .collect::<StoreResult<std::collections::HashMap<_, _>>>()?;
         Ok(names.iter().map(|c| found.get(c).map_or(0, |&v| unkey(v))).collect())
+    }
+
+    async fn mark_delivered(
+        &self,
+        user: UserId,
+        items: &[(ConversationId, MessageId)],
+    ) -> StoreResult<Vec<bool>> {
+        let wanted: Vec<(String, i64)> = items
+            .iter()
+            .filter(|(_, id)| *id > 0)
+            .map(|(c, id)| (c.to_string(), bound(*id).unwrap_or(i64::MAX)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(vec![false; items.len()]);
+        }
+        let (convs, ids): (Vec<String>, Vec<i64>) = wanted.into_iter().unzip();
+        // One statement for every conversation; returns those that rose.
+        let rows = self
+            .rows(
+                "INSERT INTO {S}.read_state AS r (user_id, conv, read_id, delivered_id)
+                 SELECT $1, c, 0, d FROM unnest($2::text[], $3::bigint[]) AS t(c, d)
+                 ON CONFLICT (user_id, conv) DO UPDATE SET delivered_id = EXCLUDED.delivered_id
+                 WHERE r.delivered_id < EXCLUDED.delivered_id
+                 RETURNING conv",
+                &[&key(user.0), &convs, &ids],
+            )
+            .await?;
+        let raised = rows
+            .iter()
+            .map(|r| col::<String>(r, 0))
+            .collect::<StoreResult<std::collections::HashSet<_>>>()?;
+        Ok(items.iter().map(|(c, id)| *id > 0 && raised.contains(&c.to_string())).collect())
+    }
+
+    async fn reads_in(
+        &self,
+        conv: ConversationId,
+        users: &[UserId],
+    ) -> StoreResult<Vec<(MessageId, MessageId)>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = users.iter().map(|u| key(u.0)).collect();
+        let rows = self
+            .rows(
+                "SELECT user_id, read_id, delivered_id FROM {S}.read_state WHERE conv = $1 AND user_id = ANY($2)",
+                &[&conv.to_string(), &ids],
+            )
+            .await?;
+        let found = rows
+            .iter()
+            .map(|r| Ok((col::<i64>(r, 0)?, (unkey(col(r, 1)?), unkey(col(r, 2)?)))))
+            .collect::<StoreResult<std::collections::HashMap<_, _>>>()?;
+        Ok(ids.iter().map(|u| found.get(u).copied().unwrap_or((0, 0))).collect())
+    }
+
+    async fn set_receipts_shared(&self, user: UserId, shared: bool) -> StoreResult<()> {
+        let sql = if shared {
+            "DELETE FROM {S}.receipts_off WHERE user_id = $1"
+        } else {
+            "INSERT INTO {S}.receipts_off (user_id) VALUES ($1) ON CONFLICT DO NOTHING"
+        };
+        self.exec(sql, &[&key(user.0)]).await.map(drop)
+    }
+
+    async fn receipts_shared(&self, users: &[UserId]) -> StoreResult<Vec<bool>> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = users.iter().map(|u| key(u.0)).collect();
+        let rows = self.rows("SELECT user_id FROM {S}.receipts_off WHERE user_id = ANY($1)", &[&ids]).await?;
+        let off =
+            rows.iter().map(|r| col::<i64>(r, 0)).collect::<StoreResult<std::collections::HashSet<_>>>()?;
+        Ok(ids.iter().map(|u| !off.contains(u)).collect())
     }
 
     async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>> {
