@@ -241,6 +241,10 @@ pub struct InboxEntry {
     /// The newest message, absent when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Message>,
+    /// Pushes of this conversation are muted for the user until this time
+    /// (ms since the Unix epoch; `u64::MAX`: for good); absent when not muted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<u64>,
 }
 
 /// How far one member has read and received a conversation.

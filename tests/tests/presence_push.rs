@@ -5,10 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::{ClientFrame, ConversationId, GroupId, Message, PresenceStatus, ServerFrame, UserId};
-use im_server::push::{PushError, PushNotifier};
+use im_core::{
+    ClientFrame, ConversationId, GroupId, Message, MessageId, PresenceStatus, ServerFrame, UserId,
+};
+use im_server::push::{PushError, PushNotifier, PushRecipient};
 use im_server::ServerConfig;
 use im_tests::{builder, cmid, start, Api, Ws};
+use serde_json::json;
 
 fn presence_of(f: &ServerFrame) -> Option<(UserId, PresenceStatus, u64)> {
     match f {
@@ -111,5 +114,92 @@ async fn recipients_without_a_live_connection_are_handed_to_the_push_notifier() 
     assert_eq!(calls, expected);
     let metrics = server.state().metrics().render();
     assert!(metrics.contains("im_push_notifications_total{result=\"sent\"} 2"), "{metrics}");
+    server.shutdown().await;
+}
+
+/// Records notifications with their unread counts, and read notices.
+#[derive(Default)]
+struct ReadAware {
+    notified: Mutex<Vec<(MessageId, Vec<PushRecipient>)>>,
+    reads: Mutex<Vec<(UserId, ConversationId, MessageId)>>,
+}
+
+#[async_trait]
+impl PushNotifier for ReadAware {
+    async fn notify(&self, _: &[UserId], _: &Message) -> Result<(), PushError> {
+        unreachable!("the server calls notify_recipients")
+    }
+    async fn notify_recipients(&self, r: &[PushRecipient], message: &Message) -> Result<(), PushError> {
+        self.notified.lock().unwrap().push((message.id, r.to_vec()));
+        Ok(())
+    }
+    async fn read(&self, user: UserId, conv: ConversationId, id: MessageId) -> Result<(), PushError> {
+        self.reads.lock().unwrap().push((user, conv, id));
+        Ok(())
+    }
+}
+
+/// Waits until `f` holds (polling; at most 5 s).
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_carries_unread_counts_skips_muted_conversations_and_hears_of_reads() {
+    let notifier = Arc::new(ReadAware::default());
+    let server =
+        builder(ServerConfig::default()).memory().push(notifier.clone()).bind("127.0.0.1:0").await.unwrap();
+    let api = Api::new(&server);
+    let (alice, carol) = (api.user("alice").await, api.user("carol").await);
+    let conv = ConversationId::direct(alice.id, carol.id);
+    let mut a = Ws::open(&server, &alice, "a").await;
+    // Carol is offline: each message is pushed with her unread count.
+    for i in 1..=3 {
+        a.send_message(conv, &format!("m{i}")).await;
+    }
+    eventually("three pushes", || notifier.notified.lock().unwrap().len() == 3).await;
+    let mut got = notifier.notified.lock().unwrap().clone();
+    got.sort_by_key(|(id, _)| *id);
+    let expected: Vec<_> = (1..=3).map(|id| (id, vec![PushRecipient::new(carol.id, id)])).collect();
+    assert_eq!(got, expected);
+
+    // She reads on the web (HTTP): the notifier hears of it; the next push counts from there.
+    let path = format!("/api/v1/conversations/{conv}/read");
+    let (s, _) = api.call("POST", &path, Some(&carol.token), Some(json!({"id": 2}))).await;
+    assert_eq!(s, 200);
+    eventually("the read notice", || !notifier.reads.lock().unwrap().is_empty()).await;
+    assert_eq!(*notifier.reads.lock().unwrap(), vec![(carol.id, conv, 2)]);
+    a.send_message(conv, "m4").await;
+    eventually("the fourth push", || notifier.notified.lock().unwrap().len() == 4).await;
+    assert!(notifier.notified.lock().unwrap().contains(&(4, vec![PushRecipient::new(carol.id, 2)])));
+
+    // Muted: no push, but the message still counts as unread.
+    let mute = format!("/api/v1/conversations/{conv}/mute");
+    let (s, body) = api.call("PUT", &mute, Some(&carol.token), Some(json!({}))).await;
+    assert_eq!(s, 204, "{body}");
+    a.send_message(conv, "m5").await;
+    let (s, body) = api.call("GET", "/api/v1/conversations", Some(&carol.token), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["conversations"][0]["unread"], json!(3));
+    assert_eq!(body["conversations"][0]["muted_until"], json!(u64::MAX));
+    let (s, _) = api.call("PUT", &mute, Some(&carol.token), Some(json!({"until": 0}))).await;
+    assert_eq!(s, 400, "0 is no time");
+    let eve = api.user("eve").await;
+    let (s, _) = api.call("PUT", &mute, Some(&eve.token), Some(json!({}))).await;
+    assert_eq!(s, 403, "not hers to mute");
+    // Unmuted: pushes again.
+    let (s, _) = api.call("DELETE", &mute, Some(&carol.token), None).await;
+    assert_eq!(s, 204);
+    a.send_message(conv, "m6").await;
+    eventually("the sixth push", || notifier.notified.lock().unwrap().len() == 5).await;
+    let got = notifier.notified.lock().unwrap().clone();
+    assert!(got.iter().all(|(id, _)| *id != 5), "the muted message was not pushed: {got:?}");
+    assert!(got.contains(&(6, vec![PushRecipient::new(carol.id, 4)])));
+    let (_, body) = api.call("GET", "/api/v1/conversations", Some(&carol.token), None).await;
+    assert!(body["conversations"][0].get("muted_until").is_none(), "{body}");
     server.shutdown().await;
 }

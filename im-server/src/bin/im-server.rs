@@ -79,6 +79,10 @@ struct Args {
     /// POST push notifications as JSON to this URL (default: log them).
     #[arg(long, env = "IM_PUSH_WEBHOOK")]
     push_webhook: Option<String>,
+    /// Also POST read marks to the push webhook (`{"read": {user, conv, id}}`),
+    /// so it can withdraw notifications read elsewhere.
+    #[arg(long, env = "IM_PUSH_WEBHOOK_READS")]
+    push_webhook_reads: bool,
     /// Redis URL: share presence, the node registry, fan-out and (without
     /// PostgreSQL) sessions with other nodes. Needs the `redis` feature.
     #[arg(long, env = "IM_REDIS_URL")]
@@ -140,8 +144,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = with_redis(builder, url).await?;
     }
     if let Some(url) = &args.push_webhook {
-        builder =
-            builder.push(Arc::new(im_server::push::WebhookPush::new(url.clone(), Duration::from_secs(5))));
+        let webhook = im_server::push::WebhookPush::new(url.clone(), Duration::from_secs(5))
+            .read_notices(args.push_webhook_reads);
+        builder = builder.push(Arc::new(webhook));
     }
 
     let server = builder.bind(args.listen).await?;

@@ -29,6 +29,7 @@
 //! | `GET` | `/api/v1/conversations/{conv}/read` | token | `{read, devices}` |
 //! | `GET` | `/api/v1/conversations/{conv}/receipts` | token | `{receipts}`: members' read and delivered ids |
 //! | `GET`, `PUT` | `/api/v1/me/receipts` | token | `{shared}`: whether the user shares receipts |
+//! | `PUT`, `DELETE` | `/api/v1/conversations/{conv}/mute` | token | 204: mute pushes (`{until?}`) or unmute |
 //! | `GET` | `/api/v1/presence?users=1,2` | token | presence list |
 //!
 //! `docs/http-api.md` in the repository documents each endpoint with
@@ -41,7 +42,7 @@
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use im_core::ErrorCode;
 
@@ -86,6 +87,7 @@ fn api() -> Router<AppState> {
         .route("/conversations/{conv}/messages", get(messages::history))
         .route("/conversations/{conv}/read", post(reads::mark).get(reads::get))
         .route("/conversations/{conv}/receipts", get(reads::receipts))
+        .route("/conversations/{conv}/mute", put(reads::mute).delete(reads::unmute))
         .route("/me/receipts", get(reads::receipts_setting).put(reads::set_receipts_setting))
         .route("/presence", get(presence::query))
 }

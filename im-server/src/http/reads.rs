@@ -96,6 +96,40 @@ pub(crate) async fn set_receipts_setting(
     Ok(Json(body))
 }
 
+/// `PUT /conversations/{conv}/mute` body: until when (ms; absent or null: for good).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MuteBody {
+    #[serde(default)]
+    until: Option<u64>,
+}
+
+/// `PUT /conversations/{conv}/mute {until?}` → 204.
+pub(crate) async fn mute(
+    State(app): State<AppState>,
+    Authed(s): Authed,
+    ApiPath(conv): ApiPath<String>,
+    ApiJson(body): ApiJson<MuteBody>,
+) -> ApiResult<axum::http::StatusCode> {
+    let conv = parse_conv(&conv)?;
+    if body.until == Some(0) {
+        return Err(ApiError::new(ErrorCode::InvalidField, "until must be a time in ms (DELETE unmutes)"));
+    }
+    app.logic().mute(s.user, conv, body.until).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /conversations/{conv}/mute` → 204.
+pub(crate) async fn unmute(
+    State(app): State<AppState>,
+    Authed(s): Authed,
+    ApiPath(conv): ApiPath<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    let conv = parse_conv(&conv)?;
+    app.logic().mute(s.user, conv, Some(0)).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
 /// `GET /conversations?after=&limit=` → `{conversations, has_more}`.
 pub(crate) async fn inbox(
     State(app): State<AppState>,

@@ -1,6 +1,7 @@
 //! Messages: send (store, then fan out), sync by cursors, history pages.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use im_core::{ClientMsgId, ConversationId, ErrorCode, Message, MessageId, ServerFrame, UserId};
 
@@ -8,7 +9,7 @@ use super::sequencer::Turn;
 use super::Logic;
 use crate::broker::{Audience, ConnRef, Event};
 use crate::error::{Error, Result};
-use crate::store::{Appended, NewMessage};
+use crate::store::{Appended, NewMessage, ReadStore};
 use crate::time::now_ms;
 
 /// A completed send (see [`Logic::submit_send`]). While it is alive, no
@@ -129,10 +130,12 @@ impl Logic {
     }
 
     /// Hands the message to the push notifier for recipients with no live
-    /// connection (off the ack path, bounded).
+    /// connection who have not read it or muted the conversation (off the
+    /// ack path, bounded).
     fn push_to_offline(&self, from: UserId, users: Vec<UserId>, message: Message) {
         let recipients: Vec<UserId> = users.into_iter().filter(|&u| u != from).collect();
-        self.svc.push.dispatch_to_offline(recipients, message, self.svc.presence.store().clone());
+        let reads: Arc<dyn ReadStore> = self.svc.messages.clone();
+        self.svc.push.dispatch_to_offline(recipients, message, self.svc.presence.store().clone(), reads);
     }
 
     /// One page of what `user` missed since `cursors`. Groups and direct

@@ -57,6 +57,7 @@ impl Logic {
             let frame = ServerFrame::ReadUpTo { conv, id: mark.read };
             self.publish(Event::Deliver { to: Audience::Users(vec![user]), frame, skip: from }).await;
             self.note_receipt(conv, user);
+            self.svc.push.dispatch_read(user, conv, mark.read);
         }
         Ok(mark.read)
     }
@@ -70,6 +71,14 @@ impl Logic {
     ) -> Result<(MessageId, Vec<crate::store::DeviceRead>)> {
         let read = self.svc.messages.read_ids(user, &[conv]).await?.first().copied().unwrap_or(0);
         Ok((read, self.svc.messages.device_reads(user, conv).await?))
+    }
+
+    /// Mutes pushes of `conv` for `user` until `until` (ms since the Unix
+    /// epoch; `None`: for good), or unmutes it (`Some(0)`). Unread counts
+    /// are not affected. A time in the past unmutes too.
+    pub async fn mute(&self, user: UserId, conv: ConversationId, until: Option<u64>) -> Result<()> {
+        self.check_access(user, conv).await?;
+        Ok(self.svc.messages.mute(user, conv, until.unwrap_or(u64::MAX)).await?)
     }
 
     /// Starts `user`'s read id in `conv` at its head (a new member does not
@@ -117,18 +126,20 @@ impl Logic {
         let mut has_more = chosen.len() > page;
         chosen.truncate(page);
         let latest = self.svc.messages.latest(&chosen).await?;
-        let reads = self.svc.messages.read_ids(user, &chosen).await?;
+        let states = self.svc.messages.read_states(user, &chosen).await?;
+        let now = crate::time::now_ms();
         let mut entries = Vec::with_capacity(chosen.len());
         let mut bytes = 0usize;
-        for ((conv, last), read) in chosen.into_iter().zip(latest).zip(reads) {
+        for ((conv, last), state) in chosen.into_iter().zip(latest).zip(states) {
             if bytes >= INBOX_PAGE_BYTES {
                 has_more = true;
                 break;
             }
             bytes += last.as_ref().map_or(0, |m| m.body.len()) + 128;
             let head = last.as_ref().map_or(0, |m| m.id);
-            let read = read.min(head);
-            entries.push(InboxEntry { conv, head, read, unread: head - read, last });
+            let read = state.read.min(head);
+            let muted_until = Some(state.muted_until).filter(|&t| t > now);
+            entries.push(InboxEntry { conv, head, read, unread: head - read, last, muted_until });
         }
         Ok(InboxPage { entries, has_more })
     }

@@ -109,7 +109,7 @@ impl Logic {
         Ok(users
             .into_iter()
             .zip(states)
-            .map(|(user, (read, delivered))| Receipt { user, read, delivered: delivered.max(read) })
+            .map(|(user, s)| Receipt { user, read: s.read, delivered: s.delivered.max(s.read) })
             .collect())
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
-use super::{DeviceRead, Directory, MessageStore, NewMessage, ReadMark, SessionStore, StoreError};
+use super::{DeviceRead, Directory, MessageStore, NewMessage, ReadMark, ReadState, SessionStore, StoreError};
 use crate::model::{Member, Role, Session};
 
 fn new_msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessage {
@@ -178,15 +178,16 @@ pub(crate) async fn reads(store: Arc<dyn MessageStore>) {
 
     // Delivered ids: raised per conversation, never lowered.
     let carol = UserId(3);
-    assert_eq!(store.reads_in(g, &[carol, bob, alice]).await.unwrap(), vec![(0, 0), (4, 0), (100, 0)]);
+    let pairs = |states: Vec<ReadState>| states.iter().map(|s| (s.read, s.delivered)).collect::<Vec<_>>();
+    assert_eq!(pairs(store.reads_in(g, &[carol, bob, alice]).await.unwrap()), vec![(0, 0), (4, 0), (100, 0)]);
     let raised = store.mark_delivered(carol, &[(g, 3), (d, 1)]).await.unwrap();
     assert_eq!(raised, vec![true, true]);
     assert_eq!(store.mark_delivered(carol, &[(d, 1), (g, 2)]).await.unwrap(), vec![false, false]);
     assert_eq!(store.mark_delivered(carol, &[(g, 3), (d, 0)]).await.unwrap(), vec![false, false]);
     assert_eq!(store.mark_delivered(bob, &[(g, 2)]).await.unwrap(), vec![true]);
     assert!(store.mark_delivered(bob, &[]).await.unwrap().is_empty());
-    assert_eq!(store.reads_in(g, &[carol, bob]).await.unwrap(), vec![(0, 3), (4, 2)]);
-    assert_eq!(store.reads_in(d, &[carol]).await.unwrap(), vec![(0, 1)]);
+    assert_eq!(pairs(store.reads_in(g, &[carol, bob]).await.unwrap()), vec![(0, 3), (4, 2)]);
+    assert_eq!(pairs(store.reads_in(d, &[carol]).await.unwrap()), vec![(0, 1)]);
     assert!(store.reads_in(g, &[]).await.unwrap().is_empty());
     // Delivered does not move the read id.
     assert_eq!(store.read_ids(carol, &[g]).await.unwrap(), vec![0]);
@@ -199,6 +200,33 @@ pub(crate) async fn reads(store: Arc<dyn MessageStore>) {
     store.set_receipts_shared(bob, true).await.unwrap();
     assert_eq!(store.receipts_shared(&[bob]).await.unwrap(), vec![true]);
     assert!(store.receipts_shared(&[]).await.unwrap().is_empty());
+
+    // Muting: per user and conversation, kept beside the read state, which it leaves alone.
+    assert_eq!(store.read_states(carol, &[g]).await.unwrap()[0].muted_until, 0);
+    store.mute(carol, g, 1_800_000_000_000).await.unwrap();
+    store.mute(carol, d, u64::MAX).await.unwrap();
+    store.mute(bob, none, 5).await.unwrap();
+    let got = store.read_states(carol, &[g, d, none]).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ReadState { read: 0, delivered: 3, muted_until: 1_800_000_000_000 },
+            ReadState { read: 0, delivered: 1, muted_until: u64::MAX },
+            ReadState::default(),
+        ]
+    );
+    assert_eq!(store.reads_in(none, &[bob, carol]).await.unwrap()[0].muted_until, 5);
+    store.mute(carol, g, 0).await.unwrap();
+    assert_eq!(
+        store.read_states(carol, &[g]).await.unwrap()[0],
+        ReadState { read: 0, delivered: 3, muted_until: 0 }
+    );
+    // A later mark keeps the mute.
+    store.mark_read(carol, d, None, 1).await.unwrap();
+    assert_eq!(
+        store.read_states(carol, &[d]).await.unwrap()[0],
+        ReadState { read: 1, delivered: 1, muted_until: u64::MAX }
+    );
     store.flush().await.unwrap();
 }
 

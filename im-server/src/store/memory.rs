@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
 use super::{
-    Appended, DeviceRead, Directory, MessageStore, NewMessage, ReadMark, ReadStore, SessionStore, StoreError,
-    StoreResult,
+    Appended, DeviceRead, Directory, MessageStore, NewMessage, ReadMark, ReadState, ReadStore, SessionStore,
+    StoreError, StoreResult,
 };
 use crate::model::{Group, Member, Role, Room, Session, User};
 
@@ -39,9 +39,20 @@ struct Messages {
     delivered: HashMap<(UserId, ConversationId), MessageId>,
     /// Users who do not share receipts.
     private: BTreeSet<UserId>,
+    /// Muted until, per `(user, conv)`.
+    muted: HashMap<(UserId, ConversationId), u64>,
 }
 
 impl Messages {
+    fn state(&self, user: UserId, conv: ConversationId) -> ReadState {
+        let key = (user, conv);
+        ReadState {
+            read: self.reads.get(&key).copied().unwrap_or(0),
+            delivered: self.delivered.get(&key).copied().unwrap_or(0),
+            muted_until: self.muted.get(&key).copied().unwrap_or(0),
+        }
+    }
+
     /// Raises `user`'s read id in `conv` to at least `id`.
     fn raise_read(&mut self, user: UserId, conv: ConversationId, id: MessageId) -> ReadMark {
         let read = self.reads.entry((user, conv)).or_insert(0);
@@ -162,9 +173,19 @@ impl ReadStore for MemoryStore {
         Ok(m.raise_read(user, conv, id))
     }
 
-    async fn read_ids(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
+    async fn read_states(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<ReadState>> {
         let m = lock(&self.messages);
-        Ok(convs.iter().map(|&c| m.reads.get(&(user, c)).copied().unwrap_or(0)).collect())
+        Ok(convs.iter().map(|&c| m.state(user, c)).collect())
+    }
+
+    async fn mute(&self, user: UserId, conv: ConversationId, until: u64) -> StoreResult<()> {
+        let mut m = lock(&self.messages);
+        if until == 0 {
+            m.muted.remove(&(user, conv));
+        } else {
+            m.muted.insert((user, conv), until);
+        }
+        Ok(())
     }
 
     async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>> {
@@ -190,19 +211,9 @@ impl ReadStore for MemoryStore {
             .collect())
     }
 
-    async fn reads_in(
-        &self,
-        conv: ConversationId,
-        users: &[UserId],
-    ) -> StoreResult<Vec<(MessageId, MessageId)>> {
+    async fn reads_in(&self, conv: ConversationId, users: &[UserId]) -> StoreResult<Vec<ReadState>> {
         let m = lock(&self.messages);
-        Ok(users
-            .iter()
-            .map(|&u| {
-                let read = m.reads.get(&(u, conv)).copied().unwrap_or(0);
-                (read, m.delivered.get(&(u, conv)).copied().unwrap_or(0))
-            })
-            .collect())
+        Ok(users.iter().map(|&u| m.state(u, conv)).collect())
     }
 
     async fn set_receipts_shared(&self, user: UserId, shared: bool) -> StoreResult<()> {

@@ -93,6 +93,18 @@ pub struct ReadMark {
     pub raised: bool,
 }
 
+/// One user's state in one conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadState {
+    /// The read id (0: never marked).
+    pub read: MessageId,
+    /// The delivered id as stored (callers show the larger of it and `read`).
+    pub delivered: MessageId,
+    /// Pushes for this conversation are muted until this time (ms since
+    /// the Unix epoch; `u64::MAX`: for good; 0: not muted).
+    pub muted_until: u64,
+}
+
 /// One device's own read report in a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceRead {
@@ -123,8 +135,17 @@ pub trait ReadStore: Send + Sync + 'static {
         id: MessageId,
     ) -> StoreResult<ReadMark>;
 
+    /// `user`'s state in each conversation (zeros where never marked), in the order given.
+    async fn read_states(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<ReadState>>;
+
     /// `user`'s read id in each conversation (0 where never marked), in the order given.
-    async fn read_ids(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>>;
+    async fn read_ids(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
+        Ok(self.read_states(user, convs).await?.into_iter().map(|s| s.read).collect())
+    }
+
+    /// Mutes pushes of `conv` for `user` until `until` (ms since the Unix
+    /// epoch; `u64::MAX`: for good; 0: unmutes).
+    async fn mute(&self, user: UserId, conv: ConversationId, until: u64) -> StoreResult<()>;
 
     /// The device reports of `user` in `conv`, ordered by device id.
     async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>>;
@@ -139,14 +160,9 @@ pub trait ReadStore: Send + Sync + 'static {
         items: &[(ConversationId, MessageId)],
     ) -> StoreResult<Vec<bool>>;
 
-    /// `(read, delivered)` of each user in `conv` (zeros where never
-    /// marked), in the order given. `delivered` as stored: the caller
-    /// takes the larger of the two.
-    async fn reads_in(
-        &self,
-        conv: ConversationId,
-        users: &[UserId],
-    ) -> StoreResult<Vec<(MessageId, MessageId)>>;
+    /// The state of each user in `conv` (zeros where never marked), in
+    /// the order given.
+    async fn reads_in(&self, conv: ConversationId, users: &[UserId]) -> StoreResult<Vec<ReadState>>;
 
     /// Whether `user` shows their read and delivered ids to others (the
     /// default is `true`).

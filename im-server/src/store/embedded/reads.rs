@@ -9,7 +9,7 @@ use im_core::{ConversationId, MessageId, UserId};
 use redb::{ReadableTable, Table, TableDefinition};
 
 use super::{DbError, EmbeddedStore, Op, Reply};
-use crate::store::{DeviceRead, ReadMark, ReadStore, StoreResult};
+use crate::store::{DeviceRead, ReadMark, ReadState, ReadStore, StoreResult};
 
 /// `(user, conv)` → the user's read id.
 pub(super) const READS: TableDefinition<(u64, &str), u64> = TableDefinition::new("reads");
@@ -19,6 +19,26 @@ pub(super) const DEVICE_READS: TableDefinition<(u64, &str, &str), u64> = TableDe
 pub(super) const DELIVERED: TableDefinition<(u64, &str), u64> = TableDefinition::new("delivered");
 /// Users who do not share receipts.
 pub(super) const RECEIPTS_OFF: TableDefinition<u64, ()> = TableDefinition::new("receipts_off");
+/// `(user, conv)` → muted until (ms).
+pub(super) const MUTED: TableDefinition<(u64, &str), u64> = TableDefinition::new("muted");
+
+/// The state of `users` × `convs` pairs, read from the three tables.
+fn states<'a>(
+    txn: &redb::ReadTransaction,
+    pairs: impl Iterator<Item = (UserId, &'a str)>,
+) -> Result<Vec<ReadState>, DbError> {
+    let (reads, delivered, muted) =
+        (txn.open_table(READS)?, txn.open_table(DELIVERED)?, txn.open_table(MUTED)?);
+    pairs
+        .map(|(u, c)| {
+            Ok(ReadState {
+                read: reads.get((u.0, c))?.map_or(0, |g| g.value()),
+                delivered: delivered.get((u.0, c))?.map_or(0, |g| g.value()),
+                muted_until: muted.get((u.0, c))?.map_or(0, |g| g.value()),
+            })
+        })
+        .collect()
+}
 
 /// Raises `user`'s read id in `conv` (its string form) to at least `id`.
 pub(super) fn raise(
@@ -115,13 +135,13 @@ impl ReadStore for EmbeddedStore {
         }
     }
 
-    async fn read_ids(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
+    async fn read_states(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<ReadState>> {
         let convs: Vec<String> = convs.iter().map(ToString::to_string).collect();
-        self.read(move |txn| {
-            let t = txn.open_table(READS)?;
-            convs.iter().map(|c| Ok(t.get((user.0, c.as_str()))?.map_or(0, |g| g.value()))).collect()
-        })
-        .await
+        self.read(move |txn| states(txn, convs.iter().map(|c| (user, c.as_str())))).await
+    }
+
+    async fn mute(&self, user: UserId, conv: ConversationId, until: u64) -> StoreResult<()> {
+        self.call(Op::Mute { user, conv, until }).await.map(drop)
     }
 
     async fn device_reads(&self, user: UserId, conv: ConversationId) -> StoreResult<Vec<DeviceRead>> {
@@ -143,23 +163,9 @@ impl ReadStore for EmbeddedStore {
         }
     }
 
-    async fn reads_in(
-        &self,
-        conv: ConversationId,
-        users: &[UserId],
-    ) -> StoreResult<Vec<(MessageId, MessageId)>> {
+    async fn reads_in(&self, conv: ConversationId, users: &[UserId]) -> StoreResult<Vec<ReadState>> {
         let (c, users) = (conv.to_string(), users.to_vec());
-        self.read(move |txn| {
-            let (reads, delivered) = (txn.open_table(READS)?, txn.open_table(DELIVERED)?);
-            users
-                .iter()
-                .map(|u| {
-                    let read = reads.get((u.0, c.as_str()))?.map_or(0, |g| g.value());
-                    Ok((read, delivered.get((u.0, c.as_str()))?.map_or(0, |g| g.value())))
-                })
-                .collect()
-        })
-        .await
+        self.read(move |txn| states(txn, users.iter().map(|&u| (u, c.as_str())))).await
     }
 
     async fn set_receipts_shared(&self, user: UserId, shared: bool) -> StoreResult<()> {

@@ -5,7 +5,7 @@ use im_core::{GroupId, Message, RoomId, UserId};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::log::MessageLog;
-use super::reads::{self, DELIVERED, DEVICE_READS, READS, RECEIPTS_OFF};
+use super::reads::{self, DELIVERED, DEVICE_READS, MUTED, READS, RECEIPTS_OFF};
 use super::writer::{Op, Reply};
 use super::*;
 
@@ -31,6 +31,7 @@ pub(super) struct Tables<'t> {
     device_reads: Table<'t, (u64, &'static str, &'static str), u64>,
     delivered: Table<'t, (u64, &'static str), u64>,
     receipts_off: Table<'t, u64, ()>,
+    muted: Table<'t, (u64, &'static str), u64>,
 }
 
 /// Creates every table that does not exist yet.
@@ -59,6 +60,7 @@ impl<'t> Tables<'t> {
             device_reads: txn.open_table(DEVICE_READS)?,
             delivered: txn.open_table(DELIVERED)?,
             receipts_off: txn.open_table(RECEIPTS_OFF)?,
+            muted: txn.open_table(MUTED)?,
         })
     }
 
@@ -189,6 +191,15 @@ impl<'t> Tables<'t> {
                     self.receipts_off.remove(user.0)?;
                 } else {
                     self.receipts_off.insert(user.0, ())?;
+                }
+                Reply::Unit
+            }
+            Op::Mute { user, conv, until } => {
+                let c = conv.to_string();
+                if until == 0 {
+                    self.muted.remove((user.0, c.as_str()))?;
+                } else {
+                    self.muted.insert((user.0, c.as_str()), until)?;
                 }
                 Reply::Unit
             }

@@ -98,6 +98,11 @@ pub(super) enum Op {
         user: UserId,
         shared: bool,
     },
+    Mute {
+        user: UserId,
+        conv: ConversationId,
+        until: u64,
+    },
     Flush,
 }
 

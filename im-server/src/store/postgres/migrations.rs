@@ -144,6 +144,14 @@ CREATE TABLE {S}.receipts_off (
 );
 ",
     },
+    Migration {
+        version: 4,
+        name: "muted conversations",
+        sql: r"
+-- Pushes of the conversation are muted for the user until this time (ms; 0: not muted).
+ALTER TABLE {S}.read_state ADD COLUMN muted_until bigint NOT NULL DEFAULT 0;
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

@@ -9,7 +9,20 @@ use async_trait::async_trait;
 use im_core::{ConversationId, MessageId, UserId};
 
 use super::{bound, col, db_err, key, unkey, PgStore};
-use crate::store::{DeviceRead, ReadMark, ReadStore, StoreResult};
+use crate::store::{DeviceRead, ReadMark, ReadState, ReadStore, StoreResult};
+
+/// A state from the columns `read_id, delivered_id, muted_until` of `row`, starting at column `at`.
+fn state(row: &tokio_postgres::Row, at: usize) -> StoreResult<ReadState> {
+    Ok(ReadState {
+        read: unkey(col(row, at)?),
+        delivered: unkey(col(row, at + 1)?),
+        // Stored saturated at i64::MAX, which stands for "for good".
+        muted_until: match col::<i64>(row, at + 2)? {
+            i64::MAX => u64::MAX,
+            v => u64::try_from(v).unwrap_or(0),
+        },
+    })
+}
 
 #[async_trait]
 impl ReadStore for PgStore {
@@ -78,22 +91,34 @@ impl ReadStore for PgStore {
         Ok(ReadMark { read, raised })
     }
 
-    async fn read_ids(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
+    async fn read_states(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<ReadState>> {
         if convs.is_empty() {
             return Ok(Vec::new());
         }
         let names: Vec<String> = convs.iter().map(ToString::to_string).collect();
         let rows = self
             .rows(
-                "SELECT conv, read_id FROM {S}.read_state WHERE user_id = $1 AND conv = ANY($2)",
+                "SELECT conv, read_id, delivered_id, muted_until FROM {S}.read_state
+                 WHERE user_id = $1 AND conv = ANY($2)",
                 &[&key(user.0), &names],
             )
             .await?;
         let found = rows
             .iter()
-            .map(|r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)?)))
+            .map(|r| Ok((col::<String>(r, 0)?, state(r, 1)?)))
             .collect::<StoreResult<std::collections::HashMap<_, _>>>()?;
-        Ok(names.iter().map(|c| found.get(c).map_or(0, |&v| unkey(v))).collect())
+        Ok(names.iter().map(|c| found.get(c).copied().unwrap_or_default()).collect())
+    }
+
+    async fn mute(&self, user: UserId, conv: ConversationId, until: u64) -> StoreResult<()> {
+        let until = i64::try_from(until).unwrap_or(i64::MAX);
+        self.exec(
+            "INSERT INTO {S}.read_state AS r (user_id, conv, read_id, muted_until) VALUES ($1, $2, 0, $3)
+             ON CONFLICT (user_id, conv) DO UPDATE SET muted_until = EXCLUDED.muted_until",
+            &[&key(user.0), &conv.to_string(), &until],
+        )
+        .await
+        .map(drop)
     }
 
     async fn mark_delivered(
@@ -128,26 +153,23 @@ impl ReadStore for PgStore {
         Ok(items.iter().map(|(c, id)| *id > 0 && raised.contains(&c.to_string())).collect())
     }
 
-    async fn reads_in(
-        &self,
-        conv: ConversationId,
-        users: &[UserId],
-    ) -> StoreResult<Vec<(MessageId, MessageId)>> {
+    async fn reads_in(&self, conv: ConversationId, users: &[UserId]) -> StoreResult<Vec<ReadState>> {
         if users.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = users.iter().map(|u| key(u.0)).collect();
         let rows = self
             .rows(
-                "SELECT user_id, read_id, delivered_id FROM {S}.read_state WHERE conv = $1 AND user_id = ANY($2)",
+                "SELECT user_id, read_id, delivered_id, muted_until FROM {S}.read_state
+                 WHERE conv = $1 AND user_id = ANY($2)",
                 &[&conv.to_string(), &ids],
             )
             .await?;
         let found = rows
             .iter()
-            .map(|r| Ok((col::<i64>(r, 0)?, (unkey(col(r, 1)?), unkey(col(r, 2)?)))))
+            .map(|r| Ok((col::<i64>(r, 0)?, state(r, 1)?)))
             .collect::<StoreResult<std::collections::HashMap<_, _>>>()?;
-        Ok(ids.iter().map(|u| found.get(u).copied().unwrap_or((0, 0))).collect())
+        Ok(ids.iter().map(|u| found.get(u).copied().unwrap_or_default()).collect())
     }
 
     async fn set_receipts_shared(&self, user: UserId, shared: bool) -> StoreResult<()> {

@@ -1,0 +1,281 @@
+//! [`PushDispatcher`]: runs the notifier off the hot path, bounded, and
+//! decides who is notified: offline recipients who have not read the
+//! message and have not muted the conversation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use im_core::{ConversationId, Message, MessageId, UserId};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{PushNotifier, PushRecipient};
+use crate::metrics::Metrics;
+use crate::presence::PresenceStore;
+use crate::store::ReadStore;
+
+/// Longest a single [`PushNotifier::notify`] call may take before it counts as failed.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a [`PushNotifier`] in background tasks, at most `max_in_flight` at a
+/// time, recording each outcome in [`Metrics::push`].
+///
+/// Dispatching never waits: when all permits are taken the notification is
+/// dropped (and counted as `"dropped"`), so memory stays bounded when the
+/// push endpoint is slow or down.
+#[derive(Clone)]
+pub struct PushDispatcher {
+    notifier: Arc<dyn PushNotifier>,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl fmt::Debug for PushDispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushDispatcher")
+            .field("available_permits", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the dispatcher learns who to leave out before notifying.
+struct Filters {
+    presence: Arc<dyn PresenceStore>,
+    reads: Arc<dyn ReadStore>,
+}
+
+impl PushDispatcher {
+    /// A dispatcher running at most `max_in_flight` notifications at once
+    /// (at least one).
+    pub fn new(notifier: Arc<dyn PushNotifier>, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
+        PushDispatcher { notifier, permits: Arc::new(Semaphore::new(max_in_flight.max(1))), metrics }
+    }
+
+    /// Notifies `users` about `message` in a background task (each with an
+    /// unread count of 1), or drops the notification if `max_in_flight` are
+    /// already running. Never blocks; must be called within a Tokio
+    /// runtime. Does nothing for no users.
+    pub fn dispatch(&self, users: Vec<UserId>, message: Message) {
+        self.dispatch_filtered(users, message, None)
+    }
+
+    /// Like [`dispatch`](Self::dispatch), for those of `recipients` that
+    /// have no live connection according to `presence`, have not read the
+    /// message yet and have not muted its conversation according to
+    /// `reads`, each with their unread count in the conversation. The
+    /// lookups run inside the same bounded slot, so a slow store cannot
+    /// pile up work either.
+    pub fn dispatch_to_offline(
+        &self,
+        recipients: Vec<UserId>,
+        message: Message,
+        presence: Arc<dyn PresenceStore>,
+        reads: Arc<dyn ReadStore>,
+    ) {
+        self.dispatch_filtered(recipients, message, Some(Filters { presence, reads }))
+    }
+
+    /// Tells the notifier that `user` read `conv` up to `read`
+    /// ([`PushNotifier::read`]), in a background task under the same bound
+    /// (dropped, and counted as `"read_dropped"`, when saturated).
+    pub fn dispatch_read(&self, user: UserId, conv: ConversationId, read: MessageId) {
+        let Some(permit) = self.permit("read_dropped") else { return };
+        let (notifier, metrics) = (Arc::clone(&self.notifier), Arc::clone(&self.metrics));
+        tokio::spawn(async move {
+            let result = tokio::time::timeout(NOTIFY_TIMEOUT, notifier.read(user, conv, read)).await;
+            drop(permit);
+            if !matches!(result, Ok(Ok(()))) {
+                metrics.push("read_failed");
+                tracing::warn!(%user, %conv, read, "push read notice failed or timed out");
+            }
+        });
+    }
+
+    fn permit(&self, dropped: &'static str) -> Option<OwnedSemaphorePermit> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.push(dropped);
+        }
+        permit
+    }
+
+    fn dispatch_filtered(&self, users: Vec<UserId>, message: Message, filters: Option<Filters>) {
+        if users.is_empty() {
+            return;
+        }
+        let Some(permit) = self.permit("dropped") else {
+            tracing::warn!(
+                users = users.len(),
+                conv = %message.conv,
+                id = message.id,
+                "push notifier saturated; notification dropped"
+            );
+            return;
+        };
+        let notifier = Arc::clone(&self.notifier);
+        let metrics = Arc::clone(&self.metrics);
+        tokio::spawn(async move {
+            let recipients = match filters {
+                None => users.into_iter().map(|u| PushRecipient::new(u, 1)).collect(),
+                Some(filters) => match recipients_of(&filters, users, &message).await {
+                    Ok(r) => r,
+                    Err(why) => {
+                        tracing::warn!(error = %why, "push: recipient lookup failed");
+                        return;
+                    }
+                },
+            };
+            if recipients.is_empty() {
+                return;
+            }
+            // A notifier that hangs must not hold its permit forever.
+            let result =
+                tokio::time::timeout(NOTIFY_TIMEOUT, notifier.notify_recipients(&recipients, &message)).await;
+            drop(permit);
+            match result {
+                Ok(Ok(())) => metrics.push("sent"),
+                Err(_) => {
+                    metrics.push("failed");
+                    tracing::warn!(conv = %message.conv, id = message.id, "push notification timed out");
+                }
+                Ok(Err(e)) => {
+                    metrics.push("failed");
+                    tracing::warn!(error = %e, conv = %message.conv, id = message.id, "push notification failed");
+                }
+            }
+        });
+    }
+}
+
+/// Those of `users` to notify about `message`: no live connection, read id
+/// below the message, not muted now; with their unread counts.
+async fn recipients_of(
+    filters: &Filters,
+    users: Vec<UserId>,
+    message: &Message,
+) -> Result<Vec<PushRecipient>, String> {
+    let records = filters.presence.query(&users).await.map_err(|e| e.to_string())?;
+    let offline: Vec<UserId> =
+        records.iter().filter(|r| r.connections == 0).map(|r| r.presence.user).collect();
+    if offline.is_empty() {
+        return Ok(Vec::new());
+    }
+    let states = filters.reads.reads_in(message.conv, &offline).await.map_err(|e| e.to_string())?;
+    let now = crate::time::now_ms();
+    Ok(offline
+        .into_iter()
+        .zip(states)
+        .filter(|(_, s)| s.read < message.id && s.muted_until <= now)
+        .map(|(user, s)| PushRecipient::new(user, message.id - s.read))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::push::tests::message;
+    use crate::push::PushError;
+
+    /// Blocks every call until released.
+    struct Blocking {
+        release: Notify,
+    }
+
+    #[async_trait]
+    impl PushNotifier for Blocking {
+        async fn notify(&self, _: &[UserId], _: &Message) -> Result<(), PushError> {
+            self.release.notified().await;
+            Ok(())
+        }
+    }
+
+    async fn wait_for(metrics: &Metrics, line: &str) {
+        for _ in 0..200 {
+            if metrics.render().contains(line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never saw {line:?} in:\n{}", metrics.render());
+    }
+
+    #[tokio::test]
+    async fn saturated_dispatcher_drops_and_counts() {
+        let metrics = Arc::new(Metrics::new());
+        let notifier = Arc::new(Blocking { release: Notify::new() });
+        let dispatcher = PushDispatcher::new(notifier.clone(), 1, metrics.clone());
+
+        dispatcher.dispatch(vec![UserId(7)], message());
+        dispatcher.dispatch(vec![UserId(8)], message());
+        assert!(metrics.render().contains("im_push_notifications_total{result=\"dropped\"} 1\n"));
+
+        // `notify_one` stores a permit if the task has not reached `notified` yet.
+        notifier.release.notify_one();
+        wait_for(&metrics, "im_push_notifications_total{result=\"sent\"} 1\n").await;
+
+        // The permit is back: the next dispatch runs.
+        dispatcher.dispatch(vec![UserId(9)], message());
+        notifier.release.notify_one();
+        wait_for(&metrics, "im_push_notifications_total{result=\"sent\"} 2\n").await;
+        assert!(metrics.render().contains("im_push_notifications_total{result=\"dropped\"} 1\n"));
+    }
+
+    /// Records every recipient list.
+    #[derive(Default)]
+    struct Recorder {
+        calls: std::sync::Mutex<Vec<Vec<PushRecipient>>>,
+        reads: std::sync::Mutex<Vec<(UserId, ConversationId, MessageId)>>,
+    }
+
+    #[async_trait]
+    impl PushNotifier for Recorder {
+        async fn notify(&self, _: &[UserId], _: &Message) -> Result<(), PushError> {
+            unreachable!("the dispatcher calls notify_recipients")
+        }
+        async fn notify_recipients(&self, r: &[PushRecipient], _: &Message) -> Result<(), PushError> {
+            self.calls.lock().unwrap().push(r.to_vec());
+            Ok(())
+        }
+        async fn read(&self, user: UserId, conv: ConversationId, read: MessageId) -> Result<(), PushError> {
+            self.reads.lock().unwrap().push((user, conv, read));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn read_and_muted_recipients_are_left_out_and_the_rest_get_unread_counts() {
+        use crate::presence::MemoryPresence;
+        use crate::store::MemoryStore;
+
+        let metrics = Arc::new(Metrics::new());
+        let recorder = Arc::new(Recorder::default());
+        let dispatcher = PushDispatcher::new(recorder.clone(), 4, metrics.clone());
+        let store = Arc::new(MemoryStore::new());
+        let m = message(); // g:1 #5
+                           // 7 read up to 2 (3 unread), 8 read it already, 9 muted it, 10 muted until the past.
+        store.mark_read(UserId(7), m.conv, None, 2).await.unwrap();
+        store.mark_read(UserId(8), m.conv, None, 5).await.unwrap();
+        store.mute(UserId(9), m.conv, u64::MAX).await.unwrap();
+        store.mute(UserId(10), m.conv, 1).await.unwrap();
+        let users = vec![UserId(7), UserId(8), UserId(9), UserId(10)];
+        dispatcher.dispatch_to_offline(users, m.clone(), Arc::new(MemoryPresence::new()), store.clone());
+        wait_for(&metrics, "im_push_notifications_total{result=\"sent\"} 1\n").await;
+        let calls = recorder.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec![vec![PushRecipient::new(UserId(7), 3), PushRecipient::new(UserId(10), 5)]]);
+
+        // Nobody left: no call at all.
+        dispatcher.dispatch_to_offline(vec![UserId(8)], m.clone(), Arc::new(MemoryPresence::new()), store);
+        dispatcher.dispatch_read(UserId(7), m.conv, 5);
+        for _ in 0..200 {
+            if !recorder.reads.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*recorder.reads.lock().unwrap(), vec![(UserId(7), m.conv, 5)]);
+        assert_eq!(recorder.calls.lock().unwrap().len(), 1);
+    }
+}
