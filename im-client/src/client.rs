@@ -1,6 +1,7 @@
 //! [`Client`]: the cheap, clonable handle. It talks to the connection task
 //! (the driver) over a channel; it never touches the socket itself.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use im_core::{
@@ -11,11 +12,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{RequestError, SendError};
 use crate::options::ClientBuilder;
+use crate::read_book::{ConversationState, ReadBook};
 
 /// A request the driver sends for a handle and answers through `reply`.
 pub(crate) enum Command {
     Send { conv: ConversationId, body: String, reply: oneshot::Sender<Result<SendReceipt, SendError>> },
     Request { request: Request, reply: ReplyTx },
+    MarkRead { conv: ConversationId, id: MessageId },
+    Typing { conv: ConversationId, typing: bool, reply: ReplyTx },
     Shutdown { done: oneshot::Sender<()> },
 }
 
@@ -29,7 +33,6 @@ pub(crate) enum Request {
     History { conv: ConversationId, before: Option<MessageId>, limit: Option<u32> },
     Presence(Vec<UserId>),
     Typing { conv: ConversationId, typing: bool },
-    Read { conv: ConversationId, id: MessageId },
     Inbox { after: Option<ConversationId>, limit: Option<u32> },
     Receipts(ConversationId),
 }
@@ -44,7 +47,6 @@ impl Request {
             }
             Request::Presence(users) => ClientFrame::QueryPresence { rid, users: users.clone() },
             Request::Typing { conv, typing } => ClientFrame::Typing { rid, conv: *conv, typing: *typing },
-            Request::Read { conv, id } => ClientFrame::Read { rid, conv: *conv, id: *id },
             Request::Inbox { after, limit } => ClientFrame::Inbox { rid, after: *after, limit: *limit },
             Request::Receipts(conv) => ClientFrame::Receipts { rid, conv: *conv },
         }
@@ -97,11 +99,16 @@ const INBOX_PAGES_MAX: usize = 1000;
 pub struct Client {
     tx: mpsc::Sender<Command>,
     request_timeout: Duration,
+    book: Arc<Mutex<ReadBook>>,
 }
 
 impl Client {
-    pub(crate) fn new(tx: mpsc::Sender<Command>, request_timeout: Duration) -> Self {
-        Self { tx, request_timeout }
+    pub(crate) fn new(
+        tx: mpsc::Sender<Command>,
+        request_timeout: Duration,
+        book: Arc<Mutex<ReadBook>>,
+    ) -> Self {
+        Self { tx, request_timeout, book }
     }
 
     /// A builder with default options.
@@ -181,31 +188,61 @@ impl Client {
     }
 
     /// Tells the other members of `conv` (a direct chat or group) that this
-    /// user started (`true`) or stopped (`false`) typing; they get
-    /// [`Event::Typing`](crate::Event::Typing). A `true` expires on the
-    /// receivers after [`TYPING_EXPIRY_MS`](crate::core::limits::TYPING_EXPIRY_MS):
-    /// while the user keeps typing, call this again every
-    /// [`TYPING_REFRESH_MS`](crate::core::limits::TYPING_REFRESH_MS). The
-    /// server forwards at most 2 per second per connection (more are
-    /// answered but dropped); nothing is stored. Fails while disconnected
-    /// (typing is not worth queueing).
+    /// user types (`true`) or stopped (`false`); they get
+    /// [`Event::Typing`](crate::Event::Typing). Call it with `true` on every
+    /// keystroke: the client sends at most one `typing` per
+    /// [`TYPING_REFRESH_MS`](crate::core::limits::TYPING_REFRESH_MS), keeps
+    /// refreshing while calls keep coming, sends `false` by itself
+    /// [`TYPING_IDLE`](crate::TYPING_IDLE) after the last call, and stops
+    /// without a frame when the user sends a message there (receivers hide
+    /// the indicator on the message). A call that sends is answered by the
+    /// server (rooms are refused); a throttled one returns at once. Fails
+    /// while disconnected (typing is not worth queueing).
     pub async fn typing(&self, conv: ConversationId, typing: bool) -> Result<(), RequestError> {
-        match self.request(Request::Typing { conv, typing }).await? {
-            ServerFrame::Ok { .. } => Ok(()),
-            other => Err(RequestError::UnexpectedReply(other.type_name())),
+        let (reply, rx) = oneshot::channel();
+        let exchange = async {
+            self.tx.send(Command::Typing { conv, typing, reply }).await.map_err(|_| RequestError::Stopped)?;
+            rx.await.unwrap_or(Err(RequestError::Stopped))
+        };
+        match tokio::time::timeout(self.request_timeout, exchange).await {
+            Ok(Ok(ServerFrame::Ok { .. })) => Ok(()),
+            Ok(Ok(other)) => Err(RequestError::UnexpectedReply(other.type_name())),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(RequestError::Timeout),
         }
     }
 
     /// Marks `conv` read up to message `id` for this user and device
-    /// (protocol version 2). The server keeps the highest id ever marked,
-    /// so marking an older id changes nothing; the user's other devices get
-    /// [`Event::ReadUpTo`](crate::Event::ReadUpTo). An id above the
-    /// conversation's newest message is refused (`invalid_field`).
+    /// (protocol version 2). Returns at once: the client's
+    /// [`read_state`](Self::read_state) follows immediately (with an
+    /// [`Event::Unread`](crate::Event::Unread) when the count changes), and
+    /// the mark is sent when a connection can take it — after a reconnect
+    /// if the client is offline; of several marks of one conversation
+    /// only the highest goes out. The server keeps the highest id ever
+    /// marked, and the user's other devices get
+    /// [`Event::ReadUpTo`](crate::Event::ReadUpTo). An id above the newest
+    /// message this client knows is lowered to it. Fails only once the
+    /// client has stopped.
     pub async fn mark_read(&self, conv: ConversationId, id: MessageId) -> Result<(), RequestError> {
-        match self.request(Request::Read { conv, id }).await? {
-            ServerFrame::Ok { .. } => Ok(()),
-            other => Err(RequestError::UnexpectedReply(other.type_name())),
-        }
+        self.tx.send(Command::MarkRead { conv, id }).await.map_err(|_| RequestError::Stopped)
+    }
+
+    /// What this client knows of `conv`'s read state: newest id, read id,
+    /// unread count (`None` before it heard of the conversation). Kept
+    /// from the messages the app got, every mark on any of the user's
+    /// devices, and the inbox the client reads after every sync.
+    pub fn read_state(&self, conv: ConversationId) -> Option<ConversationState> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner()).get(conv)
+    }
+
+    /// [`read_state`](Self::read_state) of every conversation heard of, by id.
+    pub fn read_states(&self) -> Vec<(ConversationId, ConversationState)> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner()).all()
+    }
+
+    /// The unread messages of all conversations together (the app badge).
+    pub fn unread_total(&self) -> u64 {
+        self.book.lock().unwrap_or_else(|p| p.into_inner()).total_unread()
     }
 
     /// One page of the inbox (protocol version 2): this user's
@@ -224,10 +261,10 @@ impl Client {
     }
 
     /// The whole inbox: every page of [`inbox_page`](Self::inbox_page)
-    /// (at most 200,000 conversations). Call it after
-    /// [`Event::Synced`](crate::Event::Synced) to learn what the user read
-    /// on other devices while this one was offline; live changes then come
-    /// as [`Event::ReadUpTo`](crate::Event::ReadUpTo).
+    /// (at most 200,000 conversations), with each last message. (The
+    /// client already walks the inbox after every sync to keep
+    /// [`read_state`](Self::read_state) current; this is for drawing the
+    /// conversation list.)
     pub async fn inbox(&self) -> Result<Vec<InboxEntry>, RequestError> {
         let mut all = Vec::new();
         let mut after = None;

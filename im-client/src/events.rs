@@ -48,9 +48,10 @@ pub enum Event {
         by: UserId,
     },
     /// A fellow member started or stopped typing (protocol version 2). Show
-    /// it until a `typing: false`, or for
-    /// [`TYPING_EXPIRY_MS`](crate::core::limits::TYPING_EXPIRY_MS) after the
-    /// last `typing: true`.
+    /// it until a `typing: false`: the client sends one by itself when a
+    /// `true` is not refreshed within
+    /// [`TYPING_EXPIRY_MS`](crate::core::limits::TYPING_EXPIRY_MS), when a
+    /// message from that user arrives there, and at a disconnect.
     Typing {
         /// The conversation.
         conv: ConversationId,
@@ -60,7 +61,8 @@ pub enum Event {
         typing: bool,
     },
     /// The user's read id in `conv` rose to `id` because another of their
-    /// devices (or the app's backend over HTTP) marked it read (protocol
+    /// devices (or the app's backend over HTTP) marked it read — live, or
+    /// learned from the inbox the client reads after every sync (protocol
     /// version 2): clear the badge up to `id`. Not sent for this device's
     /// own [`Client::mark_read`](crate::Client::mark_read).
     ReadUpTo {
@@ -68,6 +70,18 @@ pub enum Event {
         conv: ConversationId,
         /// The user's read id now.
         id: MessageId,
+    },
+    /// A conversation's unread count changed (a message of another user
+    /// arrived, or it was marked read here or on another device; protocol
+    /// version 2 for marks elsewhere). The same state is readable at any
+    /// moment with [`Client::read_state`](crate::Client::read_state).
+    Unread {
+        /// The conversation.
+        conv: ConversationId,
+        /// Messages of others not read yet.
+        unread: u64,
+        /// The user's read id.
+        read: MessageId,
     },
     /// A fellow member of a direct chat or group read or received further
     /// (protocol version 2): show "delivered" for this user's messages up

@@ -29,14 +29,22 @@
 //!   Sends are paced under the server's announced rate limit.
 //!   [`Client::send_detailed`] also tells whether a resend was deduplicated.
 //! * **Protocol version** — it asks for the newest version (2) and falls
-//!   back to an older one when a server refuses it with 4003; version 2
-//!   brings typing ([`Client::typing`], [`Event::Typing`]) and read state:
-//!   [`Client::mark_read`], [`Event::ReadUpTo`] from the user's other
-//!   devices, and [`Client::inbox`] (every conversation with its unread
-//!   count and last message — the first screen of a chat app), and
-//!   receipts: the client reports what it received (at most once a
-//!   second), [`Event::Receipt`] tells how far others read and received,
+//!   back to an older one when a server refuses it with 4003.
+//! * **Read state** (version 2) — [`Client::mark_read`] works offline too
+//!   (queued, the highest mark per conversation goes out after the
+//!   reconnect); unread counts and read ids are state the app reads at any
+//!   moment ([`Client::read_state`], [`Client::unread_total`]) and events
+//!   ([`Event::Unread`], [`Event::ReadUpTo`] from the user's other
+//!   devices, also learned from the inbox the client reads after every
+//!   sync); [`Client::inbox`] lists every conversation with its last
+//!   message — the first screen of a chat app.
+//! * **Receipts** — the client reports what reached the app (at most once
+//!   a second); [`Event::Receipt`] tells how far others read and received,
 //!   [`Client::receipts`] asks.
+//! * **Typing** — call [`Client::typing`] on every keystroke: the client
+//!   throttles, refreshes and stops by itself after a pause
+//!   ([`TYPING_IDLE`]); others' typing arrives as [`Event::Typing`] and is
+//!   ended by the client when not refreshed.
 //!
 //! ```no_run
 //! use futures_util::StreamExt;
@@ -91,7 +99,10 @@ mod http;
 mod options;
 mod outbox;
 mod pacer;
+mod read_book;
+mod read_sync;
 mod state;
+mod typing;
 
 pub use im_core as core;
 /// The protocol types an app uses most, re-exported from [`core`].
@@ -106,3 +117,5 @@ pub use crate::cursor_store::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use crate::error::{ConfigError, RequestError, SendError, StopReason};
 pub use crate::events::{Event, Events};
 pub use crate::options::ClientBuilder;
+pub use crate::read_book::ConversationState;
+pub use crate::typing::TYPING_IDLE;

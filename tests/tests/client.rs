@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use im_client::core::{ConversationId, ErrorCode, GroupId, Message, PresenceStatus, RoomId};
+use im_client::core::{ConversationId, GroupId, Message, PresenceStatus, RoomId};
 use im_client::{Client, ClientBuilder, Event, Events, FileCursorStore, SendError, StopReason};
 use im_server::ServerConfig;
 use im_tests::{start_default, start_embedded, Api, TestUser};
@@ -709,37 +709,144 @@ async fn typing_reaches_the_peer_client_as_an_event() {
     b.shutdown().await;
 }
 
+/// Waits until `f` holds (polling; at most [`WAIT`]).
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn marking_read_reaches_the_other_devices_and_the_inbox_counts() {
+async fn the_client_keeps_read_state_and_marks_made_offline_go_out_after_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_embedded(dir.path(), "127.0.0.1:0").await;
+    let addr = server.local_addr().to_string();
+    let url = server.ws_url();
+    let api = Api::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = ConversationId::direct(alice.id, bob.id);
+    let (b, _b_events) = connected(opts(&url, &bob, "b")).await;
+    for i in 0..4 {
+        b.send(conv, format!("m{i}")).await.expect("sent");
+    }
+    let (laptop, mut laptop_events) = connected(opts(&url, &alice, "laptop")).await;
+    let (phone, mut phone_events) = connected(opts(&url, &alice, "phone")).await;
+    // Counts are state the app can read at any moment.
+    eventually("the phone knows 4 unread", || phone.read_state(conv).is_some_and(|s| s.unread == 4)).await;
+    let s = phone.read_state(conv).unwrap();
+    assert_eq!((s.head, s.read, s.unread, phone.unread_total()), (4, 0, 4, 4));
+    let inbox = phone.inbox().await.expect("inbox");
+    assert_eq!((inbox.len(), inbox[0].unread), (1, 4));
+    assert_eq!(inbox[0].last.as_ref().map(|m| m.body.as_str()), Some("m3"));
+
+    // The laptop reads: its own count follows at once, the phone's live.
+    laptop.mark_read(conv, 3).await.expect("marked");
+    let (e, _) = until(&mut laptop_events, "Unread", |e| matches!(e, Event::Unread { .. })).await;
+    assert_eq!(e, Event::Unread { conv, unread: 1, read: 3 });
+    let (e, _) = until(&mut phone_events, "ReadUpTo", |e| matches!(e, Event::ReadUpTo { .. })).await;
+    assert_eq!(e, Event::ReadUpTo { conv, id: 3 });
+    let (e, _) = until(&mut phone_events, "Unread", |e| matches!(e, Event::Unread { .. })).await;
+    assert_eq!(e, Event::Unread { conv, unread: 1, read: 3 });
+    // An id beyond what the client has is lowered to its newest message.
+    laptop.mark_read(conv, 99).await.expect("marked");
+    let (e, _) = until(&mut phone_events, "ReadUpTo", |e| matches!(e, Event::ReadUpTo { .. })).await;
+    assert_eq!(e, Event::ReadUpTo { conv, id: 4 });
+    assert_eq!(phone.read_state(conv).map(|s| s.unread), Some(0));
+
+    // Offline: the phone marks while the server is down; the mark goes
+    // out after the reconnect, the highest of the two.
+    laptop.shutdown().await;
+    b.send(conv, "m4").await.expect("sent");
+    b.send(conv, "m5").await.expect("sent");
+    eventually("the phone has 2 unread", || phone.read_state(conv).is_some_and(|s| s.unread == 2)).await;
+    b.shutdown().await;
+    server.shutdown().await;
+    until(&mut phone_events, "Disconnected", |e| matches!(e, Event::Disconnected { .. })).await;
+    phone.mark_read(conv, 5).await.expect("queued");
+    phone.mark_read(conv, 6).await.expect("queued");
+    eventually("the offline mark counts at once", || phone.read_state(conv).is_some_and(|s| s.unread == 0))
+        .await;
+    let server = start_embedded(dir.path(), &addr).await;
+    until(&mut phone_events, "Synced", |e| matches!(e, Event::Synced)).await;
+    let path = format!("/api/v1/conversations/{conv}/read");
+    let api = Api::new(&server);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, body) = api.call("GET", &path, Some(&alice.token), None).await;
+        if body["read"] == serde_json::json!(6) {
+            assert_eq!(body["devices"][1], serde_json::json!({"device": "phone", "read": 6}), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the offline mark never reached the server: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A device that was away learns from the inbox walk after its sync.
+    let (laptop, mut laptop_events) = opts(&server.ws_url(), &alice, "laptop").connect().unwrap();
+    let (e, _) = until(&mut laptop_events, "ReadUpTo", |e| matches!(e, Event::ReadUpTo { .. })).await;
+    assert_eq!(e, Event::ReadUpTo { conv, id: 6 });
+    assert_eq!(laptop.read_state(conv).map(|s| (s.head, s.read, s.unread)), Some((6, 6, 0)));
+    laptop.shutdown().await;
+    phone.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_is_refreshed_for_the_app_and_expires_on_the_receiver() {
     let server = start_default().await;
     let api = Api::new(&server);
     let (alice, bob) = (api.user("alice").await, api.user("bob").await);
     let conv = ConversationId::direct(alice.id, bob.id);
     let url = server.ws_url();
-    let (b, _b_events) = connected(opts(&url, &bob, "b")).await;
-    for i in 0..4 {
-        b.send(conv, format!("m{i}")).await.expect("sent");
+    let (a, _a_events) = connected(opts(&url, &alice, "a")).await;
+    let (_b, mut b_events) = connected(opts(&url, &bob, "b")).await;
+    a.send(conv, "hi").await.unwrap();
+    // Keystrokes for 4 s: one `true`, then a refresh; Bob's indicator stays on.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        a.typing(conv, true).await.expect("typing");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (laptop, _laptop_events) = connected(opts(&url, &alice, "laptop")).await;
-    let (phone, mut phone_events) = connected(opts(&url, &alice, "phone")).await;
-    let inbox = phone.inbox().await.expect("inbox");
-    assert_eq!(inbox.len(), 1);
-    assert_eq!((inbox[0].conv, inbox[0].head, inbox[0].read, inbox[0].unread), (conv, 4, 0, 4));
-    assert_eq!(inbox[0].last.as_ref().map(|m| m.body.as_str()), Some("m3"));
+    let mut typing = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // Alice pauses: her client stops by itself after TYPING_IDLE.
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(100), b_events.recv()).await {
+            Ok(Some(Event::Typing { typing: t, user, .. })) => {
+                assert_eq!(user, alice.id);
+                typing.push((t, started.elapsed()));
+                if !t {
+                    break;
+                }
+            }
+            _ => continue,
+        }
+    }
+    let trues = typing.iter().filter(|(t, _)| *t).count();
+    assert!(
+        (2..=3).contains(&trues),
+        "one true and one or two refreshes over 4 s, not one per keystroke: {typing:?}"
+    );
+    let (last, at) = *typing.last().expect("typing events");
+    assert!(!last, "stopped in the end: {typing:?}");
+    assert!(at >= Duration::from_secs(4) + im_client::TYPING_IDLE - Duration::from_millis(600), "{typing:?}");
 
-    laptop.mark_read(conv, 3).await.expect("marked");
-    let (e, _) = until(&mut phone_events, "ReadUpTo", |e| matches!(e, Event::ReadUpTo { .. })).await;
-    assert_eq!(e, Event::ReadUpTo { conv, id: 3 });
-    let page = phone.inbox_page(None, Some(1)).await.expect("page");
-    assert_eq!((page.entries[0].read, page.entries[0].unread, page.has_more), (3, 1, false));
-    // Refusals reach the app.
-    match laptop.mark_read(conv, 99).await {
-        Err(im_client::RequestError::Rejected { code: ErrorCode::InvalidField, .. }) => {}
-        other => panic!("{other:?}"),
-    }
-    laptop.shutdown().await;
-    phone.shutdown().await;
-    b.shutdown().await;
+    // Receiver-side expiry: a `true` never refreshed (sent on a raw socket) ends after 6 s.
+    let mut raw = im_tests::Ws::connect_v(&url, &alice.token, "raw", 2).await;
+    let rid = raw.rid();
+    raw.request(im_core::ClientFrame::Typing { rid, conv, typing: true }).await;
+    let (e, _) =
+        until(&mut b_events, "Typing true", |e| matches!(e, Event::Typing { typing: true, .. })).await;
+    assert!(matches!(e, Event::Typing { user, .. } if user == alice.id));
+    let heard = Instant::now();
+    until(&mut b_events, "Typing false", |e| matches!(e, Event::Typing { typing: false, .. })).await;
+    let lasted = heard.elapsed();
+    let expiry = Duration::from_millis(im_client::core::limits::TYPING_EXPIRY_MS);
+    assert!(
+        lasted >= expiry - Duration::from_millis(600) && lasted < expiry + Duration::from_secs(2),
+        "{lasted:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

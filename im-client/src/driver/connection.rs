@@ -23,6 +23,7 @@ impl Driver {
         self.device = Some(hello.device.clone());
         self.me = Some(hello.user);
         self.protocol = hello.protocol;
+        self.connected = true;
         self.limits = hello.limits;
         self.pacer = Pacer::new(&hello.limits, std::time::Instant::now());
         let heartbeat = hello.heartbeat_interval.min(self.config.heartbeat_interval);
@@ -59,6 +60,10 @@ impl Driver {
                     waiting_since.get_or_insert_with(Instant::now);
                 }
                 _ = tick.tick() => {
+                    self.typing_due.extend(self.typing_out.tick(std::time::Instant::now()));
+                    if let Err(ended) = self.expire_typing().await {
+                        return end(&mut sink, ended, pong_timeout).await;
+                    }
                     self.flush_store();
                     self.sync.retry_sync();
                     self.outbox.release();
@@ -70,14 +75,14 @@ impl Driver {
                     if let Err(reason) = self.command(cmd) {
                         return close(&mut sink, reason, pong_timeout).await;
                     }
+                    if let Err(ended) = self.flush_unread().await {
+                        return end(&mut sink, ended, pong_timeout).await;
+                    }
                 }
                 msg = stream.next() => {
                     waiting_since = None;
                     if let Some(ended) = self.incoming(msg).await {
-                        if let Ended::Stop(reason) = ended {
-                            return close(&mut sink, reason, pong_timeout).await;
-                        }
-                        return ended;
+                        return end(&mut sink, ended, pong_timeout).await;
                     }
                 }
                 _ = sleep_until_opt(dead_at), if dead_at.is_some() => {
@@ -115,7 +120,8 @@ impl Driver {
     async fn pump(&mut self, sink: &mut SplitSink<Socket, WsMessage>, limit: Duration) -> Result<(), String> {
         let unanswered = self.outbox.unanswered()
             + self.in_flight.len()
-            + self.reports.len()
+            + self.read_sync.unanswered()
+            + self.quiet.len()
             + usize::from(self.sync.sync_in_flight());
         let mut budget = send_budget(
             self.pacer.available(std::time::Instant::now()),
@@ -141,11 +147,18 @@ impl Driver {
             frames.push(request.frame(self.next_rid));
             self.in_flight.insert(self.next_rid, reply);
         }
-        if frames.len() < budget {
-            if let Some(report) = self.due_report(self.next_rid + 1) {
-                self.next_rid += 1;
-                frames.push(report);
-            }
+        let left = budget.saturating_sub(frames.len());
+        let next_rid = &mut self.next_rid;
+        let extra = self.read_sync.frames(left, self.protocol, std::time::Instant::now(), || {
+            *next_rid += 1;
+            *next_rid
+        });
+        frames.extend(extra);
+        let left = budget.saturating_sub(frames.len()).min(self.typing_due.len());
+        for (conv, typing) in self.typing_due.drain(..left) {
+            self.next_rid += 1;
+            self.quiet.insert(self.next_rid);
+            frames.push(ClientFrame::Typing { rid: self.next_rid, conv, typing });
         }
         self.pacer.spend(frames.len());
         for f in &frames {
@@ -181,6 +194,14 @@ async fn write(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("write failed: {e}")),
         Err(_) => Err(format!("write blocked for {limit:?}")),
+    }
+}
+
+/// How a connection ends: a stop closes it with 1000 first.
+async fn end(sink: &mut SplitSink<Socket, WsMessage>, ended: Ended, limit: Duration) -> Ended {
+    match ended {
+        Ended::Stop(reason) => close(sink, reason, limit).await,
+        other => other,
     }
 }
 

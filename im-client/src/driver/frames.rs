@@ -6,6 +6,7 @@ use super::{Driver, Ended};
 use crate::client::SendReceipt;
 use crate::error::{RequestError, SendError};
 use crate::events::Event;
+use crate::read_sync::Owner;
 use crate::state::Verdict;
 
 impl Driver {
@@ -28,18 +29,25 @@ impl Driver {
                     }
                     if self.sync.page_done(rid, has_more) {
                         self.flush_store();
+                        self.read_sync.synced();
                         // A healthy connection: the next outage starts from the initial delay.
                         self.backoff.reset();
                         self.emit_or_stop(Event::Synced).await?;
                     }
                 }
             }
-            ServerFrame::Ok { rid } | ServerFrame::Error { rid: Some(rid), .. }
-                if self.reports.remove(&rid) =>
+            ServerFrame::Ok { rid } if self.quiet.remove(&rid) => {}
+            ServerFrame::Error { rid: Some(rid), code, message } if self.quiet.remove(&rid) => {
+                tracing::debug!(%code, %message, "typing refresh refused");
+            }
+            ServerFrame::Ok { rid } if self.read_sync.answered(rid, None) != Owner::None => {}
+            ServerFrame::Error { rid: Some(rid), code, .. }
+                if self.read_sync.answered(rid, Some(code)) != Owner::None => {}
+            ServerFrame::InboxPage { rid, entries, has_more }
+                if self.read_sync.inbox_page(rid, entries.last().map(|e| e.conv), has_more)
+                    == Owner::Inbox =>
             {
-                if let ServerFrame::Error { code, message, .. } = frame {
-                    tracing::debug!(%code, %message, "received report refused");
-                }
+                self.inbox_entries(&entries).await?
             }
             ServerFrame::Error { rid: Some(rid), code, message } => self.refused(rid, code, message),
             ServerFrame::Error { rid: None, code, message } => {
@@ -64,10 +72,8 @@ impl Driver {
                 }
                 self.emit_or_stop(Event::Member { group, user, change, by }).await?;
             }
-            ServerFrame::UserTyping { conv, user, typing } => {
-                self.emit_or_stop(Event::Typing { conv, user, typing }).await?
-            }
-            ServerFrame::ReadUpTo { conv, id } => self.emit_or_stop(Event::ReadUpTo { conv, id }).await?,
+            ServerFrame::UserTyping { conv, user, typing } => self.heard_typing(conv, user, typing).await?,
+            ServerFrame::ReadUpTo { conv, id } => self.read_elsewhere(conv, id).await?,
             ServerFrame::Receipt { conv, user, read, delivered } => {
                 self.emit_or_stop(Event::Receipt { conv, user, read, delivered }).await?
             }
@@ -106,10 +112,9 @@ impl Driver {
             match self.sync.classify(m.conv, m.id) {
                 Verdict::Deliver => {
                     let (conv, id) = (m.conv, m.id);
-                    if !matches!(conv, im_core::ConversationId::Room(_)) && Some(m.from) != self.me {
-                        self.unreported.insert(conv, id);
-                    }
+                    let delivered = m.clone();
                     self.emit_or_stop(Event::Message(m)).await?;
+                    self.after_delivery(&delivered).await?;
                     // Only now does the app have it: advance the cursor.
                     self.sync.delivered(conv, id);
                     if let Err(e) = self.store.save(conv, id) {

@@ -2,14 +2,12 @@
 //! protocol state, the heartbeat and the reconnect loop. Handles talk to it
 //! through [`Command`]s; it talks to the app through [`Event`]s.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::{
-    codec, ClientFrame, CloseCode, CloseReaction, ConversationId, MessageId, RequestId, UserId, WireLimits,
-};
+use im_core::{codec, ClientFrame, CloseCode, CloseReaction, RequestId, ServerFrame, UserId, WireLimits};
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
@@ -22,11 +20,15 @@ use crate::events::{Event, Events};
 use crate::options::{Auth, Config};
 use crate::outbox::{CmidGen, Outbox};
 use crate::pacer::Pacer;
+use crate::read_book::ReadBook;
+use crate::read_sync::ReadSync;
 use crate::state::SyncState;
+use crate::typing::{TypingIn, TypingOut};
 use crate::Client;
 
 mod connection;
 mod frames;
+mod read_state;
 
 /// How often the driver flushes cursors, retries a failed sync and releases
 /// rate-limited sends.
@@ -36,8 +38,9 @@ const TICK: Duration = Duration::from_millis(500);
 pub(crate) fn spawn(config: Config) -> (Client, Events) {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(config.event_buffer);
-    let client = Client::new(cmd_tx, config.request_timeout);
-    tokio::spawn(Driver::new(config, cmd_rx, ev_tx).run());
+    let book = Arc::new(std::sync::Mutex::new(ReadBook::default()));
+    let client = Client::new(cmd_tx, config.request_timeout, book.clone());
+    tokio::spawn(Driver::new(config, cmd_rx, ev_tx, book).run());
     (client, Events::new(ev_rx))
 }
 
@@ -72,14 +75,23 @@ struct Driver {
     me: Option<UserId>,
     /// The protocol version of the current connection.
     protocol: u32,
+    /// A connection is up (its `hello` arrived).
+    connected: bool,
     limits: WireLimits,
-    /// Direct-chat and group messages of others handed to the app since
-    /// the last `received` report: the highest id per conversation.
-    unreported: BTreeMap<ConversationId, MessageId>,
-    /// `received` reports sent and not yet answered, by `rid`.
-    reports: HashSet<RequestId>,
-    /// When the last `received` report went out.
-    last_report: Option<std::time::Instant>,
+    /// What the app can read of each conversation's read state.
+    book: Arc<std::sync::Mutex<ReadBook>>,
+    /// Read marks, the inbox walk and `received` reports to send.
+    read_sync: ReadSync,
+    /// This user's typing, to refresh and stop.
+    typing_out: TypingOut,
+    /// Typing refreshes and stops due to be written.
+    typing_due: Vec<(im_core::ConversationId, bool)>,
+    /// Others' typing, to expire.
+    typing_in: TypingIn,
+    /// Requests whose answers nobody waits for (typing refreshes), by `rid`.
+    quiet: HashSet<RequestId>,
+    /// Unread counts changed by the app's own marks, to tell it.
+    pending_unread: Vec<(im_core::ConversationId, crate::read_book::Change)>,
     /// Paces frames under the server's rate limit.
     pacer: Pacer,
     backoff: Backoff,
@@ -88,7 +100,12 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(config: Config, commands: mpsc::Receiver<Command>, events: mpsc::Sender<Event>) -> Self {
+    fn new(
+        config: Config,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+        book: Arc<std::sync::Mutex<ReadBook>>,
+    ) -> Self {
         let http = reqwest::Client::builder().timeout(config.connect_timeout).build().unwrap_or_default();
         Self {
             http,
@@ -105,10 +122,15 @@ impl Driver {
             device: config.device.clone(),
             me: None,
             protocol: 1,
+            connected: false,
             limits: WireLimits::default(),
-            unreported: BTreeMap::new(),
-            reports: HashSet::new(),
-            last_report: None,
+            book,
+            read_sync: ReadSync::default(),
+            typing_out: TypingOut::default(),
+            typing_due: Vec::new(),
+            typing_in: TypingIn::default(),
+            quiet: HashSet::new(),
+            pending_unread: Vec::new(),
             pacer: Pacer::new(&WireLimits::default(), std::time::Instant::now()),
             backoff: Backoff::new(&config.reconnect),
             shutdown_done: None,
@@ -166,6 +188,9 @@ impl Driver {
                     let url = conn.url.clone();
                     let ended = self.run_connection(conn).await;
                     self.disconnected();
+                    for (conv, user) in self.typing_in.clear() {
+                        self.emit(Event::Typing { conv, user, typing: false }).await;
+                    }
                     let (code, reason) = match ended {
                         Ended::Stop(reason) => return reason,
                         Ended::Closed { code, reason } => (Some(code), reason),
@@ -222,7 +247,12 @@ impl Driver {
         loop {
             tokio::select! {
                 out = &mut fut => return Ok(out),
-                cmd = self.commands.recv() => self.command(cmd)?,
+                cmd = self.commands.recv() => {
+                    self.command(cmd)?;
+                    if let Err(Ended::Stop(reason)) = self.flush_unread().await {
+                        return Err(reason);
+                    }
+                }
                 _ = self.events.closed() => return Err(StopReason::Shutdown),
             }
         }
@@ -252,6 +282,24 @@ impl Driver {
                 self.waiting.push((request, reply));
                 Ok(())
             }
+            Some(Command::MarkRead { conv, id }) => {
+                self.mark_read(conv, id);
+                Ok(())
+            }
+            Some(Command::Typing { conv, typing, reply }) => {
+                if !self.connected {
+                    let _ = reply.send(Err(RequestError::Disconnected));
+                    return Ok(());
+                }
+                match self.typing_out.call(conv, typing, std::time::Instant::now()) {
+                    Some(typing) => self.waiting.push((Request::Typing { conv, typing }, reply)),
+                    // Throttled: the last `true` is still fresh on the receivers.
+                    None => {
+                        let _ = reply.send(Ok(ServerFrame::Ok { rid: 0 }));
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -278,7 +326,11 @@ impl Driver {
     }
 
     fn disconnected(&mut self) {
-        self.reports.clear();
+        self.connected = false;
+        self.read_sync.disconnected();
+        self.typing_out.clear();
+        self.typing_due.clear();
+        self.quiet.clear();
         self.sync.disconnected();
         self.outbox.disconnected();
         for (_, reply) in self.in_flight.drain() {
@@ -291,27 +343,6 @@ impl Driver {
         if let Err(e) = self.store.flush() {
             tracing::warn!(error = %e, "flushing sync cursors failed");
         }
-    }
-
-    /// The `received` report due now, if any: at most one per
-    /// [`RECEIPT_INTERVAL_MS`](im_core::limits::RECEIPT_INTERVAL_MS), on a
-    /// version-2 connection, naming the conversations that advanced.
-    fn due_report(&mut self, rid: RequestId) -> Option<ClientFrame> {
-        let interval = Duration::from_millis(im_core::limits::RECEIPT_INTERVAL_MS);
-        if self.protocol < 2
-            || self.unreported.is_empty()
-            || self.last_report.is_some_and(|at| at.elapsed() < interval)
-        {
-            return None;
-        }
-        let mut cursors = std::mem::take(&mut self.unreported);
-        if cursors.len() > im_core::limits::DEFAULT_MAX_SYNC_CURSORS {
-            let rest_from = *cursors.keys().nth(im_core::limits::DEFAULT_MAX_SYNC_CURSORS)?;
-            self.unreported = cursors.split_off(&rest_from);
-        }
-        self.last_report = Some(std::time::Instant::now());
-        self.reports.insert(rid);
-        Some(ClientFrame::Received { rid, cursors })
     }
 
     /// Delivers an event; `Some(Shutdown)` when the app dropped the stream.
