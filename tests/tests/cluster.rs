@@ -498,3 +498,27 @@ async fn read_state_crosses_nodes_and_lives_in_postgres() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_cross_nodes() {
+    if !services_available().await {
+        return;
+    }
+    let cluster = Cluster::new();
+    let nodes = [cluster.node("n0").await, cluster.node("n1").await];
+    let api = Api::new(&nodes[0]);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let group = ConversationId::Group(GroupId(api.group(&alice, "pair", &[&bob]).await));
+    let mut a = Ws::connect_v(&nodes[0].ws_url(), &alice.token, "a", 2).await;
+    let mut b = Ws::connect_v(&nodes[1].ws_url(), &bob.token, "b", 2).await;
+    let id = send_ok(&mut a, group, "r1".into(), "hi").await;
+    let rid = b.rid();
+    let cursors = BTreeMap::from([(group, id)]);
+    assert_eq!(b.request(ClientFrame::Received { rid, cursors }).await, ServerFrame::Ok { rid });
+    let got = a.recv_until(|f| matches!(f, ServerFrame::Receipt { .. })).await;
+    assert_eq!(got, ServerFrame::Receipt { conv: group, user: bob.id, read: 0, delivered: id });
+    let rid = b.rid();
+    assert_eq!(b.request(ClientFrame::Read { rid, conv: group, id }).await, ServerFrame::Ok { rid });
+    let got = a.recv_until(|f| matches!(f, ServerFrame::Receipt { .. })).await;
+    assert_eq!(got, ServerFrame::Receipt { conv: group, user: bob.id, read: id, delivered: id });
+}

@@ -302,3 +302,77 @@ async fn read_state_survives_a_restart_of_the_embedded_store() {
     assert_eq!(counts(&mut a, conv).await, (3, 3, 0));
     assert_eq!(counts(&mut a, group).await, (4, 3, 1));
 }
+
+/// A device back from a week away in 100 conversations: one `inbox`
+/// request answers every unread count exactly; the missed messages come in
+/// sync pages. Prints what that costs (round trips and bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_in_100_conversations_is_counted_in_one_request() {
+    const GROUPS: usize = 50;
+    const PEERS: usize = 50;
+    const EACH: usize = 5;
+    let mut cfg = im_server::ServerConfig::default();
+    (cfg.limits.rate_per_sec, cfg.limits.rate_burst) = (100_000, 100_000);
+    let server = im_tests::start(cfg).await;
+    let api = Api::new(&server);
+    let (alice, dave) = (api.user("alice").await, api.user("dave").await);
+    let mut a = ws2(&server, &alice, "a").await;
+    let mut expected = std::collections::BTreeMap::new();
+    for g in 0..GROUPS {
+        let conv = ConversationId::Group(GroupId(api.group(&alice, &format!("g{g}"), &[&dave]).await));
+        for i in 0..EACH {
+            a.send_message(conv, &format!("g{g}-{i}")).await;
+        }
+        expected.insert(conv, EACH as u64);
+    }
+    for p in 0..PEERS {
+        let peer = api.user(&format!("peer{p}")).await;
+        let mut ws = ws2(&server, &peer, "p").await;
+        let conv = ConversationId::direct(peer.id, dave.id);
+        for i in 0..EACH {
+            ws.send_message(conv, &format!("p{p}-{i}")).await;
+        }
+        expected.insert(conv, EACH as u64);
+    }
+    // Dave had read one message of the first group before going away.
+    let first = *expected.keys().next().unwrap();
+    let mut d = ws2(&server, &dave, "d").await;
+    assert!(matches!(mark(&mut d, first, 1).await, ServerFrame::Ok { .. }));
+    *expected.get_mut(&first).unwrap() -= 1;
+
+    let rid = d.rid();
+    let request = ClientFrame::Inbox { rid, after: None, limit: None };
+    let request_bytes = im_core::codec::encode_client(&request).len();
+    let reply = d.request(request).await;
+    let reply_bytes = im_core::codec::encode_server(&reply).len();
+    let ServerFrame::InboxPage { entries, has_more, .. } = reply else { panic!("{reply:?}") };
+    assert!(!has_more, "one page holds 100 conversations");
+    let got: std::collections::BTreeMap<_, _> = entries.iter().map(|e| (e.conv, e.unread)).collect();
+    assert_eq!(got, expected);
+    assert!(entries.iter().all(|e| e.last.as_ref().is_some_and(|m| m.id == EACH as u64)));
+
+    // The messages themselves: sync pages from cursor 0 (groups and direct chats are included unnamed).
+    let (mut rounds, mut sync_bytes, mut messages) = (0, 0, 0);
+    let mut cursors = std::collections::BTreeMap::new();
+    loop {
+        let rid = d.rid();
+        let reply = d.request(ClientFrame::Sync { rid, cursors: cursors.clone(), limit: None }).await;
+        sync_bytes += im_core::codec::encode_server(&reply).len();
+        rounds += 1;
+        let ServerFrame::SyncPage { messages: page, has_more, .. } = reply else { panic!("{reply:?}") };
+        messages += page.len();
+        for m in &page {
+            cursors.insert(m.conv, m.id);
+        }
+        if !has_more {
+            break;
+        }
+    }
+    assert_eq!(messages, (GROUPS + PEERS) * EACH);
+    println!(
+        "inbox of 100 conversations: 1 round trip, request {request_bytes} B, reply {reply_bytes} B \
+         ({} B per conversation with its last message); sync of {messages} missed messages: {rounds} \
+         round trips, {sync_bytes} B",
+        reply_bytes / entries.len()
+    );
+}

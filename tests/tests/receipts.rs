@@ -188,3 +188,40 @@ async fn large_groups_answer_the_query_but_push_nothing() {
     assert!(receipts(&a.frames_within(FLUSH).await).is_empty());
     assert_eq!(list(&mut a, group).await.unwrap()[1], Receipt { user: bob.id, read: 1, delivered: 1 });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_at_the_500_cap_counts_exactly_and_pushes_no_receipts() {
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let owner = api.user("owner").await;
+    let mut members = Vec::new();
+    for i in 0..499 {
+        members.push(api.user(&format!("m{i:03}")).await);
+    }
+    let refs: Vec<&im_tests::TestUser> = members.iter().collect();
+    let group = ConversationId::Group(GroupId(api.group(&owner, "full house", &refs).await));
+    let url = server.ws_url();
+    let mut o = Ws::connect_v(&url, &owner.token, "o", 2).await;
+    for i in 1..=3 {
+        o.send_message(group, &format!("m{i}")).await;
+    }
+    let (last, first) = (&members[498], &members[0]);
+    let mut l = Ws::connect_v(&url, &last.token, "l", 2).await;
+    let mut f = Ws::connect_v(&url, &first.token, "f", 2).await;
+    read(&mut l, group, 2).await;
+    received(&mut f, group, 3).await;
+    // Exact counts for members at both ends of the list.
+    for (ws, unread) in [(&mut l, 1), (&mut f, 3)] {
+        let rid = ws.rid();
+        match ws.request(ClientFrame::Inbox { rid, after: None, limit: None }).await {
+            ServerFrame::InboxPage { entries, .. } => assert_eq!(entries[0].unread, unread),
+            other => panic!("{other:?}"),
+        }
+    }
+    // 500 members are above the live-receipt size: the query answers, nothing is pushed.
+    let all = list(&mut o, group).await.unwrap();
+    assert_eq!(all.len(), 500);
+    assert!(all.contains(&Receipt { user: last.id, read: 2, delivered: 2 }));
+    assert!(all.contains(&Receipt { user: first.id, read: 0, delivered: 3 }));
+    assert!(receipts(&o.frames_within(FLUSH).await).is_empty());
+}
