@@ -16,11 +16,28 @@ use crate::read_book::{ConversationState, ReadBook};
 
 /// A request the driver sends for a handle and answers through `reply`.
 pub(crate) enum Command {
-    Send { conv: ConversationId, body: String, reply: oneshot::Sender<Result<SendReceipt, SendError>> },
-    Request { request: Request, reply: ReplyTx },
-    MarkRead { conv: ConversationId, id: MessageId },
-    Typing { conv: ConversationId, typing: bool, reply: ReplyTx },
-    Shutdown { done: oneshot::Sender<()> },
+    Send {
+        conv: ConversationId,
+        body: String,
+        mentions: Vec<UserId>,
+        reply: oneshot::Sender<Result<SendReceipt, SendError>>,
+    },
+    Request {
+        request: Request,
+        reply: ReplyTx,
+    },
+    MarkRead {
+        conv: ConversationId,
+        id: MessageId,
+    },
+    Typing {
+        conv: ConversationId,
+        typing: bool,
+        reply: ReplyTx,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 pub(crate) type ReplyTx = oneshot::Sender<Result<ServerFrame, RequestError>>;
@@ -142,8 +159,21 @@ impl Client {
         conv: ConversationId,
         body: impl Into<String>,
     ) -> Result<SendReceipt, SendError> {
+        self.send_mentioning(conv, body, &[]).await
+    }
+
+    /// [`send_detailed`](Self::send_detailed) of a message that mentions
+    /// `mentions` (members of the conversation, at most
+    /// [`MAX_MENTIONS`](crate::core::limits::MAX_MENTIONS)): they are
+    /// pushed even when they muted the conversation.
+    pub async fn send_mentioning(
+        &self,
+        conv: ConversationId,
+        body: impl Into<String>,
+        mentions: &[UserId],
+    ) -> Result<SendReceipt, SendError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Send { conv, body: body.into(), reply };
+        let cmd = Command::Send { conv, body: body.into(), mentions: mentions.to_vec(), reply };
         self.tx.send(cmd).await.map_err(|_| SendError::Stopped)?;
         rx.await.unwrap_or(Err(SendError::Stopped))
     }

@@ -245,6 +245,7 @@ mod tests {
             cmid: im_core::ClientMsgId::new(format!("c{id}")).unwrap(),
             body: format!("m{id}"),
             ts: 0,
+            mentions: Vec::new(),
         }
     }
 

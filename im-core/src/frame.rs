@@ -30,6 +30,12 @@ pub enum ClientFrame {
         cmid: ClientMsgId,
         /// The content.
         body: String,
+        /// Users the message mentions (at most
+        /// [`crate::limits::MAX_MENTIONS`], each once, members of the
+        /// conversation): a mention is pushed even when the user muted the
+        /// conversation. Absent: none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<UserId>,
     },
     /// Fetch what this device missed: every message with an id above the
     /// cursor, per conversation. Conversations of groups and direct chats the

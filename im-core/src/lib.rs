@@ -15,6 +15,7 @@
 //!     conv: ConversationId::Group(GroupId(42)),
 //!     cmid: ClientMsgId::new("5f1c-01").unwrap(),
 //!     body: "hello".into(),
+//!     mentions: Vec::new(),
 //! };
 //! let text = codec::encode_client(&send);
 //! assert_eq!(text, r#"{"type":"send","rid":1,"conv":"g:42","cmid":"5f1c-01","body":"hello"}"#);

@@ -51,6 +51,9 @@ pub const MAX_DEVICE_READS: usize = 16;
 /// conversation (ms); also how often a client reports `received` at most.
 pub const RECEIPT_INTERVAL_MS: u64 = 1_000;
 
+/// Most users one message may mention.
+pub const MAX_MENTIONS: usize = 50;
+
 /// Most users one presence query may name.
 pub const MAX_PRESENCE_QUERY: usize = 500;
 

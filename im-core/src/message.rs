@@ -23,4 +23,7 @@ pub struct Message {
     pub body: String,
     /// Server time of storage, ms since the Unix epoch (display only).
     pub ts: u64,
+    /// Users the message mentions (absent on the wire when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<UserId>,
 }

@@ -42,6 +42,7 @@ async fn run(server: &RunningServer, pairs: usize, messages: usize, round: usize
                     conv,
                     cmid: cmid(format!("{i}-{j}")),
                     body: "benchmark body".into(),
+                    mentions: Vec::new(),
                 })
                 .await;
                 // Wait for this ack; deliveries from the peer arrive meanwhile.

@@ -38,6 +38,7 @@ fn message(id: u64) -> Message {
         cmid: ClientMsgId::new(format!("c-{id}")).unwrap(),
         body: BODY.into(),
         ts: 1_764_000_000_000,
+        mentions: Vec::new(),
     }
 }
 
@@ -102,6 +103,7 @@ mod store {
             cmid: ClientMsgId::new(format!("c-{i}")).unwrap(),
             body: BODY.into(),
             ts: 1_764_000_000_000,
+            mentions: Vec::new(),
         }
     }
 

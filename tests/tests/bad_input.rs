@@ -64,13 +64,17 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
     let carol = api.user("carol").await;
     let stranger_group = GroupId(api.group(&carol, "private", &[]).await);
     let requests = vec![
-        (ClientFrame::Send { rid: 10, conv, cmid: cmid("big"), body: big }, ErrorCode::BodyTooLarge),
+        (
+            ClientFrame::Send { rid: 10, conv, cmid: cmid("big"), body: big, mentions: Vec::new() },
+            ErrorCode::BodyTooLarge,
+        ),
         (
             ClientFrame::Send {
                 rid: 11,
                 conv: ConversationId::Group(stranger_group),
                 cmid: cmid("s"),
                 body: "hi".into(),
+                mentions: Vec::new(),
             },
             ErrorCode::NotMember,
         ),
@@ -80,6 +84,7 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
                 conv: ConversationId::Group(GroupId(999)),
                 cmid: cmid("m"),
                 body: "".into(),
+                mentions: Vec::new(),
             },
             ErrorCode::NoSuchGroup,
         ),
@@ -89,6 +94,7 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
                 conv: ConversationId::direct(alice.id, UserId(999)),
                 cmid: cmid("d"),
                 body: "".into(),
+                mentions: Vec::new(),
             },
             ErrorCode::NoSuchConversation,
         ),
@@ -98,6 +104,7 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
                 conv: ConversationId::direct(bob.id, carol.id),
                 cmid: cmid("o"),
                 body: "".into(),
+                mentions: Vec::new(),
             },
             ErrorCode::NotMember,
         ),
@@ -109,6 +116,7 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
                 conv: ConversationId::Room(RoomId(4242)),
                 cmid: cmid("r"),
                 body: "".into(),
+                mentions: Vec::new(),
             },
             ErrorCode::NoSuchRoom,
         ),
@@ -124,6 +132,31 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
         (ClientFrame::History { rid: 19, conv, before: None, limit: Some(0) }, ErrorCode::InvalidField),
         (
             ClientFrame::QueryPresence { rid: 20, users: (1..=501).map(UserId).collect() },
+            ErrorCode::InvalidField,
+        ),
+        // Mentions: of a non-member, twice the same user, too many.
+        (
+            ClientFrame::Send { rid: 21, conv, cmid: cmid("m1"), body: "".into(), mentions: vec![carol.id] },
+            ErrorCode::InvalidField,
+        ),
+        (
+            ClientFrame::Send {
+                rid: 22,
+                conv,
+                cmid: cmid("m2"),
+                body: "".into(),
+                mentions: vec![bob.id, bob.id],
+            },
+            ErrorCode::InvalidField,
+        ),
+        (
+            ClientFrame::Send {
+                rid: 23,
+                conv,
+                cmid: cmid("m3"),
+                body: "".into(),
+                mentions: (1..=51).map(UserId).collect(),
+            },
             ErrorCode::InvalidField,
         ),
     ];
@@ -145,7 +178,15 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
     }
     assert!(logic.my_rooms(alice.id).await.unwrap().is_empty(), "no room joined");
     let rid = ws.rid();
-    let ok = ws.request(ClientFrame::Send { rid, conv, cmid: cmid("fine"), body: "fine".into() }).await;
+    let ok = ws
+        .request(ClientFrame::Send {
+            rid,
+            conv,
+            cmid: cmid("fine"),
+            body: "fine".into(),
+            mentions: Vec::new(),
+        })
+        .await;
     assert!(matches!(ok, ServerFrame::Ack { id: 1, .. }), "{ok:?}");
     // The bystander saw only the one good message.
     match bystander.recv().await {

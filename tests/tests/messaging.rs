@@ -10,7 +10,7 @@ use im_tests::{cmid, start_default, Api, Ws};
 const QUIET: Duration = Duration::from_millis(300);
 
 fn send(ws: &mut Ws, conv: ConversationId, tag: &str, body: &str) -> ClientFrame {
-    ClientFrame::Send { rid: ws.rid(), conv, cmid: cmid(tag), body: body.into() }
+    ClientFrame::Send { rid: ws.rid(), conv, cmid: cmid(tag), body: body.into(), mentions: Vec::new() }
 }
 
 fn delivered(f: ServerFrame) -> Message {
@@ -158,7 +158,7 @@ async fn offline_group_member_gets_a_ten_thousand_message_backlog_by_sync_in_pag
     // A direct chat too, so sync spans several conversations.
     let direct = ConversationId::direct(alice.id, bob.id);
     for i in 0..3 {
-        logic.send(alice.id, None, direct, cmid(format!("d{i}")), "dm".into()).await.unwrap();
+        logic.send(alice.id, None, direct, cmid(format!("d{i}")), "dm".to_owned()).await.unwrap();
     }
 
     let mut bob_ws = Ws::open(&server, &bob, "phone").await;

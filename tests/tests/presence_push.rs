@@ -92,15 +92,33 @@ async fn recipients_without_a_live_connection_are_handed_to_the_push_notifier() 
     // Group message: bob is online, carol is not (and alice is the sender).
     let rid = alice_ws.rid();
     let conv = ConversationId::Group(group);
-    alice_ws.request(ClientFrame::Send { rid, conv, cmid: cmid(1), body: "hi".into() }).await;
+    alice_ws
+        .request(ClientFrame::Send { rid, conv, cmid: cmid(1), body: "hi".into(), mentions: Vec::new() })
+        .await;
     // Direct message to carol (offline).
     let direct = ConversationId::direct(alice.id, carol.id);
     let rid = alice_ws.rid();
-    alice_ws.request(ClientFrame::Send { rid, conv: direct, cmid: cmid(2), body: "psst".into() }).await;
+    alice_ws
+        .request(ClientFrame::Send {
+            rid,
+            conv: direct,
+            cmid: cmid(2),
+            body: "psst".into(),
+            mentions: Vec::new(),
+        })
+        .await;
     // Direct message to bob (online): no push.
     let to_bob = ConversationId::direct(alice.id, bob.id);
     let rid = alice_ws.rid();
-    alice_ws.request(ClientFrame::Send { rid, conv: to_bob, cmid: cmid(3), body: "hey".into() }).await;
+    alice_ws
+        .request(ClientFrame::Send {
+            rid,
+            conv: to_bob,
+            cmid: cmid(3),
+            body: "hey".into(),
+            mentions: Vec::new(),
+        })
+        .await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while recorder.calls.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
@@ -188,17 +206,24 @@ async fn push_carries_unread_counts_skips_muted_conversations_and_hears_of_reads
     assert_eq!(body["conversations"][0]["muted_until"], json!(u64::MAX));
     let (s, _) = api.call("PUT", &mute, Some(&carol.token), Some(json!({"until": 0}))).await;
     assert_eq!(s, 400, "0 is no time");
+    // A mention pushes through the mute.
+    let rid = a.rid();
+    let frame =
+        ClientFrame::Send { rid, conv, cmid: cmid("at"), body: "@carol".into(), mentions: vec![carol.id] };
+    assert!(matches!(a.request(frame).await, ServerFrame::Ack { id: 6, .. }));
+    eventually("the mention's push", || notifier.notified.lock().unwrap().len() == 5).await;
+    assert!(notifier.notified.lock().unwrap().contains(&(6, vec![PushRecipient::new(carol.id, 4)])));
     let eve = api.user("eve").await;
     let (s, _) = api.call("PUT", &mute, Some(&eve.token), Some(json!({}))).await;
     assert_eq!(s, 403, "not hers to mute");
     // Unmuted: pushes again.
     let (s, _) = api.call("DELETE", &mute, Some(&carol.token), None).await;
     assert_eq!(s, 204);
-    a.send_message(conv, "m6").await;
-    eventually("the sixth push", || notifier.notified.lock().unwrap().len() == 5).await;
+    a.send_message(conv, "m7").await;
+    eventually("the seventh push", || notifier.notified.lock().unwrap().len() == 6).await;
     let got = notifier.notified.lock().unwrap().clone();
     assert!(got.iter().all(|(id, _)| *id != 5), "the muted message was not pushed: {got:?}");
-    assert!(got.contains(&(6, vec![PushRecipient::new(carol.id, 4)])));
+    assert!(got.contains(&(7, vec![PushRecipient::new(carol.id, 5)])));
     let (_, body) = api.call("GET", "/api/v1/conversations", Some(&carol.token), None).await;
     assert!(body["conversations"][0].get("muted_until").is_none(), "{body}");
     server.shutdown().await;

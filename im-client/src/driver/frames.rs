@@ -18,7 +18,8 @@ impl Driver {
                 if let Some(sent) = self.outbox.take(rid) {
                     tracing::trace!(%conv, id, duplicate, "ack");
                     let from = self.me.unwrap_or(UserId(0));
-                    self.offer(Message { conv, id, from, cmid, body: sent.body, ts }).await?;
+                    let mentions = sent.mentions;
+                    self.offer(Message { conv, id, from, cmid, body: sent.body, ts, mentions }).await?;
                     let _ = sent.reply.send(Ok(SendReceipt { id, duplicate }));
                 }
             }

@@ -266,13 +266,13 @@ impl Driver {
                 self.shutdown_done = Some(done);
                 Err(StopReason::Shutdown)
             }
-            Some(Command::Send { conv, body, reply }) => {
+            Some(Command::Send { conv, body, mentions, reply }) => {
                 let cmid = self.cmids.next();
-                if let Err(e) = self.check_size(conv, &cmid, &body) {
+                if let Err(e) = self.check_size(conv, &cmid, &body, &mentions) {
                     let _ = reply.send(Err(e));
                     return Ok(());
                 }
-                if let Err(reply) = self.outbox.push(conv, cmid, body, reply) {
+                if let Err(reply) = self.outbox.push(conv, cmid, body, mentions, reply) {
                     let _ = reply.send(Err(SendError::QueueFull));
                 }
                 Ok(())
@@ -311,13 +311,19 @@ impl Driver {
         conv: im_core::ConversationId,
         cmid: &im_core::ClientMsgId,
         body: &str,
+        mentions: &[UserId],
     ) -> Result<(), SendError> {
         let max = self.limits.max_body_bytes;
         if body.len() > max {
             return Err(SendError::BodyTooLarge { len: body.len(), max });
         }
-        let probe =
-            ClientFrame::Send { rid: RequestId::MAX, conv, cmid: cmid.clone(), body: body.to_owned() };
+        let probe = ClientFrame::Send {
+            rid: RequestId::MAX,
+            conv,
+            cmid: cmid.clone(),
+            body: body.to_owned(),
+            mentions: mentions.to_vec(),
+        };
         let frame_len = codec::encode_client(&probe).len();
         if frame_len > self.limits.max_frame_bytes {
             return Err(SendError::BodyTooLarge { len: frame_len, max: self.limits.max_frame_bytes });

@@ -21,6 +21,22 @@ pub struct Sent<'a> {
     _turn: Turn<'a>,
 }
 
+/// What a message says: its body and the users it mentions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Content {
+    /// The text.
+    pub body: String,
+    /// Users mentioned (at most [`im_core::limits::MAX_MENTIONS`], each
+    /// once, members of the conversation).
+    pub mentions: Vec<UserId>,
+}
+
+impl From<String> for Content {
+    fn from(body: String) -> Self {
+        Content { body, mentions: Vec::new() }
+    }
+}
+
 /// One page of a sync.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncPage {
@@ -50,9 +66,9 @@ impl Logic {
         conn: Option<u64>,
         conv: ConversationId,
         cmid: ClientMsgId,
-        body: String,
+        content: impl Into<Content>,
     ) -> Result<Appended> {
-        Ok(self.submit_send(from, conn, conv, cmid, body).await?.await?.appended)
+        Ok(self.submit_send(from, conn, conv, cmid, content).await?.await?.appended)
     }
 
     /// [`send`](Self::send) in two steps, for pipelining: returns once the
@@ -78,8 +94,9 @@ impl Logic {
         conn: Option<u64>,
         conv: ConversationId,
         cmid: ClientMsgId,
-        body: String,
+        content: impl Into<Content>,
     ) -> Result<impl std::future::Future<Output = Result<Sent<'_>>> + Send + '_> {
+        let Content { body, mentions } = content.into();
         let max = self.cfg.limits.max_body_bytes;
         if body.len() > max {
             return Err(Error::new(ErrorCode::BodyTooLarge, format!("body is over {max} bytes")));
@@ -89,6 +106,7 @@ impl Logic {
             return Err(Error::new(ErrorCode::InvalidField, "body must not contain NUL characters"));
         }
         self.check_access(from, conv).await?;
+        self.check_mentions(conv, &mentions).await?;
         if let ConversationId::Direct(a, b) = conv {
             self.remember_direct(a, b).await?;
         }
@@ -105,8 +123,8 @@ impl Logic {
                 ),
                 ConversationId::Room(r) => Audience::Room(r),
             };
-            let pending =
-                self.svc.messages.submit_append(NewMessage { conv, from, cmid, body, ts: now_ms() }).await?;
+            let message = NewMessage { conv, from, cmid, body, ts: now_ms(), mentions };
+            let pending = self.svc.messages.submit_append(message).await?;
             (pending, submit.turn(), audience)
         };
         Ok(async move {
@@ -127,6 +145,47 @@ impl Logic {
             }
             Ok(Sent { appended, _turn: turn })
         })
+    }
+
+    /// Mentions must be few, distinct, and members of the conversation
+    /// (either party of a direct chat, a group member; in a room, a user
+    /// who exists).
+    async fn check_mentions(&self, conv: ConversationId, mentions: &[UserId]) -> Result<()> {
+        if mentions.is_empty() {
+            return Ok(());
+        }
+        let max = im_core::limits::MAX_MENTIONS;
+        if mentions.len() > max {
+            return Err(Error::new(ErrorCode::InvalidField, format!("at most {max} mentions")));
+        }
+        let distinct: BTreeSet<UserId> = mentions.iter().copied().collect();
+        if distinct.len() != mentions.len() {
+            return Err(Error::new(ErrorCode::InvalidField, "a user is mentioned twice"));
+        }
+        let outsider = match conv {
+            ConversationId::Direct(a, b) => mentions.iter().find(|&&u| u != a && u != b).copied(),
+            ConversationId::Group(g) => {
+                let members: BTreeSet<UserId> =
+                    self.svc.directory.members(g).await?.into_iter().map(|m| m.user).collect();
+                mentions.iter().find(|u| !members.contains(u)).copied()
+            }
+            ConversationId::Room(_) => {
+                let mut missing = None;
+                for &u in mentions {
+                    if self.svc.directory.user(u).await?.is_none() {
+                        missing = Some(u);
+                        break;
+                    }
+                }
+                missing
+            }
+        };
+        match outsider {
+            Some(u) => {
+                Err(Error::new(ErrorCode::InvalidField, format!("mentioned user {u} is not in {conv}")))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Hands the message to the push notifier for recipients with no live

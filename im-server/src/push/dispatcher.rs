@@ -148,7 +148,7 @@ impl PushDispatcher {
 }
 
 /// Those of `users` to notify about `message`: no live connection, read id
-/// below the message, not muted now; with their unread counts.
+/// below the message, not muted now (or mentioned); with their unread counts.
 async fn recipients_of(
     filters: &Filters,
     users: Vec<UserId>,
@@ -165,7 +165,7 @@ async fn recipients_of(
     Ok(offline
         .into_iter()
         .zip(states)
-        .filter(|(_, s)| s.read < message.id && s.muted_until <= now)
+        .filter(|(user, s)| s.read < message.id && (s.muted_until <= now || message.mentions.contains(user)))
         .map(|(user, s)| PushRecipient::new(user, message.id - s.read))
         .collect())
 }

@@ -114,6 +114,7 @@ mod tests {
             cmid: ClientMsgId::new("c-1").unwrap(),
             body: "hello".into(),
             ts: 1_700_000_000_000,
+            mentions: Vec::new(),
         }
     }
 

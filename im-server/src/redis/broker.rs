@@ -604,6 +604,7 @@ mod tests {
             cmid: ClientMsgId::new(format!("c{id}")).unwrap(),
             body: format!("m{id}"),
             ts: 0,
+            mentions: Vec::new(),
         })
     }
 

@@ -18,6 +18,7 @@ fn new_msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessag
         cmid: ClientMsgId::new(cmid).expect("valid cmid"),
         body: body.to_owned(),
         ts: 1_700_000_000_000 + from,
+        mentions: Vec::new(),
     }
 }
 
@@ -63,7 +64,8 @@ pub(crate) async fn messages(store: Arc<dyn MessageStore>) {
             from: UserId(1),
             cmid: ClientMsgId::new("a3").unwrap(),
             body: "body a3".into(),
-            ts: 1_700_000_000_001
+            ts: 1_700_000_000_001,
+            mentions: Vec::new()
         }
     );
 
@@ -134,6 +136,15 @@ pub(crate) async fn reads(store: Arc<dyn MessageStore>) {
     store.append(new_msg(g, 2, "b1", "from bob")).await.unwrap();
     assert_eq!(store.read_ids(bob, &[g]).await.unwrap(), vec![3]);
     assert_eq!(store.latest(&[none, g]).await.unwrap(), vec![None, Some(four)]);
+    // Mentions are stored with the message.
+    let mut mentioning = new_msg(g, 9, "x5", "hey @alice @carol");
+    mentioning.mentions = vec![alice, UserId(3)];
+    let five = store.append(mentioning).await.unwrap().message;
+    assert_eq!(five.mentions, vec![alice, UserId(3)]);
+    assert_eq!(store.after(g, 4, 10).await.unwrap(), vec![five.clone()]);
+    assert_eq!(store.before(g, None, 1).await.unwrap(), vec![five.clone()]);
+    assert_eq!(store.latest(&[g]).await.unwrap(), vec![Some(five)]);
+    assert!(store.after(g, 0, 1).await.unwrap()[0].mentions.is_empty());
 
     // Marking: raises, never lowers; the device report is kept on its own.
     let m = store.mark_read(bob, g, Some("phone"), 4).await.unwrap();

@@ -106,8 +106,15 @@ impl MessageStore for MemoryStore {
             return Ok(Appended { message: original, duplicate: true });
         }
         let id = log.len() as MessageId + 1;
-        let message =
-            Message { conv: msg.conv, id, from: msg.from, cmid: key.2.clone(), body: msg.body, ts: msg.ts };
+        let message = Message {
+            conv: msg.conv,
+            id,
+            from: msg.from,
+            cmid: key.2.clone(),
+            body: msg.body,
+            ts: msg.ts,
+            mentions: msg.mentions,
+        };
         log.push(message.clone());
         keys.insert(key, id);
         m.raise_read(message.from, message.conv, id);

@@ -68,6 +68,8 @@ pub struct NewMessage {
     pub body: String,
     /// Server time, ms since the Unix epoch.
     pub ts: u64,
+    /// Users the message mentions (checked by the logic).
+    pub mentions: Vec<UserId>,
 }
 
 /// Outcome of [`MessageStore::append`].

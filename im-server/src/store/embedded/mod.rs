@@ -102,6 +102,8 @@ struct MsgOut<'a> {
     c: &'a str,
     b: &'a str,
     t: u64,
+    #[serde(skip_serializing_if = "<[UserId]>::is_empty")]
+    m: &'a [UserId],
 }
 
 #[derive(Deserialize)]
@@ -110,11 +112,14 @@ struct MsgIn {
     c: ClientMsgId,
     b: String,
     t: u64,
+    /// Mentions (absent in values stored before they existed, and when none).
+    #[serde(default)]
+    m: Vec<UserId>,
 }
 
 fn decode_msg(conv: ConversationId, id: MessageId, bytes: &[u8]) -> Result<Message, DbError> {
     let m: MsgIn = serde_json::from_slice(bytes)?;
-    Ok(Message { conv, id, from: UserId(m.f), cmid: m.c, body: m.b, ts: m.t })
+    Ok(Message { conv, id, from: UserId(m.f), cmid: m.c, body: m.b, ts: m.t, mentions: m.m })
 }
 
 fn role_code(role: Role) -> u8 {

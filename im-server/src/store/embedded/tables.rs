@@ -221,14 +221,28 @@ impl<'t> Tables<'t> {
             });
         }
         let id = last_id(&self.messages, &c)? + 1;
-        let value = serde_json::to_vec(&MsgOut { f: m.from.0, c: m.cmid.as_str(), b: &m.body, t: m.ts })?;
+        let value = serde_json::to_vec(&MsgOut {
+            f: m.from.0,
+            c: m.cmid.as_str(),
+            b: &m.body,
+            t: m.ts,
+            m: &m.mentions,
+        })?;
         self.messages.insert((c.as_str(), id), value.as_slice())?;
         self.msg_keys.insert(key, id)?;
         reads::raise(&mut self.reads, m.from, &c, id)?;
         if let Some(log) = log {
             log.push(&c, id, &value);
         }
-        let message = Message { conv: m.conv, id, from: m.from, cmid: m.cmid, body: m.body, ts: m.ts };
+        let message = Message {
+            conv: m.conv,
+            id,
+            from: m.from,
+            cmid: m.cmid,
+            body: m.body,
+            ts: m.ts,
+            mentions: m.mentions,
+        };
         Ok(Ok(Reply::Appended(Appended { message, duplicate: false })))
     }
 

@@ -152,6 +152,14 @@ CREATE TABLE {S}.receipts_off (
 ALTER TABLE {S}.read_state ADD COLUMN muted_until bigint NOT NULL DEFAULT 0;
 ",
     },
+    Migration {
+        version: 5,
+        name: "mentions",
+        sql: r"
+-- Users a message mentions (pushed even when they muted the conversation).
+ALTER TABLE {S}.messages ADD COLUMN mentions bigint[] NOT NULL DEFAULT '{}';
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

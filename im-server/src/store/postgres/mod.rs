@@ -260,12 +260,12 @@ fn role_of(name: &str) -> StoreResult<Role> {
     }
 }
 
-/// A message from a row of `id, sender_id, cmid, body, ts`.
+/// A message from a row of `id, sender_id, cmid, body, ts, mentions`.
 fn message(conv: ConversationId, row: &Row) -> StoreResult<Message> {
     message_at(conv, row, 0)
 }
 
-/// A message from the columns `id, sender_id, cmid, body, ts` of `row`, starting at column `at`.
+/// A message from the columns `id, sender_id, cmid, body, ts, mentions` of `row`, starting at column `at`.
 fn message_at(conv: ConversationId, row: &Row, at: usize) -> StoreResult<Message> {
     let cmid: String = col(row, at + 2)?;
     let cmid = ClientMsgId::new(cmid)
@@ -277,6 +277,7 @@ fn message_at(conv: ConversationId, row: &Row, at: usize) -> StoreResult<Message
         cmid,
         body: col(row, at + 3)?,
         ts: untime(col(row, at + 4)?),
+        mentions: col::<Vec<i64>>(row, at + 5)?.into_iter().map(|u| UserId(unkey(u))).collect(),
     })
 }
 
@@ -307,7 +308,7 @@ fn room(row: &Row) -> StoreResult<Room> {
     })
 }
 
-const MSG_COLS: &str = "id, sender_id, cmid, body, ts";
+const MSG_COLS: &str = "id, sender_id, cmid, body, ts, mentions";
 
 #[async_trait]
 impl MessageStore for PgStore {
@@ -323,8 +324,8 @@ impl MessageStore for PgStore {
                      ON CONFLICT (conv) DO UPDATE SET last_id = c.last_id + 1
                      RETURNING last_id)
                  , msg AS (
-                     INSERT INTO {S}.messages (conv, id, sender_id, cmid, body, ts)
-                     SELECT $1, last_id, $2, $3, $4, $5 FROM head
+                     INSERT INTO {S}.messages (conv, id, sender_id, cmid, body, ts, mentions)
+                     SELECT $1, last_id, $2, $3, $4, $5, $6 FROM head
                      RETURNING id)
                  , sender_read AS (
                      INSERT INTO {S}.read_state AS r (user_id, conv, read_id)
@@ -334,11 +335,16 @@ impl MessageStore for PgStore {
             ))
             .await
             .map_err(db_err)?;
-        match client.query_one(&insert, &[&conv, &from, &msg.cmid.as_str(), &msg.body, &ts]).await {
+        let mentions: Vec<i64> = msg.mentions.iter().map(|u| key(u.0)).collect();
+        match client.query_one(&insert, &[&conv, &from, &msg.cmid.as_str(), &msg.body, &ts, &mentions]).await
+        {
             Ok(row) => {
                 let id = unkey(col(&row, 0)?);
-                let NewMessage { conv, from, cmid, body, ts } = msg;
-                Ok(Appended { message: Message { conv, id, from, cmid, body, ts }, duplicate: false })
+                let NewMessage { conv, from, cmid, body, ts, mentions } = msg;
+                Ok(Appended {
+                    message: Message { conv, id, from, cmid, body, ts, mentions },
+                    duplicate: false,
+                })
             }
             Err(e) if violates(&e, "messages_idempotency_key") => {
                 // A resend. The original committed before we got the head's

@@ -101,7 +101,14 @@ impl Drop for TestDb {
 }
 
 fn msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessage {
-    NewMessage { conv, from: UserId(from), cmid: ClientMsgId::new(cmid).unwrap(), body: body.into(), ts: 7 }
+    NewMessage {
+        conv,
+        from: UserId(from),
+        cmid: ClientMsgId::new(cmid).unwrap(),
+        body: body.into(),
+        ts: 7,
+        mentions: Vec::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
