@@ -251,8 +251,9 @@ impl Client {
     /// only the highest goes out. The server keeps the highest id ever
     /// marked, and the user's other devices get
     /// [`Event::ReadUpTo`](crate::Event::ReadUpTo). An id above the newest
-    /// message this client knows is lowered to it. Fails only once the
-    /// client has stopped.
+    /// message this client knows is lowered to it (for a conversation the
+    /// client knows nothing of yet, the server checks the id). Fails only
+    /// once the client has stopped.
     pub async fn mark_read(&self, conv: ConversationId, id: MessageId) -> Result<(), RequestError> {
         self.tx.send(Command::MarkRead { conv, id }).await.map_err(|_| RequestError::Stopped)
     }
@@ -260,7 +261,8 @@ impl Client {
     /// What this client knows of `conv`'s read state: newest id, read id,
     /// unread count (`None` before it heard of the conversation). Kept
     /// from the messages the app got, every mark on any of the user's
-    /// devices, and the inbox the client reads after every sync.
+    /// devices, and the inbox the client reads after each connection's
+    /// first sync.
     pub fn read_state(&self, conv: ConversationId) -> Option<ConversationState> {
         self.book.lock().unwrap_or_else(|p| p.into_inner()).get(conv)
     }
@@ -292,7 +294,8 @@ impl Client {
 
     /// The whole inbox: every page of [`inbox_page`](Self::inbox_page)
     /// (at most 200,000 conversations), with each last message. (The
-    /// client already walks the inbox after every sync to keep
+    /// client already walks the inbox after the first sync of every
+    /// connection to keep
     /// [`read_state`](Self::read_state) current; this is for drawing the
     /// conversation list.)
     pub async fn inbox(&self) -> Result<Vec<InboxEntry>, RequestError> {

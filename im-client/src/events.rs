@@ -62,7 +62,7 @@ pub enum Event {
     },
     /// The user's read id in `conv` rose to `id` because another of their
     /// devices (or the app's backend over HTTP) marked it read — live, or
-    /// learned from the inbox the client reads after every sync (protocol
+    /// learned from the inbox the client reads after each connection's first sync (protocol
     /// version 2): clear the badge up to `id`. Not sent for this device's
     /// own [`Client::mark_read`](crate::Client::mark_read).
     ReadUpTo {

@@ -35,8 +35,8 @@
 //!   reconnect); unread counts and read ids are state the app reads at any
 //!   moment ([`Client::read_state`], [`Client::unread_total`]) and events
 //!   ([`Event::Unread`], [`Event::ReadUpTo`] from the user's other
-//!   devices, also learned from the inbox the client reads after every
-//!   sync); [`Client::inbox`] lists every conversation with its last
+//!   devices, also learned from the inbox the client reads after each
+//!   connection's first sync); [`Client::inbox`] lists every conversation with its last
 //!   message — the first screen of a chat app.
 //! * **Receipts** — the client reports what reached the app (at most once
 //!   a second); [`Event::Receipt`] tells how far others read and received,

@@ -4,7 +4,7 @@
 //! reports (at most one per [`RECEIPT_INTERVAL_MS`]). The driver asks for
 //! [`frames`](ReadSync::frames) and reports the answers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use im_core::limits::{DEFAULT_MAX_SYNC_CURSORS, RECEIPT_INTERVAL_MS};
@@ -19,13 +19,15 @@ pub(crate) struct ReadSync {
     marks: HashMap<RequestId, (ConversationId, MessageId)>,
     /// Messages of others the app got since the last `received` report.
     unreported: BTreeMap<ConversationId, MessageId>,
-    /// `received` reports in flight.
-    reports: HashSet<RequestId>,
+    /// `received` reports in flight, with what they reported.
+    reports: HashMap<RequestId, BTreeMap<ConversationId, MessageId>>,
     last_report: Option<Instant>,
     /// An inbox walk is wanted (after a sync), starting after this conversation.
     inbox_wanted: Option<Option<ConversationId>>,
     /// The inbox page in flight.
     inbox_rid: Option<RequestId>,
+    /// The inbox was walked (or is being walked) on this connection.
+    inbox_walked: bool,
 }
 
 /// Whose answer a reply is.
@@ -54,10 +56,20 @@ impl ReadSync {
         }
     }
 
-    /// A sync finished: walk the inbox, to learn what was read elsewhere.
+    /// A sync finished: after the first of a connection, walk the inbox
+    /// once, to learn what was read elsewhere while away (later syncs fill
+    /// gaps; live `read_up_to` covers the rest).
     pub(crate) fn synced(&mut self) {
-        if self.inbox_rid.is_none() {
+        if !self.inbox_walked {
+            self.inbox_walked = true;
             self.inbox_wanted = Some(None);
+        }
+    }
+
+    /// Puts a report's cursors back, to go out with the next one.
+    fn unreport(&mut self, cursors: BTreeMap<ConversationId, MessageId>) {
+        for (conv, id) in cursors {
+            self.delivered(conv, id);
         }
     }
 
@@ -100,7 +112,7 @@ impl ReadSync {
                 self.unreported = cursors.split_off(&from);
             }
             let rid = next_rid();
-            self.reports.insert(rid);
+            self.reports.insert(rid, cursors.clone());
             self.last_report = Some(now);
             out.push(ClientFrame::Received { rid, cursors });
         }
@@ -109,11 +121,17 @@ impl ReadSync {
 
     /// The server answered `rid` with `ok` (`refused: None`) or an error.
     pub(crate) fn answered(&mut self, rid: RequestId, refused: Option<ErrorCode>) -> Owner {
-        if self.reports.remove(&rid) {
+        if let Some(cursors) = self.reports.remove(&rid) {
+            if refused.is_some_and(|c| {
+                matches!(c, ErrorCode::RateLimited | ErrorCode::Internal | ErrorCode::Unavailable)
+            }) {
+                self.unreport(cursors);
+            }
             return Owner::Done;
         }
         if self.inbox_rid == Some(rid) {
-            // A refused page: try the walk again after the next sync.
+            // A refused page ends the walk for this connection (the next
+            // connection walks again; live `read_up_to` still arrives).
             self.inbox_rid = None;
             return Owner::Done;
         }
@@ -151,9 +169,12 @@ impl ReadSync {
         for (_, (conv, id)) in std::mem::take(&mut self.marks) {
             self.mark(conv, id);
         }
-        self.reports.clear();
+        for (_, cursors) in std::mem::take(&mut self.reports) {
+            self.unreport(cursors);
+        }
         self.inbox_rid = None;
         self.inbox_wanted = None;
+        self.inbox_walked = false;
     }
 }
 
@@ -222,5 +243,29 @@ mod tests {
         assert_eq!(rs.inbox_page(1, None, false), Owner::Inbox);
         assert!(rs.frames(10, 2, later, rids()).is_empty());
         assert_eq!(rs.inbox_page(5, None, false), Owner::None);
+        // Only the first sync of a connection walks the inbox.
+        rs.synced();
+        assert!(rs.frames(10, 2, later, rids()).is_empty(), "a gap-filling sync does not walk again");
+        rs.disconnected();
+        rs.synced();
+        assert_eq!(rs.frames(10, 2, later, rids()).len(), 1, "the next connection walks again");
+    }
+
+    #[test]
+    fn a_report_lost_with_the_connection_or_refused_for_a_passing_reason_goes_out_again() {
+        let g = ConversationId::Group(GroupId(1));
+        let mut rs = ReadSync::default();
+        let t0 = Instant::now();
+        rs.delivered(g, 4);
+        assert_eq!(rs.frames(10, 2, t0, rids()).len(), 1);
+        rs.disconnected();
+        let later = t0 + Duration::from_millis(RECEIPT_INTERVAL_MS);
+        let frames = rs.frames(10, 2, later, rids());
+        assert_eq!(frames, vec![ClientFrame::Received { rid: 1, cursors: BTreeMap::from([(g, 4)]) }]);
+        assert_eq!(rs.answered(1, Some(ErrorCode::RateLimited)), Owner::Done);
+        let again = later + Duration::from_millis(RECEIPT_INTERVAL_MS);
+        assert_eq!(rs.frames(10, 2, again, rids()).len(), 1);
+        assert_eq!(rs.answered(1, None), Owner::Done);
+        assert!(rs.frames(10, 2, again + Duration::from_secs(5), rids()).is_empty());
     }
 }

@@ -432,9 +432,11 @@ impl ServerFrame {
     /// a connection of an older version.
     pub fn since_version(&self) -> u32 {
         match self {
-            ServerFrame::UserTyping { .. } | ServerFrame::ReadUpTo { .. } | ServerFrame::InboxPage { .. } => {
-                2
-            }
+            ServerFrame::UserTyping { .. }
+            | ServerFrame::ReadUpTo { .. }
+            | ServerFrame::InboxPage { .. }
+            | ServerFrame::Receipt { .. }
+            | ServerFrame::ReceiptList { .. } => 2,
             _ => 1,
         }
     }

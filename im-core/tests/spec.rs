@@ -94,6 +94,15 @@ fn every_json_example_round_trips_through_im_core() {
         assert!(!SERVER_FRAME_TYPES.contains(ty), "frame type {ty:?} is both a client and a server type");
     }
 
+    // The frame types the version table lists as added in version 2.
+    let v2: Vec<String> = doc
+        .lines()
+        .filter(|l| l.starts_with("| client frame `") || l.starts_with("| server frame `"))
+        .filter_map(|l| l.split('`').nth(1).map(str::to_owned))
+        .collect();
+    assert!(v2.len() >= 2, "docs/protocol.md section 2 lists the version-2 frames");
+    let since = |ty: &str| if v2.iter().any(|t| t == ty) { 2 } else { 1 };
+
     let mut seen: Vec<String> = Vec::new();
     for Example { line, text } in &blocks {
         let original: Value = serde_json::from_str(text)
@@ -108,11 +117,13 @@ fn every_json_example_round_trips_through_im_core() {
             let frame =
                 codec::decode_client(text).unwrap_or_else(|e| panic!("line {line}: client frame: {e}"));
             assert_eq!(frame.type_name(), ty, "line {line}");
+            assert_eq!(frame.since_version(), since(ty), "line {line}: {ty} is of another version");
             codec::encode_client(&frame)
         } else if SERVER_FRAME_TYPES.contains(&ty) {
             let frame =
                 codec::decode_server(text).unwrap_or_else(|e| panic!("line {line}: server frame: {e}"));
             assert_eq!(frame.type_name(), ty, "line {line}");
+            assert_eq!(frame.since_version(), since(ty), "line {line}: {ty} is of another version");
             if let ServerFrame::Hello { protocol, .. } = &frame {
                 assert_eq!(*protocol, PROTOCOL_VERSION, "line {line}: hello announces another version");
             }

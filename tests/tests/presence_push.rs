@@ -155,6 +155,9 @@ impl PushNotifier for ReadAware {
         self.reads.lock().unwrap().push((user, conv, id));
         Ok(())
     }
+    fn wants_read_notices(&self) -> bool {
+        true
+    }
 }
 
 /// Waits until `f` holds (polling; at most 5 s).

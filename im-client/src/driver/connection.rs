@@ -140,6 +140,14 @@ impl Driver {
             *next_rid += 1;
             *next_rid
         }));
+        // Typing the client refreshes or stops by itself goes before the
+        // app's own typing calls queued since, so the latest state arrives last.
+        let left = budget.saturating_sub(frames.len()).min(self.typing_due.len());
+        for (conv, typing) in self.typing_due.drain(..left) {
+            self.next_rid += 1;
+            self.quiet.insert(self.next_rid);
+            frames.push(ClientFrame::Typing { rid: self.next_rid, conv, typing });
+        }
         self.waiting.retain(|(_, reply)| !reply.is_closed());
         let n = self.waiting.len().min(budget.saturating_sub(frames.len()));
         for (request, reply) in self.waiting.drain(..n) {
@@ -154,12 +162,7 @@ impl Driver {
             *next_rid
         });
         frames.extend(extra);
-        let left = budget.saturating_sub(frames.len()).min(self.typing_due.len());
-        for (conv, typing) in self.typing_due.drain(..left) {
-            self.next_rid += 1;
-            self.quiet.insert(self.next_rid);
-            frames.push(ClientFrame::Typing { rid: self.next_rid, conv, typing });
-        }
+
         self.pacer.spend(frames.len());
         for f in &frames {
             write(sink, f, limit).await?;

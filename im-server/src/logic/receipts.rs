@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 /// always has the truth.
 const PENDING_MAX: usize = 100_000;
 
+/// Conversations whose receipts one flush publishes at once.
+const FLUSH_CONCURRENCY: usize = 16;
+
 /// The pairs whose receipt is due at the next flush.
 #[derive(Default)]
 pub(super) struct ReceiptQueue {
@@ -140,32 +143,46 @@ impl Logic {
         Ok(self.svc.messages.receipts_shared(&[user]).await?.first().copied().unwrap_or(true))
     }
 
-    /// Publishes the noted receipts every [`RECEIPT_INTERVAL_MS`], forever.
+    /// Publishes the noted receipts every [`RECEIPT_INTERVAL_MS`], forever:
+    /// grouped by conversation (one member list and one state lookup per
+    /// conversation, however many of its members read), up to
+    /// [`FLUSH_CONCURRENCY`] conversations at a time.
     pub async fn run_receipts(&self) {
+        use futures_util::StreamExt;
         let mut every = tokio::time::interval(Duration::from_millis(RECEIPT_INTERVAL_MS));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
+            let mut by_conv: BTreeMap<ConversationId, Vec<UserId>> = BTreeMap::new();
             for (conv, user) in self.receipts.take() {
-                if let Err(e) = self.publish_receipt(conv, user).await {
-                    tracing::debug!(%conv, %user, error = %e.message, "receipt not published");
-                }
+                by_conv.entry(conv).or_default().push(user);
             }
+            futures_util::stream::iter(by_conv)
+                .for_each_concurrent(FLUSH_CONCURRENCY, |(conv, users)| async move {
+                    if let Err(e) = self.publish_receipts(conv, users).await {
+                        tracing::debug!(%conv, error = %e.message, "receipts not published");
+                    }
+                })
+                .await;
         }
     }
 
-    async fn publish_receipt(&self, conv: ConversationId, user: UserId) -> Result<()> {
+    /// One `receipt` per member of `readers` to the other members of `conv`.
+    async fn publish_receipts(&self, conv: ConversationId, mut readers: Vec<UserId>) -> Result<()> {
         let members = self.members_of(conv).await?;
-        if members.len() > self.cfg.receipts_live_max_members.max(2) || !members.contains(&user) {
+        if members.len() > self.cfg.receipts_live_max_members.max(2) {
             return Ok(());
         }
-        let Some(r) = self.receipts_of(conv, &[user]).await?.pop() else { return Ok(()) };
-        let others: Vec<UserId> = members.into_iter().filter(|&m| m != user).collect();
-        if others.is_empty() {
-            return Ok(());
+        readers.retain(|u| members.contains(u));
+        readers.sort_unstable();
+        for r in self.receipts_of(conv, &readers).await? {
+            let others: Vec<UserId> = members.iter().copied().filter(|&m| m != r.user).collect();
+            if others.is_empty() {
+                continue;
+            }
+            let frame = ServerFrame::Receipt { conv, user: r.user, read: r.read, delivered: r.delivered };
+            self.publish(Event::Deliver { to: Audience::Users(others), frame, skip: None }).await;
         }
-        let frame = ServerFrame::Receipt { conv, user, read: r.read, delivered: r.delivered };
-        self.publish(Event::Deliver { to: Audience::Users(others), frame, skip: None }).await;
         Ok(())
     }
 }

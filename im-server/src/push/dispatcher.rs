@@ -27,6 +27,9 @@ pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct PushDispatcher {
     notifier: Arc<dyn PushNotifier>,
     permits: Arc<Semaphore>,
+    /// Read notices have their own, smaller bound: a stream of read marks
+    /// must never crowd out message notifications.
+    read_permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
 }
 
@@ -48,7 +51,9 @@ impl PushDispatcher {
     /// A dispatcher running at most `max_in_flight` notifications at once
     /// (at least one).
     pub fn new(notifier: Arc<dyn PushNotifier>, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
-        PushDispatcher { notifier, permits: Arc::new(Semaphore::new(max_in_flight.max(1))), metrics }
+        let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
+        let read_permits = Arc::new(Semaphore::new((max_in_flight / 4).max(1)));
+        PushDispatcher { notifier, permits, read_permits, metrics }
     }
 
     /// Notifies `users` about `message` in a background task (each with an
@@ -76,10 +81,18 @@ impl PushDispatcher {
     }
 
     /// Tells the notifier that `user` read `conv` up to `read`
-    /// ([`PushNotifier::read`]), in a background task under the same bound
-    /// (dropped, and counted as `"read_dropped"`, when saturated).
+    /// ([`PushNotifier::read`]) in a background task, bounded apart from
+    /// message notifications (a quarter of `max_in_flight`; dropped, and
+    /// counted as `"read_dropped"`, when saturated). Nothing happens for
+    /// rooms (never pushed) or a notifier that does not want read notices.
     pub fn dispatch_read(&self, user: UserId, conv: ConversationId, read: MessageId) {
-        let Some(permit) = self.permit("read_dropped") else { return };
+        if matches!(conv, ConversationId::Room(_)) || !self.notifier.wants_read_notices() {
+            return;
+        }
+        let Some(permit) = Arc::clone(&self.read_permits).try_acquire_owned().ok() else {
+            self.metrics.push("read_dropped");
+            return;
+        };
         let (notifier, metrics) = (Arc::clone(&self.notifier), Arc::clone(&self.metrics));
         tokio::spawn(async move {
             let result = tokio::time::timeout(NOTIFY_TIMEOUT, notifier.read(user, conv, read)).await;
@@ -243,6 +256,9 @@ mod tests {
             self.reads.lock().unwrap().push((user, conv, read));
             Ok(())
         }
+        fn wants_read_notices(&self) -> bool {
+            true
+        }
     }
 
     #[tokio::test]
@@ -268,6 +284,7 @@ mod tests {
 
         // Nobody left: no call at all.
         dispatcher.dispatch_to_offline(vec![UserId(8)], m.clone(), Arc::new(MemoryPresence::new()), store);
+        dispatcher.dispatch_read(UserId(7), ConversationId::Room(im_core::RoomId(1)), 5); // never for rooms
         dispatcher.dispatch_read(UserId(7), m.conv, 5);
         for _ in 0..200 {
             if !recorder.reads.lock().unwrap().is_empty() {

@@ -85,6 +85,12 @@ pub trait PushNotifier: Send + Sync + 'static {
         let _ = (user, conv, read);
         Ok(())
     }
+
+    /// Whether [`read`](Self::read) does anything: when `false` (the
+    /// default), the dispatcher does not even start a task for a read mark.
+    fn wants_read_notices(&self) -> bool {
+        false
+    }
 }
 
 /// The default notifier: logs each notification at `info` (user ids,

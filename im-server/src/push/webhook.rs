@@ -96,6 +96,10 @@ impl PushNotifier for WebhookPush {
         self.post(&NotifyBody { users, recipients, message }).await
     }
 
+    fn wants_read_notices(&self) -> bool {
+        self.read_notices
+    }
+
     async fn read(&self, user: UserId, conv: ConversationId, id: MessageId) -> Result<(), PushError> {
         if !self.read_notices {
             return Ok(());

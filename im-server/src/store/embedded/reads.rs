@@ -40,6 +40,37 @@ fn states<'a>(
         .collect()
 }
 
+/// Gives every member of every existing conversation a read id at its
+/// head, when the store was written before read state existed (everything
+/// up to the upgrade counts as read, not as a sudden backlog).
+pub(super) fn backfill(txn: &redb::WriteTransaction) -> Result<usize, DbError> {
+    use super::{DIRECTS, MEMBERS, MESSAGES, ROOM_MEMBERS};
+    let messages = txn.open_table(MESSAGES)?;
+    let mut pairs: Vec<(UserId, ConversationId)> = Vec::new();
+    for item in txn.open_table(MEMBERS)?.iter()? {
+        let (g, u) = item?.0.value();
+        pairs.push((UserId(u), ConversationId::Group(im_core::GroupId(g))));
+    }
+    for item in txn.open_table(ROOM_MEMBERS)?.iter()? {
+        let (r, u) = item?.0.value();
+        pairs.push((UserId(u), ConversationId::Room(im_core::RoomId(r))));
+    }
+    for item in txn.open_table(DIRECTS)?.iter()? {
+        let (a, b) = item?.0.value();
+        pairs.push((UserId(a), ConversationId::direct(UserId(a), UserId(b))));
+    }
+    let mut reads = txn.open_table(READS)?;
+    let mut set = 0;
+    for (user, conv) in pairs {
+        let c = conv.to_string();
+        let head = super::tables::last_id(&messages, &c)?;
+        if head > 0 && raise(&mut reads, user, &c, head)?.raised {
+            set += 1;
+        }
+    }
+    Ok(set)
+}
+
 /// Raises `user`'s read id in `conv` (its string form) to at least `id`.
 pub(super) fn raise(
     reads: &mut Table<'_, (u64, &'static str), u64>,

@@ -343,3 +343,38 @@ async fn append_latency_at_low_rate() {
     sorted.sort();
     println!("p50 {:?} p99 {:?} max {:?}", sorted[500], sorted[990], sorted[999]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_written_before_read_state_starts_at_the_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("im.redb");
+    let (alice, bob) = (UserId(1), UserId(2));
+    let (g, d) = (ConversationId::Group(GroupId(1)), ConversationId::direct(alice, bob));
+    {
+        let s = EmbeddedStore::open(&path).unwrap();
+        s.create_user("alice", "h", 0).await.unwrap();
+        s.create_user("bob", "h", 0).await.unwrap();
+        let group = s.create_group("g", alice, 0).await.unwrap();
+        s.add_member(group.id, bob, crate::model::Role::Member, 10).await.unwrap();
+        s.add_direct(alice, bob).await.unwrap();
+        for i in 0..3 {
+            s.append(new_msg(g, 1, &format!("g{i}"))).await.unwrap();
+            s.append(new_msg(d, 1, &format!("d{i}"))).await.unwrap();
+        }
+    }
+    // What a file of an older version looks like: no read-state table.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(reads::READS).unwrap();
+        txn.commit().unwrap();
+    }
+    let s = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(s.read_ids(bob, &[g, d]).await.unwrap(), vec![3, 3]);
+    assert_eq!(s.read_ids(alice, &[g, d]).await.unwrap(), vec![3, 3]);
+    // Opening again does not backfill over real read state.
+    s.append(new_msg(g, 1, "g3")).await.unwrap();
+    drop(s);
+    let s = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(s.read_ids(bob, &[g]).await.unwrap(), vec![3]);
+}

@@ -82,7 +82,8 @@ pub(super) enum Op {
     CreateSession(Session),
     RevokeSession(String),
     PurgeExpired(u64),
-    /// Not logged: durable with the next checkpoint (see [`Writer::apply_all`]).
+    /// With a device, not logged: durable with the next checkpoint (see
+    /// [`Writer::apply_all`]); without one, durable before the answer.
     MarkRead {
         user: UserId,
         conv: ConversationId,
@@ -258,8 +259,11 @@ impl Writer {
         // Read and delivered marks ride along non-durably: the next checkpoint (within
         // CHECKPOINT_INTERVAL) makes them durable, so a crash loses at most
         // that much of read state and never a message.
-        let loggable =
-            ops.iter().all(|op| matches!(op, Op::Append(_) | Op::MarkRead { .. } | Op::MarkDelivered { .. }));
+        // A mark without a device (a join starting at the head, the HTTP
+        // API) is rare and must not be lost: it commits durably.
+        let loggable = ops.iter().all(|op| {
+            matches!(op, Op::Append(_) | Op::MarkRead { device: Some(_), .. } | Op::MarkDelivered { .. })
+        });
         let logged = loggable
             && self.logged + ops.len() <= CHECKPOINT_APPENDS
             && self.logged_commits < CHECKPOINT_COMMITS

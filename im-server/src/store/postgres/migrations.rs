@@ -121,6 +121,21 @@ CREATE TABLE {S}.read_state (
     PRIMARY KEY (user_id, conv)
 );
 
+-- Conversations that existed before read state: everything up to now
+-- counts as read for their members (not as a sudden backlog).
+INSERT INTO {S}.read_state (user_id, conv, read_id)
+SELECT m.user_id, c.conv, c.last_id
+  FROM {S}.group_members m JOIN {S}.conversations c ON c.conv = 'g:' || m.group_id
+UNION ALL
+SELECT m.user_id, c.conv, c.last_id
+  FROM {S}.room_members m JOIN {S}.conversations c ON c.conv = 'r:' || m.room_id
+UNION ALL
+SELECT d.user_id, c.conv, c.last_id
+  FROM {S}.directs d
+  JOIN {S}.conversations c
+    ON c.conv = 'd:' || LEAST(d.user_id, d.peer_id) || ':' || GREATEST(d.user_id, d.peer_id)
+ON CONFLICT DO NOTHING;
+
 -- Each device's own report (at most MAX_DEVICE_READS per user and conversation).
 CREATE TABLE {S}.device_reads (
     user_id bigint NOT NULL,

@@ -16,7 +16,7 @@ use tokio_postgres::NoTls;
 use super::migrations::{self, MIGRATIONS};
 use super::{PgOptions, PgStore};
 use crate::model::{Member, Role, Session};
-use crate::store::{conformance, Directory, MessageStore, NewMessage, SessionStore, StoreError};
+use crate::store::{conformance, Directory, MessageStore, NewMessage, ReadStore, SessionStore, StoreError};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -374,4 +374,41 @@ async fn huge_ids_match_nothing() {
     s.create(&sess).await.unwrap();
     assert_eq!(s.get("ff").await.unwrap().map(|x| x.user), Some(UserId(u64::MAX)));
     assert_eq!(s.purge_expired(u64::MAX).await.unwrap(), 0, "a session that never expires stays");
+}
+
+/// A schema written before read state (version 1) gets read ids at every
+/// conversation's head for its members when migrated, not a backlog.
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrading_starts_read_state_at_the_heads() {
+    let Some(db) = test_db().await else { return };
+    let raw = db.raw().await;
+    let quoted = format!("\"{}\"", db.schema);
+    let v1 = &MIGRATIONS[0];
+    assert_eq!(v1.version, 1);
+    raw.batch_execute(&format!(
+        "CREATE SCHEMA {quoted};
+         CREATE TABLE {quoted}.im_schema_migrations (
+             version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+         {}
+         INSERT INTO {quoted}.im_schema_migrations (version, name) VALUES (1, 'initial schema');
+         INSERT INTO {quoted}.groups VALUES (1, 'g', 1, 0);
+         INSERT INTO {quoted}.group_members VALUES (1, 1, 'owner'), (1, 2, 'member');
+         INSERT INTO {quoted}.rooms VALUES (7, 'r', 1, 0);
+         INSERT INTO {quoted}.room_members VALUES (7, 3);
+         INSERT INTO {quoted}.directs VALUES (2, 5), (5, 2);
+         INSERT INTO {quoted}.conversations VALUES ('g:1', 12), ('r:7', 40), ('d:2:5', 3);",
+        super::q(v1.sql, &quoted)
+    ))
+    .await
+    .unwrap();
+    let store = db.store(2).await;
+    let (g, r, d) = (
+        ConversationId::Group(GroupId(1)),
+        ConversationId::Room(RoomId(7)),
+        ConversationId::direct(UserId(2), UserId(5)),
+    );
+    assert_eq!(store.read_ids(UserId(1), &[g, r, d]).await.unwrap(), vec![12, 0, 0]);
+    assert_eq!(store.read_ids(UserId(2), &[g, r, d]).await.unwrap(), vec![12, 0, 3]);
+    assert_eq!(store.read_ids(UserId(3), &[g, r, d]).await.unwrap(), vec![0, 40, 0]);
+    assert_eq!(store.read_ids(UserId(5), &[d]).await.unwrap(), vec![3]);
 }
