@@ -10,34 +10,18 @@ use im_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::draft::Draft;
 use crate::error::{RequestError, SendError};
 use crate::options::ClientBuilder;
 use crate::read_book::{ConversationState, ReadBook};
 
 /// A request the driver sends for a handle and answers through `reply`.
 pub(crate) enum Command {
-    Send {
-        conv: ConversationId,
-        body: String,
-        mentions: Vec<UserId>,
-        reply: oneshot::Sender<Result<SendReceipt, SendError>>,
-    },
-    Request {
-        request: Request,
-        reply: ReplyTx,
-    },
-    MarkRead {
-        conv: ConversationId,
-        id: MessageId,
-    },
-    Typing {
-        conv: ConversationId,
-        typing: bool,
-        reply: ReplyTx,
-    },
-    Shutdown {
-        done: oneshot::Sender<()>,
-    },
+    Send { conv: ConversationId, draft: Draft, reply: oneshot::Sender<Result<SendReceipt, SendError>> },
+    Request { request: Request, reply: ReplyTx },
+    MarkRead { conv: ConversationId, id: MessageId },
+    Typing { conv: ConversationId, typing: bool, reply: ReplyTx },
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 pub(crate) type ReplyTx = oneshot::Sender<Result<ServerFrame, RequestError>>;
@@ -172,9 +156,18 @@ impl Client {
         body: impl Into<String>,
         mentions: &[UserId],
     ) -> Result<SendReceipt, SendError> {
+        self.send_draft(conv, Draft::text(body).mention(mentions)).await
+    }
+
+    /// Sends a [`Draft`]: text or another kind of content (an image by
+    /// URL, a location, an app's `x-…` kind), maybe replying to an earlier
+    /// message of `conv` and mentioning users; otherwise as
+    /// [`send_detailed`](Self::send_detailed). The server checks the
+    /// content's shape for its kind and refuses a reply to a message that
+    /// does not exist ([`SendError::Rejected`] with `invalid_field`).
+    pub async fn send_draft(&self, conv: ConversationId, draft: Draft) -> Result<SendReceipt, SendError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Command::Send { conv, body: body.into(), mentions: mentions.to_vec(), reply };
-        self.tx.send(cmd).await.map_err(|_| SendError::Stopped)?;
+        self.tx.send(Command::Send { conv, draft, reply }).await.map_err(|_| SendError::Stopped)?;
         rx.await.unwrap_or(Err(SendError::Stopped))
     }
 

@@ -92,6 +92,7 @@ mod backoff;
 mod client;
 mod connect;
 mod cursor_store;
+mod draft;
 mod driver;
 mod error;
 mod events;
@@ -107,13 +108,14 @@ mod typing;
 pub use im_core as core;
 /// The protocol types an app uses most, re-exported from [`core`].
 pub use im_core::{
-    CloseCode, ConversationId, ErrorCode, GroupId, InboxEntry, MemberChangeKind, Message, MessageId,
+    CloseCode, Content, ConversationId, ErrorCode, GroupId, InboxEntry, MemberChangeKind, Message, MessageId,
     Presence, PresenceStatus, Receipt, RoomId, UserId,
 };
 
 pub use crate::backoff::ReconnectPolicy;
 pub use crate::client::{Client, HistoryPage, InboxPage, SendReceipt};
 pub use crate::cursor_store::{CursorStore, FileCursorStore, MemoryCursorStore};
+pub use crate::draft::Draft;
 pub use crate::error::{ConfigError, RequestError, SendError, StopReason};
 pub use crate::events::{Event, Events};
 pub use crate::options::ClientBuilder;

@@ -4,16 +4,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use im_core::{ClientFrame, ClientMsgId, ConversationId, RequestId, UserId};
+use im_core::{ClientFrame, ClientMsgId, ConversationId, RequestId};
+
+use crate::draft::Draft;
 
 /// One `send` awaiting its `ack`.
 #[derive(Debug)]
 pub(crate) struct Outgoing<R> {
     pub(crate) conv: ConversationId,
     pub(crate) cmid: ClientMsgId,
-    pub(crate) body: String,
-    /// Users the message mentions.
-    pub(crate) mentions: Vec<UserId>,
+    /// What to send.
+    pub(crate) draft: Draft,
     /// The `rid` it was sent with on the current connection (`None`: not sent yet).
     pub(crate) rid: Option<RequestId>,
     /// Held back after `rate_limited`/`internal`/`unavailable` until [`Outbox::release`].
@@ -46,15 +47,14 @@ impl<R> Outbox<R> {
         &mut self,
         conv: ConversationId,
         cmid: ClientMsgId,
-        body: String,
-        mentions: Vec<UserId>,
+        draft: Draft,
         reply: R,
     ) -> Result<(), R> {
         if self.entries.len() >= self.cap {
             return Err(reply);
         }
         self.next_seq += 1;
-        let entry = Outgoing { conv, cmid, body, mentions, rid: None, held: false, reply };
+        let entry = Outgoing { conv, cmid, draft, rid: None, held: false, reply };
         self.entries.insert(self.next_seq, entry);
         Ok(())
     }
@@ -77,8 +77,7 @@ impl<R> Outbox<R> {
             let rid = next_rid();
             e.rid = Some(rid);
             self.by_rid.insert(rid, *seq);
-            let (cmid, body, mentions) = (e.cmid.clone(), e.body.clone(), e.mentions.clone());
-            frames.push(ClientFrame::Send { rid, conv: e.conv, cmid, body, mentions });
+            frames.push(e.draft.frame(rid, e.conv, e.cmid.clone()));
         }
         frames
     }
@@ -166,9 +165,9 @@ mod tests {
         let mut gen = CmidGen::new();
         let cmids: Vec<ClientMsgId> = (0..3).map(|_| gen.next()).collect();
         for (i, c) in cmids.iter().enumerate() {
-            o.push(G, c.clone(), format!("m{i}"), Vec::new(), i).unwrap();
+            o.push(G, c.clone(), Draft::text(format!("m{i}")), i).unwrap();
         }
-        assert_eq!(o.push(G, gen.next(), "full".into(), Vec::new(), 9), Err(9));
+        assert_eq!(o.push(G, gen.next(), Draft::text("full"), 9), Err(9));
         let mut rid = 0;
         let first = o.frames_to_send(usize::MAX, || {
             rid += 1;

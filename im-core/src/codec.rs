@@ -137,7 +137,7 @@ mod tests {
     fn decodes_a_send() {
         let f = decode_client(r#"{"type":"send","rid":1,"conv":"g:2","cmid":"c1","body":"hi"}"#).unwrap();
         match f {
-            ClientFrame::Send { rid, conv, cmid, body, mentions } => {
+            ClientFrame::Send { rid, conv, cmid, body, mentions, .. } => {
                 assert!(mentions.is_empty(), "absent mentions are none");
                 assert_eq!(rid, 1);
                 assert_eq!(conv, ConversationId::Group(GroupId(2)));

@@ -36,6 +36,17 @@ pub enum ClientFrame {
         /// conversation. Absent: none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mentions: Vec<UserId>,
+        /// The kind when not plain text (`location`, `image`, `file`,
+        /// `audio`, `video`, or an app's `x-…`; see [`crate::content`]);
+        /// `body` is then a short fallback text. Absent: `text`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+        /// The content object of that kind.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        content: Option<serde_json::Value>,
+        /// An earlier message of the same conversation this one replies to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<MessageId>,
     },
     /// Fetch what this device missed: every message with an id above the
     /// cursor, per conversation. Conversations of groups and direct chats the

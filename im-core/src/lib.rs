@@ -16,6 +16,9 @@
 //!     cmid: ClientMsgId::new("5f1c-01").unwrap(),
 //!     body: "hello".into(),
 //!     mentions: Vec::new(),
+//!     kind: None,
+//!     content: None,
+//!     reply_to: None,
 //! };
 //! let text = codec::encode_client(&send);
 //! assert_eq!(text, r#"{"type":"send","rid":1,"conv":"g:42","cmid":"5f1c-01","body":"hello"}"#);
@@ -35,6 +38,7 @@
 
 pub mod close;
 pub mod codec;
+pub mod content;
 pub mod error;
 pub mod frame;
 pub mod ids;
@@ -43,6 +47,7 @@ pub mod message;
 
 pub use close::{CloseCode, CloseReaction};
 pub use codec::DecodeError;
+pub use content::Content;
 pub use error::ErrorCode;
 pub use frame::{ClientFrame, InboxEntry, MemberChangeKind, Presence, PresenceStatus, Receipt, ServerFrame};
 pub use ids::{ClientMsgId, ConversationId, ConversationKind, GroupId, MessageId, RequestId, RoomId, UserId};

@@ -26,4 +26,25 @@ pub struct Message {
     /// Users the message mentions (absent on the wire when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<UserId>,
+    /// The kind, when not plain text (see [`crate::content`]); absent: `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The content object of a kind other than text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<serde_json::Value>,
+    /// The earlier message of the same conversation this one replies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MessageId>,
+}
+
+impl Message {
+    /// The kind: [`content::TEXT`](crate::content::TEXT) when absent.
+    pub fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or(crate::content::TEXT)
+    }
+
+    /// The typed content (checked as the server checked it on sending).
+    pub fn typed_content(&self) -> Result<crate::content::Content, crate::content::ContentError> {
+        crate::content::Content::from_parts(self.kind(), self.content.as_ref())
+    }
 }

@@ -43,6 +43,9 @@ async fn run(server: &RunningServer, pairs: usize, messages: usize, round: usize
                     cmid: cmid(format!("{i}-{j}")),
                     body: "benchmark body".into(),
                     mentions: Vec::new(),
+                    kind: None,
+                    content: None,
+                    reply_to: None,
                 })
                 .await;
                 // Wait for this ack; deliveries from the peer arrive meanwhile.

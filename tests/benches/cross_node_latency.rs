@@ -71,8 +71,16 @@ async fn receive(
 
 async fn send_acked(ws: &mut Ws, conv: ConversationId, tag: String) -> (Instant, u64) {
     let rid = ws.rid();
-    let frame =
-        ClientFrame::Send { rid, conv, cmid: cmid(tag), body: "benchmark body".into(), mentions: Vec::new() };
+    let frame = ClientFrame::Send {
+        rid,
+        conv,
+        cmid: cmid(tag),
+        body: "benchmark body".into(),
+        mentions: Vec::new(),
+        kind: None,
+        content: None,
+        reply_to: None,
+    };
     let at = Instant::now();
     ws.send(&frame).await;
     loop {

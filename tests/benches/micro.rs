@@ -39,6 +39,9 @@ fn message(id: u64) -> Message {
         body: BODY.into(),
         ts: 1_764_000_000_000,
         mentions: Vec::new(),
+        kind: None,
+        content: None,
+        reply_to: None,
     }
 }
 
@@ -104,6 +107,9 @@ mod store {
             body: BODY.into(),
             ts: 1_764_000_000_000,
             mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
         }
     }
 

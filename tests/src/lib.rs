@@ -276,6 +276,9 @@ impl Ws {
             cmid: cmid(tag),
             body: format!("body {tag}"),
             mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
         };
         match self.request(frame).await {
             ServerFrame::Ack { id, .. } => id,

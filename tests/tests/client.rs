@@ -937,3 +937,32 @@ async fn a_version_1_server_is_asked_for_version_1_after_refusing_2() {
     assert_eq!(versions, ["v=2", "v=1"], "queries: {asked:?}");
     client.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drafts_carry_content_replies_and_mentions_to_the_other_device() {
+    use im_client::core::content::{Content, Location};
+    use im_client::Draft;
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = ConversationId::direct(alice.id, bob.id);
+    let url = server.ws_url();
+    let (a, _a_events) = connected(opts(&url, &alice, "a")).await;
+    let (b, mut b_events) = connected(opts(&url, &bob, "b")).await;
+    let first = a.send(conv, "where?").await.unwrap();
+    let pin = Content::Location(Location { lat: 52.52, lon: 13.405, name: Some("Berlin".into()) });
+    let draft = Draft::content(pin.clone(), "📍 Berlin").reply_to(first).mention(&[bob.id]);
+    let receipt = a.send_draft(conv, draft).await.expect("sent");
+    let (e, _) =
+        until(&mut b_events, "the pin", |e| matches!(e, Event::Message(m) if m.id == receipt.id)).await;
+    let Event::Message(m) = e else { unreachable!() };
+    assert_eq!((m.body.as_str(), m.reply_to, m.mentions.clone()), ("📍 Berlin", Some(first), vec![bob.id]));
+    assert_eq!(m.typed_content().unwrap(), pin);
+    // A reply to nothing is refused and reaches the app as such.
+    match a.send_draft(conv, Draft::text("?").reply_to(99)).await {
+        Err(SendError::Rejected { code: im_client::ErrorCode::InvalidField, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

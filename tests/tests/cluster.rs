@@ -21,7 +21,16 @@ const PASSWORD: &str = "password-123";
 async fn send_ok(ws: &mut Ws, conv: ConversationId, tag: String, body: &str) -> u64 {
     let rid = ws.rid();
     match ws
-        .request(ClientFrame::Send { rid, conv, cmid: cmid(tag), body: body.into(), mentions: Vec::new() })
+        .request(ClientFrame::Send {
+            rid,
+            conv,
+            cmid: cmid(tag),
+            body: body.into(),
+            mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
+        })
         .await
     {
         ServerFrame::Ack { id, .. } => id,
@@ -485,6 +494,9 @@ async fn read_state_crosses_nodes_and_lives_in_postgres() {
             cmid: cmid(format!("x{i}")),
             body: "hi".into(),
             mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
         };
         assert!(matches!(b.request(frame).await, ServerFrame::Ack { .. }));
     }

@@ -36,6 +36,9 @@ async fn restart_on_the_same_data_dir_keeps_everything_and_ids_continue() {
                 cmid: cmid(i),
                 body: format!("m{i}"),
                 mentions: Vec::new(),
+                kind: None,
+                content: None,
+                reply_to: None,
             })
             .await;
         assert!(matches!(reply, ServerFrame::Ack { id, .. } if id == i), "{reply:?}");
@@ -59,12 +62,30 @@ async fn restart_on_the_same_data_dir_keeps_everything_and_ids_continue() {
     // A resend of an acked message is still recognized; a new one gets id 4.
     let rid = ws.rid();
     let dup = ws
-        .request(ClientFrame::Send { rid, conv, cmid: cmid(2), body: "again".into(), mentions: Vec::new() })
+        .request(ClientFrame::Send {
+            rid,
+            conv,
+            cmid: cmid(2),
+            body: "again".into(),
+            mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
+        })
         .await;
     assert!(matches!(dup, ServerFrame::Ack { id: 2, duplicate: true, .. }), "{dup:?}");
     let rid = ws.rid();
     let next = ws
-        .request(ClientFrame::Send { rid, conv, cmid: cmid(4), body: "m4".into(), mentions: Vec::new() })
+        .request(ClientFrame::Send {
+            rid,
+            conv,
+            cmid: cmid(4),
+            body: "m4".into(),
+            mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
+        })
         .await;
     assert!(matches!(next, ServerFrame::Ack { id: 4, duplicate: false, .. }), "{next:?}");
     // Groups, members, rooms and user ids survived; new ids continue.
@@ -126,8 +147,16 @@ async fn kill_9_loses_no_acknowledged_message() {
                 let rid = ws.rid();
                 let tag = format!("s{i}-{n}");
                 pending.insert(rid, tag.clone());
-                let frame =
-                    ClientFrame::Send { rid, conv, cmid: cmid(&tag), body: tag, mentions: Vec::new() };
+                let frame = ClientFrame::Send {
+                    rid,
+                    conv,
+                    cmid: cmid(&tag),
+                    body: tag,
+                    mentions: Vec::new(),
+                    kind: None,
+                    content: None,
+                    reply_to: None,
+                };
                 if ws.send_raw(WsMessage::Text(codec::encode_client(&frame).into())).await.is_err() {
                     break;
                 }
@@ -195,6 +224,9 @@ async fn kill_9_loses_no_acknowledged_message() {
                     cmid: cmid(&tag),
                     body: tag.clone(),
                     mentions: Vec::new(),
+                    kind: None,
+                    content: None,
+                    reply_to: None,
                 })
                 .await;
             let ServerFrame::Ack { id, duplicate, .. } = reply else { panic!("{reply:?}") };

@@ -62,6 +62,9 @@ async fn a_device_pipelines_sends_and_gets_replies_in_order_with_ascending_ids()
         cmid: cmid("m0"),
         body: "m0".into(),
         mentions: Vec::new(),
+        kind: None,
+        content: None,
+        reply_to: None,
     })
     .await;
     for i in 1..N {
@@ -73,6 +76,9 @@ async fn a_device_pipelines_sends_and_gets_replies_in_order_with_ascending_ids()
             cmid: cmid(format!("m{i}")),
             body: format!("m{i}"),
             mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
         })
         .await;
         if i == N / 2 {
@@ -84,6 +90,9 @@ async fn a_device_pipelines_sends_and_gets_replies_in_order_with_ascending_ids()
                 cmid: cmid("m0"),
                 body: "m0".into(),
                 mentions: Vec::new(),
+                kind: None,
+                content: None,
+                reply_to: None,
             })
             .await;
         }
@@ -162,8 +171,17 @@ async fn many_senders_in_one_room_on_the_embedded_store_keep_live_id_order_every
                 for j in 0..EACH {
                     let rid = ws.rid();
                     let body = format!("{i}-{j}");
-                    ws.send(&ClientFrame::Send { rid, conv, cmid: cmid(&body), body, mentions: Vec::new() })
-                        .await;
+                    ws.send(&ClientFrame::Send {
+                        rid,
+                        conv,
+                        cmid: cmid(&body),
+                        body,
+                        mentions: Vec::new(),
+                        kind: None,
+                        content: None,
+                        reply_to: None,
+                    })
+                    .await;
                 }
                 let mut ids = Vec::new();
                 // Acks and others' messages in arrival order.

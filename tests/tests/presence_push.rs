@@ -93,7 +93,16 @@ async fn recipients_without_a_live_connection_are_handed_to_the_push_notifier() 
     let rid = alice_ws.rid();
     let conv = ConversationId::Group(group);
     alice_ws
-        .request(ClientFrame::Send { rid, conv, cmid: cmid(1), body: "hi".into(), mentions: Vec::new() })
+        .request(ClientFrame::Send {
+            rid,
+            conv,
+            cmid: cmid(1),
+            body: "hi".into(),
+            mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
+        })
         .await;
     // Direct message to carol (offline).
     let direct = ConversationId::direct(alice.id, carol.id);
@@ -105,6 +114,9 @@ async fn recipients_without_a_live_connection_are_handed_to_the_push_notifier() 
             cmid: cmid(2),
             body: "psst".into(),
             mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
         })
         .await;
     // Direct message to bob (online): no push.
@@ -117,6 +129,9 @@ async fn recipients_without_a_live_connection_are_handed_to_the_push_notifier() 
             cmid: cmid(3),
             body: "hey".into(),
             mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
         })
         .await;
 
@@ -211,8 +226,16 @@ async fn push_carries_unread_counts_skips_muted_conversations_and_hears_of_reads
     assert_eq!(s, 400, "0 is no time");
     // A mention pushes through the mute.
     let rid = a.rid();
-    let frame =
-        ClientFrame::Send { rid, conv, cmid: cmid("at"), body: "@carol".into(), mentions: vec![carol.id] };
+    let frame = ClientFrame::Send {
+        rid,
+        conv,
+        cmid: cmid("at"),
+        body: "@carol".into(),
+        mentions: vec![carol.id],
+        kind: None,
+        content: None,
+        reply_to: None,
+    };
     assert!(matches!(a.request(frame).await, ServerFrame::Ack { id: 6, .. }));
     eventually("the mention's push", || notifier.notified.lock().unwrap().len() == 5).await;
     assert!(notifier.notified.lock().unwrap().contains(&(6, vec![PushRecipient::new(carol.id, 4)])));

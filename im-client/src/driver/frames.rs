@@ -18,8 +18,7 @@ impl Driver {
                 if let Some(sent) = self.outbox.take(rid) {
                     tracing::trace!(%conv, id, duplicate, "ack");
                     let from = self.me.unwrap_or(UserId(0));
-                    let mentions = sent.mentions;
-                    self.offer(Message { conv, id, from, cmid, body: sent.body, ts, mentions }).await?;
+                    self.offer(sent.draft.message(conv, id, from, cmid, ts)).await?;
                     let _ = sent.reply.send(Ok(SendReceipt { id, duplicate }));
                 }
             }

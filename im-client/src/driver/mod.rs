@@ -266,13 +266,13 @@ impl Driver {
                 self.shutdown_done = Some(done);
                 Err(StopReason::Shutdown)
             }
-            Some(Command::Send { conv, body, mentions, reply }) => {
+            Some(Command::Send { conv, draft, reply }) => {
                 let cmid = self.cmids.next();
-                if let Err(e) = self.check_size(conv, &cmid, &body, &mentions) {
+                if let Err(e) = self.check_size(conv, &cmid, &draft) {
                     let _ = reply.send(Err(e));
                     return Ok(());
                 }
-                if let Err(reply) = self.outbox.push(conv, cmid, body, mentions, reply) {
+                if let Err(reply) = self.outbox.push(conv, cmid, draft, reply) {
                     let _ = reply.send(Err(SendError::QueueFull));
                 }
                 Ok(())
@@ -310,20 +310,18 @@ impl Driver {
         &self,
         conv: im_core::ConversationId,
         cmid: &im_core::ClientMsgId,
-        body: &str,
-        mentions: &[UserId],
+        draft: &crate::draft::Draft,
     ) -> Result<(), SendError> {
         let max = self.limits.max_body_bytes;
-        if body.len() > max {
-            return Err(SendError::BodyTooLarge { len: body.len(), max });
-        }
-        let probe = ClientFrame::Send {
-            rid: RequestId::MAX,
-            conv,
-            cmid: cmid.clone(),
-            body: body.to_owned(),
-            mentions: mentions.to_vec(),
+        let probe = draft.frame(RequestId::MAX, conv, cmid.clone());
+        let content_len = match &probe {
+            ClientFrame::Send { content: Some(c), .. } => c.to_string().len(),
+            _ => 0,
         };
+        let len = draft.body.len() + content_len;
+        if len > max {
+            return Err(SendError::BodyTooLarge { len, max });
+        }
         let frame_len = codec::encode_client(&probe).len();
         if frame_len > self.limits.max_frame_bytes {
             return Err(SendError::BodyTooLarge { len: frame_len, max: self.limits.max_frame_bytes });

@@ -7,7 +7,7 @@ use im_core::{ClientFrame, ServerFrame};
 
 use crate::error::Error;
 use crate::hub::ConnHandle;
-use crate::logic::messages::Content;
+use crate::logic::messages::Draft;
 use crate::state::AppState;
 use crate::store::Appended;
 
@@ -25,10 +25,10 @@ pub(super) type Pending<'a> = Pin<Box<dyn Future<Output = Option<ServerFrame>> +
 /// a later message of the conversation before the ack of its own (which
 /// would look like a gap). Other replies keep request order.
 pub(super) async fn start<'a>(app: &'a AppState, conn: &'a ConnHandle, frame: ClientFrame) -> Pending<'a> {
-    if let ClientFrame::Send { rid, conv, cmid, body, mentions } = frame {
+    if let ClientFrame::Send { rid, conv, cmid, body, mentions, kind, content, reply_to } = frame {
         let (user, conn_id) = (conn.user, conn.id);
-        let content = Content { body, mentions };
-        return match app.logic().submit_send(user, Some(conn_id), conv, cmid, content).await {
+        let draft = Draft { body, mentions, kind, content, reply_to };
+        return match app.logic().submit_send(user, Some(conn_id), conv, cmid, draft).await {
             Ok(pending) => Box::pin(async move {
                 match pending.await {
                     Ok(sent) => {

@@ -21,19 +21,27 @@ pub struct Sent<'a> {
     _turn: Turn<'a>,
 }
 
-/// What a message says: its body and the users it mentions.
+/// What a message to send says: its body (the text, or a fallback text
+/// for another kind), kind and content object, the message it replies
+/// to, and the users it mentions. `From<String>` makes a plain text.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Content {
-    /// The text.
+pub struct Draft {
+    /// The text (for a kind other than text: a caption or fallback text).
     pub body: String,
     /// Users mentioned (at most [`im_core::limits::MAX_MENTIONS`], each
     /// once, members of the conversation).
     pub mentions: Vec<UserId>,
+    /// The kind (`None` or `"text"`: plain text; see [`im_core::content`]).
+    pub kind: Option<String>,
+    /// The content object of that kind.
+    pub content: Option<serde_json::Value>,
+    /// An earlier message of the same conversation.
+    pub reply_to: Option<MessageId>,
 }
 
-impl From<String> for Content {
+impl From<String> for Draft {
     fn from(body: String) -> Self {
-        Content { body, mentions: Vec::new() }
+        Draft { body, ..Draft::default() }
     }
 }
 
@@ -66,9 +74,9 @@ impl Logic {
         conn: Option<u64>,
         conv: ConversationId,
         cmid: ClientMsgId,
-        content: impl Into<Content>,
+        draft: impl Into<Draft>,
     ) -> Result<Appended> {
-        Ok(self.submit_send(from, conn, conv, cmid, content).await?.await?.appended)
+        Ok(self.submit_send(from, conn, conv, cmid, draft).await?.await?.appended)
     }
 
     /// [`send`](Self::send) in two steps, for pipelining: returns once the
@@ -94,12 +102,17 @@ impl Logic {
         conn: Option<u64>,
         conv: ConversationId,
         cmid: ClientMsgId,
-        content: impl Into<Content>,
+        draft: impl Into<Draft>,
     ) -> Result<impl std::future::Future<Output = Result<Sent<'_>>> + Send + '_> {
-        let Content { body, mentions } = content.into();
+        let Draft { body, mentions, kind, content, reply_to } = draft.into();
+        let (kind, content) = checked_content(kind, content)?;
         let max = self.cfg.limits.max_body_bytes;
-        if body.len() > max {
-            return Err(Error::new(ErrorCode::BodyTooLarge, format!("body is over {max} bytes")));
+        let content_len = content.as_ref().map_or(0, |c| c.to_string().len());
+        if body.len() + content_len > max {
+            return Err(Error::new(
+                ErrorCode::BodyTooLarge,
+                format!("body and content are over {max} bytes"),
+            ));
         }
         if body.contains('\0') {
             // Not storable everywhere (PostgreSQL text), and never meaningful.
@@ -107,6 +120,15 @@ impl Logic {
         }
         self.check_access(from, conv).await?;
         self.check_mentions(conv, &mentions).await?;
+        if let Some(target) = reply_to {
+            let head = self.svc.messages.heads(&[conv]).await?.first().copied().unwrap_or(0);
+            if target == 0 || target > head {
+                return Err(Error::new(
+                    ErrorCode::InvalidField,
+                    format!("reply_to {target}: no such message in {conv} (its newest is {head})"),
+                ));
+            }
+        }
         if let ConversationId::Direct(a, b) = conv {
             self.remember_direct(a, b).await?;
         }
@@ -123,7 +145,8 @@ impl Logic {
                 ),
                 ConversationId::Room(r) => Audience::Room(r),
             };
-            let message = NewMessage { conv, from, cmid, body, ts: now_ms(), mentions };
+            let message =
+                NewMessage { conv, from, cmid, body, ts: now_ms(), mentions, kind, content, reply_to };
             let pending = self.svc.messages.submit_append(message).await?;
             (pending, submit.turn(), audience)
         };
@@ -296,6 +319,19 @@ impl Logic {
         }
         Ok(HistoryPage { messages, has_more })
     }
+}
+
+/// The kind and content as stored: `text` becomes `None`; anything else
+/// must be a valid kind with a content object of its shape.
+fn checked_content(
+    kind: Option<String>,
+    content: Option<serde_json::Value>,
+) -> Result<(Option<String>, Option<serde_json::Value>)> {
+    let kind = kind.filter(|k| k != im_core::content::TEXT);
+    let name = kind.as_deref().unwrap_or(im_core::content::TEXT);
+    im_core::Content::from_parts(name, content.as_ref())
+        .map_err(|e| Error::new(ErrorCode::InvalidField, e.0))?;
+    Ok((kind, content))
 }
 
 /// A page stops growing once its bodies reach about this many bytes (it

@@ -146,7 +146,7 @@ impl Logic {
     /// Publishes the noted receipts every [`RECEIPT_INTERVAL_MS`], forever:
     /// grouped by conversation (one member list and one state lookup per
     /// conversation, however many of its members read), up to
-    /// [`FLUSH_CONCURRENCY`] conversations at a time.
+    /// 16 conversations at a time.
     pub async fn run_receipts(&self) {
         use futures_util::StreamExt;
         let mut every = tokio::time::interval(Duration::from_millis(RECEIPT_INTERVAL_MS));

@@ -121,6 +121,9 @@ mod tests {
             body: "hello".into(),
             ts: 1_700_000_000_000,
             mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
         }
     }
 

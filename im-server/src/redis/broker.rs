@@ -605,6 +605,9 @@ mod tests {
             body: format!("m{id}"),
             ts: 0,
             mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
         })
     }
 

@@ -19,6 +19,9 @@ fn new_msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessag
         body: body.to_owned(),
         ts: 1_700_000_000_000 + from,
         mentions: Vec::new(),
+        kind: None,
+        content: None,
+        reply_to: None,
     }
 }
 
@@ -65,7 +68,10 @@ pub(crate) async fn messages(store: Arc<dyn MessageStore>) {
             cmid: ClientMsgId::new("a3").unwrap(),
             body: "body a3".into(),
             ts: 1_700_000_000_001,
-            mentions: Vec::new()
+            mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None
         }
     );
 
@@ -145,6 +151,18 @@ pub(crate) async fn reads(store: Arc<dyn MessageStore>) {
     assert_eq!(store.before(g, None, 1).await.unwrap(), vec![five.clone()]);
     assert_eq!(store.latest(&[g]).await.unwrap(), vec![Some(five)]);
     assert!(store.after(g, 0, 1).await.unwrap()[0].mentions.is_empty());
+    // So are a kind, its content object and a reply reference.
+    let mut pin = new_msg(g, 9, "x6", "📍 Berlin");
+    pin.kind = Some("location".into());
+    pin.content = Some(serde_json::json!({"lat": 52.52, "lon": 13.405, "name": "Berlin"}));
+    pin.reply_to = Some(5);
+    let six = store.append(pin).await.unwrap().message;
+    assert_eq!((six.id, six.kind(), six.reply_to), (6, "location", Some(5)));
+    assert_eq!(store.after(g, 5, 10).await.unwrap(), vec![six.clone()]);
+    assert_eq!(store.latest(&[g]).await.unwrap(), vec![Some(six.clone())]);
+    let dup = store.append(new_msg(g, 9, "x6", "other")).await.unwrap();
+    assert_eq!((dup.duplicate, dup.message), (true, six));
+    assert_eq!(store.after(g, 0, 1).await.unwrap()[0].kind, None, "text has no kind stored");
 
     // Marking: raises, never lowers; the device report is kept on its own.
     let m = store.mark_read(bob, g, Some("phone"), 4).await.unwrap();

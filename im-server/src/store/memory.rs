@@ -114,6 +114,9 @@ impl MessageStore for MemoryStore {
             body: msg.body,
             ts: msg.ts,
             mentions: msg.mentions,
+            kind: msg.kind,
+            content: msg.content,
+            reply_to: msg.reply_to,
         };
         log.push(message.clone());
         keys.insert(key, id);

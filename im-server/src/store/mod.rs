@@ -70,6 +70,12 @@ pub struct NewMessage {
     pub ts: u64,
     /// Users the message mentions (checked by the logic).
     pub mentions: Vec<UserId>,
+    /// The kind when not text (checked by the logic).
+    pub kind: Option<String>,
+    /// The content object of that kind.
+    pub content: Option<serde_json::Value>,
+    /// The message it replies to (checked by the logic).
+    pub reply_to: Option<MessageId>,
 }
 
 /// Outcome of [`MessageStore::append`].

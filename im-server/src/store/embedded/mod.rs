@@ -105,6 +105,15 @@ struct MsgOut<'a> {
     t: u64,
     #[serde(skip_serializing_if = "<[UserId]>::is_empty")]
     m: &'a [UserId],
+    /// Kind, when not text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k: Option<&'a str>,
+    /// Content object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x: Option<&'a serde_json::Value>,
+    /// Reply target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    r: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -116,11 +125,28 @@ struct MsgIn {
     /// Mentions (absent in values stored before they existed, and when none).
     #[serde(default)]
     m: Vec<UserId>,
+    #[serde(default)]
+    k: Option<String>,
+    #[serde(default)]
+    x: Option<serde_json::Value>,
+    #[serde(default)]
+    r: Option<u64>,
 }
 
 fn decode_msg(conv: ConversationId, id: MessageId, bytes: &[u8]) -> Result<Message, DbError> {
     let m: MsgIn = serde_json::from_slice(bytes)?;
-    Ok(Message { conv, id, from: UserId(m.f), cmid: m.c, body: m.b, ts: m.t, mentions: m.m })
+    Ok(Message {
+        conv,
+        id,
+        from: UserId(m.f),
+        cmid: m.c,
+        body: m.b,
+        ts: m.t,
+        mentions: m.m,
+        kind: m.k,
+        content: m.x,
+        reply_to: m.r,
+    })
 }
 
 fn role_code(role: Role) -> u8 {

@@ -227,6 +227,9 @@ impl<'t> Tables<'t> {
             b: &m.body,
             t: m.ts,
             m: &m.mentions,
+            k: m.kind.as_deref(),
+            x: m.content.as_ref(),
+            r: m.reply_to,
         })?;
         self.messages.insert((c.as_str(), id), value.as_slice())?;
         self.msg_keys.insert(key, id)?;
@@ -242,6 +245,9 @@ impl<'t> Tables<'t> {
             body: m.body,
             ts: m.ts,
             mentions: m.mentions,
+            kind: m.kind,
+            content: m.content,
+            reply_to: m.reply_to,
         };
         Ok(Ok(Reply::Appended(Appended { message, duplicate: false })))
     }

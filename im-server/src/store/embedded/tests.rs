@@ -16,6 +16,9 @@ fn new_msg(conv: ConversationId, from: u64, cmid: &str) -> NewMessage {
         body: cmid.into(),
         ts: 7,
         mentions: Vec::new(),
+        kind: None,
+        content: None,
+        reply_to: None,
     }
 }
 
@@ -177,12 +180,24 @@ async fn opening_replays_a_log_left_by_a_crash() {
         let (mut log, old) = MessageLog::open(&log_path).unwrap();
         assert!(old.is_empty(), "a clean shutdown leaves an empty log");
         for (id, cmid) in [(1, "m1"), (2, "m2"), (3, "m3")] {
-            let value = serde_json::to_vec(&MsgOut { f: 1, c: cmid, b: cmid, t: 7, m: &[] }).unwrap();
+            let value = serde_json::to_vec(&MsgOut {
+                f: 1,
+                c: cmid,
+                b: cmid,
+                t: 7,
+                m: &[],
+                k: None,
+                x: None,
+                r: None,
+            })
+            .unwrap();
             log.push(&c, id, &value);
         }
         log.write().unwrap();
         let torn_at = 16 + log.len() as usize;
-        let value = serde_json::to_vec(&MsgOut { f: 1, c: "m9", b: "m9", t: 7, m: &[] }).unwrap();
+        let value =
+            serde_json::to_vec(&MsgOut { f: 1, c: "m9", b: "m9", t: 7, m: &[], k: None, x: None, r: None })
+                .unwrap();
         log.push(&c, 4, &value);
         log.write().unwrap();
         drop(log);
@@ -216,7 +231,10 @@ async fn a_log_that_does_not_match_the_database_is_refused() {
         let s = EmbeddedStore::open(&path).unwrap();
         s.append(new_msg(conv, 1, "m1")).await.unwrap();
     }
-    let value = |cmid: &str| serde_json::to_vec(&MsgOut { f: 1, c: cmid, b: cmid, t: 7, m: &[] }).unwrap();
+    let value = |cmid: &str| {
+        serde_json::to_vec(&MsgOut { f: 1, c: cmid, b: cmid, t: 7, m: &[], k: None, x: None, r: None })
+            .unwrap()
+    };
     let log_with = |records: &[(u64, &str)]| {
         let log_path = MessageLog::path_for(&path);
         std::fs::remove_file(&log_path).unwrap();

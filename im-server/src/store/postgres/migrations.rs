@@ -175,6 +175,17 @@ ALTER TABLE {S}.read_state ADD COLUMN muted_until bigint NOT NULL DEFAULT 0;
 ALTER TABLE {S}.messages ADD COLUMN mentions bigint[] NOT NULL DEFAULT '{}';
 ",
     },
+    Migration {
+        version: 6,
+        name: "structured content and replies",
+        sql: r"
+-- The kind ('text' for plain text), its content object as JSON text, and
+-- the id of the message of the same conversation this one replies to.
+ALTER TABLE {S}.messages ADD COLUMN kind text NOT NULL DEFAULT 'text';
+ALTER TABLE {S}.messages ADD COLUMN content text;
+ALTER TABLE {S}.messages ADD COLUMN reply_to bigint;
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

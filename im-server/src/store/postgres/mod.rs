@@ -278,6 +278,15 @@ fn message_at(conv: ConversationId, row: &Row, at: usize) -> StoreResult<Message
         body: col(row, at + 3)?,
         ts: untime(col(row, at + 4)?),
         mentions: col::<Vec<i64>>(row, at + 5)?.into_iter().map(|u| UserId(unkey(u))).collect(),
+        kind: Some(col::<String>(row, at + 6)?).filter(|k| k != im_core::content::TEXT),
+        content: match col::<Option<String>>(row, at + 7)? {
+            Some(text) => Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Backend(format!("invalid content stored in messages: {e}")))?,
+            ),
+            None => None,
+        },
+        reply_to: col::<Option<i64>>(row, at + 8)?.map(unkey),
     })
 }
 
@@ -308,7 +317,7 @@ fn room(row: &Row) -> StoreResult<Room> {
     })
 }
 
-const MSG_COLS: &str = "id, sender_id, cmid, body, ts, mentions";
+const MSG_COLS: &str = "id, sender_id, cmid, body, ts, mentions, kind, content, reply_to";
 
 #[async_trait]
 impl MessageStore for PgStore {
@@ -324,8 +333,8 @@ impl MessageStore for PgStore {
                      ON CONFLICT (conv) DO UPDATE SET last_id = c.last_id + 1
                      RETURNING last_id)
                  , msg AS (
-                     INSERT INTO {S}.messages (conv, id, sender_id, cmid, body, ts, mentions)
-                     SELECT $1, last_id, $2, $3, $4, $5, $6 FROM head
+                     INSERT INTO {S}.messages (conv, id, sender_id, cmid, body, ts, mentions, kind, content, reply_to)
+                     SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8, $9 FROM head
                      RETURNING id)
                  , sender_read AS (
                      INSERT INTO {S}.read_state AS r (user_id, conv, read_id)
@@ -336,13 +345,17 @@ impl MessageStore for PgStore {
             .await
             .map_err(db_err)?;
         let mentions: Vec<i64> = msg.mentions.iter().map(|u| key(u.0)).collect();
-        match client.query_one(&insert, &[&conv, &from, &msg.cmid.as_str(), &msg.body, &ts, &mentions]).await
-        {
+        let kind = msg.kind.as_deref().unwrap_or(im_core::content::TEXT);
+        let content = msg.content.as_ref().map(ToString::to_string);
+        let reply_to = msg.reply_to.map(key);
+        let params: [&(dyn ToSql + Sync); 9] =
+            [&conv, &from, &msg.cmid.as_str(), &msg.body, &ts, &mentions, &kind, &content, &reply_to];
+        match client.query_one(&insert, &params).await {
             Ok(row) => {
                 let id = unkey(col(&row, 0)?);
-                let NewMessage { conv, from, cmid, body, ts, mentions } = msg;
+                let NewMessage { conv, from, cmid, body, ts, mentions, kind, content, reply_to } = msg;
                 Ok(Appended {
-                    message: Message { conv, id, from, cmid, body, ts, mentions },
+                    message: Message { conv, id, from, cmid, body, ts, mentions, kind, content, reply_to },
                     duplicate: false,
                 })
             }

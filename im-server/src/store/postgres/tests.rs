@@ -108,6 +108,9 @@ fn msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessage {
         body: body.into(),
         ts: 7,
         mentions: Vec::new(),
+        kind: None,
+        content: None,
+        reply_to: None,
     }
 }
 
