@@ -1,0 +1,1115 @@
+// im-client.js — the `im` chat client for browsers and Node (entry module).
+//
+// A JavaScript port of the Rust crate im-client, with the same semantics:
+//
+// * finding a node: a dispatcher URL (`http(s)://…/dispatch`) is asked before
+//   every connect that the close code sends back to the dispatcher; a fixed
+//   WebSocket URL (`ws(s)://…/ws`) is used as is;
+// * protocol version 2 first, falling back to 1 when the server closes 4003;
+// * heartbeat: a `ping` every heartbeat interval; a connection that says
+//   nothing within the pong timeout of a ping is dead;
+// * delay-retry reconnect: exponential backoff with jitter, obeying the close
+//   code classes (same node / via dispatcher / stop), logging in again on
+//   4000 (and, if asked, 4001) when a username and password were given;
+// * incremental sync with persisted per-conversation cursors: every message
+//   reaches the app exactly once, in order (sync-state.js);
+// * an outbox resent with the same cmid after reconnects (outbox.js), paced
+//   under the server's rate limit and `max_in_flight` (pacer.js);
+// * read state, inbox walk, `received` reports (read-state.js) and typing
+//   (typing.js).
+//
+// The state machines live in the sibling modules, free of I/O; this module
+// owns the socket, the timers and the reconnect loop, and turns frames into
+// events.
+
+import { Backoff, closeCodeName, closeReaction, Reaction } from './backoff.js';
+import { isConversationId } from './conv.js';
+import { defaultCursorStore } from './cursor-store.js';
+import { CmidGen, draftFrame, draftMessage, normalizeDraft, Outbox } from './outbox.js';
+import { Pacer, sendBudget } from './pacer.js';
+import { Owner, ReadBook, ReadSync, TRANSIENT_CODES } from './read-state.js';
+import { offer, SyncState } from './sync-state.js';
+import { TypingIn, TypingOut } from './typing.js';
+
+export { Backoff, CloseCode, closeCodeName, closeReaction, DEFAULT_RECONNECT, Reaction } from './backoff.js';
+export { compareConv, convKind, directConv, groupConv, isConversationId, roomConv } from './conv.js';
+export { IndexedDBCursorStore, MemoryCursorStore, WebStorageCursorStore, defaultCursorStore } from './cursor-store.js';
+export { CmidGen, Outbox } from './outbox.js';
+export { Pacer, sendBudget } from './pacer.js';
+export { ReadBook, ReadSync, RECEIPT_INTERVAL_MS } from './read-state.js';
+export { MAX_AHEAD, offer, SyncState, Verdict } from './sync-state.js';
+export { TYPING_EXPIRY_MS, TYPING_IDLE_MS, TYPING_REFRESH_MS, TypingIn, TypingOut } from './typing.js';
+
+/** The newest protocol version this client speaks, and the oldest it falls back to. */
+export const PROTOCOL_VERSION = 2;
+export const MIN_PROTOCOL_VERSION = 1;
+
+/** The server's default limits (protocol §12), used until `hello` says otherwise. */
+export const DEFAULT_LIMITS = Object.freeze({
+  max_frame_bytes: 65536,
+  max_body_bytes: 16384,
+  sync_page_max: 500,
+  history_page_max: 200,
+  rate_per_sec: 50,
+  rate_burst: 200,
+  max_in_flight: 64,
+});
+
+const DEFAULTS = Object.freeze({
+  heartbeatIntervalMs: 20_000,
+  pongTimeoutMs: 10_000,
+  connectTimeoutMs: 10_000,
+  requestTimeoutMs: 10_000,
+  sendQueue: 1000,
+  syncPageLimit: null,
+  tickMs: 500,
+  tokenInQuery: true,
+  reloginOnRevoked: false,
+  probeTokenOnFailure: true,
+});
+
+/** Most inbox pages `inbox()` reads (200 conversations each). */
+const INBOX_PAGES_MAX = 1000;
+
+/**
+ * Every failure of the client's promises. `kind` is one of:
+ * `rejected` (the server refused: `code`, `serverMessage`), `body_too_large`
+ * (`len`, `max`), `queue_full`, `stopped`, `timeout`, `disconnected`,
+ * `unexpected_reply` (`frameType`), `invalid_argument`.
+ */
+export class ImError extends Error {
+  constructor(kind, message, extra = {}) {
+    super(message);
+    this.name = 'ImError';
+    this.kind = kind;
+    Object.assign(this, extra);
+  }
+}
+
+const utf8 = new TextEncoder();
+const byteLen = (s) => utf8.encode(s).length;
+const isDeviceId = (d) => typeof d === 'string' && /^[!-~]{1,64}$/.test(d);
+
+/** Why an attempt failed: `stop` (do not retry), `token` (token refused), `retry` (back off, then the dispatcher). */
+class AttemptError extends Error {
+  constructor(kind, reason, message) {
+    super(message ?? kind);
+    this.kind = kind;
+    this.reason = reason;
+  }
+}
+
+const STOPPED = Symbol('stopped');
+
+function deferred() {
+  let resolve;
+  let reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** A message as the app gets it: the wire fields without `type`. */
+function asMessage(frame) {
+  const { type: _type, ...m } = frame;
+  return m;
+}
+
+export class ImClient {
+  /**
+   * @param {import('./im-client.js').ImClientOptions} options see im-client.d.ts
+   */
+  constructor(options = {}) {
+    const o = { ...DEFAULTS, ...options };
+    if (!o.url) throw new ImError('invalid_argument', 'no server URL: set options.url');
+    let url;
+    try {
+      url = new URL(o.url);
+    } catch {
+      throw new ImError('invalid_argument', `bad URL ${JSON.stringify(o.url)}`);
+    }
+    const scheme = url.protocol.replace(':', '');
+    if (!['ws', 'wss', 'http', 'https'].includes(scheme)) {
+      throw new ImError('invalid_argument', `bad URL ${o.url}: expected ws://, wss://, http:// or https://`);
+    }
+    this._endpoint = { dispatcher: scheme === 'http' || scheme === 'https', url: url.href };
+    if (typeof o.token === 'string' && o.token) this._auth = { token: o.token };
+    else if (o.login && typeof o.login.username === 'string' && typeof o.login.password === 'string') {
+      this._auth = { username: o.login.username, password: o.login.password };
+    } else throw new ImError('invalid_argument', 'no credentials: set options.token or options.login');
+    if (o.device != null && !isDeviceId(o.device)) {
+      throw new ImError('invalid_argument', 'device id: 1-64 printable ASCII characters');
+    }
+    const httpScheme = scheme === 'wss' || scheme === 'https' ? 'https:' : 'http:';
+    this._apiBase = (o.apiBase ?? `${httpScheme}//${url.host}`).replace(/\/+$/, '');
+    this._opts = o;
+    this._WebSocket = o.WebSocket ?? globalThis.WebSocket;
+    this._fetch = o.fetch ?? (globalThis.fetch ? globalThis.fetch.bind(globalThis) : null);
+    this._now = o.now ?? (() => Date.now());
+    this._log = o.logger ?? { debug() {}, info() {}, warn: (...a) => console.warn('[im-client]', ...a) };
+    this._store = o.cursorStore ?? defaultCursorStore(o.device);
+
+    this._device = o.device ?? null;
+    this._token = null; // the token we hold (null: take the configured one, or log in)
+    this._me = null;
+    this._node = null;
+    this._protocol = MIN_PROTOCOL_VERSION;
+    this._limits = { ...DEFAULT_LIMITS };
+    this._connected = false;
+    this._conn = null; // the live connection
+
+    this._sync = new SyncState();
+    this._outbox = new Outbox(o.sendQueue);
+    this._cmids = new CmidGen();
+    this._waiting = []; // requests not yet sent (waiting for a connection / budget)
+    this._inFlight = new Map(); // rid -> request sent on this connection
+    this._quiet = new Set(); // rids whose answers nobody waits for (typing refreshes)
+    this._rid = 0;
+    this._book = new ReadBook();
+    this._readSync = new ReadSync();
+    this._typingOut = new TypingOut();
+    this._typingDue = [];
+    this._typingIn = new TypingIn();
+    this._pacer = new Pacer(this._limits, this._now());
+    this._backoff = new Backoff(o.reconnect, o.random);
+
+    this._listeners = new Map();
+    this._iterators = new Set();
+    this._started = false;
+    this._stopped = false;
+    this._stopRequest = null; // the reason once close() was called
+    this._stopSignal = deferred();
+    this._stopSignal.promise.catch(() => {});
+    this._done = deferred();
+    this._attemptAbort = null;
+    this._sleepTimer = null;
+    this._pumpScheduled = false;
+  }
+
+  /** Creates a client and starts it. */
+  static connect(options) {
+    return new ImClient(options).start();
+  }
+
+  // ---------------------------------------------------------------- events
+
+  /** Calls `listener(event)` for every event of `type` (`'*'`: all). Returns a function that removes it. */
+  on(type, listener) {
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    set.add(listener);
+    return () => this.off(type, listener);
+  }
+
+  /** Removes a listener added with `on`. */
+  off(type, listener) {
+    this._listeners.get(type)?.delete(listener);
+  }
+
+  /** EventTarget-style: `listener` is a function or an object with `handleEvent`. */
+  addEventListener(type, listener) {
+    this.on(type, listener);
+  }
+
+  removeEventListener(type, listener) {
+    this.off(type, listener);
+  }
+
+  /**
+   * Every event from now on as an async iterator; it ends after `stopped`.
+   * Events are buffered (unbounded) until read: read steadily.
+   */
+  events() {
+    const queue = [];
+    let waiter = null;
+    let done = false;
+    const it = {
+      push: (ev) => {
+        if (done) return;
+        if (waiter) {
+          const w = waiter;
+          waiter = null;
+          w({ value: ev, done: false });
+        } else queue.push(ev);
+        if (ev.type === 'stopped') it.end(false);
+      },
+      end: (dropQueue) => {
+        done = true;
+        this._iterators.delete(it);
+        if (dropQueue) queue.length = 0;
+        if (waiter && queue.length === 0) {
+          const w = waiter;
+          waiter = null;
+          w({ value: undefined, done: true });
+        }
+      },
+      next: () => {
+        if (queue.length > 0) return Promise.resolve({ value: queue.shift(), done: false });
+        if (done) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => {
+          waiter = resolve;
+        });
+      },
+      return: () => {
+        it.end(true);
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]() {
+        return it;
+      },
+    };
+    if (this._stopped) done = true;
+    else this._iterators.add(it);
+    return it;
+  }
+
+  _emit(event) {
+    for (const type of [event.type, '*']) {
+      const set = this._listeners.get(type);
+      if (!set) continue;
+      for (const l of [...set]) {
+        try {
+          if (typeof l === 'function') l(event);
+          else l.handleEvent(event);
+        } catch (e) {
+          (this._opts.onListenerError ?? ((err) => console.error('[im-client] listener failed:', err)))(e);
+        }
+      }
+    }
+    for (const it of [...this._iterators]) it.push(event);
+  }
+
+  // ----------------------------------------------------------- public API
+
+  /** Starts connecting in the background (once). Returns the client. */
+  start() {
+    if (!this._started) {
+      this._started = true;
+      this._run();
+    }
+    return this;
+  }
+
+  /**
+   * Stops the client: closes the connection (code 1000), flushes the
+   * cursors, fails unacknowledged sends with `stopped`, and emits `stopped`.
+   * Resolves once that is done.
+   */
+  close() {
+    if (!this._started) {
+      this._started = true;
+      this._stopRequest = { kind: 'shutdown' };
+      this._finish(this._stopRequest);
+      return this._done.promise;
+    }
+    if (!this._stopRequest) {
+      this._stopRequest = { kind: 'shutdown' };
+      this._stopSignal.reject(STOPPED);
+      this._attemptAbort?.abort(STOPPED);
+      clearTimeout(this._sleepTimer);
+      if (this._conn) this._endConnection(this._conn, { kind: 'stop', reason: this._stopRequest }, true);
+    }
+    return this._done.promise;
+  }
+
+  /** Whether a connection is up (its `hello` arrived). */
+  get connected() {
+    return this._connected;
+  }
+  /** The signed-in user (after the first `hello`). */
+  get user() {
+    return this._me;
+  }
+  /** This device's id (as configured, or assigned by the server). */
+  get device() {
+    return this._device;
+  }
+  /** The protocol version of the current (or last) connection. */
+  get protocol() {
+    return this._protocol;
+  }
+  /** The limits in force (the last `hello`'s, or the defaults). */
+  get limits() {
+    return { ...this._limits };
+  }
+  /** Sends awaiting their ack. */
+  get pendingSends() {
+    return this._outbox.size;
+  }
+
+  /**
+   * Sends a message (a string, or a draft `{body, kind?, content?, replyTo?,
+   * mentions?}`) and resolves with `{id, duplicate}` once it is stored. It
+   * waits in the outbox until acknowledged, across reconnects, and is resent
+   * with the same cmid, so it is stored exactly once. The device's own
+   * message also appears as a `message` event at its place in the order.
+   */
+  send(conv, bodyOrDraft) {
+    if (this._stopped || this._stopRequest) return Promise.reject(new ImError('stopped', 'the client has stopped'));
+    if (!isConversationId(conv)) return Promise.reject(new ImError('invalid_argument', `bad conversation id ${conv}`));
+    let draft;
+    try {
+      draft = normalizeDraft(bodyOrDraft);
+    } catch (e) {
+      return Promise.reject(new ImError('invalid_argument', e.message));
+    }
+    const cmid = this._cmids.next();
+    const tooBig = this._checkSize(conv, cmid, draft);
+    if (tooBig) return Promise.reject(tooBig);
+    const d = deferred();
+    if (!this._outbox.push(conv, cmid, draft, d)) {
+      return Promise.reject(new ImError('queue_full', 'too many unacknowledged sends'));
+    }
+    this._schedulePump();
+    return d.promise;
+  }
+
+  /** Joins an open room; its new messages then arrive live (the room starts at the first one seen). */
+  async join(room) {
+    await this._request({ type: 'join', room }, 'ok');
+  }
+
+  /** Leaves a room. */
+  async leave(room) {
+    await this._request({ type: 'leave', room }, 'ok');
+  }
+
+  /** One page of `conv`'s history (ascending ids; moves no cursor, emits no events). */
+  async history(conv, { before, limit } = {}) {
+    const f = { type: 'history', conv };
+    if (before != null) f.before = before;
+    if (limit != null) f.limit = limit;
+    const page = await this._request(f, 'history_page');
+    return { messages: page.messages ?? [], hasMore: !!page.has_more };
+  }
+
+  /** The presence of `users` (those that exist). */
+  async queryPresence(users) {
+    const r = await this._request({ type: 'query_presence', users: [...users] }, 'presence_list');
+    return r.users ?? [];
+  }
+
+  /**
+   * The user types (`true`) or stopped, in a direct chat or group (protocol 2).
+   * Call it with `true` on every keystroke: at most one `typing` goes out per
+   * 3 s, it is refreshed while calls keep coming, `false` goes out by itself
+   * 5 s after the last call, and nothing is sent when the user sends a message
+   * there. A throttled call resolves at once. Fails while disconnected.
+   */
+  typing(conv, typing) {
+    if (this._stopped || this._stopRequest) return Promise.reject(new ImError('stopped', 'the client has stopped'));
+    if (!this._connected) return Promise.reject(new ImError('disconnected', 'not connected'));
+    const send = this._typingOut.call(conv, !!typing, this._now());
+    if (send === null) return Promise.resolve();
+    return this._request({ type: 'typing', conv, typing: send }, 'ok').then(() => undefined);
+  }
+
+  /**
+   * Marks `conv` read up to `id` (protocol 2). Returns at once: `readState`
+   * follows immediately (with an `unread` event when the count changes), and
+   * the mark goes out when a version-2 connection can take it — after a
+   * reconnect if offline; of several marks of one conversation only the
+   * highest goes out. An id above the newest message known is lowered to it.
+   */
+  markRead(conv, id) {
+    if (this._stopped || this._stopRequest) throw new ImError('stopped', 'the client has stopped');
+    if (!Number.isSafeInteger(id) || id < 0) throw new ImError('invalid_argument', `bad message id ${id}`);
+    const head = this._book.get(conv)?.head ?? 0;
+    const upTo = head > 0 ? Math.min(id, head) : id;
+    if (upTo === 0) return;
+    const change = this._book.read(conv, upTo);
+    this._readSync.mark(conv, upTo);
+    if (change?.unreadChanged) {
+      this._emit({ type: 'unread', conv, unread: change.state.unread, read: change.state.read });
+    }
+    this._schedulePump();
+  }
+
+  /** `{head, read, unread}` of `conv` as this client knows it, or null before it heard of it. */
+  readState(conv) {
+    return this._book.get(conv);
+  }
+
+  /** `[conv, state]` of every conversation heard of, in conversation id order. */
+  readStates() {
+    return this._book.all();
+  }
+
+  /** The unread messages of all conversations together (the app badge). */
+  unreadTotal() {
+    return this._book.totalUnread();
+  }
+
+  /** One page of the inbox (protocol 2). */
+  async inboxPage({ after, limit } = {}) {
+    const f = { type: 'inbox' };
+    if (after != null) f.after = after;
+    if (limit != null) f.limit = limit;
+    const page = await this._request(f, 'inbox_page');
+    return { entries: page.entries ?? [], hasMore: !!page.has_more };
+  }
+
+  /** The whole inbox: every page (bounded), with each last message. */
+  async inbox() {
+    const all = [];
+    let after;
+    for (let i = 0; i < INBOX_PAGES_MAX; i++) {
+      const page = await this.inboxPage({ after });
+      all.push(...page.entries);
+      after = page.entries.at(-1)?.conv;
+      if (!page.hasMore || !after) break;
+    }
+    return all;
+  }
+
+  /** How far each member of `conv` (direct chat or group) has read and received it (protocol 2). */
+  async receipts(conv) {
+    const r = await this._request({ type: 'receipts', conv }, 'receipt_list');
+    return r.receipts ?? [];
+  }
+
+  // -------------------------------------------------------- requests
+
+  /** Queues a request; resolves with its reply frame (of type `expect`). */
+  _request(frame, expect) {
+    if (this._stopped || this._stopRequest) return Promise.reject(new ImError('stopped', 'the client has stopped'));
+    const d = deferred();
+    const req = { frame, expect, settled: false, timer: null, resolve: null, reject: null };
+    req.resolve = (v) => {
+      if (req.settled) return;
+      req.settled = true;
+      clearTimeout(req.timer);
+      d.resolve(v);
+    };
+    req.reject = (e) => {
+      if (req.settled) return;
+      req.settled = true;
+      clearTimeout(req.timer);
+      d.reject(e);
+    };
+    // A timed-out request that was sent stays counted in the in-flight
+    // window until the server answers (it answers each exactly once).
+    req.timer = setTimeout(() => {
+      req.reject(new ImError('timeout', 'no reply within the request timeout'));
+      const i = this._waiting.indexOf(req);
+      if (i >= 0) this._waiting.splice(i, 1);
+    }, this._opts.requestTimeoutMs);
+    this._waiting.push(req);
+    this._schedulePump();
+    return d.promise;
+  }
+
+  _reply(rid, frame) {
+    const req = this._inFlight.get(rid);
+    if (!req) return;
+    this._inFlight.delete(rid);
+    if (frame.type === req.expect) req.resolve(frame);
+    else req.reject(new ImError('unexpected_reply', `unexpected reply: ${frame.type}`, { frameType: frame.type }));
+  }
+
+  /** Refuses a body over `max_body_bytes`, or whose frame would exceed `max_frame_bytes` (the server would close 1009, and resending would loop). */
+  _checkSize(conv, cmid, draft) {
+    const max = this._limits.max_body_bytes;
+    const len = byteLen(draft.body) + (draft.content !== undefined ? byteLen(JSON.stringify(draft.content)) : 0);
+    if (len > max) return new ImError('body_too_large', `body of ${len} bytes exceeds the limit of ${max}`, { len, max });
+    const frameLen = byteLen(JSON.stringify(draftFrame(draft, Number.MAX_SAFE_INTEGER, conv, cmid)));
+    const maxFrame = this._limits.max_frame_bytes;
+    if (frameLen > maxFrame) {
+      return new ImError('body_too_large', `frame of ${frameLen} bytes exceeds the limit of ${maxFrame}`, {
+        len: frameLen,
+        max: maxFrame,
+      });
+    }
+    return null;
+  }
+
+  // ------------------------------------------------------ the run loop
+
+  async _run() {
+    let reason = null;
+    try {
+      const cursors = await this._store.load();
+      this._sync = new SyncState(cursors ?? {});
+    } catch (e) {
+      reason = { kind: 'cursor_store', message: String(e?.message ?? e) };
+    }
+    if (!reason) {
+      try {
+        reason = await this._reconnectLoop();
+      } catch (e) {
+        reason = { kind: 'internal', message: String(e?.stack ?? e) };
+      }
+    }
+    await this._finish(reason);
+  }
+
+  async _finish(reason) {
+    if (this._stopped) return;
+    this._stopped = true;
+    for (const e of this._outbox.drain()) e.reply.reject(new ImError('stopped', 'the client stopped before the send was acknowledged'));
+    for (const r of this._waiting.splice(0)) r.reject(new ImError('stopped', 'the client has stopped'));
+    for (const r of this._inFlight.values()) r.reject(new ImError('stopped', 'the client has stopped'));
+    this._inFlight.clear();
+    await this._flushStore();
+    this._log.info('stopped', reason);
+    this._emit({ type: 'stopped', reason });
+    for (const it of [...this._iterators]) it.end(false);
+    this._done.resolve();
+  }
+
+  /** Runs `p`, or throws STOPPED as soon as close() is called. */
+  _raceStop(p) {
+    return Promise.race([p, this._stopSignal.promise]);
+  }
+
+  /** A backoff sleep; close() cancels its timer (the race ends the wait). */
+  _sleep(ms) {
+    return new Promise((resolve) => {
+      this._sleepTimer = setTimeout(resolve, ms);
+    });
+  }
+
+  /** Connects, runs the connection, and reconnects as the close code says, until something terminal happens. */
+  async _reconnectLoop() {
+    let sameUrl = null; // the next attempt reuses this URL ("same node"); null: resolve
+    let relogged = false;
+    for (;;) {
+      if (this._stopRequest) return this._stopRequest;
+      const freshToken = this._token === null;
+      let conn = null;
+      try {
+        const url = sameUrl;
+        sameUrl = null; // if this attempt fails, the next goes through the dispatcher
+        const attempt = this._attempt(url);
+        // A connection that completes after close() was called is closed at once.
+        attempt.then((c) => this._stopRequest && c.ws.close(1000, 'client stopped'), () => {});
+        conn = await this._raceStop(attempt);
+      } catch (err) {
+        if (err === STOPPED || this._stopRequest) return this._stopRequest;
+        if (!(err instanceof AttemptError)) throw err;
+        if (err.kind === 'stop') return err.reason;
+        if (err.kind === 'token') {
+          // A password client logs in again once; a fixed token is dead.
+          if (this._auth.username !== undefined && !freshToken && !relogged) {
+            relogged = true;
+            this._token = null;
+            continue;
+          }
+          return err.reason;
+        }
+        this._log.debug('connection attempt failed:', err.message);
+      }
+      if (conn) {
+        relogged = false;
+        const ended = await this._runConnection(conn);
+        this._disconnected();
+        for (const [conv, user] of this._typingIn.clear()) this._emit({ type: 'typing', conv, user, typing: false });
+        if (ended.kind === 'stop') return ended.reason;
+        this._log.info('disconnected', ended.code, ended.reason);
+        this._emit({ type: 'disconnected', code: ended.code ?? null, reason: ended.reason });
+        const reaction = ended.code == null ? Reaction.DISPATCHER : closeReaction(ended.code);
+        if (reaction === Reaction.STOP) {
+          const relogin =
+            this._auth.username !== undefined &&
+            (ended.code === 4000 || (ended.code === 4001 && this._opts.reloginOnRevoked));
+          if (!relogin) {
+            return { kind: 'closed', code: ended.code, name: closeCodeName(ended.code), reason: ended.reason };
+          }
+          this._token = null;
+        } else if (reaction === Reaction.SAME_NODE) {
+          sameUrl = conn.url;
+        }
+      }
+      const next = this._backoff.next();
+      if (!next) return { kind: 'too_many_attempts', attempts: this._opts.reconnect?.maxAttempts ?? 0 };
+      this._emit({ type: 'reconnecting', attempt: next.attempt, delayMs: next.delayMs });
+      try {
+        await this._raceStop(this._sleep(next.delayMs));
+      } catch {
+        return this._stopRequest;
+      }
+    }
+  }
+
+  // ------------------------------------------------- one connection attempt
+
+  /** Logs in if needed, asks the dispatcher if needed, opens the socket and waits for `hello`, within the connect timeout. */
+  async _attempt(sameUrl) {
+    const ac = new AbortController();
+    this._attemptAbort = ac;
+    const limit = this._opts.connectTimeoutMs;
+    const timer = setTimeout(
+      () => ac.abort(new AttemptError('retry', null, `no hello within the connect timeout (${limit} ms)`)),
+      limit,
+    );
+    try {
+      const token = this._token ?? this._auth.token ?? (await this._login(ac.signal));
+      const url = sameUrl ?? (this._endpoint.dispatcher ? await this._dispatch(ac.signal) : this._endpoint.url);
+      // The newest protocol version first; a server that refuses it with
+      // 4003 (an older server) is asked for the next older one.
+      for (let version = PROTOCOL_VERSION; ; version--) {
+        try {
+          const { ws, hello } = await this._handshake(url, token, version, ac.signal);
+          return { ws, url, token, hello };
+        } catch (e) {
+          if (e instanceof AttemptError && e.kind === 'stop' && e.reason?.code === 4003 && version > MIN_PROTOCOL_VERSION) {
+            this._log.info(`server does not speak protocol ${version}; asking for ${version - 1}`);
+            continue;
+          }
+          throw e;
+        }
+      }
+    } catch (e) {
+      if (ac.signal.aborted) throw ac.signal.reason;
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      if (this._attemptAbort === ac) this._attemptAbort = null;
+    }
+  }
+
+  async _login(signal) {
+    if (!this._fetch) throw new AttemptError('stop', { kind: 'login_failed', message: 'no fetch available' });
+    let resp;
+    try {
+      resp = await this._fetch(`${this._apiBase}/api/v1/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: this._auth.username, password: this._auth.password }),
+        signal,
+      });
+    } catch (e) {
+      throw new AttemptError('retry', null, `login unreachable: ${e?.message ?? e}`);
+    }
+    if (resp.status === 200) {
+      try {
+        const body = await resp.json();
+        if (typeof body?.token === 'string' && body.token) return body.token;
+      } catch {
+        // fall through
+      }
+      throw new AttemptError('retry', null, 'login answer unreadable');
+    }
+    if ([400, 401, 403, 404].includes(resp.status)) {
+      throw new AttemptError('stop', { kind: 'login_failed', message: `login refused with HTTP ${resp.status}` });
+    }
+    throw new AttemptError('retry', null, `login answered HTTP ${resp.status}`);
+  }
+
+  async _dispatch(signal) {
+    if (!this._fetch) throw new AttemptError('stop', { kind: 'internal', message: 'no fetch available for the dispatcher' });
+    let body;
+    try {
+      const resp = await this._fetch(this._endpoint.url, { method: 'GET', signal });
+      if (!resp.ok) throw new Error(`dispatcher answered HTTP ${resp.status}`);
+      body = await resp.json();
+    } catch (e) {
+      throw new AttemptError('retry', null, `dispatcher failed: ${e?.message ?? e}`);
+    }
+    const url = body?.url;
+    if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) {
+      throw new AttemptError('retry', null, `dispatcher gave a bad URL ${JSON.stringify(url)}`);
+    }
+    return url;
+  }
+
+  /**
+   * Browsers hide the HTTP status of a refused WebSocket handshake (a 401
+   * looks like any network failure, close 1006). After a failed handshake the
+   * client therefore asks the business API whether the token still works:
+   * `GET /api/v1/me` answering 401 means the token was refused.
+   */
+  async _tokenRefused(token, signal) {
+    if (!this._opts.probeTokenOnFailure || !this._fetch) return false;
+    try {
+      const resp = await this._fetch(`${this._apiBase}/api/v1/me`, {
+        headers: { authorization: `Bearer ${token}` },
+        signal,
+      });
+      return resp.status === 401;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Opens the socket asking for `version` and waits for `hello`. */
+  _handshake(baseUrl, token, version, signal) {
+    const full = new URL(baseUrl);
+    if (this._device) full.searchParams.set('device', this._device);
+    full.searchParams.set('v', String(version));
+    if (this._opts.tokenInQuery) full.searchParams.set('token', token);
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      let ws;
+      try {
+        ws = new this._WebSocket(full.href);
+      } catch (e) {
+        return reject(new AttemptError('retry', null, `cannot open ${baseUrl}: ${e?.message ?? e}`));
+      }
+      let opened = false;
+      let settled = false;
+      const detach = () => {
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        signal.removeEventListener('abort', onAbort);
+      };
+      const fail = (err) => {
+        if (settled) return;
+        settled = true;
+        detach();
+        try {
+          ws.close();
+        } catch {
+          // already closed
+        }
+        reject(err);
+      };
+      const onAbort = () => fail(signal.reason);
+      signal.addEventListener('abort', onAbort);
+      ws.onopen = () => {
+        opened = true;
+      };
+      ws.onerror = () => {}; // a close event follows
+      ws.onmessage = (ev) => {
+        if (settled || typeof ev.data !== 'string') return;
+        let f;
+        try {
+          f = JSON.parse(ev.data);
+        } catch {
+          return fail(new AttemptError('retry', null, 'undecodable first frame'));
+        }
+        if (f?.type !== 'hello') return fail(new AttemptError('retry', null, `first frame was ${f?.type}, not hello`));
+        settled = true;
+        detach();
+        resolve({ ws, hello: f });
+      };
+      ws.onclose = (ev) => {
+        if (settled) return;
+        const code = ev?.code;
+        if (!opened) {
+          // The handshake failed: unreachable node, or an HTTP refusal we cannot see.
+          settled = true;
+          detach();
+          this._tokenRefused(token, signal).then((refused) =>
+            reject(
+              refused
+                ? new AttemptError('token', { kind: 'unauthorized' }, 'token refused')
+                : new AttemptError('retry', null, `connect to ${baseUrl} failed (close ${code})`),
+            ),
+          );
+          return;
+        }
+        const stop = { kind: 'closed', code, name: closeCodeName(code), reason: ev?.reason ?? '' };
+        if (code === 4000) fail(new AttemptError('token', stop, 'token refused (4000)'));
+        else if (closeReaction(code) === Reaction.STOP && code != null) fail(new AttemptError('stop', stop, `closed ${code}`));
+        else fail(new AttemptError('retry', null, `closed with ${code} before hello`));
+      };
+    });
+  }
+
+  // ------------------------------------------------------ a live connection
+
+  /** Runs one connection until it ends; resolves with how: `{kind: 'closed'|'lost'|'stop', code?, reason}`. */
+  _runConnection({ ws, url, token, hello }) {
+    this._token = token;
+    this._device = hello.device ?? this._device;
+    this._me = hello.user ?? null;
+    this._node = hello.node ?? null;
+    this._protocol = hello.protocol ?? MIN_PROTOCOL_VERSION;
+    this._limits = { ...DEFAULT_LIMITS, ...(hello.limits ?? {}) };
+    // A server that announces no max_in_flight (older) gets one at a time.
+    if (hello.limits && hello.limits.max_in_flight == null) this._limits.max_in_flight = 1;
+    this._pacer = new Pacer(this._limits, this._now());
+    const serverBeat = Math.max(1, hello.heartbeat_interval_ms ?? Infinity);
+    const heartbeat = Math.min(serverBeat, this._opts.heartbeatIntervalMs);
+    const pongTimeout = this._opts.pongTimeoutMs;
+    this._connected = true;
+    this._sync.connected();
+
+    return new Promise((resolve) => {
+      const conn = { ws, url, ended: false, resolve, timers: [], deadTimer: null };
+      this._conn = conn;
+      ws.onmessage = (ev) => this._onSocketMessage(conn, ev);
+      ws.onclose = (ev) => {
+        // 1005 (no code) and 1006 (abnormal) mean the server sent no code.
+        const code = ev?.code === 1005 || ev?.code === 1006 || ev?.code == null ? null : ev.code;
+        this._endConnection(conn, code == null
+          ? { kind: 'lost', code: null, reason: ev?.reason || 'connection ended without a close code' }
+          : { kind: 'closed', code, reason: ev?.reason ?? '' });
+      };
+      ws.onerror = () => {}; // a close event follows
+      this._emit({ type: 'connected', node: this._node, user: this._me, device: this._device, protocol: this._protocol });
+      if (conn.ended) return;
+      conn.timers.push(
+        setInterval(() => {
+          this._pacer.spend(1);
+          this._write(conn, { type: 'ping' });
+          // Set when a ping goes out with no frame since; any frame clears it.
+          if (conn.deadTimer === null && !conn.ended) {
+            conn.deadTimer = setTimeout(
+              () => this._endConnection(conn, { kind: 'lost', code: null, reason: `no frame within ${pongTimeout} ms of a ping` }, true),
+              pongTimeout,
+            );
+          }
+        }, heartbeat),
+      );
+      conn.timers.push(setInterval(() => this._tick(conn), this._opts.tickMs));
+      this._pump();
+    });
+  }
+
+  /** Ends `conn` once; `closeSocket`: close it from our side (a stop, a dead peer). */
+  _endConnection(conn, ended, closeSocket = false) {
+    if (conn.ended) return;
+    conn.ended = true;
+    for (const t of conn.timers) clearInterval(t);
+    clearTimeout(conn.deadTimer);
+    conn.ws.onmessage = conn.ws.onclose = null;
+    if (closeSocket) {
+      try {
+        conn.ws.close(1000, ended.kind === 'stop' ? 'client stopped' : 'dead connection');
+      } catch {
+        // already closing
+      }
+    }
+    if (this._conn === conn) this._conn = null;
+    conn.resolve(ended);
+  }
+
+  _onSocketMessage(conn, ev) {
+    if (conn.ended) return;
+    clearTimeout(conn.deadTimer);
+    conn.deadTimer = null;
+    if (typeof ev.data !== 'string') return; // the protocol is text only
+    let f;
+    try {
+      f = JSON.parse(ev.data);
+    } catch {
+      this._log.warn('undecodable frame from the server ignored');
+      return;
+    }
+    if (f === null || typeof f !== 'object') return;
+    this._frame(f);
+    if (!conn.ended) this._pump();
+  }
+
+  _write(conn, frame) {
+    if (conn.ended) return;
+    try {
+      conn.ws.send(JSON.stringify(frame));
+    } catch (e) {
+      this._endConnection(conn, { kind: 'lost', code: null, reason: `write failed: ${e?.message ?? e}` }, true);
+    }
+  }
+
+  /** The periodic tick: typing refresh/stop/expiry, cursor flush, retries. */
+  _tick(conn) {
+    if (conn.ended) return;
+    const now = this._now();
+    this._typingDue.push(...this._typingOut.tick(now));
+    for (const [conv, user] of this._typingIn.expired(now)) this._emit({ type: 'typing', conv, user, typing: false });
+    this._flushStore();
+    this._sync.retrySync();
+    this._outbox.release();
+    this._pump();
+  }
+
+  _disconnected() {
+    this._connected = false;
+    this._readSync.disconnected();
+    this._typingOut.clear();
+    this._typingDue = [];
+    this._quiet.clear();
+    this._sync.disconnected();
+    this._outbox.disconnected();
+    for (const r of this._inFlight.values()) r.reject(new ImError('disconnected', 'the connection was lost before the reply'));
+    this._inFlight.clear();
+    this._flushStore();
+  }
+
+  _flushStore() {
+    try {
+      return Promise.resolve(this._store.flush?.()).catch((e) => this._log.warn('flushing sync cursors failed', e));
+    } catch (e) {
+      this._log.warn('flushing sync cursors failed', e);
+      return Promise.resolve();
+    }
+  }
+
+  _schedulePump() {
+    if (this._pumpScheduled) return;
+    this._pumpScheduled = true;
+    queueMicrotask(() => {
+      this._pumpScheduled = false;
+      this._pump();
+    });
+  }
+
+  /** Sends what is due: the next sync page request, unsent sends, typing, waiting requests, read state. */
+  _pump() {
+    const conn = this._conn;
+    if (!this._connected || !conn || conn.ended) return;
+    const unanswered =
+      this._outbox.unanswered() +
+      this._inFlight.size +
+      this._readSync.unanswered() +
+      this._quiet.size +
+      (this._sync.syncInFlight() ? 1 : 0);
+    const budget = sendBudget(this._pacer.available(this._now()), this._limits.max_in_flight, unanswered);
+    if (budget === 0) return;
+    const nextRid = () => ++this._rid;
+    const frames = [];
+    const sync = this._sync.nextSync(nextRid(), this._opts.syncPageLimit);
+    if (sync) frames.push(sync);
+    frames.push(...this._outbox.framesToSend(budget - frames.length, nextRid));
+    // Typing the client refreshes or stops by itself goes before the app's
+    // own typing calls queued since, so the latest state arrives last.
+    for (const [conv, typing] of this._typingDue.splice(0, Math.max(0, budget - frames.length))) {
+      const rid = nextRid();
+      this._quiet.add(rid);
+      frames.push({ type: 'typing', rid, conv, typing });
+    }
+    this._waiting = this._waiting.filter((r) => !r.settled);
+    for (const req of this._waiting.splice(0, Math.max(0, budget - frames.length))) {
+      const rid = nextRid();
+      this._inFlight.set(rid, req);
+      frames.push({ ...req.frame, rid });
+    }
+    const left = Math.max(0, budget - frames.length);
+    frames.push(...this._readSync.frames(left, this._protocol, this._now(), nextRid));
+    this._pacer.spend(frames.length);
+    for (const f of frames) this._write(conn, f);
+  }
+
+  // ------------------------------------------------------------ frames
+
+  /** What each server frame does to the client's state (frames.rs). */
+  _frame(f) {
+    const rid = f.rid;
+    switch (f.type) {
+      case 'message':
+        this._offer(asMessage(f));
+        break;
+      case 'ack': {
+        const sent = this._outbox.take(rid);
+        if (sent) {
+          this._offer(draftMessage(sent.draft, f.conv, f.id, this._me ?? 0, f.cmid ?? sent.cmid, f.ts ?? 0));
+          sent.reply.resolve({ id: f.id, duplicate: !!f.duplicate });
+        }
+        break;
+      }
+      case 'sync_page':
+        if (this._sync.isSync(rid)) {
+          for (const m of f.messages ?? []) this._offer(m);
+          if (this._sync.pageDone(rid, !!f.has_more)) {
+            this._flushStore();
+            this._readSync.synced();
+            // A healthy connection: the next outage starts from the initial delay.
+            this._backoff.reset();
+            this._emit({ type: 'synced' });
+          }
+        }
+        break;
+      case 'ok':
+        if (this._quiet.delete(rid)) break;
+        if (this._readSync.answered(rid, null) !== Owner.NONE) break;
+        this._reply(rid, f);
+        break;
+      case 'error':
+        if (rid == null) this._log.warn('error frame without rid', f.code, f.message);
+        else if (this._quiet.delete(rid)) this._log.debug('typing refresh refused', f.code);
+        else if (this._readSync.answered(rid, f.code) !== Owner.NONE) {
+          // a read mark, report or inbox page: handled there
+        } else this._refused(rid, f.code, f.message);
+        break;
+      case 'inbox_page': {
+        const entries = f.entries ?? [];
+        if (this._readSync.inboxPage(rid, entries.at(-1)?.conv ?? null, !!f.has_more) === Owner.INBOX) {
+          for (const e of entries) this._changed(e.conv, this._book.inbox(e), true);
+        } else this._reply(rid, f);
+        break;
+      }
+      case 'history_page':
+      case 'presence_list':
+      case 'receipt_list':
+        this._reply(rid, f);
+        break;
+      case 'presence':
+        this._emit({ type: 'presence', presence: { user: f.user, status: f.status, last_active_at: f.last_active_at } });
+        break;
+      case 'member':
+        if (f.change === 'added' && f.user === this._me) this._sync.noteGap(); // a new group: its past comes with a sync
+        this._emit({ type: 'member', group: f.group, user: f.user, change: f.change, by: f.by });
+        break;
+      case 'user_typing':
+        this._typingIn.heard(f.conv, f.user, !!f.typing, this._now());
+        this._emit({ type: 'typing', conv: f.conv, user: f.user, typing: !!f.typing });
+        break;
+      case 'read_up_to': {
+        const change = this._book.read(f.conv, f.id);
+        this._emit({ type: 'readUpTo', conv: f.conv, id: f.id });
+        this._changed(f.conv, change, false);
+        break;
+      }
+      case 'receipt':
+        this._emit({ type: 'receipt', conv: f.conv, user: f.user, read: f.read, delivered: f.delivered });
+        break;
+      default:
+        // pong, hello, and frame types of later revisions: ignored (protocol §2)
+        break;
+    }
+  }
+
+  /** An `error` answering request `rid`. */
+  _refused(rid, code, message) {
+    if (this._outbox.isSend(rid)) {
+      // Not processed, or maybe not stored: resend later with the same cmid.
+      if (TRANSIENT_CODES.has(code)) this._outbox.requeue(rid);
+      else this._outbox.take(rid)?.reply.reject(new ImError('rejected', `refused by the server: ${code}: ${message}`, { code, serverMessage: message }));
+    } else if (this._sync.isSync(rid)) {
+      this._log.warn('sync refused; retrying shortly', code, message);
+      this._sync.syncFailed(rid);
+    } else {
+      const req = this._inFlight.get(rid);
+      if (req) {
+        this._inFlight.delete(rid);
+        req.reject(new ImError('rejected', `refused by the server: ${code}: ${message}`, { code, serverMessage: message }));
+      }
+    }
+  }
+
+  /** A message from any source: handed to the app if it is the next one (sync-state.js decides). */
+  _offer(m) {
+    offer(this._sync, m, (msg) => {
+      this._emit({ type: 'message', message: msg });
+      this._afterDelivery(msg);
+      try {
+        const r = this._store.save(msg.conv, msg.id);
+        if (r && typeof r.catch === 'function') r.catch((e) => this._log.warn('saving a sync cursor failed', e));
+      } catch (e) {
+        this._log.warn('saving a sync cursor failed', e);
+      }
+    });
+  }
+
+  /** A message reached the app: counts, receipts and typing follow. */
+  _afterDelivery(m) {
+    const own = this._me !== null && m.from === this._me;
+    if (own) this._typingOut.sentMessage(m.conv);
+    else {
+      this._readSync.delivered(m.conv, m.id);
+      if (this._typingIn.messageFrom(m.conv, m.from)) this._emit({ type: 'typing', conv: m.conv, user: m.from, typing: false });
+    }
+    this._changed(m.conv, this._book.message(m.conv, m.id, own), false);
+  }
+
+  /** Tells the app about a read-state change: `readUpTo` when `announceRead` and the read id rose, `unread` when the count changed. */
+  _changed(conv, change, announceRead) {
+    if (!change) return;
+    if (announceRead && change.readRose) this._emit({ type: 'readUpTo', conv, id: change.state.read });
+    if (change.unreadChanged) this._emit({ type: 'unread', conv, unread: change.state.unread, read: change.state.read });
+  }
+}
+
+export default ImClient;
