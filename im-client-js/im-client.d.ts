@@ -1,6 +1,8 @@
 // im-client.d.ts — TypeScript declarations for im-client.js (the `im` chat
 // client): the public API, the events, and the wire frame / message types of
 // docs/protocol.md. Wire objects keep the protocol's snake_case field names.
+// Everything declared here is exported by im-client.js (some of it re-exported
+// from the sibling modules); connection.js and connect.js are internal.
 
 // ------------------------------------------------------------------ ids
 

@@ -18,11 +18,15 @@
 // * read state, inbox walk, `received` reports (read-state.js) and typing
 //   (typing.js).
 //
-// The state machines live in the sibling modules, free of I/O; this module
-// owns the socket, the timers and the reconnect loop, and turns frames into
-// events.
+// The state machines live in the sibling modules, free of I/O. This module
+// is the public ImClient: options, public methods, events, and what frames
+// do to the client's state (and which frames go out). connection.js holds
+// one WebSocket connection (handshake, heartbeat, frames, closing);
+// connect.js the run and reconnect loop, login and the dispatcher lookup.
 
-import { Backoff, closeCodeName, closeReaction, Reaction } from './backoff.js';
+import { Backoff } from './backoff.js';
+import { run, STOPPED } from './connect.js';
+import { Connection, DEFAULT_LIMITS, heartbeatInterval, helloLimits, MIN_PROTOCOL_VERSION } from './connection.js';
 import { isConversationId } from './conv.js';
 import { defaultCursorStore } from './cursor-store.js';
 import { CmidGen, draftFrame, draftMessage, normalizeDraft, Outbox } from './outbox.js';
@@ -32,6 +36,7 @@ import { offer, SyncState } from './sync-state.js';
 import { TypingIn, TypingOut } from './typing.js';
 
 export { Backoff, CloseCode, closeCodeName, closeReaction, DEFAULT_RECONNECT, Reaction } from './backoff.js';
+export { DEFAULT_LIMITS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from './connection.js';
 export { compareConv, convKind, directConv, groupConv, isConversationId, roomConv } from './conv.js';
 export { IndexedDBCursorStore, MemoryCursorStore, WebStorageCursorStore, defaultCursorStore } from './cursor-store.js';
 export { CmidGen, Outbox } from './outbox.js';
@@ -39,21 +44,6 @@ export { Pacer, sendBudget } from './pacer.js';
 export { ReadBook, ReadSync, RECEIPT_INTERVAL_MS } from './read-state.js';
 export { MAX_AHEAD, offer, SyncState, Verdict } from './sync-state.js';
 export { TYPING_EXPIRY_MS, TYPING_IDLE_MS, TYPING_REFRESH_MS, TypingIn, TypingOut } from './typing.js';
-
-/** The newest protocol version this client speaks, and the oldest it falls back to. */
-export const PROTOCOL_VERSION = 2;
-export const MIN_PROTOCOL_VERSION = 1;
-
-/** The server's default limits (protocol §12), used until `hello` says otherwise. */
-export const DEFAULT_LIMITS = Object.freeze({
-  max_frame_bytes: 65536,
-  max_body_bytes: 16384,
-  sync_page_max: 500,
-  history_page_max: 200,
-  rate_per_sec: 50,
-  rate_burst: 200,
-  max_in_flight: 64,
-});
 
 const DEFAULTS = Object.freeze({
   heartbeatIntervalMs: 20_000,
@@ -89,17 +79,6 @@ export class ImError extends Error {
 const utf8 = new TextEncoder();
 const byteLen = (s) => utf8.encode(s).length;
 const isDeviceId = (d) => typeof d === 'string' && /^[!-~]{1,64}$/.test(d);
-
-/** Why an attempt failed: `stop` (do not retry), `token` (token refused), `retry` (back off, then the dispatcher). */
-class AttemptError extends Error {
-  constructor(kind, reason, message) {
-    super(message ?? kind);
-    this.kind = kind;
-    this.reason = reason;
-  }
-}
-
-const STOPPED = Symbol('stopped');
 
 function deferred() {
   let resolve;
@@ -287,7 +266,7 @@ export class ImClient {
   start() {
     if (!this._started) {
       this._started = true;
-      this._run();
+      run(this);
     }
     return this;
   }
@@ -309,7 +288,7 @@ export class ImClient {
       this._stopSignal.reject(STOPPED);
       this._attemptAbort?.abort(STOPPED);
       clearTimeout(this._sleepTimer);
-      if (this._conn) this._endConnection(this._conn, { kind: 'stop', reason: this._stopRequest }, true);
+      if (this._conn) this._conn.end({ kind: 'stop', reason: this._stopRequest }, true);
     }
     return this._done.promise;
   }
@@ -525,26 +504,9 @@ export class ImClient {
     return null;
   }
 
-  // ------------------------------------------------------ the run loop
+  // ------------------------------------------------ the run (connect.js)
 
-  async _run() {
-    let reason = null;
-    try {
-      const cursors = await this._store.load();
-      this._sync = new SyncState(cursors ?? {});
-    } catch (e) {
-      reason = { kind: 'cursor_store', message: String(e?.message ?? e) };
-    }
-    if (!reason) {
-      try {
-        reason = await this._reconnectLoop();
-      } catch (e) {
-        reason = { kind: 'internal', message: String(e?.stack ?? e) };
-      }
-    }
-    await this._finish(reason);
-  }
-
+  /** The end of the run (or a close() before start()): fails what waits, flushes the cursors, emits `stopped`. */
   async _finish(reason) {
     if (this._stopped) return;
     this._stopped = true;
@@ -559,348 +521,37 @@ export class ImClient {
     this._done.resolve();
   }
 
-  /** Runs `p`, or throws STOPPED as soon as close() is called. */
-  _raceStop(p) {
-    return Promise.race([p, this._stopSignal.promise]);
-  }
-
-  /** A backoff sleep; close() cancels its timer (the race ends the wait). */
-  _sleep(ms) {
-    return new Promise((resolve) => {
-      this._sleepTimer = setTimeout(resolve, ms);
-    });
-  }
-
-  /** Connects, runs the connection, and reconnects as the close code says, until something terminal happens. */
-  async _reconnectLoop() {
-    let sameUrl = null; // the next attempt reuses this URL ("same node"); null: resolve
-    let relogged = false;
-    for (;;) {
-      if (this._stopRequest) return this._stopRequest;
-      const freshToken = this._token === null;
-      let conn = null;
-      try {
-        const url = sameUrl;
-        sameUrl = null; // if this attempt fails, the next goes through the dispatcher
-        const attempt = this._attempt(url);
-        // A connection that completes after close() was called is closed at once.
-        attempt.then((c) => this._stopRequest && c.ws.close(1000, 'client stopped'), () => {});
-        conn = await this._raceStop(attempt);
-      } catch (err) {
-        if (err === STOPPED || this._stopRequest) return this._stopRequest;
-        if (!(err instanceof AttemptError)) throw err;
-        if (err.kind === 'stop') return err.reason;
-        if (err.kind === 'token') {
-          // A password client logs in again once; a fixed token is dead.
-          if (this._auth.username !== undefined && !freshToken && !relogged) {
-            relogged = true;
-            this._token = null;
-            continue;
-          }
-          return err.reason;
-        }
-        this._log.debug('connection attempt failed:', err.message);
-      }
-      if (conn) {
-        relogged = false;
-        const ended = await this._runConnection(conn);
-        this._disconnected();
-        for (const [conv, user] of this._typingIn.clear()) this._emit({ type: 'typing', conv, user, typing: false });
-        if (ended.kind === 'stop') return ended.reason;
-        this._log.info('disconnected', ended.code, ended.reason);
-        this._emit({ type: 'disconnected', code: ended.code ?? null, reason: ended.reason });
-        const reaction = ended.code == null ? Reaction.DISPATCHER : closeReaction(ended.code);
-        if (reaction === Reaction.STOP) {
-          const relogin =
-            this._auth.username !== undefined &&
-            (ended.code === 4000 || (ended.code === 4001 && this._opts.reloginOnRevoked));
-          if (!relogin) {
-            return { kind: 'closed', code: ended.code, name: closeCodeName(ended.code), reason: ended.reason };
-          }
-          this._token = null;
-        } else if (reaction === Reaction.SAME_NODE) {
-          sameUrl = conn.url;
-        }
-      }
-      const next = this._backoff.next();
-      if (!next) return { kind: 'too_many_attempts', attempts: this._opts.reconnect?.maxAttempts ?? 0 };
-      this._emit({ type: 'reconnecting', attempt: next.attempt, delayMs: next.delayMs });
-      try {
-        await this._raceStop(this._sleep(next.delayMs));
-      } catch {
-        return this._stopRequest;
-      }
-    }
-  }
-
-  // ------------------------------------------------- one connection attempt
-
-  /** Logs in if needed, asks the dispatcher if needed, opens the socket and waits for `hello`, within the connect timeout. */
-  async _attempt(sameUrl) {
-    const ac = new AbortController();
-    this._attemptAbort = ac;
-    const limit = this._opts.connectTimeoutMs;
-    const timer = setTimeout(
-      () => ac.abort(new AttemptError('retry', null, `no hello within the connect timeout (${limit} ms)`)),
-      limit,
-    );
-    try {
-      const token = this._token ?? this._auth.token ?? (await this._login(ac.signal));
-      const url = sameUrl ?? (this._endpoint.dispatcher ? await this._dispatch(ac.signal) : this._endpoint.url);
-      // The newest protocol version first; a server that refuses it with
-      // 4003 (an older server) is asked for the next older one.
-      for (let version = PROTOCOL_VERSION; ; version--) {
-        try {
-          const { ws, hello } = await this._handshake(url, token, version, ac.signal);
-          return { ws, url, token, hello };
-        } catch (e) {
-          if (e instanceof AttemptError && e.kind === 'stop' && e.reason?.code === 4003 && version > MIN_PROTOCOL_VERSION) {
-            this._log.info(`server does not speak protocol ${version}; asking for ${version - 1}`);
-            continue;
-          }
-          throw e;
-        }
-      }
-    } catch (e) {
-      if (ac.signal.aborted) throw ac.signal.reason;
-      throw e;
-    } finally {
-      clearTimeout(timer);
-      if (this._attemptAbort === ac) this._attemptAbort = null;
-    }
-  }
-
-  async _login(signal) {
-    if (!this._fetch) throw new AttemptError('stop', { kind: 'login_failed', message: 'no fetch available' });
-    let resp;
-    try {
-      resp = await this._fetch(`${this._apiBase}/api/v1/login`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ username: this._auth.username, password: this._auth.password }),
-        signal,
-      });
-    } catch (e) {
-      throw new AttemptError('retry', null, `login unreachable: ${e?.message ?? e}`);
-    }
-    if (resp.status === 200) {
-      try {
-        const body = await resp.json();
-        if (typeof body?.token === 'string' && body.token) return body.token;
-      } catch {
-        // fall through
-      }
-      throw new AttemptError('retry', null, 'login answer unreadable');
-    }
-    if ([400, 401, 403, 404].includes(resp.status)) {
-      throw new AttemptError('stop', { kind: 'login_failed', message: `login refused with HTTP ${resp.status}` });
-    }
-    throw new AttemptError('retry', null, `login answered HTTP ${resp.status}`);
-  }
-
-  async _dispatch(signal) {
-    if (!this._fetch) throw new AttemptError('stop', { kind: 'internal', message: 'no fetch available for the dispatcher' });
-    let body;
-    try {
-      const resp = await this._fetch(this._endpoint.url, { method: 'GET', signal });
-      if (!resp.ok) throw new Error(`dispatcher answered HTTP ${resp.status}`);
-      body = await resp.json();
-    } catch (e) {
-      throw new AttemptError('retry', null, `dispatcher failed: ${e?.message ?? e}`);
-    }
-    const url = body?.url;
-    if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) {
-      throw new AttemptError('retry', null, `dispatcher gave a bad URL ${JSON.stringify(url)}`);
-    }
-    return url;
-  }
-
-  /**
-   * Browsers hide the HTTP status of a refused WebSocket handshake (a 401
-   * looks like any network failure, close 1006). After a failed handshake the
-   * client therefore asks the business API whether the token still works:
-   * `GET /api/v1/me` answering 401 means the token was refused.
-   */
-  async _tokenRefused(token, signal) {
-    if (!this._opts.probeTokenOnFailure || !this._fetch) return false;
-    try {
-      const resp = await this._fetch(`${this._apiBase}/api/v1/me`, {
-        headers: { authorization: `Bearer ${token}` },
-        signal,
-      });
-      return resp.status === 401;
-    } catch {
-      return false;
-    }
-  }
-
-  /** Opens the socket asking for `version` and waits for `hello`. */
-  _handshake(baseUrl, token, version, signal) {
-    const full = new URL(baseUrl);
-    if (this._device) full.searchParams.set('device', this._device);
-    full.searchParams.set('v', String(version));
-    if (this._opts.tokenInQuery) full.searchParams.set('token', token);
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason);
-      let ws;
-      try {
-        ws = new this._WebSocket(full.href);
-      } catch (e) {
-        return reject(new AttemptError('retry', null, `cannot open ${baseUrl}: ${e?.message ?? e}`));
-      }
-      let opened = false;
-      let settled = false;
-      const detach = () => {
-        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-        signal.removeEventListener('abort', onAbort);
-      };
-      const fail = (err) => {
-        if (settled) return;
-        settled = true;
-        detach();
-        try {
-          ws.close();
-        } catch {
-          // already closed
-        }
-        reject(err);
-      };
-      const onAbort = () => fail(signal.reason);
-      signal.addEventListener('abort', onAbort);
-      ws.onopen = () => {
-        opened = true;
-      };
-      ws.onerror = () => {}; // a close event follows
-      ws.onmessage = (ev) => {
-        if (settled || typeof ev.data !== 'string') return;
-        let f;
-        try {
-          f = JSON.parse(ev.data);
-        } catch {
-          return fail(new AttemptError('retry', null, 'undecodable first frame'));
-        }
-        if (f?.type !== 'hello') return fail(new AttemptError('retry', null, `first frame was ${f?.type}, not hello`));
-        settled = true;
-        detach();
-        resolve({ ws, hello: f });
-      };
-      ws.onclose = (ev) => {
-        if (settled) return;
-        const code = ev?.code;
-        if (!opened) {
-          // The handshake failed: unreachable node, or an HTTP refusal we cannot see.
-          settled = true;
-          detach();
-          this._tokenRefused(token, signal).then((refused) =>
-            reject(
-              refused
-                ? new AttemptError('token', { kind: 'unauthorized' }, 'token refused')
-                : new AttemptError('retry', null, `connect to ${baseUrl} failed (close ${code})`),
-            ),
-          );
-          return;
-        }
-        const stop = { kind: 'closed', code, name: closeCodeName(code), reason: ev?.reason ?? '' };
-        if (code === 4000) fail(new AttemptError('token', stop, 'token refused (4000)'));
-        else if (closeReaction(code) === Reaction.STOP && code != null) fail(new AttemptError('stop', stop, `closed ${code}`));
-        else fail(new AttemptError('retry', null, `closed with ${code} before hello`));
-      };
-    });
-  }
-
-  // ------------------------------------------------------ a live connection
-
-  /** Runs one connection until it ends; resolves with how: `{kind: 'closed'|'lost'|'stop', code?, reason}`. */
+  /** Runs one connection (made by connect.js) until it ends; resolves with how: `{kind: 'closed'|'lost'|'stop', code?, reason}`. */
   _runConnection({ ws, url, token, hello }) {
     this._token = token;
     this._device = hello.device ?? this._device;
     this._me = hello.user ?? null;
     this._node = hello.node ?? null;
     this._protocol = hello.protocol ?? MIN_PROTOCOL_VERSION;
-    this._limits = { ...DEFAULT_LIMITS, ...(hello.limits ?? {}) };
-    // A server that announces no max_in_flight (older) gets one at a time.
-    if (hello.limits && hello.limits.max_in_flight == null) this._limits.max_in_flight = 1;
+    this._limits = helloLimits(hello);
     this._pacer = new Pacer(this._limits, this._now());
-    const serverBeat = Math.max(1, hello.heartbeat_interval_ms ?? Infinity);
-    const heartbeat = Math.min(serverBeat, this._opts.heartbeatIntervalMs);
-    const pongTimeout = this._opts.pongTimeoutMs;
     this._connected = true;
     this._sync.connected();
 
-    return new Promise((resolve) => {
-      const conn = { ws, url, ended: false, resolve, timers: [], deadTimer: null };
-      this._conn = conn;
-      ws.onmessage = (ev) => this._onSocketMessage(conn, ev);
-      ws.onclose = (ev) => {
-        // 1005 (no code) and 1006 (abnormal) mean the server sent no code.
-        const code = ev?.code === 1005 || ev?.code === 1006 || ev?.code == null ? null : ev.code;
-        this._endConnection(conn, code == null
-          ? { kind: 'lost', code: null, reason: ev?.reason || 'connection ended without a close code' }
-          : { kind: 'closed', code, reason: ev?.reason ?? '' });
-      };
-      ws.onerror = () => {}; // a close event follows
-      this._emit({ type: 'connected', node: this._node, user: this._me, device: this._device, protocol: this._protocol });
-      if (conn.ended) return;
-      conn.timers.push(
-        setInterval(() => {
-          this._pacer.spend(1);
-          this._write(conn, { type: 'ping' });
-          // Set when a ping goes out with no frame since; any frame clears it.
-          if (conn.deadTimer === null && !conn.ended) {
-            conn.deadTimer = setTimeout(
-              () => this._endConnection(conn, { kind: 'lost', code: null, reason: `no frame within ${pongTimeout} ms of a ping` }, true),
-              pongTimeout,
-            );
-          }
-        }, heartbeat),
-      );
-      conn.timers.push(setInterval(() => this._tick(conn), this._opts.tickMs));
-      this._pump();
+    const conn = new Connection(ws, url, {
+      onFrame: (f) => {
+        this._frame(f);
+        if (!conn.ended) this._pump();
+      },
+      onEnd: () => {
+        if (this._conn === conn) this._conn = null;
+      },
+      log: this._log,
     });
-  }
-
-  /** Ends `conn` once; `closeSocket`: close it from our side (a stop, a dead peer). */
-  _endConnection(conn, ended, closeSocket = false) {
-    if (conn.ended) return;
-    conn.ended = true;
-    for (const t of conn.timers) clearInterval(t);
-    clearTimeout(conn.deadTimer);
-    conn.ws.onmessage = conn.ws.onclose = null;
-    if (closeSocket) {
-      try {
-        conn.ws.close(1000, ended.kind === 'stop' ? 'client stopped' : 'dead connection');
-      } catch {
-        // already closing
-      }
+    this._conn = conn;
+    this._emit({ type: 'connected', node: this._node, user: this._me, device: this._device, protocol: this._protocol });
+    if (!conn.ended) {
+      const heartbeat = heartbeatInterval(hello, this._opts.heartbeatIntervalMs);
+      conn.heartbeat(heartbeat, this._opts.pongTimeoutMs, () => this._pacer.spend(1));
+      conn.every(this._opts.tickMs, () => this._tick(conn));
+      this._pump();
     }
-    if (this._conn === conn) this._conn = null;
-    conn.resolve(ended);
-  }
-
-  _onSocketMessage(conn, ev) {
-    if (conn.ended) return;
-    clearTimeout(conn.deadTimer);
-    conn.deadTimer = null;
-    if (typeof ev.data !== 'string') return; // the protocol is text only
-    let f;
-    try {
-      f = JSON.parse(ev.data);
-    } catch {
-      this._log.warn('undecodable frame from the server ignored');
-      return;
-    }
-    if (f === null || typeof f !== 'object') return;
-    this._frame(f);
-    if (!conn.ended) this._pump();
-  }
-
-  _write(conn, frame) {
-    if (conn.ended) return;
-    try {
-      conn.ws.send(JSON.stringify(frame));
-    } catch (e) {
-      this._endConnection(conn, { kind: 'lost', code: null, reason: `write failed: ${e?.message ?? e}` }, true);
-    }
+    return conn.done;
   }
 
   /** The periodic tick: typing refresh/stop/expiry, cursor flush, retries. */
@@ -979,7 +630,7 @@ export class ImClient {
     const left = Math.max(0, budget - frames.length);
     frames.push(...this._readSync.frames(left, this._protocol, this._now(), nextRid));
     this._pacer.spend(frames.length);
-    for (const f of frames) this._write(conn, f);
+    for (const f of frames) conn.write(f);
   }
 
   // ------------------------------------------------------------ frames

@@ -1,0 +1,165 @@
+// live.test.js — the JavaScript client against a real im-server process on
+// loopback: login, dispatcher, sync, live delivery in both directions, the
+// outbox across a server restart, read marks reaching the user's other
+// device, typing. The server binary comes from IM_SERVER_BIN (CI builds it:
+// `cargo build -p im-server`); Node 20 has no WebSocket, so the `ws`
+// package provides one (`npm ci` in this folder).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+
+import { ImClient, MemoryCursorStore } from '../im-client.js';
+
+const BIN = process.env.IM_SERVER_BIN ?? new URL('../../target/debug/im-server', import.meta.url).pathname;
+const WAIT_MS = 15_000;
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts the server on the embedded store in `dir`; resolves once /healthz answers. */
+async function startServer(port, dir) {
+  const child = spawn(BIN, ['--listen', `127.0.0.1:${port}`, '--data-dir', dir], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, RUST_LOG: 'warn' },
+  });
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`im-server exited with ${child.exitCode}`);
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+      if (r.ok) return child;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('im-server did not come up');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function stopServer(child) {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function register(base, username) {
+  const r = await fetch(`${base}/api/v1/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ username, password: 'password-123' }),
+  });
+  const text = await r.text();
+  assert.equal(r.status, 201, text);
+  return JSON.parse(text).id;
+}
+
+/** Resolves with the first event of `type` matching `pred`, or fails after WAIT_MS. */
+function next(client, type, pred = () => true) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no ${type} event within ${WAIT_MS} ms`));
+    }, WAIT_MS);
+    const off = client.on(type, (e) => {
+      if (!pred(e)) return;
+      clearTimeout(timer);
+      off();
+      resolve(e);
+    });
+  });
+}
+
+function client(base, username, device) {
+  return new ImClient({
+    url: `${base}/dispatch`,
+    login: { username, password: 'password-123' },
+    device,
+    cursorStore: new MemoryCursorStore(),
+    WebSocket,
+    reconnect: { initialDelayMs: 50, maxDelayMs: 500 },
+  });
+}
+
+test('the JavaScript client talks to a real server', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'im-js-live-'));
+  const base = `http://127.0.0.1:${port}`;
+  let server = await startServer(port, dir);
+  const clients = [];
+  try {
+    const alice = await register(base, 'alice');
+    const bob = await register(base, 'bob');
+    const conv = `d:${Math.min(alice, bob)}:${Math.max(alice, bob)}`;
+    const a = client(base, 'alice', 'a-web');
+    const b = client(base, 'bob', 'b-web');
+    const b2 = client(base, 'bob', 'b-phone');
+    clients.push(a, b, b2);
+    const synced = [a, b, b2].map((c) => next(c, 'synced'));
+    for (const c of [a, b, b2]) c.start();
+    await Promise.all(synced);
+
+    // Live delivery both ways, with the server's ids.
+    const gotByBob = next(b, 'message', (e) => e.message.body === 'hi bob');
+    const sent = await a.send(conv, 'hi bob');
+    assert.equal(sent.duplicate, false);
+    const m = (await gotByBob).message;
+    assert.equal(m.id, sent.id);
+    assert.equal(m.from, alice);
+    const gotByAlice = next(a, 'message', (e) => e.message.body === 'hi alice');
+    const reply = await b.send(conv, 'hi alice');
+    assert.equal(reply.id, sent.id + 1);
+    await gotByAlice;
+
+    // Bob reads Alice's next message on one device; the other is told
+    // (his own reply had already marked the conversation read up to it).
+    const third = next(b, 'message', (e) => e.message.body === 'third');
+    const t = await a.send(conv, 'third');
+    await third;
+    const readOnPhone = next(b2, 'readUpTo', (e) => e.conv === conv);
+    b.markRead(conv, t.id);
+    assert.equal((await readOnPhone).id, t.id);
+    assert.equal(b.readState(conv).unread, 0);
+
+    // Typing reaches the peer.
+    const typing = next(b, 'typing', (e) => e.conv === conv && e.typing);
+    await a.typing(conv, true);
+    assert.equal((await typing).user, alice);
+
+    // The server restarts while Alice sends: the outbox resends with the
+    // same cmid, the message is stored once, Bob gets it once.
+    await stopServer(server);
+    const queued = a.send(conv, 'after the restart');
+    server = await startServer(port, dir);
+    const afterRestart = await queued;
+    const seen = [];
+    b.on('message', (e) => seen.push(e.message.id));
+    await next(b, 'message', (e) => e.message.id === afterRestart.id).catch(() => {});
+    await new Promise((r) => setTimeout(r, 300));
+    const ids = seen.filter((id) => id === afterRestart.id);
+    assert.ok(ids.length <= 1, `delivered ${ids.length} times`);
+    const history = await b.history(conv, { limit: 10 });
+    assert.deepEqual(
+      history.messages.map((x) => x.body),
+      ['hi bob', 'hi alice', 'third', 'after the restart'],
+    );
+  } finally {
+    for (const c of clients) await c.close();
+    await stopServer(server);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
