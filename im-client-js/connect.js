@@ -23,8 +23,10 @@ export const STOPPED = Symbol('stopped');
 export async function run(client) {
   let reason = null;
   try {
-    const cursors = await client._store.load();
-    client._sync = new SyncState(cursors ?? {});
+    const cursors = (await client._store.load()) ?? {};
+    // Checked against the user of the first `hello` (ImClient._checkCursorOwner).
+    client._loadedCursors = cursors;
+    client._sync = new SyncState(cursors);
   } catch (e) {
     reason = { kind: 'cursor_store', message: String(e?.message ?? e) };
   }

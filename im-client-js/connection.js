@@ -74,7 +74,10 @@ export function handshake({ WebSocket, url: baseUrl, device, token, version, tok
     let opened = false;
     let settled = false;
     const detach = () => {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // Keep swallowing errors: closing a socket that is still connecting
+      // makes the `ws` package emit one, fatal to Node without a listener.
+      ws.onerror = () => {};
       signal.removeEventListener('abort', onAbort);
     };
     const fail = (err) => {
@@ -208,6 +211,7 @@ export class Connection {
     for (const t of this._timers) clearInterval(t);
     clearTimeout(this._deadTimer);
     this.ws.onmessage = this.ws.onclose = null;
+    this.ws.onerror = () => {}; // see handshake: a late error must not be unhandled
     if (closeSocket) {
       try {
         this.ws.close(1000, ended.kind === 'stop' ? 'client stopped' : 'dead connection');

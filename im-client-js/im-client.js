@@ -139,6 +139,7 @@ export class ImClient {
     this._connected = false;
     this._conn = null; // the live connection
 
+    this._loadedCursors = null; // what the store held, until the first hello checks its owner
     this._sync = new SyncState();
     this._outbox = new Outbox(o.sendQueue);
     this._cmids = new CmidGen();
@@ -522,6 +523,28 @@ export class ImClient {
   }
 
   /** Runs one connection (made by connect.js) until it ends; resolves with how: `{kind: 'closed'|'lost'|'stop', code?, reason}`. */
+  /**
+   * The stored cursors are another user's (one browser, two accounts):
+   * start over, or that user's cursors would skip this user's messages.
+   * The store remembers its owner under `@user`; cursors saved before
+   * that existed are trusted once.
+   */
+  _checkCursorOwner(user) {
+    const loaded = this._loadedCursors;
+    if (!loaded || user == null) return;
+    this._loadedCursors = null;
+    const owner = loaded['@user'];
+    if (owner !== undefined && owner !== user) {
+      this._log.warn(`the stored sync cursors belong to user ${owner}, not ${user}: syncing from the start`);
+      this._sync = new SyncState({});
+      for (const [conv, id] of Object.entries(loaded)) if (!conv.startsWith('@') && id > 0) this._store.save(conv, 0);
+    }
+    if (owner !== user) {
+      this._store.save('@user', user);
+      Promise.resolve(this._store.flush?.()).catch((e) => this._log.warn('flushing sync cursors failed', e));
+    }
+  }
+
   _runConnection({ ws, url, token, hello }) {
     this._token = token;
     this._device = hello.device ?? this._device;
@@ -531,6 +554,7 @@ export class ImClient {
     this._limits = helloLimits(hello);
     this._pacer = new Pacer(this._limits, this._now());
     this._connected = true;
+    this._checkCursorOwner(this._me);
     this._sync.connected();
 
     const conn = new Connection(ws, url, {

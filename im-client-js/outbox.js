@@ -11,7 +11,9 @@
  * draft `{body, kind?, content?, replyTo?, mentions?}`.
  */
 export function normalizeDraft(bodyOrDraft) {
-  const d = typeof bodyOrDraft === 'string' ? { body: bodyOrDraft } : { ...bodyOrDraft };
+  // A deep copy: the app may change its object after send(), but a resend
+  // must carry what was sent first (the server keeps that one by cmid).
+  const d = typeof bodyOrDraft === 'string' ? { body: bodyOrDraft } : structuredClone(bodyOrDraft);
   if (typeof d.body !== 'string') throw new TypeError('a message needs a string body');
   if (d.kind === 'text') delete d.kind;
   if (d.mentions && !Array.isArray(d.mentions)) throw new TypeError('mentions must be an array of user ids');

@@ -35,7 +35,9 @@ export class SyncState {
     /** @type {Map<string, number>} */
     this._cursors = new Map();
     for (const [conv, id] of Object.entries(cursors)) {
-      if (Number.isSafeInteger(id) && id >= 0) this._cursors.set(conv, id);
+      // `@…` keys are the client's own bookkeeping (the cursors' owner); a
+      // cursor of 0 is the same as none (a cleared entry).
+      if (!conv.startsWith('@') && Number.isSafeInteger(id) && id > 0) this._cursors.set(conv, id);
     }
     this._inFlight = null; // rid of the one `sync` in flight
     this._wanted = false; // a sync (or another page) is wanted

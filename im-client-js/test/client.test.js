@@ -50,7 +50,7 @@ test('connects through the dispatcher with device, v=2 and the token; syncs page
   assert.equal(syncs.length, 3, 'pages of 2 + the last one');
   assert.deepEqual(syncs[0].cursors, { 'g:1': 1 });
   assert.deepEqual(syncs[1].cursors, { 'g:1': 1, 'd:1:2': 2 }, 'the next page asks with the advanced cursors');
-  assert.deepEqual(store.load(), { 'g:1': 5, 'd:1:2': 2 }, 'cursors persisted');
+  assert.deepEqual(store.load(), { '@user': 1, 'g:1': 5, 'd:1:2': 2 }, 'cursors persisted, with their owner');
   assert.equal(client.readState('g:1').head, 5);
   await client.close();
   assert.equal(events.at(-1).type, 'stopped');
@@ -384,3 +384,31 @@ test('being added to a group triggers a sync that brings its past; presence and 
   assert.ok(events.some((e) => e.type === 'presence' && e.presence.user === 2 && e.presence.status === 'online'));
   await client.close();
 });
+
+test("another user's stored cursors are not used: the client syncs from the start", async () => {
+  const server = new FakeServer({});
+  for (let i = 0; i < 3; i++) server.post('g:1', 2, `g${i}`, { live: false });
+  // Cursors left in this browser by user 7; the fake server signs in user 1.
+  const store = new MemoryCursorStore({ '@user': 7, 'g:1': 3 });
+  const { client, events } = makeClient(server, { cursorStore: store });
+  client.start();
+  await waitFor(() => count(events, 'synced') === 1, 2000, 'synced');
+  assert.deepEqual(messages(events, 'g:1'), [1, 2, 3], "user 7's cursor skipped nothing");
+  assert.deepEqual(store.load(), { '@user': 1, 'g:1': 3 });
+  await client.close();
+});
+
+test('draft content is copied at send: changing the object afterwards changes nothing sent', async () => {
+  const server = new FakeServer({});
+  const { client, events } = makeClient(server);
+  client.start();
+  await waitFor(() => count(events, 'synced') === 1, 2000, 'synced');
+  const content = { lat: 1, lon: 2 };
+  const sent = client.send('g:1', { body: 'pin', kind: 'location', content });
+  content.lat = 50;
+  await sent;
+  const frame = server.peer.received.find((f) => f.type === 'send');
+  assert.deepEqual(frame.content, { lat: 1, lon: 2 });
+  await client.close();
+});
+

@@ -153,3 +153,42 @@ async fn wrong_content_and_replies_to_nothing_are_refused_and_store_nothing() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_counts_against_the_page_byte_budget() {
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let alice = api.user("alice").await;
+    let conv = ConversationId::Group(GroupId(api.group(&alice, "g", &[]).await));
+    let mut a = Ws::open(&server, &alice, "a").await;
+    // 80 messages with a 1-byte body and ~15 KB of content: ~1.2 MB in all.
+    let blob = "x".repeat(15_000);
+    for i in 0..80 {
+        let rid = a.rid();
+        let frame = send(conv, rid, &format!("c{i}"), Some("x-blob"), Some(json!({"data": blob})), None);
+        assert!(matches!(a.request(frame).await, ServerFrame::Ack { .. }));
+    }
+    let rid = a.rid();
+    match a.request(ClientFrame::Sync { rid, cursors: Default::default(), limit: None }).await {
+        ServerFrame::SyncPage { messages, has_more, .. } => {
+            assert!(has_more, "a page stops at about 1 MiB");
+            assert!(
+                messages.len() < 75 && messages.len() > 50,
+                "{} messages in the first page",
+                messages.len()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let rid = a.rid();
+    match a.request(ClientFrame::History { rid, conv, before: None, limit: None }).await {
+        ServerFrame::HistoryPage { messages, has_more, .. } => {
+            assert!(
+                has_more && messages.len() < 75,
+                "{} messages in the newest history page",
+                messages.len()
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -275,7 +275,7 @@ impl Logic {
                 if bytes >= PAGE_BYTES {
                     break;
                 }
-                bytes += m.body.len() + MESSAGE_OVERHEAD;
+                bytes += page_cost(&m);
                 last = m.id;
                 messages.push(m);
             }
@@ -309,7 +309,7 @@ impl Logic {
             .rev()
             .take_while(|m| {
                 let fits = bytes < PAGE_BYTES;
-                bytes += m.body.len() + MESSAGE_OVERHEAD;
+                bytes += page_cost(m);
                 fits
             })
             .count();
@@ -337,8 +337,15 @@ fn checked_content(
 /// A page stops growing once its bodies reach about this many bytes (it
 /// always holds at least one message), so one reply cannot pin megabytes.
 const PAGE_BYTES: usize = 1024 * 1024;
-/// Rough encoded size of a message beside its body.
+/// Rough encoded size of a message beside its body, content and mentions.
 const MESSAGE_OVERHEAD: usize = 128;
+
+/// What a message counts against a page's byte budget: its body, its
+/// content object (encoded) and mentions, and the fixed fields.
+pub(crate) fn page_cost(m: &Message) -> usize {
+    let content = m.content.as_ref().map_or(0, |c| c.to_string().len());
+    m.body.len() + content + 12 * m.mentions.len() + MESSAGE_OVERHEAD
+}
 
 /// The page size for a request: absent or above `max` means `max`; 0 is invalid.
 fn page_size(limit: Option<u32>, max: u32) -> Result<usize> {

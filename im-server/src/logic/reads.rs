@@ -135,7 +135,7 @@ impl Logic {
                 has_more = true;
                 break;
             }
-            bytes += last.as_ref().map_or(0, |m| m.body.len()) + 128;
+            bytes += last.as_ref().map_or(128, super::messages::page_cost);
             let head = last.as_ref().map_or(0, |m| m.id);
             let read = state.read.min(head);
             let muted_until = Some(state.muted_until).filter(|&t| t > now);
