@@ -627,3 +627,29 @@ async fn a_draining_node_is_not_offered_and_fails_health_checks() {
     assert_eq!(api.call("GET", "/api/v1/me", Some(&alice.token), None).await.0, 200);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_chat_and_the_javascript_client_are_served_with_a_strict_policy() {
+    let server = start_default().await;
+    let base = server.http_url();
+    let get = |path: &str| reqwest::get(format!("{base}{path}"));
+    let page = get("/").await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("app.js"), "the page loads its script");
+    assert!(!html.contains("<script>") && !html.contains(" style=\""), "no inline script or style");
+    let client = get("/js/im-client.js").await.unwrap();
+    assert_eq!(client.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert!(client.text().await.unwrap().contains("export class ImClient"));
+    for missing in ["/js/nope.js", "/js/..%2FCargo.toml", "/nope.js", "/favicon.ico"] {
+        assert_eq!(get(missing).await.unwrap().status(), 404, "{missing}");
+    }
+    // The API and the operations endpoints are unaffected.
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/api/v1/me").await.unwrap().status(), 401);
+}

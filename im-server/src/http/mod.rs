@@ -4,6 +4,7 @@
 //! | method | path | auth | answer |
 //! |---|---|---|---|
 //! | `GET` | `/ws` | token | WebSocket upgrade ([`crate::gateway`]) |
+//! | `GET` | `/`, `/app.js`, `/app.css`, `/ui/*.js`, `/js/*.js` | — | the web chat and the JavaScript client ([`web`]) |
 //! | `GET` | `/dispatch` | — | `{url, node}`: where to open the WebSocket |
 //! | `GET` | `/healthz` | — | `ok`, or 503 while draining |
 //! | `GET` | `/metrics` | — | OpenMetrics text |
@@ -58,6 +59,7 @@ mod ops;
 mod presence;
 mod reads;
 mod rooms;
+pub mod web;
 
 pub use error::{ApiError, ApiResult};
 pub use extract::{ApiJson, ApiPath, ApiQuery, Authed};
@@ -105,6 +107,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/drain", post(ops::drain))
         .route("/metrics", get(ops::metrics))
         .route("/ws", get(crate::gateway::ws_handler))
+        .route("/", get(web::index))
+        .route("/js/{file}", get(web::client_module))
+        .route("/ui/{file}", get(web::ui_module))
+        .route("/{file}", get(web::file))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
