@@ -161,6 +161,20 @@ pub enum ClientFrame {
 }
 
 impl ClientFrame {
+    /// A `send` of plain text: no kind, content, reply or mentions.
+    pub fn send(rid: RequestId, conv: ConversationId, cmid: ClientMsgId, body: impl Into<String>) -> Self {
+        ClientFrame::Send {
+            rid,
+            conv,
+            cmid,
+            body: body.into(),
+            mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
+        }
+    }
+
     /// The request id, if the frame has one.
     pub fn rid(&self) -> Option<RequestId> {
         match self {

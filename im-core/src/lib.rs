@@ -10,16 +10,7 @@
 //! use im_core::{codec, ClientFrame, ClientMsgId, ConversationId, GroupId, ServerFrame};
 //!
 //! // A client asks to store a message in group 42…
-//! let send = ClientFrame::Send {
-//!     rid: 1,
-//!     conv: ConversationId::Group(GroupId(42)),
-//!     cmid: ClientMsgId::new("5f1c-01").unwrap(),
-//!     body: "hello".into(),
-//!     mentions: Vec::new(),
-//!     kind: None,
-//!     content: None,
-//!     reply_to: None,
-//! };
+//! let send = ClientFrame::send(1, ConversationId::Group(GroupId(42)), ClientMsgId::new("5f1c-01").unwrap(), "hello");
 //! let text = codec::encode_client(&send);
 //! assert_eq!(text, r#"{"type":"send","rid":1,"conv":"g:42","cmid":"5f1c-01","body":"hello"}"#);
 //!

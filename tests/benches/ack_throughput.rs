@@ -37,17 +37,7 @@ async fn run(server: &RunningServer, pairs: usize, messages: usize, round: usize
         tasks.push(tokio::spawn(async move {
             for j in 0..messages {
                 let rid = ws.rid();
-                ws.send(&ClientFrame::Send {
-                    rid,
-                    conv,
-                    cmid: cmid(format!("{i}-{j}")),
-                    body: "benchmark body".into(),
-                    mentions: Vec::new(),
-                    kind: None,
-                    content: None,
-                    reply_to: None,
-                })
-                .await;
+                ws.send(&ClientFrame::send(rid, conv, cmid(format!("{i}-{j}")), "benchmark body")).await;
                 // Wait for this ack; deliveries from the peer arrive meanwhile.
                 loop {
                     match ws.recv().await {

@@ -71,16 +71,7 @@ async fn receive(
 
 async fn send_acked(ws: &mut Ws, conv: ConversationId, tag: String) -> (Instant, u64) {
     let rid = ws.rid();
-    let frame = ClientFrame::Send {
-        rid,
-        conv,
-        cmid: cmid(tag),
-        body: "benchmark body".into(),
-        mentions: Vec::new(),
-        kind: None,
-        content: None,
-        reply_to: None,
-    };
+    let frame = ClientFrame::send(rid, conv, cmid(tag), "benchmark body");
     let at = Instant::now();
     ws.send(&frame).await;
     loop {

@@ -270,16 +270,7 @@ impl Ws {
     /// returns the id of its `ack` (panics on any other reply).
     pub async fn send_message(&mut self, conv: ConversationId, tag: &str) -> MessageId {
         let rid = self.rid();
-        let frame = ClientFrame::Send {
-            rid,
-            conv,
-            cmid: cmid(tag),
-            body: format!("body {tag}"),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        };
+        let frame = ClientFrame::send(rid, conv, cmid(tag), format!("body {tag}"));
         match self.request(frame).await {
             ServerFrame::Ack { id, .. } => id,
             other => panic!("send {tag}: {other:?}"),

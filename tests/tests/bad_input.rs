@@ -64,86 +64,20 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
     let carol = api.user("carol").await;
     let stranger_group = GroupId(api.group(&carol, "private", &[]).await);
     let requests = vec![
+        (ClientFrame::send(10, conv, cmid("big"), big), ErrorCode::BodyTooLarge),
+        (ClientFrame::send(11, ConversationId::Group(stranger_group), cmid("s"), "hi"), ErrorCode::NotMember),
+        (ClientFrame::send(12, ConversationId::Group(GroupId(999)), cmid("m"), ""), ErrorCode::NoSuchGroup),
         (
-            ClientFrame::Send {
-                rid: 10,
-                conv,
-                cmid: cmid("big"),
-                body: big,
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-            },
-            ErrorCode::BodyTooLarge,
-        ),
-        (
-            ClientFrame::Send {
-                rid: 11,
-                conv: ConversationId::Group(stranger_group),
-                cmid: cmid("s"),
-                body: "hi".into(),
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-            },
-            ErrorCode::NotMember,
-        ),
-        (
-            ClientFrame::Send {
-                rid: 12,
-                conv: ConversationId::Group(GroupId(999)),
-                cmid: cmid("m"),
-                body: "".into(),
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-            },
-            ErrorCode::NoSuchGroup,
-        ),
-        (
-            ClientFrame::Send {
-                rid: 13,
-                conv: ConversationId::direct(alice.id, UserId(999)),
-                cmid: cmid("d"),
-                body: "".into(),
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-            },
+            ClientFrame::send(13, ConversationId::direct(alice.id, UserId(999)), cmid("d"), ""),
             ErrorCode::NoSuchConversation,
         ),
         (
-            ClientFrame::Send {
-                rid: 14,
-                conv: ConversationId::direct(bob.id, carol.id),
-                cmid: cmid("o"),
-                body: "".into(),
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-            },
+            ClientFrame::send(14, ConversationId::direct(bob.id, carol.id), cmid("o"), ""),
             ErrorCode::NotMember,
         ),
         (ClientFrame::Join { rid: 15, room: RoomId(4242) }, ErrorCode::NoSuchRoom),
         (ClientFrame::Leave { rid: 16, room: RoomId(4242) }, ErrorCode::NoSuchRoom),
-        (
-            ClientFrame::Send {
-                rid: 17,
-                conv: ConversationId::Room(RoomId(4242)),
-                cmid: cmid("r"),
-                body: "".into(),
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-            },
-            ErrorCode::NoSuchRoom,
-        ),
+        (ClientFrame::send(17, ConversationId::Room(RoomId(4242)), cmid("r"), ""), ErrorCode::NoSuchRoom),
         (
             ClientFrame::History {
                 rid: 18,
@@ -217,18 +151,7 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
     }
     assert!(logic.my_rooms(alice.id).await.unwrap().is_empty(), "no room joined");
     let rid = ws.rid();
-    let ok = ws
-        .request(ClientFrame::Send {
-            rid,
-            conv,
-            cmid: cmid("fine"),
-            body: "fine".into(),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        })
-        .await;
+    let ok = ws.request(ClientFrame::send(rid, conv, cmid("fine"), "fine")).await;
     assert!(matches!(ok, ServerFrame::Ack { id: 1, .. }), "{ok:?}");
     // The bystander saw only the one good message.
     match bystander.recv().await {

@@ -20,19 +20,7 @@ const PASSWORD: &str = "password-123";
 
 async fn send_ok(ws: &mut Ws, conv: ConversationId, tag: String, body: &str) -> u64 {
     let rid = ws.rid();
-    match ws
-        .request(ClientFrame::Send {
-            rid,
-            conv,
-            cmid: cmid(tag),
-            body: body.into(),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        })
-        .await
-    {
+    match ws.request(ClientFrame::send(rid, conv, cmid(tag), body)).await {
         ServerFrame::Ack { id, .. } => id,
         other => panic!("send failed: {other:?}"),
     }
@@ -488,16 +476,7 @@ async fn read_state_crosses_nodes_and_lives_in_postgres() {
     let mut b = Ws::connect_v(&nodes[0].ws_url(), &bob.token, "b", 2).await;
     for i in 0..3 {
         let rid = b.rid();
-        let frame = ClientFrame::Send {
-            rid,
-            conv: group,
-            cmid: cmid(format!("x{i}")),
-            body: "hi".into(),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        };
+        let frame = ClientFrame::send(rid, group, cmid(format!("x{i}")), "hi");
         assert!(matches!(b.request(frame).await, ServerFrame::Ack { .. }));
     }
     // Alice's laptop on n0 marks read; her phone on n1 is told.

@@ -10,16 +10,7 @@ use im_tests::{cmid, start_default, Api, Ws};
 const QUIET: Duration = Duration::from_millis(300);
 
 fn send(ws: &mut Ws, conv: ConversationId, tag: &str, body: &str) -> ClientFrame {
-    ClientFrame::Send {
-        rid: ws.rid(),
-        conv,
-        cmid: cmid(tag),
-        body: body.into(),
-        mentions: Vec::new(),
-        kind: None,
-        content: None,
-        reply_to: None,
-    }
+    ClientFrame::send(ws.rid(), conv, cmid(tag), body)
 }
 
 fn delivered(f: ServerFrame) -> Message {

@@ -29,18 +29,7 @@ async fn restart_on_the_same_data_dir_keeps_everything_and_ids_continue() {
     let mut ws = Ws::open(&server, &alice, "a").await;
     for i in 1..=3u64 {
         let rid = ws.rid();
-        let reply = ws
-            .request(ClientFrame::Send {
-                rid,
-                conv,
-                cmid: cmid(i),
-                body: format!("m{i}"),
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-            })
-            .await;
+        let reply = ws.request(ClientFrame::send(rid, conv, cmid(i), format!("m{i}"))).await;
         assert!(matches!(reply, ServerFrame::Ack { id, .. } if id == i), "{reply:?}");
     }
     drop(ws);
@@ -61,32 +50,10 @@ async fn restart_on_the_same_data_dir_keeps_everything_and_ids_continue() {
     }
     // A resend of an acked message is still recognized; a new one gets id 4.
     let rid = ws.rid();
-    let dup = ws
-        .request(ClientFrame::Send {
-            rid,
-            conv,
-            cmid: cmid(2),
-            body: "again".into(),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        })
-        .await;
+    let dup = ws.request(ClientFrame::send(rid, conv, cmid(2), "again")).await;
     assert!(matches!(dup, ServerFrame::Ack { id: 2, duplicate: true, .. }), "{dup:?}");
     let rid = ws.rid();
-    let next = ws
-        .request(ClientFrame::Send {
-            rid,
-            conv,
-            cmid: cmid(4),
-            body: "m4".into(),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        })
-        .await;
+    let next = ws.request(ClientFrame::send(rid, conv, cmid(4), "m4")).await;
     assert!(matches!(next, ServerFrame::Ack { id: 4, duplicate: false, .. }), "{next:?}");
     // Groups, members, rooms and user ids survived; new ids continue.
     let (s, info) = api.call("GET", &format!("/api/v1/groups/{}", group.0), Some(&alice.token), None).await;
@@ -147,16 +114,7 @@ async fn kill_9_loses_no_acknowledged_message() {
                 let rid = ws.rid();
                 let tag = format!("s{i}-{n}");
                 pending.insert(rid, tag.clone());
-                let frame = ClientFrame::Send {
-                    rid,
-                    conv,
-                    cmid: cmid(&tag),
-                    body: tag,
-                    mentions: Vec::new(),
-                    kind: None,
-                    content: None,
-                    reply_to: None,
-                };
+                let frame = ClientFrame::send(rid, conv, cmid(&tag), tag);
                 if ws.send_raw(WsMessage::Text(codec::encode_client(&frame).into())).await.is_err() {
                     break;
                 }
@@ -217,18 +175,7 @@ async fn kill_9_loses_no_acknowledged_message() {
         for n in 0..PER_SENDER {
             let tag = format!("s{i}-{n}");
             let rid = ws.rid();
-            let reply = ws
-                .request(ClientFrame::Send {
-                    rid,
-                    conv,
-                    cmid: cmid(&tag),
-                    body: tag.clone(),
-                    mentions: Vec::new(),
-                    kind: None,
-                    content: None,
-                    reply_to: None,
-                })
-                .await;
+            let reply = ws.request(ClientFrame::send(rid, conv, cmid(&tag), tag.clone())).await;
             let ServerFrame::Ack { id, duplicate, .. } = reply else { panic!("{reply:?}") };
             match by_tag.get(tag.as_str()) {
                 Some(&was) => assert_eq!((id, duplicate), (was, true), "{tag}"),

@@ -56,45 +56,15 @@ async fn a_device_pipelines_sends_and_gets_replies_in_order_with_ascending_ids()
     // first message in the middle, and a history request at the end.
     let first_rid = tx.rid();
     let mut rids = vec![first_rid];
-    tx.send(&ClientFrame::Send {
-        rid: first_rid,
-        conv,
-        cmid: cmid("m0"),
-        body: "m0".into(),
-        mentions: Vec::new(),
-        kind: None,
-        content: None,
-        reply_to: None,
-    })
-    .await;
+    tx.send(&ClientFrame::send(first_rid, conv, cmid("m0"), "m0")).await;
     for i in 1..N {
         let rid = tx.rid();
         rids.push(rid);
-        tx.send(&ClientFrame::Send {
-            rid,
-            conv,
-            cmid: cmid(format!("m{i}")),
-            body: format!("m{i}"),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        })
-        .await;
+        tx.send(&ClientFrame::send(rid, conv, cmid(format!("m{i}")), format!("m{i}"))).await;
         if i == N / 2 {
             let rid = tx.rid();
             rids.push(rid);
-            tx.send(&ClientFrame::Send {
-                rid,
-                conv,
-                cmid: cmid("m0"),
-                body: "m0".into(),
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-            })
-            .await;
+            tx.send(&ClientFrame::send(rid, conv, cmid("m0"), "m0")).await;
         }
     }
     let history_rid = tx.rid();
@@ -171,17 +141,7 @@ async fn many_senders_in_one_room_on_the_embedded_store_keep_live_id_order_every
                 for j in 0..EACH {
                     let rid = ws.rid();
                     let body = format!("{i}-{j}");
-                    ws.send(&ClientFrame::Send {
-                        rid,
-                        conv,
-                        cmid: cmid(&body),
-                        body,
-                        mentions: Vec::new(),
-                        kind: None,
-                        content: None,
-                        reply_to: None,
-                    })
-                    .await;
+                    ws.send(&ClientFrame::send(rid, conv, cmid(&body), body)).await;
                 }
                 let mut ids = Vec::new();
                 // Acks and others' messages in arrival order.

@@ -92,48 +92,15 @@ async fn recipients_without_a_live_connection_are_handed_to_the_push_notifier() 
     // Group message: bob is online, carol is not (and alice is the sender).
     let rid = alice_ws.rid();
     let conv = ConversationId::Group(group);
-    alice_ws
-        .request(ClientFrame::Send {
-            rid,
-            conv,
-            cmid: cmid(1),
-            body: "hi".into(),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        })
-        .await;
+    alice_ws.request(ClientFrame::send(rid, conv, cmid(1), "hi")).await;
     // Direct message to carol (offline).
     let direct = ConversationId::direct(alice.id, carol.id);
     let rid = alice_ws.rid();
-    alice_ws
-        .request(ClientFrame::Send {
-            rid,
-            conv: direct,
-            cmid: cmid(2),
-            body: "psst".into(),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        })
-        .await;
+    alice_ws.request(ClientFrame::send(rid, direct, cmid(2), "psst")).await;
     // Direct message to bob (online): no push.
     let to_bob = ConversationId::direct(alice.id, bob.id);
     let rid = alice_ws.rid();
-    alice_ws
-        .request(ClientFrame::Send {
-            rid,
-            conv: to_bob,
-            cmid: cmid(3),
-            body: "hey".into(),
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        })
-        .await;
+    alice_ws.request(ClientFrame::send(rid, to_bob, cmid(3), "hey")).await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while recorder.calls.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
