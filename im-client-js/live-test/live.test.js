@@ -7,55 +7,15 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 
 import { ImClient, MemoryCursorStore } from '../im-client.js';
+import { freePort, startServer, stopServer } from '../test-support/im-server.js';
 
-const BIN = process.env.IM_SERVER_BIN ?? new URL('../../target/debug/im-server', import.meta.url).pathname;
 const WAIT_MS = 15_000;
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** Starts the server on the embedded store in `dir`; resolves once /healthz answers. */
-async function startServer(port, dir) {
-  const child = spawn(BIN, ['--listen', `127.0.0.1:${port}`, '--data-dir', dir], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, RUST_LOG: 'warn' },
-  });
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`im-server exited with ${child.exitCode}`);
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/healthz`);
-      if (r.ok) return child;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('im-server did not come up');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function stopServer(child) {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
 
 async function register(base, username) {
   const r = await fetch(`${base}/api/v1/register`, {
@@ -99,7 +59,7 @@ test('the JavaScript client talks to a real server', { timeout: 60_000 }, async 
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'im-js-live-'));
   const base = `http://127.0.0.1:${port}`;
-  let server = await startServer(port, dir);
+  let server = await startServer(port, ['--data-dir', dir]);
   const clients = [];
   try {
     const alice = await register(base, 'alice');
@@ -149,7 +109,7 @@ test('the JavaScript client talks to a real server', { timeout: 60_000 }, async 
     const bobGetsIt = next(b, 'message', (e) => e.message.body === 'after the restart');
     await stopServer(server);
     const queued = a.send(conv, 'after the restart');
-    server = await startServer(port, dir);
+    server = await startServer(port, ['--data-dir', dir]);
     const afterRestart = await queued;
     assert.equal(afterRestart.id, t.id + 1);
     assert.equal((await bobGetsIt).message.id, afterRestart.id);

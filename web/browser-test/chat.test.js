@@ -7,42 +7,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { chromium } from 'playwright-core';
 
-const BIN = process.env.IM_SERVER_BIN ?? new URL('../../target/debug/im-server', import.meta.url).pathname;
+import { freePort, startServer, stopServer } from '../../im-client-js/test-support/im-server.js';
+
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const WAIT_MS = 15_000;
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function startServer(port) {
-  const child = spawn(BIN, ['--listen', `127.0.0.1:${port}`, '--memory'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, RUST_LOG: 'warn' },
-  });
-  const deadline = Date.now() + WAIT_MS;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`im-server exited with ${child.exitCode}`);
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return child;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error('im-server did not come up');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function api(base, method, path, body, token) {
   const r = await fetch(`${base}${path}`, {
@@ -78,7 +48,7 @@ async function signIn(browser, base, username) {
 test('two people chat through the web page in a real browser', { timeout: 90_000 }, async () => {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const server = await startServer(port);
+  const server = await startServer(port, ['--memory']);
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   try {
     for (const u of ['alice', 'bob']) await api(base, 'POST', '/api/v1/register', { username: u, password: 'password-123' });
@@ -113,6 +83,6 @@ test('two people chat through the web page in a real browser', { timeout: 90_000
     for (const { problems } of [alice, bob]) assert.deepEqual(problems, [], 'no CSP violation or script error');
   } finally {
     await browser.close();
-    server.kill('SIGTERM');
+    await stopServer(server);
   }
 });
