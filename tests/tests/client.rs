@@ -59,6 +59,15 @@ fn ids(ms: &[Message]) -> Vec<u64> {
     ms.iter().map(|m| m.id).collect()
 }
 
+/// A server with users alice and bob and their direct conversation.
+async fn alice_and_bob() -> (im_server::RunningServer, Api, TestUser, TestUser, ConversationId) {
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = ConversationId::direct(alice.id, bob.id);
+    (server, api, alice, bob, conv)
+}
+
 async fn connected(b: ClientBuilder) -> (Client, Events) {
     let (client, mut events) = b.connect().expect("valid options");
     until(&mut events, "Synced", |e| matches!(e, Event::Synced)).await;
@@ -349,10 +358,7 @@ async fn pipe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_network_is_detected_by_heartbeat_and_reconnects_with_growing_delays() {
-    let server = start_default().await;
-    let api = Api::new(&server);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
-    let conv = ConversationId::direct(alice.id, bob.id);
+    let (server, _api, alice, bob, conv) = alice_and_bob().await;
     let proxy = Proxy::start(server.local_addr()).await;
 
     let interval = Duration::from_millis(300);
@@ -410,10 +416,7 @@ async fn a_frozen_network_is_detected_by_heartbeat_and_reconnects_with_growing_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_send_whose_ack_is_lost_is_resent_with_its_cmid_and_stored_once() {
-    let server = start_default().await;
-    let api = Api::new(&server);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
-    let conv = ConversationId::direct(alice.id, bob.id);
+    let (server, _api, alice, bob, conv) = alice_and_bob().await;
     let proxy = Proxy::start(server.local_addr()).await;
     let b = opts(&format!("ws://{}/ws", proxy.addr), &alice, "a1")
         .heartbeat_interval(Duration::from_millis(200))
@@ -658,10 +661,7 @@ async fn an_expired_token_is_renewed_by_password_login_but_stops_a_token_client(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_sends_is_paced_under_the_server_rate_limit() {
     const N: usize = 260; // above the server's burst of 200
-    let server = start_default().await;
-    let api = Api::new(&server);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
-    let conv = ConversationId::direct(alice.id, bob.id);
+    let (server, _api, alice, _bob, conv) = alice_and_bob().await;
     let (a, mut a_ev) = connected(opts(&server.ws_url(), &alice, "a1")).await;
     let started = Instant::now();
     let sends: Vec<_> = (0..N)
@@ -794,10 +794,7 @@ async fn the_client_keeps_read_state_and_marks_made_offline_go_out_after_reconne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_is_refreshed_for_the_app_and_expires_on_the_receiver() {
-    let server = start_default().await;
-    let api = Api::new(&server);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
-    let conv = ConversationId::direct(alice.id, bob.id);
+    let (server, _api, alice, bob, conv) = alice_and_bob().await;
     let url = server.ws_url();
     let (a, _a_events) = connected(opts(&url, &alice, "a")).await;
     let (_b, mut b_events) = connected(opts(&url, &bob, "b")).await;
@@ -851,10 +848,7 @@ async fn typing_is_refreshed_for_the_app_and_expires_on_the_receiver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiving_client_reports_delivery_by_itself_and_reads_show_as_receipts() {
-    let server = start_default().await;
-    let api = Api::new(&server);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
-    let conv = ConversationId::direct(alice.id, bob.id);
+    let (server, _api, alice, bob, conv) = alice_and_bob().await;
     let url = server.ws_url();
     let (a, mut a_events) = connected(opts(&url, &alice, "a")).await;
     let (b, mut b_events) = connected(opts(&url, &bob, "b")).await;
@@ -942,10 +936,7 @@ async fn a_version_1_server_is_asked_for_version_1_after_refusing_2() {
 async fn drafts_carry_content_replies_and_mentions_to_the_other_device() {
     use im_client::core::content::{Content, Location};
     use im_client::Draft;
-    let server = start_default().await;
-    let api = Api::new(&server);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
-    let conv = ConversationId::direct(alice.id, bob.id);
+    let (server, _api, alice, bob, conv) = alice_and_bob().await;
     let url = server.ws_url();
     let (a, _a_events) = connected(opts(&url, &alice, "a")).await;
     let (b, mut b_events) = connected(opts(&url, &bob, "b")).await;
