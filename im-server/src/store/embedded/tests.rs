@@ -276,12 +276,21 @@ async fn read_marks_become_durable_with_the_next_checkpoint() {
             assert!(std::time::Instant::now() < deadline, "no checkpoint");
             tokio::time::sleep(CHECKPOINT_INTERVAL / 5).await;
         }
-        // A batch of only a read mark is checkpointed too.
+        // A batch of only a read mark is checkpointed too — not at once
+        // (a copy taken right away lacks it), but within the interval.
         s.mark_read(UserId(2), conv, Some("laptop"), 3).await.unwrap();
+        std::fs::copy(&path, dir.path().join("early.redb")).unwrap();
         tokio::time::sleep(CHECKPOINT_INTERVAL * 3).await;
         // What a crash now would keep: the database file as it is on disk.
         std::fs::copy(&path, dir.path().join("copy.redb")).unwrap();
     }
+    let early = EmbeddedStore::open(dir.path().join("early.redb")).unwrap();
+    assert_eq!(
+        early.read_ids(UserId(2), &[conv]).await.unwrap(),
+        vec![2],
+        "not durable before the checkpoint"
+    );
+    drop(early);
     let s = EmbeddedStore::open(dir.path().join("copy.redb")).unwrap();
     assert_eq!(s.read_ids(UserId(2), &[conv]).await.unwrap(), vec![3]);
     assert_eq!(s.read_ids(UserId(1), &[conv]).await.unwrap(), vec![3]);
