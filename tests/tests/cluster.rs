@@ -442,16 +442,23 @@ async fn a_redis_outage_under_load_is_detected_and_healed_by_sync() {
     cluster.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn typing_crosses_nodes_to_version_2_connections() {
+/// Two nodes on real Redis and PostgreSQL, and users alice and bob in a
+/// group "pair" (`None`, after a SKIPPED note, without the services).
+async fn pair_on_two_nodes() -> Option<(Cluster, [RunningServer; 2], TestUser, TestUser, ConversationId)> {
     if !services_available().await {
-        return;
+        return None;
     }
     let cluster = Cluster::new();
     let nodes = [cluster.node("n0").await, cluster.node("n1").await];
     let api = Api::new(&nodes[0]);
     let (alice, bob) = (api.user("alice").await, api.user("bob").await);
     let group = ConversationId::Group(GroupId(api.group(&alice, "pair", &[&bob]).await));
+    Some((cluster, nodes, alice, bob, group))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_crosses_nodes_to_version_2_connections() {
+    let Some((_cluster, nodes, alice, bob, group)) = pair_on_two_nodes().await else { return };
     let mut a = Ws::connect_v(&nodes[0].ws_url(), &alice.token, "a", 2).await;
     let mut b = Ws::connect_v(&nodes[1].ws_url(), &bob.token, "b", 2).await;
     let rid = a.rid();
@@ -465,14 +472,7 @@ async fn typing_crosses_nodes_to_version_2_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_state_crosses_nodes_and_lives_in_postgres() {
-    if !services_available().await {
-        return;
-    }
-    let cluster = Cluster::new();
-    let nodes = [cluster.node("n0").await, cluster.node("n1").await];
-    let api = Api::new(&nodes[0]);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
-    let group = ConversationId::Group(GroupId(api.group(&alice, "pair", &[&bob]).await));
+    let Some((_cluster, nodes, alice, bob, group)) = pair_on_two_nodes().await else { return };
     let mut b = Ws::connect_v(&nodes[0].ws_url(), &bob.token, "b", 2).await;
     for i in 0..3 {
         let rid = b.rid();
@@ -501,14 +501,7 @@ async fn read_state_crosses_nodes_and_lives_in_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_cross_nodes() {
-    if !services_available().await {
-        return;
-    }
-    let cluster = Cluster::new();
-    let nodes = [cluster.node("n0").await, cluster.node("n1").await];
-    let api = Api::new(&nodes[0]);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
-    let group = ConversationId::Group(GroupId(api.group(&alice, "pair", &[&bob]).await));
+    let Some((_cluster, nodes, alice, bob, group)) = pair_on_two_nodes().await else { return };
     let mut a = Ws::connect_v(&nodes[0].ws_url(), &alice.token, "a", 2).await;
     let mut b = Ws::connect_v(&nodes[1].ws_url(), &bob.token, "b", 2).await;
     let id = send_ok(&mut a, group, "r1".into(), "hi").await;
