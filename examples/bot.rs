@@ -164,7 +164,9 @@ async fn main() -> Result<(), BoxError> {
             Event::Disconnected { code, reason } => {
                 println!("disconnected ({:?}): {reason}", code.map(|c| c.0))
             }
-            Event::Reconnecting { attempt, delay } => println!("reconnecting (#{attempt}) in {delay:?}"),
+            Event::Reconnecting { attempt, delay, reason } => {
+                println!("reconnecting (#{attempt}) in {delay:?}: {reason}")
+            }
             Event::Stopped { reason } => {
                 println!("stopped after {replies} replies: {reason}");
                 if reason != StopReason::Shutdown {

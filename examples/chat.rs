@@ -179,8 +179,8 @@ async fn main() -> Result<(), BoxError> {
                         code.map_or("no code".into(), |c| c.0.to_string())
                     )
                 }
-                Event::Reconnecting { attempt, delay } => {
-                    println!("* reconnecting (#{attempt}) in {delay:?}")
+                Event::Reconnecting { attempt, delay, reason } => {
+                    println!("* reconnecting (#{attempt}) in {delay:?}: {reason}")
                 }
                 Event::Stopped { reason } => {
                     println!("* stopped: {reason}");

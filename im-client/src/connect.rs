@@ -100,7 +100,15 @@ impl Attempt {
         // 4003 (an older server) is asked for the next older one.
         let mut version = PROTOCOL_VERSION;
         loop {
-            let mut socket = handshake(&url, &token, self.device.as_deref(), version).await?;
+            let mut socket = handshake(
+                &url,
+                &token,
+                self.device.as_deref(),
+                version,
+                #[cfg(feature = "tls")]
+                self.config.tls.clone(),
+            )
+            .await?;
             match wait_for_hello(&mut socket).await {
                 Ok(hello) => return Ok(Connection { socket, url, token, hello }),
                 Err(AttemptError::Stop(StopReason::Closed { code, .. }))
@@ -123,6 +131,7 @@ async fn handshake(
     token: &str,
     device: Option<&str>,
     version: u32,
+    #[cfg(feature = "tls")] tls: std::sync::Arc<crate::tls::rustls::ClientConfig>,
 ) -> Result<Socket, AttemptError> {
     let mut full = url.clone();
     {
@@ -139,14 +148,25 @@ async fn handshake(
     let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| AttemptError::TokenRefused(StopReason::Unauthorized))?;
     req.headers_mut().insert("authorization", bearer);
-    match tokio_tungstenite::connect_async(req).await {
+    // Chat frames are small and latency-bound: no Nagle delay.
+    #[cfg(feature = "tls")]
+    let opened = tokio_tungstenite::connect_async_tls_with_config(
+        req,
+        None,
+        true,
+        Some(tokio_tungstenite::Connector::Rustls(tls)),
+    )
+    .await;
+    #[cfg(not(feature = "tls"))]
+    let opened = tokio_tungstenite::connect_async_with_config(req, None, true).await;
+    match opened {
         Ok((socket, _)) => Ok(socket),
         Err(WsError::Http(resp)) => match resp.status().as_u16() {
             401 => Err(AttemptError::TokenRefused(StopReason::Unauthorized)),
             status @ (400 | 403) => Err(AttemptError::Stop(StopReason::HandshakeRefused { status })),
             status => Err(AttemptError::Retry(format!("handshake refused with HTTP {status}"))),
         },
-        Err(e) => Err(AttemptError::Retry(format!("connect to {url} failed: {e}"))),
+        Err(e) => Err(AttemptError::Retry(format!("connect to {url} failed: {}", http::describe(&e)))),
     }
 }
 

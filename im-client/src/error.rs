@@ -94,10 +94,12 @@ pub enum StopReason {
     #[error("login failed: {0}")]
     LoginFailed(String),
     /// The configured `max_attempts` consecutive reconnects all failed.
-    #[error("gave up after {attempts} consecutive failed attempts")]
+    #[error("gave up after {attempts} consecutive failed attempts; the last one: {last_error}")]
     TooManyAttempts {
         /// How many attempts were made.
         attempts: u32,
+        /// Why the last attempt failed.
+        last_error: String,
     },
     /// The cursor store could not be read at start.
     #[error("the cursor store failed: {0}")]
@@ -122,4 +124,8 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: String,
     },
+    /// The TLS options are not usable (a PEM without a certificate, a key
+    /// that does not match, no CA to trust).
+    #[error("TLS options not usable: {0}")]
+    Tls(String),
 }

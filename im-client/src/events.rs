@@ -112,6 +112,9 @@ pub enum Event {
         attempt: u32,
         /// Wait before the attempt (exponential backoff with jitter).
         delay: Duration,
+        /// Why the last attempt failed, or why the connection ended (for
+        /// logs and a "reconnecting…" line: e.g. an untrusted certificate).
+        reason: String,
     },
     /// The client stopped for good; this is the last event.
     Stopped {

@@ -4,6 +4,41 @@
 use serde::Deserialize;
 use url::Url;
 
+use crate::options::Config;
+
+/// The HTTP client for the dispatcher and login, with the TLS options.
+pub(crate) fn client(config: &Config) -> reqwest::Client {
+    let builder = reqwest::Client::builder().timeout(config.connect_timeout);
+    #[cfg(feature = "tls")]
+    let builder = builder.use_preconfigured_tls((*config.tls).clone());
+    builder.build().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the HTTP client; using one without options");
+        reqwest::Client::new()
+    })
+}
+
+/// An error and its causes on one line, with a plain explanation of a
+/// refused certificate: reqwest's own message ("error sending request")
+/// hides what went wrong.
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cur = error.source();
+    while let Some(e) = cur {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cur = e.source();
+    }
+    #[cfg(feature = "tls")]
+    if let Some(hint) = crate::tls::explain(error) {
+        text.push_str(" — ");
+        text.push_str(hint);
+    }
+    text
+}
+
 /// Why an HTTP call failed.
 #[derive(Debug)]
 pub(crate) enum HttpFailure {
@@ -29,7 +64,7 @@ pub(crate) async fn dispatch(http: &reqwest::Client, dispatcher: &Url) -> Result
         .get(dispatcher.clone())
         .send()
         .await
-        .map_err(|e| HttpFailure::Transient(format!("dispatcher unreachable: {e}")))?;
+        .map_err(|e| HttpFailure::Transient(format!("dispatcher unreachable: {}", describe(&e))))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(HttpFailure::Transient(format!("dispatcher answered HTTP {}", status.as_u16())));
@@ -62,7 +97,7 @@ pub(crate) async fn login(
         .json(&body)
         .send()
         .await
-        .map_err(|e| HttpFailure::Transient(format!("login unreachable: {e}")))?;
+        .map_err(|e| HttpFailure::Transient(format!("login unreachable: {}", describe(&e))))?;
     let status = resp.status().as_u16();
     match status {
         200 => {

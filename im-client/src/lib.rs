@@ -8,6 +8,10 @@
 //! * **Finding a node** — give it a dispatcher URL (`http://…/dispatch`) and
 //!   it asks for a node before every reconnect that the close code sends
 //!   back to the dispatcher, or a fixed WebSocket URL (`ws://…/ws`).
+//! * **TLS** — `wss://` and `https://` with rustls (the default `tls`
+//!   feature): the Mozilla root store by default, private CAs and a client
+//!   certificate through [`tls::TlsOptions`]. Without the feature the
+//!   client is `ws://`-only and links no TLS stack.
 //! * **Heartbeat** — it pings every heartbeat interval and treats a
 //!   connection that says nothing for `heartbeat_interval + pong_timeout` as
 //!   dead, also when TCP reports nothing.
@@ -67,7 +71,9 @@
 //!     match event {
 //!         Event::Message(m) => println!("{} #{} from {}: {}", m.conv, m.id, m.from, m.body),
 //!         Event::Synced => println!("caught up"),
-//!         Event::Reconnecting { attempt, delay } => println!("retry #{attempt} in {delay:?}"),
+//!         Event::Reconnecting { attempt, delay, reason } => {
+//!             println!("retry #{attempt} in {delay:?} ({reason})")
+//!         }
 //!         Event::Stopped { reason } => {
 //!             println!("stopped: {reason}");
 //!             break;
@@ -103,6 +109,8 @@ mod pacer;
 mod read_book;
 mod read_sync;
 mod state;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod typing;
 
 pub use im_core as core;

@@ -58,6 +58,9 @@ pub(crate) struct Config {
     pub(crate) send_queue: usize,
     pub(crate) event_buffer: usize,
     pub(crate) sync_page_limit: Option<u32>,
+    /// TLS for `wss://` and `https://`.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Arc<crate::tls::rustls::ClientConfig>,
 }
 
 /// Configures and starts a [`Client`].
@@ -74,6 +77,7 @@ pub(crate) struct Config {
 /// | [`cursor_store`](Self::cursor_store) | [`MemoryCursorStore`] |
 /// | [`send_queue`](Self::send_queue) | 1000 unacknowledged sends |
 /// | [`event_buffer`](Self::event_buffer) | 1024 events |
+/// | [`tls`](Self::tls) | trust the Mozilla root store (`tls` feature) |
 #[derive(Clone)]
 pub struct ClientBuilder {
     url: Option<String>,
@@ -89,6 +93,8 @@ pub struct ClientBuilder {
     send_queue: usize,
     event_buffer: usize,
     sync_page_limit: Option<u32>,
+    #[cfg(feature = "tls")]
+    tls: crate::tls::TlsOptions,
 }
 
 impl Default for ClientBuilder {
@@ -107,6 +113,8 @@ impl Default for ClientBuilder {
             send_queue: 1000,
             event_buffer: 1024,
             sync_page_limit: None,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::TlsOptions::new(),
         }
     }
 }
@@ -134,8 +142,8 @@ impl ClientBuilder {
     /// every reconnect, e.g. behind a load balancer) or a dispatcher URL
     /// (`http://host:port/dispatch`, asked for a node before the first
     /// connect and again before every reconnect the protocol sends back to
-    /// the dispatcher). Plain `ws://` and `http://` only for now: `wss://`
-    /// needs a TLS-enabled build, which does not exist yet.
+    /// the dispatcher). `wss://` and `https://` need the `tls` feature
+    /// (on by default); see [`tls`](Self::tls).
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
@@ -251,6 +259,14 @@ impl ClientBuilder {
         self
     }
 
+    /// TLS options for `wss://` and `https://`: trusted CAs, a client
+    /// certificate (default: trust the Mozilla root store).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, options: crate::tls::TlsOptions) -> Self {
+        self.tls = options;
+        self
+    }
+
     /// Messages per sync page asked for (default: the server's maximum).
     pub fn sync_page_limit(mut self, limit: u32) -> Self {
         self.sync_page_limit = Some(limit.max(1));
@@ -288,11 +304,14 @@ impl ClientBuilder {
             "https" => (Endpoint::Dispatcher(url.clone()), "https"),
             _ => return Err(bad(&raw, "expected ws://, wss://, http:// or https://")),
         };
+        #[cfg(not(feature = "tls"))]
         if matches!(url.scheme(), "wss" | "https") {
             // This build links no TLS stack: terminate TLS in front of the
             // client (or use a plain URL on a trusted network).
-            return Err(bad(&raw, "TLS (wss://, https://) is not supported by this build"));
+            return Err(bad(&raw, "TLS (wss://, https://) needs im-client's `tls` feature"));
         }
+        #[cfg(feature = "tls")]
+        let tls = self.tls.build().map_err(ConfigError::Tls)?;
         let api_base = match self.api_base {
             Some(b) => Url::parse(&b).map_err(|e| bad(&b, &e.to_string()))?,
             None => {
@@ -326,6 +345,8 @@ impl ClientBuilder {
             send_queue: self.send_queue,
             event_buffer: self.event_buffer,
             sync_page_limit: self.sync_page_limit,
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 }
@@ -345,10 +366,12 @@ mod tests {
         assert_eq!(ClientBuilder::new().token("t").validate().err(), Some(ConfigError::NoUrl));
         assert_eq!(ClientBuilder::new().url("ws://h/ws").validate().err(), Some(ConfigError::NoAuth));
         assert!(ClientBuilder::new().url("ftp://h/").token("t").validate().is_err());
-        assert!(
-            ClientBuilder::new().url("wss://h/ws").token("t").validate().is_err(),
-            "no TLS in this build"
-        );
+        let tls = ClientBuilder::new().url("wss://h:8443/ws").token("t").validate();
+        if cfg!(feature = "tls") {
+            assert_eq!(tls.unwrap().api_base.as_str(), "https://h:8443/");
+        } else {
+            assert!(tls.is_err(), "no TLS in this build");
+        }
         assert!(ClientBuilder::new().url("ws://h/ws").token("t").device("a b").validate().is_err());
     }
 }

@@ -34,7 +34,8 @@
 //! [`broker`] (between nodes), [`store`] (messages, directory, sessions),
 //! [`presence`], [`push`], [`auth`], [`http`] (business API and dispatcher),
 //! [`dispatch`] (node registry), [`state`] (shared handler state),
-//! [`metrics`]; with the `redis` feature, `redis` (cluster back-ends).
+//! [`metrics`]; with the `redis` feature, `redis` (cluster back-ends); with
+//! the `tls` feature (default), `tls` (certificate, key, reload).
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -57,6 +58,8 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};

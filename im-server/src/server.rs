@@ -71,12 +71,23 @@ pub struct ServerBuilder {
     registry: Option<Arc<dyn NodeRegistry>>,
     token_secret: Option<Vec<u8>>,
     hasher: Option<PasswordHasher>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
 }
 
 impl ServerBuilder {
     /// Sets the configuration.
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Terminates TLS with this certificate and key: the port then serves
+    /// `https://` and `wss://` only, and the dispatcher hands out `wss://`
+    /// URLs. Keep the [`TlsConfig`](crate::tls::TlsConfig) to reload it.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -241,6 +252,13 @@ impl ServerBuilder {
         };
         let logic = Arc::new(Logic::new(cfg.clone(), services));
         let state = AppState::new(logic.clone(), hub, metrics, registry.clone());
+        #[cfg(feature = "tls")]
+        let tls = self.tls;
+        #[cfg(not(feature = "tls"))]
+        let tls: Option<std::convert::Infallible> = None;
+        if tls.is_some() {
+            state.set_serves_tls();
+        }
         let ttl = cfg.registry_ttl;
         registry.announce(&state.node_info(), ttl).await?;
 
@@ -305,25 +323,48 @@ impl ServerBuilder {
 
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = crate::http::router(state.clone());
-        let http = tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            };
-            // Chat frames are small and latency-bound: Nagle's algorithm plus the
-            // peer's delayed ACK would hold them for ~40 ms.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY could not be set");
-                }
-            });
-            let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stopped);
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "http server failed");
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        let http = match tls {
+            #[cfg(feature = "tls")]
+            Some(tls) => {
+                let listener = crate::tls::TlsListener::new(listener, tls)?;
+                // A no-op tap gives the TLS listener axum's `SocketAddr` connect info.
+                tokio::spawn(serve_http(listener.tap_io(|_| {}), router, stopped))
             }
-        });
-        tracing::info!(%addr, node = %cfg.node_name, "im-server listening (HTTP and WebSocket on /ws)");
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match never {},
+            None => {
+                // Chat frames are small and latency-bound: Nagle's algorithm plus the
+                // peer's delayed ACK would hold them for ~40 ms.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+                    }
+                });
+                tokio::spawn(serve_http(listener, router, stopped))
+            }
+        };
+        let scheme = if state.serves_tls() { "HTTPS and WSS" } else { "HTTP and WebSocket" };
+        tracing::info!(%addr, node = %cfg.node_name, "im-server listening ({scheme} on /ws)");
         Ok(RunningServer { addr, state, messages, stop_tx, http, background })
+    }
+}
+
+/// Serves the router on `listener` until `stopped` resolves.
+async fn serve_http<L>(
+    listener: L,
+    router: axum::Router,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stopped);
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "http server failed");
     }
 }
 
@@ -343,14 +384,16 @@ impl RunningServer {
         self.addr
     }
 
-    /// `http://ADDR`, the business API's base URL.
+    /// `http://ADDR` (`https://` with TLS), the business API's base URL.
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.serves_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// `ws://ADDR/ws`, the WebSocket URL.
+    /// `ws://ADDR/ws` (`wss://` with TLS), the WebSocket URL.
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
+        let scheme = if self.state.serves_tls() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.addr)
     }
 
     /// The shared state (logic, hub, metrics).

@@ -28,6 +28,7 @@ struct Inner {
     drain_started: AtomicBool,
     drained: watch::Sender<bool>,
     crashed: AtomicBool,
+    serves_tls: AtomicBool,
 }
 
 impl AppState {
@@ -50,6 +51,7 @@ impl AppState {
                 drain_started: AtomicBool::new(false),
                 drained: watch::Sender::new(false),
                 crashed: AtomicBool::new(false),
+                serves_tls: AtomicBool::new(false),
             }),
         }
     }
@@ -111,6 +113,16 @@ impl AppState {
     /// end without a close frame and without telling shared stores.
     pub fn is_crashed(&self) -> bool {
         self.inner.crashed.load(Ordering::Acquire)
+    }
+
+    /// Whether this node terminates TLS itself (its URLs are `https://`
+    /// and `wss://`).
+    pub fn serves_tls(&self) -> bool {
+        self.inner.serves_tls.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_serves_tls(&self) {
+        self.inner.serves_tls.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set_crashed(&self) {

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod cluster;
+pub mod pki;
 pub mod proxy;
 
 /// How long a test waits for one expected frame before failing.
@@ -59,6 +60,27 @@ pub async fn start_default() -> RunningServer {
     start(ServerConfig::default()).await
 }
 
+/// Waits (at most 15 s) for the first client event matching `pred`;
+/// returns it and the events skipped on the way. Panics, naming `what`
+/// and what was seen, when none comes.
+pub async fn until(
+    events: &mut im_client::Events,
+    what: &str,
+    mut pred: impl FnMut(&im_client::Event) -> bool,
+) -> (im_client::Event, Vec<im_client::Event>) {
+    const EVENT_WAIT: Duration = Duration::from_secs(15);
+    let mut skipped = Vec::new();
+    let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => panic!("no {what} within {EVENT_WAIT:?}; saw {skipped:?}"),
+            Ok(None) => panic!("event stream ended while waiting for {what}; saw {skipped:?}"),
+            Ok(Some(e)) if pred(&e) => return (e, skipped),
+            Ok(Some(e)) => skipped.push(e),
+        }
+    }
+}
+
 /// A signed-in user: id and token.
 #[derive(Debug, Clone)]
 pub struct TestUser {
@@ -85,7 +107,13 @@ impl Api {
 
     /// A client of the HTTP API at `base` (`http://host:port`).
     pub fn at(base: String) -> Self {
-        Self { base, http: reqwest::Client::new() }
+        Self::with_client(base, reqwest::Client::new())
+    }
+
+    /// A client of the HTTP API at `base` through `http` (e.g. one that
+    /// trusts a test CA for `https://`).
+    pub fn with_client(base: String, http: reqwest::Client) -> Self {
+        Self { base, http }
     }
 
     /// Sends a request and returns (status, JSON body or Null).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use im_client::core::{ConversationId, GroupId, Message, PresenceStatus, RoomId};
 use im_client::{Client, ClientBuilder, Event, Events, FileCursorStore, SendError, StopReason};
 use im_server::ServerConfig;
-use im_tests::{start_default, start_embedded, Api, TestUser};
+use im_tests::{start_default, start_embedded, until, Api, TestUser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -27,20 +27,6 @@ fn opts(url: &str, user: &TestUser, device: &str) -> ClientBuilder {
         .backoff(Duration::from_millis(50), Duration::from_millis(500))
         .connect_timeout(Duration::from_secs(2))
         .max_reconnect_attempts(200)
-}
-
-/// Waits for the first event matching `pred`, returning the events skipped on the way.
-async fn until(events: &mut Events, what: &str, mut pred: impl FnMut(&Event) -> bool) -> (Event, Vec<Event>) {
-    let mut skipped = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Err(_) => panic!("no {what} within {WAIT:?}; saw {skipped:?}"),
-            Ok(None) => panic!("event stream ended while waiting for {what}; saw {skipped:?}"),
-            Ok(Some(e)) if pred(&e) => return (e, skipped),
-            Ok(Some(e)) => skipped.push(e),
-        }
-    }
 }
 
 /// Collects `n` messages of `conv` (other events are skipped).
@@ -391,7 +377,8 @@ async fn a_frozen_network_is_detected_by_heartbeat_and_reconnects_with_growing_d
     let mut delays = Vec::new();
     for n in 1..=4u32 {
         let (ev, _) = until(&mut a_ev, "Reconnecting", |e| matches!(e, Event::Reconnecting { .. })).await;
-        let Event::Reconnecting { attempt, delay } = ev else { unreachable!() };
+        let Event::Reconnecting { attempt, delay, reason } = ev else { unreachable!() };
+        assert!(!reason.is_empty(), "the event says why");
         assert_eq!(attempt, n);
         delays.push(delay);
     }
@@ -615,7 +602,10 @@ async fn max_attempts_ends_the_retries() {
         .connect()
         .unwrap();
     let (e, skipped) = until(&mut ev, "Stopped", |e| matches!(e, Event::Stopped { .. })).await;
-    assert_eq!(e, Event::Stopped { reason: StopReason::TooManyAttempts { attempts: 2 } });
+    let Event::Stopped { reason: StopReason::TooManyAttempts { attempts: 2, last_error } } = e else {
+        panic!("expected TooManyAttempts after 2 attempts, got {e:?}");
+    };
+    assert!(last_error.contains("failed"), "the last attempt's error is kept: {last_error}");
     let attempts: Vec<u32> = skipped
         .iter()
         .filter_map(|e| match e {

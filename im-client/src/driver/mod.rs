@@ -106,7 +106,7 @@ impl Driver {
         events: mpsc::Sender<Event>,
         book: Arc<std::sync::Mutex<ReadBook>>,
     ) -> Self {
-        let http = reqwest::Client::builder().timeout(config.connect_timeout).build().unwrap_or_default();
+        let http = crate::http::client(&config);
         Self {
             http,
             commands,
@@ -182,6 +182,7 @@ impl Driver {
                 Ok(o) => o,
                 Err(stop) => return stop,
             };
+            let last_error: String;
             match outcome {
                 Ok(conn) => {
                     relogged = false;
@@ -198,6 +199,7 @@ impl Driver {
                     };
                     tracing::info!(code = code.map(|c| c.0), %reason, "disconnected");
                     self.emit(Event::Disconnected { code, reason: reason.clone() }).await;
+                    last_error = reason.clone();
                     match code.map(CloseCode::reaction) {
                         Some(CloseReaction::Stop) => {
                             let code = code.unwrap_or(CloseCode::UNAUTHORIZED);
@@ -226,14 +228,16 @@ impl Driver {
                 }
                 Err(AttemptError::Retry(why)) => {
                     tracing::debug!(%why, "connection attempt failed");
+                    last_error = why;
                 }
             }
             let Some((attempt, delay)) = self.backoff.next() else {
                 return StopReason::TooManyAttempts {
                     attempts: self.config.reconnect.max_attempts.unwrap_or(0),
+                    last_error,
                 };
             };
-            self.emit(Event::Reconnecting { attempt, delay }).await;
+            self.emit(Event::Reconnecting { attempt, delay, reason: last_error.clone() }).await;
             if let Err(stop) = self.serve_commands(tokio::time::sleep(delay)).await {
                 return stop;
             }

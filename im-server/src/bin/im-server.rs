@@ -97,6 +97,13 @@ struct Args {
     /// Drain (SIGTERM or /admin/drain) closes connections spread over this many seconds.
     #[arg(long, env = "IM_DRAIN_WINDOW_SECS", default_value_t = 10)]
     drain_window_secs: u64,
+    /// Terminate TLS with this certificate chain (PEM, leaf first); needs
+    /// --tls-key. Both files are read again on SIGHUP. Needs the `tls` feature.
+    #[arg(long, env = "IM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
+    #[arg(long, env = "IM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -149,6 +156,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.push(Arc::new(webhook));
     }
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (with_tls, reload) = with_tls(builder, cert, key)?;
+            builder = with_tls;
+            Some(reload)
+        }
+        _ => None,
+    };
+    // Listen for SIGHUP before serving: its default action ends the process.
+    let tls = tls.map(|reload| (reload, Hangups::listen()));
+
     let server = builder.bind(args.listen).await?;
     println!(
         "im-server {} listening on {} (WebSocket {})",
@@ -163,6 +181,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if args.redis_url.is_some() {
         println!("cluster: Redis (presence, registry, fan-out) as node {}", args.node_name);
+    }
+    if let Some((reload, hangups)) = tls {
+        println!("TLS: certificate and key reloaded on SIGHUP");
+        tokio::spawn(reload_on_sighup(reload, hangups));
     }
 
     // Ctrl-C: stop now (clients reconnect elsewhere at once). SIGTERM or
@@ -183,6 +205,66 @@ async fn with_postgres(b: ServerBuilder, url: &str) -> Result<ServerBuilder, Box
 #[cfg(not(feature = "postgres"))]
 async fn with_postgres(_: ServerBuilder, _: &str) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
     Err("--postgres-url needs im-server built with the `postgres` feature".into())
+}
+
+/// Reloads the certificate and key when asked to; a failed reload keeps
+/// the pair in use.
+type TlsReload = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+#[cfg(feature = "tls")]
+fn with_tls(
+    b: ServerBuilder,
+    cert: &Path,
+    key: &Path,
+) -> Result<(ServerBuilder, TlsReload), Box<dyn std::error::Error>> {
+    let tls = im_server::tls::TlsConfig::from_pem_files(cert, key)?;
+    let reload = tls.clone();
+    Ok((b.tls(tls), Box::new(move || reload.reload().map_err(|e| e.to_string()))))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    _: ServerBuilder,
+    _: &Path,
+    _: &Path,
+) -> Result<(ServerBuilder, TlsReload), Box<dyn std::error::Error>> {
+    Err("--tls-cert needs im-server built with the `tls` feature".into())
+}
+
+/// SIGHUPs received (never any off Unix).
+struct Hangups(#[cfg(unix)] Option<tokio::signal::unix::Signal>);
+
+impl Hangups {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let hangups = signal(SignalKind::hangup());
+            if let Err(e) = &hangups {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files will not be reloaded");
+            }
+            Hangups(hangups.ok())
+        }
+        #[cfg(not(unix))]
+        Hangups()
+    }
+
+    async fn next(&mut self) -> Option<()> {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.0 {
+            return s.recv().await;
+        }
+        None
+    }
+}
+
+async fn reload_on_sighup(reload: TlsReload, mut hangups: Hangups) {
+    while hangups.next().await.is_some() {
+        match reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the pair in use"),
+        }
+    }
 }
 
 #[cfg(feature = "redis")]

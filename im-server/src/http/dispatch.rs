@@ -40,16 +40,17 @@ pub(crate) async fn dispatch(State(app): State<AppState>, headers: HeaderMap) ->
     let url = match &chosen.ws_url {
         Some(url) => url.clone(),
         // Only this node can be reached the way the client reached us.
-        None if chosen.node == cfg.node_name => local_ws_url(cfg, &headers)?,
+        None if chosen.node == cfg.node_name => local_ws_url(cfg, &headers, app.serves_tls())?,
         None => return Err(ApiError::new(ErrorCode::Unavailable, "node has no public URL configured")),
     };
     Ok(Json(Dispatch { url, node: chosen.node.clone() }))
 }
 
 /// This node's WebSocket URL: [`ServerConfig::public_ws_url`] when set,
-/// else `ws://<Host>/ws` from the request (`wss://` when a proxy says the
-/// request came over TLS with `X-Forwarded-Proto: https`).
-fn local_ws_url(cfg: &ServerConfig, headers: &HeaderMap) -> ApiResult<String> {
+/// else `ws://<Host>/ws` from the request (`wss://` when this node
+/// terminates TLS, or when a proxy says the request came over TLS with
+/// `X-Forwarded-Proto: https`).
+fn local_ws_url(cfg: &ServerConfig, headers: &HeaderMap, serves_tls: bool) -> ApiResult<String> {
     if let Some(url) = &cfg.public_ws_url {
         return Ok(url.clone());
     }
@@ -58,10 +59,11 @@ fn local_ws_url(cfg: &ServerConfig, headers: &HeaderMap) -> ApiResult<String> {
         .and_then(|v| v.to_str().ok())
         .filter(|h| valid_host(h))
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, "missing or invalid Host header"))?;
-    let tls = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let tls = serves_tls
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
     let scheme = if tls { "wss" } else { "ws" };
     Ok(format!("{scheme}://{host}/ws"))
 }
@@ -93,19 +95,24 @@ mod tests {
     fn url_from_config_or_host() {
         let mut cfg = ServerConfig::default();
         assert_eq!(
-            local_ws_url(&cfg, &headers(Some("127.0.0.1:8080"), None)).unwrap(),
+            local_ws_url(&cfg, &headers(Some("127.0.0.1:8080"), None), false).unwrap(),
             "ws://127.0.0.1:8080/ws"
         );
-        assert_eq!(local_ws_url(&cfg, &headers(Some("[::1]:9"), None)).unwrap(), "ws://[::1]:9/ws");
+        assert_eq!(local_ws_url(&cfg, &headers(Some("[::1]:9"), None), false).unwrap(), "ws://[::1]:9/ws");
         assert_eq!(
-            local_ws_url(&cfg, &headers(Some("chat.example"), Some("https"))).unwrap(),
+            local_ws_url(&cfg, &headers(Some("chat.example"), Some("https")), false).unwrap(),
             "wss://chat.example/ws"
         );
+        assert_eq!(
+            local_ws_url(&cfg, &headers(Some("127.0.0.1:8443"), None), true).unwrap(),
+            "wss://127.0.0.1:8443/ws",
+            "a node that terminates TLS hands out wss://"
+        );
         for bad in [None, Some(""), Some("evil.example/path"), Some("a b"), Some("x@y")] {
-            let err = local_ws_url(&cfg, &headers(bad, None)).unwrap_err();
+            let err = local_ws_url(&cfg, &headers(bad, None), false).unwrap_err();
             assert_eq!(err.code(), ErrorCode::InvalidField, "{bad:?}");
         }
         cfg.public_ws_url = Some("wss://im.example/ws".into());
-        assert_eq!(local_ws_url(&cfg, &headers(None, None)).unwrap(), "wss://im.example/ws");
+        assert_eq!(local_ws_url(&cfg, &headers(None, None), false).unwrap(), "wss://im.example/ws");
     }
 }
