@@ -28,7 +28,7 @@ export async function freePort() {
 export async function startServer(port, storage, waitMs = 15_000) {
   const child = spawn(BIN, ['--listen', `127.0.0.1:${port}`, ...storage], {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, RUST_LOG: 'warn' },
+    env: { ...process.env, IM_LOG: process.env.IM_LOG ?? 'warn' },
   });
   const deadline = Date.now() + waitMs;
   for (;;) {
@@ -38,15 +38,24 @@ export async function startServer(port, storage, waitMs = 15_000) {
     } catch {
       // not listening yet
     }
-    if (Date.now() > deadline) throw new Error('im-server did not come up');
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`im-server did not come up within ${waitMs} ms`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
 
-/** Stops the process (SIGTERM: a graceful shutdown) and waits for it to exit. */
-export async function stopServer(child) {
-  if (child.exitCode !== null) return;
+/**
+ * Stops the process — SIGINT, the immediate graceful shutdown (SIGTERM
+ * would drain over the drain window) — and waits for it to exit; after
+ * `waitMs` it is killed.
+ */
+export async function stopServer(child, waitMs = 10_000) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
+  child.kill('SIGINT');
+  const timer = setTimeout(() => child.kill('SIGKILL'), waitMs);
   await exited;
+  clearTimeout(timer);
 }

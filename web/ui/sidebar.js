@@ -25,7 +25,14 @@ export function renderMe() {
   setChildren(el, avatar(S.me.username, S.me.id, 'direct'), h('span', { class: 'me-name', title: `Signed in as ${S.me.username}` }, S.me.username));
 }
 
-/** "connected", "reconnecting in 2 s", "offline". */
+let connParts = null; // the connection line's dot, text and button, made once
+
+/**
+ * "connected", "reconnecting in 2 s", "offline" (with a Reconnect button).
+ * Updated in place: the line is redrawn every second while reconnecting,
+ * and a button made anew each time would lose a click pressed across a
+ * redraw, and the keyboard focus.
+ */
 export function renderConn() {
   const el = $('#conn');
   const c = S.conn;
@@ -46,12 +53,19 @@ export function renderConn() {
     text = 'offline — waiting for network';
     cls = 'offline';
   }
-  const kids = [h('span', { class: 'conn-dot', 'aria-hidden': 'true' }), h('span', { class: 'conn-text' }, text)];
-  if (c.state === 'offline' || c.state === 'reconnecting') {
-    kids.push(h('button', { type: 'button', class: 'link-btn', onclick: () => onRetry() }, c.state === 'offline' ? 'Reconnect' : 'Retry now'));
+  if (!connParts || connParts.text.parentNode !== el) {
+    connParts = {
+      dot: h('span', { class: 'conn-dot', 'aria-hidden': 'true' }),
+      text: h('span', { class: 'conn-text' }),
+      // Only a stopped client can be restarted from here; one that is
+      // reconnecting does so by itself (its backoff cannot be cut short).
+      retry: h('button', { type: 'button', class: 'link-btn', hidden: true, onclick: () => onRetry() }, 'Reconnect'),
+    };
+    setChildren(el, connParts.dot, connParts.text, connParts.retry);
   }
   el.className = `conn conn-${cls}`;
-  setChildren(el, ...kids);
+  if (connParts.text.textContent !== text) connParts.text.textContent = text;
+  connParts.retry.hidden = c.state !== 'offline';
 }
 
 function typingLine(c) {
@@ -74,7 +88,8 @@ function preview(c) {
   return h('span', { class: 'preview' }, who + previewText(m));
 }
 
-function item(c) {
+/** A row's button as it should look now (its content; renderList keeps one button per row). */
+function rowButton(c) {
   const title = convTitle(c);
   const unread = unreadOf(c);
   const muted = c.mutedUntil && c.mutedUntil > Date.now();
@@ -87,38 +102,65 @@ function item(c) {
   }
   const time = c.last ? listTime(c.last.ts) : '';
   return h(
-    'li',
-    { class: 'conv-item' },
+    'button',
+    {
+      type: 'button',
+      class: `conv-btn${S.current === c.id ? ' active' : ''}${unread > 0 ? ' has-unread' : ''}`,
+      'aria-current': S.current === c.id ? 'true' : null,
+    },
+    av,
     h(
-      'button',
-      {
-        type: 'button',
-        class: `conv-btn${S.current === c.id ? ' active' : ''}${unread > 0 ? ' has-unread' : ''}`,
-        'aria-current': S.current === c.id ? 'true' : null,
-        onclick: () => onOpen(c.id),
-      },
-      av,
+      'span',
+      { class: 'conv-main' },
+      h('span', { class: 'conv-top' }, h('span', { class: 'conv-title' }, title), h('span', { class: 'conv-time' }, time)),
       h(
         'span',
-        { class: 'conv-main' },
-        h('span', { class: 'conv-top' }, h('span', { class: 'conv-title' }, title), h('span', { class: 'conv-time' }, time)),
-        h(
-          'span',
-          { class: 'conv-bottom' },
-          preview(c),
-          muted ? h('span', { class: 'muted-icon', title: 'muted' }, '🔕') : null,
-          unread > 0 ? h('span', { class: `badge${muted ? ' badge-muted' : ''}`, 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null,
-        ),
+        { class: 'conv-bottom' },
+        preview(c),
+        muted ? h('span', { class: 'muted-icon', title: 'muted' }, '🔕') : null,
+        unread > 0 ? h('span', { class: `badge${muted ? ' badge-muted' : ''}`, 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : String(unread)) : null,
       ),
     ),
   );
 }
 
+const rows = new Map(); // conv id -> {li, btn, html}: the list's rows, kept across renders
+
+/**
+ * The conversation list. Rows are kept per conversation and changed in
+ * place only where they differ: the list is redrawn on every message,
+ * typing and presence change, and rows made anew each time would lose a
+ * click pressed across a redraw (mousedown and mouseup on different
+ * elements make no click) and the keyboard focus.
+ */
 export function renderList() {
   const list = $('#conv-list');
   const f = S.filter;
   const convs = sortedConvs().filter((c) => !f || convTitle(c).toLowerCase().includes(f));
-  setChildren(list, convs.map(item));
+  const wanted = [];
+  for (const c of convs) {
+    const fresh = rowButton(c);
+    let row = rows.get(c.id);
+    if (!row) {
+      const btn = h('button', { type: 'button', onclick: () => onOpen(c.id) });
+      row = { li: h('li', { class: 'conv-item' }, btn), btn, html: null };
+      rows.set(c.id, row);
+    }
+    const html = fresh.outerHTML;
+    if (row.html !== html) {
+      row.html = html;
+      for (const a of [...row.btn.attributes]) if (!fresh.hasAttribute(a.name)) row.btn.removeAttribute(a.name);
+      for (const a of [...fresh.attributes]) if (row.btn.getAttribute(a.name) !== a.value) row.btn.setAttribute(a.name, a.value);
+      row.btn.replaceChildren(...fresh.childNodes);
+    }
+    wanted.push(row.li);
+  }
+  for (const id of rows.keys()) if (!S.convs.has(id)) rows.delete(id); // left or signed out
+  // Move only what is out of place: a row that stays is not touched.
+  wanted.forEach((li, i) => {
+    if (list.children[i] !== li) list.insertBefore(li, list.children[i] ?? null);
+  });
+  while (list.children.length > wanted.length) list.lastElementChild.remove();
   const empty = $('#conv-empty');
   empty.hidden = convs.length > 0;
   empty.textContent = f ? 'No conversation matches.' : 'No conversations yet. Start a chat, create a group or join a room.';
