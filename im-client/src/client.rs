@@ -17,11 +17,28 @@ use crate::read_book::{ConversationState, ReadBook};
 
 /// A request the driver sends for a handle and answers through `reply`.
 pub(crate) enum Command {
-    Send { conv: ConversationId, draft: Draft, reply: oneshot::Sender<Result<SendReceipt, SendError>> },
-    Request { request: Request, reply: ReplyTx },
-    MarkRead { conv: ConversationId, id: MessageId },
-    Typing { conv: ConversationId, typing: bool, reply: ReplyTx },
-    Shutdown { done: oneshot::Sender<()> },
+    /// The draft is boxed: structured content makes it far larger than the other commands.
+    Send {
+        conv: ConversationId,
+        draft: Box<Draft>,
+        reply: oneshot::Sender<Result<SendReceipt, SendError>>,
+    },
+    Request {
+        request: Request,
+        reply: ReplyTx,
+    },
+    MarkRead {
+        conv: ConversationId,
+        id: MessageId,
+    },
+    Typing {
+        conv: ConversationId,
+        typing: bool,
+        reply: ReplyTx,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 pub(crate) type ReplyTx = oneshot::Sender<Result<ServerFrame, RequestError>>;
@@ -167,7 +184,10 @@ impl Client {
     /// does not exist ([`SendError::Rejected`] with `invalid_field`).
     pub async fn send_draft(&self, conv: ConversationId, draft: Draft) -> Result<SendReceipt, SendError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Send { conv, draft, reply }).await.map_err(|_| SendError::Stopped)?;
+        self.tx
+            .send(Command::Send { conv, draft: Box::new(draft), reply })
+            .await
+            .map_err(|_| SendError::Stopped)?;
         rx.await.unwrap_or(Err(SendError::Stopped))
     }
 

@@ -47,12 +47,36 @@ pub struct Location {
     pub name: Option<String>,
 }
 
-/// An image, file, audio clip or video, by URL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Prefix of attachment ids (`at_` and 22 base64url characters).
+pub const ATTACHMENT_ID_PREFIX: &str = "at_";
+
+/// Whether `id` is shaped like an attachment id: `at_` and 22 characters
+/// of `A-Z a-z 0-9 - _` (128 random bits).
+pub fn is_attachment_id(id: &str) -> bool {
+    id.len() == ATTACHMENT_ID_PREFIX.len() + 22
+        && id.starts_with(ATTACHMENT_ID_PREFIX)
+        && id[ATTACHMENT_ID_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// An image, file, audio clip or video: an uploaded attachment (see
+/// `docs/rich-messages.md`) or bytes somewhere else, by URL. Exactly one of
+/// `attachment` and `url` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Media {
-    /// Where the bytes are (`https://` or `http://`).
-    pub url: String,
+    /// An attachment uploaded to the server (`POST /api/v1/attachments`).
+    /// The server fills in `mime`, `size` and `sha256` from the upload, so
+    /// receivers can trust them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<String>,
+    /// Where the bytes are (`https://` or `http://`), for media not uploaded here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// SHA-256 of the bytes, lowercase hex (set by the server for attachments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// The MIME type, e.g. `image/png`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime: Option<String>,
@@ -190,14 +214,30 @@ fn check_name(field: &str, name: Option<&str>) -> Result<(), ContentError> {
 }
 
 fn check_media(kind: &str, m: &Media) -> Result<(), ContentError> {
-    let scheme_ok = m.url.starts_with("https://") || m.url.starts_with("http://");
-    if !scheme_ok || m.url.len() > MAX_URL_LEN || m.url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(err(format!("url must be an http(s) URL of at most {MAX_URL_LEN} bytes")));
+    match (&m.attachment, &m.url) {
+        (Some(id), None) if is_attachment_id(id) => {}
+        (Some(id), None) => return Err(err(format!("attachment {id:?} is not an attachment id (at_…)"))),
+        (None, Some(url)) => {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok
+                || url.len() > MAX_URL_LEN
+                || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(err(format!("url must be an http(s) URL of at most {MAX_URL_LEN} bytes")));
+            }
+        }
+        _ => return Err(err("media needs exactly one of attachment and url")),
+    }
+    if let Some(h) = &m.sha256 {
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(err("sha256 must be 64 lowercase hex digits"));
+        }
     }
     check_name("name", m.name.as_deref())?;
     check_name("mime", m.mime.as_deref())?;
-    if kind == "file" && m.name.is_none() {
-        return Err(err("a file needs a name"));
+    if kind == "file" && m.name.is_none() && m.attachment.is_none() {
+        // An uploaded file's name comes from its upload.
+        return Err(err("a file by URL needs a name"));
     }
     if kind == "image" && m.mime.as_deref().is_some_and(|t| !t.starts_with("image/")) {
         return Err(err("an image's mime must be image/…"));
@@ -219,15 +259,20 @@ mod tests {
     #[test]
     fn built_in_kinds_round_trip_and_bad_shapes_are_refused() {
         let image = Media {
-            url: "https://cdn.example/a.png".into(),
+            url: Some("https://cdn.example/a.png".into()),
             mime: Some("image/png".into()),
             size: Some(1234),
-            name: None,
             width: Some(640),
             height: Some(480),
-            duration_ms: None,
+            ..Media::default()
         };
-        for c in [Content::Text, Content::Image(image.clone())] {
+        let uploaded = Media {
+            attachment: Some("at_AAAAAAAAAAAAAAAAAAAAAA".into()),
+            sha256: Some("ab".repeat(32)),
+            name: Some("report.pdf".into()),
+            ..Media::default()
+        };
+        for c in [Content::Text, Content::Image(image.clone()), Content::File(uploaded)] {
             let (kind, value) = c.to_parts();
             assert_eq!(Content::from_parts(&kind, value.as_ref()).unwrap(), c);
         }
@@ -243,6 +288,11 @@ mod tests {
             ("image", Some(json!({"url": "ftp://x"}))),
             ("image", Some(json!({"url": "https://x", "mime": "text/plain"}))),
             ("image", Some(json!({"url": "https://x", "colour": "red"}))),
+            ("image", Some(json!({}))),
+            ("image", Some(json!({"url": "https://x", "attachment": "at_AAAAAAAAAAAAAAAAAAAAAA"}))),
+            ("image", Some(json!({"attachment": "at_short"}))),
+            ("image", Some(json!({"attachment": "../../etc/passwd"}))),
+            ("image", Some(json!({"url": "https://x", "sha256": "ABC"}))),
             ("file", Some(json!({"url": "https://x"}))),
             ("location", Some(json!({"lat": 10, "lon": 200}))),
             ("location", Some(json!({"lat": "north", "lon": 0}))),

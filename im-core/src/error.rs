@@ -47,6 +47,10 @@ pub enum ErrorCode {
     Internal,
     /// The server is shutting down or a back-end is unreachable; retry later.
     Unavailable,
+    /// No attachment with this id is visible to the caller (HTTP API only).
+    NoSuchAttachment,
+    /// An upload's `Content-Type` is not among the allowed types (HTTP API only).
+    UnsupportedMediaType,
 }
 
 impl ErrorCode {
@@ -69,6 +73,8 @@ impl ErrorCode {
         ErrorCode::Conflict,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::NoSuchAttachment,
+        ErrorCode::UnsupportedMediaType,
     ];
 
     /// The wire name, e.g. `"not_member"`.
@@ -91,6 +97,8 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NoSuchAttachment => "no_such_attachment",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -104,7 +112,9 @@ impl ErrorCode {
             ErrorCode::NoSuchConversation
             | ErrorCode::NoSuchRoom
             | ErrorCode::NoSuchGroup
-            | ErrorCode::NoSuchUser => 404,
+            | ErrorCode::NoSuchUser
+            | ErrorCode::NoSuchAttachment => 404,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::GroupFull | ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,

@@ -68,7 +68,28 @@ pub struct ServerConfig {
     /// Bearer token that authorizes the admin endpoints (`POST
     /// /admin/drain`). `None` disables them.
     pub admin_token: Option<String>,
+    /// Largest attachment upload, in bytes; larger ones answer 413
+    /// `body_too_large` and leave nothing behind.
+    pub max_attachment_bytes: u64,
+    /// MIME types an upload may have (`type/subtype` or `type/*`); others
+    /// answer 415 `unsupported_media_type`.
+    pub attachment_types: Vec<String>,
+    /// An upload that no message references within this time is removed.
+    pub attachment_orphan_ttl: Duration,
 }
+
+/// The MIME types allowed for uploads by default: media, PDF, plain text,
+/// ZIP and opaque binary files. HTML and scripts are not among them (and
+/// anything not safe to show inline is served as a download anyway).
+pub const DEFAULT_ATTACHMENT_TYPES: &[&str] = &[
+    "image/*",
+    "audio/*",
+    "video/*",
+    "text/plain",
+    "application/pdf",
+    "application/zip",
+    "application/octet-stream",
+];
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -94,6 +115,9 @@ impl Default for ServerConfig {
             drain_window: Duration::from_secs(10),
             admin_token: None,
             redis_prefix: "im".into(),
+            max_attachment_bytes: 25 * 1024 * 1024,
+            attachment_types: DEFAULT_ATTACHMENT_TYPES.iter().map(|t| t.to_string()).collect(),
+            attachment_orphan_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

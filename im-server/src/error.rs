@@ -5,6 +5,7 @@
 
 use im_core::ErrorCode;
 
+use crate::attachments::AttachmentError;
 use crate::store::StoreError;
 
 /// A request failed with a code the client can act on.
@@ -36,6 +37,24 @@ impl From<StoreError> for Error {
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "storage back-end failed");
                 Error::new(ErrorCode::Unavailable, "storage is unavailable, retry later")
+            }
+        }
+    }
+}
+
+impl From<AttachmentError> for Error {
+    fn from(e: AttachmentError) -> Self {
+        match e {
+            AttachmentError::TooLarge { max } => {
+                Error::new(ErrorCode::BodyTooLarge, format!("the upload is larger than {max} bytes"))
+            }
+            AttachmentError::NotFound => Error::new(ErrorCode::NoSuchAttachment, "no such attachment"),
+            AttachmentError::Body(why) => {
+                Error::new(ErrorCode::InvalidField, format!("upload cut off: {why}"))
+            }
+            AttachmentError::Storage(why) => {
+                tracing::error!(%why, "attachment storage failed");
+                Error::new(ErrorCode::Internal, "attachment storage failed")
             }
         }
     }

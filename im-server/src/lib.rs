@@ -32,12 +32,13 @@
 //! heartbeat), [`logic`] (what a request does), [`hub`] (local fan-out),
 //! [`send_queue`] (per-connection queue to the socket writer),
 //! [`broker`] (between nodes), [`store`] (messages, directory, sessions),
-//! [`presence`], [`push`], [`auth`], [`http`] (business API and dispatcher),
+//! [`presence`], [`push`], [`attachments`] (uploaded files), [`auth`], [`http`] (business API and dispatcher),
 //! [`dispatch`] (node registry), [`state`] (shared handler state),
 //! [`metrics`]; with the `redis` feature, `redis` (cluster back-ends); with
 //! the `tls` feature (default), `tls` (certificate, key, reload).
 #![warn(missing_docs)]
 
+pub mod attachments;
 pub mod auth;
 pub mod broker;
 pub mod config;

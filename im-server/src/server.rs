@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::attachments::{AttachmentStore, FsAttachments};
 use crate::auth::{Authenticator, PasswordHasher, TokenSigner};
 use crate::broker::{Broker, BrokerError, EventSink, LocalBroker};
 use crate::config::ServerConfig;
@@ -29,6 +30,9 @@ const PRESENCE_QUEUE: usize = 4096;
 /// Longest pause between sweeps of presence left behind by dead nodes (the
 /// sweep runs every grace period, at most this long).
 const PRESENCE_SWEEP_MAX: Duration = Duration::from_secs(5);
+/// Longest pause between sweeps of unreferenced uploads (they run every
+/// quarter of the orphan TTL, at most this long).
+const ORPHAN_SWEEP_MAX: Duration = Duration::from_secs(600);
 /// How often expired sessions are purged.
 const SESSION_PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -71,6 +75,7 @@ pub struct ServerBuilder {
     registry: Option<Arc<dyn NodeRegistry>>,
     token_secret: Option<Vec<u8>>,
     hasher: Option<PasswordHasher>,
+    attachments: Option<Arc<dyn AttachmentStore>>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
 }
@@ -97,13 +102,26 @@ impl ServerBuilder {
     }
 
     /// Uses the embedded persistent store in `data_dir` (file `im.redb`) for
-    /// messages, directory and sessions.
+    /// messages, directory and sessions, and `data_dir/attachments` for
+    /// uploads unless [`attachments`](Self::attachments) chose otherwise.
     #[cfg(feature = "embedded")]
-    pub fn embedded(self, data_dir: impl AsRef<std::path::Path>) -> Result<Self, StartError> {
+    pub fn embedded(mut self, data_dir: impl AsRef<std::path::Path>) -> Result<Self, StartError> {
         let dir = data_dir.as_ref();
         std::fs::create_dir_all(dir)?;
         let store = crate::store::EmbeddedStore::open(dir.join("im.redb"))?;
+        if self.attachments.is_none() {
+            self.attachments = Some(Arc::new(FsAttachments::open(dir.join("attachments"))?));
+        }
         Ok(self.store(Arc::new(store)))
+    }
+
+    /// Sets where uploaded attachments are kept. Default: `attachments/` of
+    /// the embedded store's directory, else a temporary directory removed
+    /// at shutdown (a cluster needs a shared one, e.g.
+    /// [`FsAttachments::open`] on a shared mount).
+    pub fn attachments(mut self, store: Arc<dyn AttachmentStore>) -> Self {
+        self.attachments = Some(store);
+        self
     }
 
     /// Uses one object for messages, directory and sessions.
@@ -229,6 +247,10 @@ impl ServerBuilder {
         let push = self.push.unwrap_or_else(|| Arc::new(LogPush));
         let registry = self.registry.unwrap_or_else(|| Arc::new(LocalRegistry::new()));
         let secret = self.token_secret.unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+        let attachments: Arc<dyn AttachmentStore> = match self.attachments {
+            Some(a) => a,
+            None => Arc::new(FsAttachments::temporary()?),
+        };
 
         let hub = Arc::new(Hub::new(cfg.node_name.clone(), metrics.clone()));
         let weak_broker = Arc::downgrade(&broker);
@@ -249,6 +271,7 @@ impl ServerBuilder {
             broker,
             push: PushDispatcher::new(push, cfg.push_max_in_flight, metrics.clone()),
             metrics: metrics.clone(),
+            attachments,
         };
         let logic = Arc::new(Logic::new(cfg.clone(), services));
         let state = AppState::new(logic.clone(), hub, metrics, registry.clone());
@@ -304,6 +327,21 @@ impl ServerBuilder {
                         every.tick().await;
                         if let Err(e) = state.registry().announce(&state.node_info(), ttl).await {
                             tracing::warn!(error = %e, "node registry: announce failed");
+                        }
+                    }
+                }
+            }),
+            tokio::spawn({
+                let logic = logic.clone();
+                let every = (cfg.attachment_orphan_ttl / 4).clamp(Duration::from_secs(1), ORPHAN_SWEEP_MAX);
+                async move {
+                    let mut every = tokio::time::interval(every);
+                    loop {
+                        every.tick().await;
+                        match logic.sweep_orphan_attachments().await {
+                            Ok(n) if n > 0 => tracing::info!(removed = n, "unreferenced uploads removed"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "sweeping unreferenced uploads failed"),
                         }
                     }
                 }

@@ -276,7 +276,7 @@ impl Driver {
                     let _ = reply.send(Err(e));
                     return Ok(());
                 }
-                if let Err(reply) = self.outbox.push(conv, cmid, draft, reply) {
+                if let Err(reply) = self.outbox.push(conv, cmid, *draft, reply) {
                     let _ = reply.send(Err(SendError::QueueFull));
                 }
                 Ok(())

@@ -97,6 +97,20 @@ struct Args {
     /// Drain (SIGTERM or /admin/drain) closes connections spread over this many seconds.
     #[arg(long, env = "IM_DRAIN_WINDOW_SECS", default_value_t = 10)]
     drain_window_secs: u64,
+    /// Where uploaded attachments are kept (default: DATA_DIR/attachments;
+    /// with --memory, a temporary directory). Nodes of a cluster must share it.
+    #[arg(long, env = "IM_ATTACHMENTS_DIR")]
+    attachments_dir: Option<PathBuf>,
+    /// Largest attachment upload, bytes.
+    #[arg(long, env = "IM_MAX_ATTACHMENT_BYTES", default_value_t = 25 * 1024 * 1024)]
+    max_attachment_bytes: u64,
+    /// MIME types uploads may have, comma-separated (`type/subtype` or `type/*`).
+    #[arg(long, env = "IM_ATTACHMENT_TYPES", value_delimiter = ',',
+          default_values_t = im_server::config::DEFAULT_ATTACHMENT_TYPES.iter().map(|t| t.to_string()))]
+    attachment_types: Vec<String>,
+    /// Uploads no message references within this many seconds are removed.
+    #[arg(long, env = "IM_ATTACHMENT_ORPHAN_TTL_SECS", default_value_t = 24 * 3600)]
+    attachment_orphan_ttl_secs: u64,
     /// Terminate TLS with this certificate chain (PEM, leaf first); needs
     /// --tls-key. Both files are read again on SIGHUP. Needs the `tls` feature.
     #[arg(long, env = "IM_TLS_CERT", requires = "tls_key")]
@@ -131,6 +145,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.limits.rate_burst = args.rate_burst;
     cfg.admin_token = args.admin_token.clone();
     cfg.drain_window = Duration::from_secs(args.drain_window_secs);
+    cfg.max_attachment_bytes = args.max_attachment_bytes;
+    cfg.attachment_types = args.attachment_types.clone();
+    cfg.attachment_orphan_ttl = Duration::from_secs(args.attachment_orphan_ttl_secs.max(1));
 
     let mut builder = Server::builder().config(cfg);
     if args.redis_url.is_some() && args.token_secret.is_none() {
@@ -142,6 +159,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => load_or_create_secret(&args.data_dir)?,
     };
     builder = builder.token_secret(secret);
+    // Before the store: `embedded` keeps a directory chosen here.
+    match (&args.attachments_dir, args.memory) {
+        (Some(dir), _) => {
+            builder = builder.attachments(Arc::new(im_server::attachments::FsAttachments::open(dir)?))
+        }
+        (None, false) => {
+            let dir = args.data_dir.join("attachments");
+            builder = builder.attachments(Arc::new(im_server::attachments::FsAttachments::open(dir)?));
+        }
+        (None, true) => {}
+    }
     builder = match (&args.postgres_url, args.memory) {
         (Some(url), _) => with_postgres(builder, url).await?,
         (None, true) => builder.memory(),

@@ -32,6 +32,9 @@
 //! | `GET`, `PUT` | `/api/v1/me/receipts` | token | `{shared}`: whether the user shares receipts |
 //! | `PUT`, `DELETE` | `/api/v1/conversations/{conv}/mute` | token | 204: mute pushes (`{until?}`) or unmute |
 //! | `GET` | `/api/v1/presence?users=1,2` | token | presence list |
+//! | `POST` | `/api/v1/attachments?name=&width=&height=&duration_ms=` | token | 201 attachment (the body is the file, `Content-Type` its type) |
+//! | `GET` | `/api/v1/attachments/{id}` | token | the bytes (`Range` → 206) if a conversation of the caller references it |
+//! | `GET` | `/api/v1/attachments/{id}/info` | token | the attachment's metadata |
 //!
 //! `docs/http-api.md` in the repository documents each endpoint with
 //! examples. Every failure answers `{"code": "…", "message": "…"}` with the
@@ -50,6 +53,7 @@ use im_core::ErrorCode;
 use crate::state::AppState;
 
 mod accounts;
+mod attachments;
 mod dispatch;
 mod error;
 mod extract;
@@ -92,6 +96,9 @@ fn api() -> Router<AppState> {
         .route("/conversations/{conv}/mute", put(reads::mute).delete(reads::unmute))
         .route("/me/receipts", get(reads::receipts_setting).put(reads::set_receipts_setting))
         .route("/presence", get(presence::query))
+        .route("/attachments", post(attachments::upload))
+        .route("/attachments/{id}", get(attachments::download))
+        .route("/attachments/{id}/info", get(attachments::info))
 }
 
 /// Everything this node serves over HTTP: the business API under `/api/v1`,

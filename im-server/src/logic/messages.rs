@@ -105,7 +105,7 @@ impl Logic {
         draft: impl Into<Draft>,
     ) -> Result<impl std::future::Future<Output = Result<Sent<'_>>> + Send + '_> {
         let Draft { body, mentions, kind, content, reply_to } = draft.into();
-        let (kind, content) = checked_content(kind, content)?;
+        let (kind, mut content) = checked_content(kind, content)?;
         let max = self.cfg.limits.max_body_bytes;
         let content_len = content.as_ref().map_or(0, |c| c.to_string().len());
         if body.len() + content_len > max {
@@ -129,8 +129,20 @@ impl Logic {
                 ));
             }
         }
+        // An uploaded attachment: checked, completed from the upload, and
+        // referenced by the conversation before the message exists, so its
+        // recipients can download it as soon as they see the message.
+        let attachment = self.complete_media(from, kind.as_deref(), content.as_mut()).await?;
         if let ConversationId::Direct(a, b) = conv {
             self.remember_direct(a, b).await?;
+        }
+        if let Some(id) = &attachment {
+            self.reference_attachment(id, conv, None).await.map_err(|e| match e.code {
+                ErrorCode::NoSuchAttachment => {
+                    Error::new(ErrorCode::InvalidField, format!("attachment {id} was removed"))
+                }
+                _ => e,
+            })?;
         }
         // Submit under the conversation's stripe lock, so the store places
         // messages in the order their publication turns are handed out.
@@ -153,6 +165,12 @@ impl Logic {
         Ok(async move {
             // A failed append drops its turn: later messages do not wait for it.
             let appended = pending.await?;
+            if let Some(id) = &attachment {
+                // Names the stored message (for recall); access already holds.
+                if let Err(e) = self.reference_attachment(id, conv, Some(appended.message.id)).await {
+                    tracing::warn!(attachment = %id, error = %e, "recording the attachment's message failed");
+                }
+            }
             // Publish after every earlier message of the conversation.
             turn.wait().await;
             if !appended.duplicate {

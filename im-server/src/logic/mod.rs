@@ -22,6 +22,7 @@ use crate::push::PushDispatcher;
 use crate::store::{Directory, MessageStore};
 
 pub mod accounts;
+pub mod attachments;
 pub mod groups;
 pub mod messages;
 pub mod presence;
@@ -58,6 +59,8 @@ pub struct Services {
     pub push: PushDispatcher,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Uploaded files.
+    pub attachments: Arc<dyn crate::attachments::AttachmentStore>,
 }
 
 /// What requests do. Shared by the gateway and the HTTP API.

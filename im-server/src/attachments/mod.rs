@@ -1,0 +1,208 @@
+//! Attachments: files uploaded over HTTP, referenced by messages, and
+//! downloaded by members of a conversation that references them.
+//!
+//! [`AttachmentStore`] is the seam: it keeps the bytes, their metadata and
+//! which conversations reference them. [`FsAttachments`] keeps them in a
+//! directory (the data directory's `attachments/` by default). The rules —
+//! who may upload what, who may download — live in
+//! [`Logic`](crate::logic::Logic) (`logic/attachments.rs`); the endpoints in
+//! `http/attachments.rs`. `docs/rich-messages.md` explains the design.
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+use im_core::{ConversationId, MessageId, UserId};
+use serde::{Deserialize, Serialize};
+
+mod fs;
+
+pub use fs::FsAttachments;
+
+/// A stream of bytes: an upload's body, or a download.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What the uploader says about a new attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttachment {
+    /// The uploader.
+    pub owner: UserId,
+    /// The MIME type (the upload's `Content-Type`, lowercased, without parameters).
+    pub mime: String,
+    /// The file name, if given.
+    pub name: Option<String>,
+    /// Width in pixels, if the client gives it.
+    pub width: Option<u32>,
+    /// Height in pixels, if the client gives it.
+    pub height: Option<u32>,
+    /// Duration in ms, if the client gives it.
+    pub duration_ms: Option<u64>,
+}
+
+/// A message that references an attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// The conversation: its members may download the attachment.
+    pub conv: ConversationId,
+    /// The message, once stored (`None` while its send is in progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageId>,
+}
+
+/// A stored attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentMeta {
+    /// `at_…` ([`im_core::content::is_attachment_id`]).
+    pub id: String,
+    /// The uploader.
+    pub owner: UserId,
+    /// The MIME type.
+    pub mime: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the bytes, lowercase hex, computed while receiving them.
+    pub sha256: String,
+    /// The file name, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Width in pixels, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Height in pixels, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Duration in ms, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// When the upload finished (ms since the epoch).
+    pub created_at_ms: u64,
+    /// The messages that reference it (none: an orphan, removed after
+    /// [`ServerConfig::attachment_orphan_ttl`](crate::ServerConfig::attachment_orphan_ttl)).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Reference>,
+}
+
+/// Why an attachment operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachmentError {
+    /// The upload is larger than allowed; nothing was kept.
+    #[error("the upload is larger than {max} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        max: u64,
+    },
+    /// No such attachment.
+    #[error("no such attachment")]
+    NotFound,
+    /// The upload's body failed (the client went away); nothing was kept.
+    #[error("the upload was cut off: {0}")]
+    Body(String),
+    /// The storage failed.
+    #[error("attachment storage failed: {0}")]
+    Storage(String),
+}
+
+impl From<io::Error> for AttachmentError {
+    fn from(e: io::Error) -> Self {
+        AttachmentError::Storage(e.to_string())
+    }
+}
+
+/// Where attachments are kept. Implementations must make an upload all or
+/// nothing (a failed or oversized upload leaves no bytes and no metadata
+/// behind) and keep reference updates of one attachment serialized.
+#[async_trait]
+pub trait AttachmentStore: Send + Sync + 'static {
+    /// Receives `body` into a new attachment with a fresh unguessable id,
+    /// hashing it on the way; fails with [`AttachmentError::TooLarge`] as
+    /// soon as it passes `max_bytes`.
+    async fn put(
+        &self,
+        new: NewAttachment,
+        body: ByteStream,
+        max_bytes: u64,
+    ) -> Result<AttachmentMeta, AttachmentError>;
+
+    /// The metadata of `id`, or `None`.
+    async fn meta(&self, id: &str) -> Result<Option<AttachmentMeta>, AttachmentError>;
+
+    /// The bytes `range` of `id` (within its size).
+    async fn read(&self, id: &str, range: Range<u64>) -> Result<ByteStream, AttachmentError>;
+
+    /// Records that a message of `reference.conv` references `id`. A
+    /// reference with a message id replaces the same conversation's
+    /// pending one (`message: None`).
+    async fn add_reference(&self, id: &str, reference: Reference) -> Result<(), AttachmentError>;
+
+    /// Removes `id`, bytes and metadata; `false` if it did not exist.
+    async fn delete(&self, id: &str) -> Result<bool, AttachmentError>;
+
+    /// Up to `limit` attachments created before `created_before_ms` that no
+    /// message references.
+    async fn orphans(&self, created_before_ms: u64, limit: usize) -> Result<Vec<String>, AttachmentError>;
+
+    /// Removes `id` only if it is still an orphan created before
+    /// `created_before_ms`, atomically with respect to
+    /// [`add_reference`](Self::add_reference); whether it was removed.
+    async fn delete_orphan(&self, id: &str, created_before_ms: u64) -> Result<bool, AttachmentError>;
+}
+
+/// A fresh attachment id: `at_` and 128 random bits in base64url.
+pub fn new_attachment_id() -> String {
+    use base64::Engine as _;
+    let bits: [u8; 16] = rand::random();
+    format!(
+        "{}{}",
+        im_core::content::ATTACHMENT_ID_PREFIX,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bits)
+    )
+}
+
+/// Whether `mime` matches one of `allowed` (`type/subtype` exactly, or
+/// `type/*`), case-insensitively.
+pub fn type_allowed(mime: &str, allowed: &[String]) -> bool {
+    let mime = mime.to_ascii_lowercase();
+    let Some((kind, _)) = mime.split_once('/') else { return false };
+    allowed.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        a == mime || a.strip_suffix("/*").is_some_and(|t| t == kind) || a == "*/*"
+    })
+}
+
+/// MIME types a browser may show inline without risk: raster images,
+/// audio and video. Everything else is served as a download
+/// (`Content-Disposition: attachment`), so an uploaded HTML or SVG file
+/// never runs as a page of this origin.
+pub fn safe_inline(mime: &str) -> bool {
+    matches!(mime, "image/png" | "image/jpeg" | "image/gif" | "image/webp" | "image/avif")
+        || mime.starts_with("audio/")
+        || mime.starts_with("video/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_well_formed_and_distinct() {
+        let (a, b) = (new_attachment_id(), new_attachment_id());
+        assert!(im_core::content::is_attachment_id(&a), "{a}");
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn types_match_exactly_or_by_wildcard() {
+        let allowed = vec!["image/*".to_string(), "application/pdf".to_string()];
+        assert!(type_allowed("image/png", &allowed));
+        assert!(type_allowed("IMAGE/JPEG", &allowed));
+        assert!(type_allowed("application/pdf", &allowed));
+        assert!(!type_allowed("application/pdfx", &allowed));
+        assert!(!type_allowed("text/html", &allowed));
+        assert!(!type_allowed("image", &allowed));
+        assert!(safe_inline("image/png") && !safe_inline("image/svg+xml") && !safe_inline("text/html"));
+    }
+}
