@@ -52,6 +52,10 @@ impl From<AttachmentError> for Error {
             AttachmentError::Body(why) => {
                 Error::new(ErrorCode::InvalidField, format!("upload cut off: {why}"))
             }
+            AttachmentError::WrongUploadMode(why) => Error::new(ErrorCode::Conflict, why),
+            AttachmentError::UploadMismatch(why) => {
+                Error::new(ErrorCode::InvalidField, format!("the uploaded object does not match: {why}"))
+            }
             AttachmentError::Storage(why) => {
                 tracing::error!(%why, "attachment storage failed");
                 Error::new(ErrorCode::Internal, "attachment storage failed")

@@ -18,6 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub mod cluster;
 pub mod pki;
 pub mod proxy;
+pub mod s3;
 
 /// How long a test waits for one expected frame before failing.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -19,8 +19,12 @@ use im_core::{ConversationId, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 
 mod fs;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 pub use fs::FsAttachments;
+#[cfg(feature = "s3")]
+pub use s3::{S3Attachments, S3Config};
 
 /// A stream of bytes: an upload's body, or a download.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -104,6 +108,40 @@ pub enum AttachmentError {
     /// The storage failed.
     #[error("attachment storage failed: {0}")]
     Storage(String),
+    /// This store takes uploads another way ([`AttachmentStore::upload_mode`]).
+    #[error("{0}")]
+    WrongUploadMode(&'static str),
+    /// A presigned upload was finished but its object does not match what
+    /// was announced (missing, or of another size); nothing was kept.
+    #[error("the uploaded object does not match: {0}")]
+    UploadMismatch(String),
+}
+
+/// How clients send an attachment's bytes to a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadMode {
+    /// In the body of `POST /api/v1/attachments`, through the server.
+    Direct,
+    /// To a presigned URL from `POST /api/v1/attachments/uploads`, then
+    /// `POST /api/v1/attachments/{id}/complete`: the bytes never pass
+    /// through the server.
+    Presigned,
+}
+
+/// Where and how a client uploads the bytes of a presigned upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UploadTicket {
+    /// The attachment id, for `complete` and for messages.
+    pub id: String,
+    /// The URL to send the bytes to.
+    pub url: String,
+    /// The HTTP method (`PUT`).
+    pub method: &'static str,
+    /// Headers to send exactly so (they are part of the signature).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// When the URL stops working (ms since the epoch).
+    pub expires_at_ms: u64,
 }
 
 impl From<io::Error> for AttachmentError {
@@ -144,6 +182,44 @@ pub trait AttachmentStore: Send + Sync + 'static {
     /// Up to `limit` attachments created before `created_before_ms` that no
     /// message references.
     async fn orphans(&self, created_before_ms: u64, limit: usize) -> Result<Vec<String>, AttachmentError>;
+
+    /// How clients upload to this store (default [`UploadMode::Direct`]).
+    fn upload_mode(&self) -> UploadMode {
+        UploadMode::Direct
+    }
+
+    /// Starts a presigned upload of exactly `size` bytes hashing to
+    /// `sha256` (lowercase hex), valid for `valid_for`.
+    async fn begin_upload(
+        &self,
+        _new: NewAttachment,
+        _size: u64,
+        _sha256: String,
+        _valid_for: std::time::Duration,
+    ) -> Result<UploadTicket, AttachmentError> {
+        Err(AttachmentError::WrongUploadMode(
+            "this server takes uploads in the body of POST /api/v1/attachments",
+        ))
+    }
+
+    /// Finishes the presigned upload `id` of `owner`: checks the object
+    /// against what was announced, and makes it an attachment.
+    async fn finish_upload(&self, _id: &str, _owner: UserId) -> Result<AttachmentMeta, AttachmentError> {
+        Err(AttachmentError::WrongUploadMode(
+            "this server takes uploads in the body of POST /api/v1/attachments",
+        ))
+    }
+
+    /// A URL the client downloads `meta`'s bytes from directly (with this
+    /// `Content-Disposition`), or `None` when the server serves them.
+    async fn download_url(
+        &self,
+        _meta: &AttachmentMeta,
+        _disposition: &str,
+        _valid_for: std::time::Duration,
+    ) -> Result<Option<String>, AttachmentError> {
+        Ok(None)
+    }
 
     /// Removes `id` only if it is still an orphan created before
     /// `created_before_ms`, atomically with respect to

@@ -101,6 +101,29 @@ struct Args {
     /// with --memory, a temporary directory). Nodes of a cluster must share it.
     #[arg(long, env = "IM_ATTACHMENTS_DIR")]
     attachments_dir: Option<PathBuf>,
+    /// Keep attachments in this S3-compatible bucket instead of a
+    /// directory (clients upload and download through presigned URLs).
+    /// Needs the `s3` feature and --s3-endpoint and the keys.
+    #[arg(long, env = "IM_S3_BUCKET")]
+    s3_bucket: Option<String>,
+    /// The object store's endpoint, e.g. https://s3.eu-central-1.amazonaws.com.
+    #[arg(long, env = "IM_S3_ENDPOINT", requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
+    /// The endpoint clients reach, if it differs from --s3-endpoint.
+    #[arg(long, env = "IM_S3_PUBLIC_ENDPOINT")]
+    s3_public_endpoint: Option<String>,
+    /// Signature region.
+    #[arg(long, env = "IM_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Access key id.
+    #[arg(long, env = "IM_S3_ACCESS_KEY", hide_env_values = true)]
+    s3_access_key: Option<String>,
+    /// Secret access key.
+    #[arg(long, env = "IM_S3_SECRET_KEY", hide_env_values = true)]
+    s3_secret_key: Option<String>,
+    /// Prefix of every key in the bucket.
+    #[arg(long, env = "IM_S3_PREFIX", default_value = "im/")]
+    s3_prefix: String,
     /// Largest attachment upload, bytes.
     #[arg(long, env = "IM_MAX_ATTACHMENT_BYTES", default_value_t = 25 * 1024 * 1024)]
     max_attachment_bytes: u64,
@@ -160,15 +183,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     builder = builder.token_secret(secret);
     // Before the store: `embedded` keeps a directory chosen here.
-    match (&args.attachments_dir, args.memory) {
-        (Some(dir), _) => {
-            builder = builder.attachments(Arc::new(im_server::attachments::FsAttachments::open(dir)?))
+    if args.s3_bucket.is_some() {
+        builder = with_s3(builder, &args).await?;
+    } else {
+        match (&args.attachments_dir, args.memory) {
+            (Some(dir), _) => {
+                builder = builder.attachments(Arc::new(im_server::attachments::FsAttachments::open(dir)?))
+            }
+            (None, false) => {
+                let dir = args.data_dir.join("attachments");
+                builder = builder.attachments(Arc::new(im_server::attachments::FsAttachments::open(dir)?));
+            }
+            (None, true) => {}
         }
-        (None, false) => {
-            let dir = args.data_dir.join("attachments");
-            builder = builder.attachments(Arc::new(im_server::attachments::FsAttachments::open(dir)?));
-        }
-        (None, true) => {}
     }
     builder = match (&args.postgres_url, args.memory) {
         (Some(url), _) => with_postgres(builder, url).await?,
@@ -293,6 +320,27 @@ async fn reload_on_sighup(reload: TlsReload, mut hangups: Hangups) {
             Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the pair in use"),
         }
     }
+}
+
+#[cfg(feature = "s3")]
+async fn with_s3(b: ServerBuilder, args: &Args) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    let need = |v: &Option<String>, flag: &str| v.clone().ok_or_else(|| format!("--s3-bucket needs {flag}"));
+    let cfg = im_server::attachments::S3Config {
+        endpoint: need(&args.s3_endpoint, "--s3-endpoint")?,
+        public_endpoint: args.s3_public_endpoint.clone(),
+        bucket: need(&args.s3_bucket, "--s3-bucket")?,
+        region: args.s3_region.clone(),
+        access_key: need(&args.s3_access_key, "--s3-access-key")?,
+        secret_key: need(&args.s3_secret_key, "--s3-secret-key")?,
+        prefix: args.s3_prefix.clone(),
+    };
+    let store = im_server::attachments::S3Attachments::connect(cfg).await?;
+    Ok(b.attachments(Arc::new(store)))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn with_s3(_: ServerBuilder, _: &Args) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    Err("--s3-bucket needs im-server built with the `s3` feature".into())
 }
 
 #[cfg(feature = "redis")]

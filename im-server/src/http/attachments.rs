@@ -13,8 +13,9 @@ use im_core::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiPath, ApiQuery, Authed};
-use crate::attachments::{safe_inline, AttachmentMeta, NewAttachment};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Authed};
+use crate::attachments::{safe_inline, AttachmentMeta, NewAttachment, UploadMode, UploadTicket};
+use crate::logic::attachments::DOWNLOAD_URL_VALID_FOR;
 use crate::state::AppState;
 
 /// `POST /attachments` query: what the client knows about the file.
@@ -62,6 +63,65 @@ impl From<AttachmentMeta> for AttachmentInfo {
     }
 }
 
+/// `GET /attachments/config`: how this server takes uploads.
+#[derive(Serialize)]
+pub(crate) struct UploadConfig {
+    upload: UploadMode,
+    max_bytes: u64,
+    types: Vec<String>,
+}
+
+/// `GET /attachments/config` → `{upload, max_bytes, types}`.
+pub(crate) async fn config(State(app): State<AppState>, Authed(_): Authed) -> Json<UploadConfig> {
+    let cfg = app.config();
+    Json(UploadConfig {
+        upload: app.logic().services().attachments.upload_mode(),
+        max_bytes: cfg.max_attachment_bytes,
+        types: cfg.attachment_types.clone(),
+    })
+}
+
+/// `POST /attachments/uploads` body: the file to be uploaded.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BeginUpload {
+    mime: String,
+    size: u64,
+    sha256: String,
+    name: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    duration_ms: Option<u64>,
+}
+
+/// `POST /attachments/uploads` → 201 `{id, url, method, headers, expires_at_ms}`.
+pub(crate) async fn begin(
+    State(app): State<AppState>,
+    Authed(s): Authed,
+    ApiJson(b): ApiJson<BeginUpload>,
+) -> ApiResult<(StatusCode, Json<UploadTicket>)> {
+    let new = NewAttachment {
+        owner: s.user,
+        mime: b.mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase(),
+        name: b.name,
+        width: b.width,
+        height: b.height,
+        duration_ms: b.duration_ms,
+    };
+    let ticket = app.logic().begin_upload(new, b.size, b.sha256).await?;
+    Ok((StatusCode::CREATED, Json(ticket)))
+}
+
+/// `POST /attachments/{id}/complete` → 201 with the attachment.
+pub(crate) async fn complete(
+    State(app): State<AppState>,
+    Authed(s): Authed,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, Json<AttachmentInfo>)> {
+    let meta = app.logic().finish_upload(s.user, &id).await?;
+    Ok((StatusCode::CREATED, Json(meta.into())))
+}
+
 /// `POST /attachments?name=&width=&height=&duration_ms=` with the file as
 /// the body and its type as `Content-Type` → 201 with the attachment.
 pub(crate) async fn upload(
@@ -103,7 +163,8 @@ pub(crate) async fn info(
     Ok(Json(app.logic().attachment(s.user, &id).await?.into()))
 }
 
-/// `GET /attachments/{id}` → the bytes (`Range: bytes=…` → 206).
+/// `GET /attachments/{id}` → the bytes (`Range: bytes=…` → 206), or a
+/// redirect to a presigned URL of the object store.
 pub(crate) async fn download(
     State(app): State<AppState>,
     Authed(s): Authed,
@@ -111,6 +172,18 @@ pub(crate) async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let meta = app.logic().attachment(s.user, &id).await?;
+    let store = &app.logic().services().attachments;
+    if let Some(url) = store
+        .download_url(&meta, &disposition(&meta), DOWNLOAD_URL_VALID_FOR)
+        .await
+        .map_err(crate::Error::from)?
+    {
+        let location = HeaderValue::from_str(&url)
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "the object store gave an unusable URL"))?;
+        let headers =
+            [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+        return Ok((StatusCode::FOUND, headers).into_response());
+    }
     let etag = format!("\"{}\"", meta.sha256);
     let mut resp_headers = HeaderMap::new();
     let set = |h: &mut HeaderMap, name: header::HeaderName, value: &str| {
@@ -145,7 +218,7 @@ pub(crate) async fn download(
         Some(RangeAsked::Ignored) | None => (StatusCode::OK, 0..meta.size),
     };
     set(&mut resp_headers, header::CONTENT_LENGTH, &(range.end - range.start).to_string());
-    let bytes = app.logic().services().attachments.read(&meta.id, range).await.map_err(crate::Error::from)?;
+    let bytes = store.read(&meta.id, range).await.map_err(crate::Error::from)?;
     Ok((status, resp_headers, Body::from_stream(bytes)).into_response())
 }
 

@@ -33,7 +33,10 @@
 //! | `PUT`, `DELETE` | `/api/v1/conversations/{conv}/mute` | token | 204: mute pushes (`{until?}`) or unmute |
 //! | `GET` | `/api/v1/presence?users=1,2` | token | presence list |
 //! | `POST` | `/api/v1/attachments?name=&width=&height=&duration_ms=` | token | 201 attachment (the body is the file, `Content-Type` its type) |
-//! | `GET` | `/api/v1/attachments/{id}` | token | the bytes (`Range` → 206) if a conversation of the caller references it |
+//! | `GET` | `/api/v1/attachments/config` | token | `{upload, max_bytes, types}`: `direct` (the POST above) or `presigned` |
+//! | `POST` | `/api/v1/attachments/uploads` | token | 201 `{id, url, method, headers, expires_at_ms}`: a presigned upload |
+//! | `POST` | `/api/v1/attachments/{id}/complete` | token | 201 attachment, once the bytes are at the presigned URL |
+//! | `GET` | `/api/v1/attachments/{id}` | token | the bytes (`Range` → 206), or 302 to a presigned URL, if a conversation of the caller references it |
 //! | `GET` | `/api/v1/attachments/{id}/info` | token | the attachment's metadata |
 //!
 //! `docs/http-api.md` in the repository documents each endpoint with
@@ -97,8 +100,11 @@ fn api() -> Router<AppState> {
         .route("/me/receipts", get(reads::receipts_setting).put(reads::set_receipts_setting))
         .route("/presence", get(presence::query))
         .route("/attachments", post(attachments::upload))
+        .route("/attachments/config", get(attachments::config))
+        .route("/attachments/uploads", post(attachments::begin))
         .route("/attachments/{id}", get(attachments::download))
         .route("/attachments/{id}/info", get(attachments::info))
+        .route("/attachments/{id}/complete", post(attachments::complete))
 }
 
 /// Everything this node serves over HTTP: the business API under `/api/v1`,

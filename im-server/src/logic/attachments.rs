@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::Logic;
 use crate::attachments::{
-    type_allowed, AttachmentError, AttachmentMeta, ByteStream, NewAttachment, Reference,
+    type_allowed, AttachmentError, AttachmentMeta, ByteStream, NewAttachment, Reference, UploadTicket,
 };
 use crate::error::{Error, Result};
 
@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 const MAX_REFERENCES_CHECKED: usize = 32;
 /// Orphans removed per sweep.
 const SWEEP_BATCH: usize = 1000;
+/// How long a presigned upload URL works.
+pub const UPLOAD_URL_VALID_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// How long a presigned download URL works (a link shared outside keeps
+/// working at most this long).
+pub const DOWNLOAD_URL_VALID_FOR: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 impl Logic {
     /// Receives an upload from `user`: checks its type against
@@ -30,6 +35,29 @@ impl Logic {
         declared_len: Option<u64>,
         body: ByteStream,
     ) -> Result<AttachmentMeta> {
+        self.check_upload(&new, declared_len)?;
+        Ok(self.svc.attachments.put(new, body, self.cfg.max_attachment_bytes).await?)
+    }
+
+    /// Starts a presigned upload of `size` bytes hashing to `sha256` (on a
+    /// store whose clients upload directly, e.g. S3): the same checks as
+    /// [`upload`](Self::upload), then a URL to send the bytes to.
+    pub async fn begin_upload(&self, new: NewAttachment, size: u64, sha256: String) -> Result<UploadTicket> {
+        self.check_upload(&new, Some(size))?;
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(Error::new(ErrorCode::InvalidField, "sha256 must be 64 lowercase hex digits"));
+        }
+        Ok(self.svc.attachments.begin_upload(new, size, sha256, UPLOAD_URL_VALID_FOR).await?)
+    }
+
+    /// Finishes `user`'s presigned upload `id`: the object must be there
+    /// with the announced size, else nothing of it is kept.
+    pub async fn finish_upload(&self, user: UserId, id: &str) -> Result<AttachmentMeta> {
+        Ok(self.svc.attachments.finish_upload(id, user).await?)
+    }
+
+    /// Type, name and declared size of an upload.
+    fn check_upload(&self, new: &NewAttachment, declared_len: Option<u64>) -> Result<()> {
         if !type_allowed(&new.mime, &self.cfg.attachment_types) {
             return Err(Error::new(
                 ErrorCode::UnsupportedMediaType,
@@ -51,7 +79,7 @@ impl Logic {
         if declared_len.is_some_and(|n| n > max) {
             return Err(AttachmentError::TooLarge { max }.into());
         }
-        Ok(self.svc.attachments.put(new, body, max).await?)
+        Ok(())
     }
 
     /// The attachment `id` if `user` may see it: they uploaded it, or they
