@@ -45,10 +45,22 @@ function raceStop(client, p) {
   return Promise.race([p, client._stopSignal.promise]);
 }
 
-/** A backoff sleep; close() cancels its timer (the race ends the wait). */
+/**
+ * A backoff sleep; close() cancels its timer (the race ends the wait), and
+ * `client._wake()` (reconnectNow) ends it at once. It is set up before the
+ * `reconnecting` event goes out, so a listener of that event can already
+ * cut it short.
+ */
 function sleep(client, ms) {
   return new Promise((resolve) => {
-    client._sleepTimer = setTimeout(resolve, ms);
+    const wake = () => {
+      clearTimeout(client._sleepTimer);
+      client._sleepTimer = null;
+      if (client._wake === wake) client._wake = null;
+      resolve();
+    };
+    client._wake = wake;
+    client._sleepTimer = setTimeout(wake, ms);
   });
 }
 
@@ -103,13 +115,19 @@ async function reconnectLoop(client) {
         sameUrl = conn.url;
       }
     }
+    // The attempt after the wait counts as `next.attempt` whether it comes
+    // when the timer fires or sooner (reconnectNow): the backoff is not
+    // reset here, so a failed early attempt waits the next, longer delay.
     const next = client._backoff.next();
     if (!next) return { kind: 'too_many_attempts', attempts: client._opts.reconnect?.maxAttempts ?? 0 };
+    const wait = sleep(client, next.delayMs);
     client._emit({ type: 'reconnecting', attempt: next.attempt, delayMs: next.delayMs });
     try {
-      await raceStop(client, sleep(client, next.delayMs));
+      await raceStop(client, wait);
     } catch {
       return client._stopRequest;
+    } finally {
+      client._wake = null;
     }
   }
 }

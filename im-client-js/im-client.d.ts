@@ -302,6 +302,14 @@ export class ImClient {
   start(): this;
   /** Closes (1000), flushes cursors, rejects pending sends with `stopped`, emits `stopped`. */
   close(): Promise<void>;
+  /**
+   * While waiting out a reconnect delay (after a `reconnecting` event), starts
+   * that attempt at once and returns true; otherwise (not started, connected,
+   * connecting, stopped) does nothing and returns false. The backoff is not
+   * reset: if the early attempt fails, the next delay is the next, longer one;
+   * it counts against `maxAttempts`.
+   */
+  reconnectNow(): boolean;
 
   on<K extends keyof EventMap>(type: K, listener: Listener<EventMap[K]>): () => void;
   on(type: '*', listener: Listener<ImEvent>): () => void;

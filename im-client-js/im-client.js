@@ -165,6 +165,7 @@ export class ImClient {
     this._done = deferred();
     this._attemptAbort = null;
     this._sleepTimer = null;
+    this._wake = null; // ends the current backoff wait (set only while waiting; see connect.js)
     this._pumpScheduled = false;
   }
 
@@ -289,9 +290,31 @@ export class ImClient {
       this._stopSignal.reject(STOPPED);
       this._attemptAbort?.abort(STOPPED);
       clearTimeout(this._sleepTimer);
+      this._wake = null;
       if (this._conn) this._conn.end({ kind: 'stop', reason: this._stopRequest }, true);
     }
     return this._done.promise;
+  }
+
+  /**
+   * Cuts a reconnect wait short: while the client waits out a backoff delay
+   * (between a `reconnecting` event and the attempt it announced), the
+   * attempt starts at once, and `true` is returned. Otherwise nothing
+   * happens and `false` is returned: before `start()`, while connected,
+   * while an attempt is already under way, and after a stop (a terminal
+   * close code, `close()`, too many attempts) — it never restarts a
+   * stopped client. The early attempt is the one the wait was for: it
+   * goes where it would have gone (same node or the dispatcher), it counts
+   * against `maxAttempts`, and the backoff is not reset, so if it fails
+   * the next wait is the next, longer delay (the backoff still starts over
+   * only once a connection has finished its sync). Call it when there is
+   * reason to think the server is reachable again: the browser's `online`
+   * event, the page becoming visible.
+   */
+  reconnectNow() {
+    if (this._stopped || this._stopRequest || !this._wake) return false;
+    this._wake();
+    return true;
   }
 
   /** Whether a connection is up (its `hello` arrived). */

@@ -258,6 +258,21 @@ function reconnect() {
   notify('conn');
 }
 
+/**
+ * The network is back, or the page is shown again: a client waiting out a
+ * reconnect delay tries at once (reconnectNow; its backoff is not reset,
+ * so an attempt that fails waits the next, longer delay). Nothing happens
+ * while connected or connecting, and a stopped client is reconnect()'s.
+ */
+function reconnectSooner() {
+  const client = S.client;
+  if (!client || S.conn.state !== 'reconnecting') return;
+  if (client.reconnectNow()) {
+    S.conn = { state: 'connecting', until: 0 }; // no countdown any more: the attempt is under way
+    notify('conn');
+  }
+}
+
 function queryPresence(client) {
   const peers = [...new Set([...S.convs.values()].filter((c) => c.kind === 'direct').map((c) => peerOf(c.id)))].slice(0, 500);
   if (peers.length === 0) return;
@@ -312,6 +327,9 @@ function boot() {
 
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') {
+      // Shown again after being hidden (timers may have been throttled
+      // meanwhile): retry now rather than after the rest of the delay.
+      if (navigator.onLine !== false) reconnectSooner();
       markReadIfVisible();
       notify('list', 'head', 'messages', 'conn', 'title');
     }
@@ -319,7 +337,8 @@ function boot() {
   window.addEventListener('focus', () => markReadIfVisible());
   window.addEventListener('online', () => {
     notify('conn');
-    reconnect();
+    reconnect(); // a client that gave up: a new one
+    reconnectSooner(); // a client waiting out a backoff delay: now
   });
   window.addEventListener('offline', () => notify('conn'));
   setInterval(() => {

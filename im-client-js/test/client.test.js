@@ -412,3 +412,90 @@ test('draft content is copied at send: changing the object afterwards changes no
   await client.close();
 });
 
+
+test('reconnectNow cuts a backoff wait short; a failed early attempt waits the next, longer delay', async () => {
+  const server = new FakeServer();
+  // Waits far longer than any wait of this test: only reconnectNow gets it on.
+  const slow = { initialDelayMs: 60_000, maxDelayMs: 600_000, multiplier: 2, jitter: 0 };
+  const { client, events } = makeClient(server, { reconnect: slow });
+  const reconnecting = () => events.filter((e) => e.type === 'reconnecting').map((e) => [e.attempt, e.delayMs]);
+  assert.equal(client.reconnectNow(), false, 'not started');
+  client.start();
+  await waitFor(() => count(events, 'synced') === 1);
+  assert.equal(client.reconnectNow(), false, 'connected: nothing to cut short');
+  assert.equal(server.peers.length, 1);
+
+  // The node goes away: the client waits 60 s before its first attempt.
+  server.refuseHandshake = true;
+  server.peer.kill();
+  await waitFor(() => reconnecting().length === 1, 2000, 'reconnecting');
+  assert.deepEqual(reconnecting(), [[1, 60_000]]);
+  const dispatched = server.dispatchCount;
+  const started = Date.now();
+  assert.equal(client.reconnectNow(), true, 'waiting: cut short');
+  assert.equal(client.reconnectNow(), false, 'the attempt is under way');
+  // The early attempt fails: the backoff was not reset, the next wait is longer.
+  await waitFor(() => reconnecting().length === 2, 2000, 'the early attempt failed');
+  assert.ok(Date.now() - started < 2000);
+  assert.deepEqual(reconnecting(), [[1, 60_000], [2, 120_000]]);
+  assert.equal(server.dispatchCount, dispatched + 1, 'a lost connection: the attempt asked the dispatcher');
+
+  // The node is back: the next early attempt connects and syncs.
+  server.refuseHandshake = false;
+  assert.equal(client.reconnectNow(), true);
+  await waitFor(() => count(events, 'synced') === 2, 2000, 'reconnected');
+  assert.equal(client.connected, true);
+  assert.equal(client.reconnectNow(), false, 'connected again');
+
+  // After that healthy connection the backoff starts over.
+  server.peer.close(3000, 'transient');
+  await waitFor(() => reconnecting().length === 3, 2000, 'reconnecting again');
+  assert.deepEqual(reconnecting().at(-1), [1, 60_000], 'reset by the sync');
+  // A 3000 close reuses the node's URL (no dispatcher), cut short or not.
+  const before = server.dispatchCount;
+  assert.equal(client.reconnectNow(), true);
+  await waitFor(() => count(events, 'synced') === 3, 2000, 'reconnected to the same node');
+  assert.equal(server.dispatchCount, before, 'same node: the dispatcher was not asked');
+  await client.close();
+  assert.equal(client.reconnectNow(), false, 'stopped');
+});
+
+test('reconnectNow never restarts a stopped client and does not add attempts beyond maxAttempts', async () => {
+  const slow = { initialDelayMs: 60_000, maxDelayMs: 600_000, multiplier: 2, jitter: 0 };
+
+  // A terminal close code: stopped, and reconnectNow does nothing.
+  const server = new FakeServer();
+  const { client, events } = makeClient(server, { reconnect: slow });
+  client.start();
+  await waitFor(() => count(events, 'synced') === 1);
+  server.peer.close(4002, 'banned');
+  await waitFor(() => count(events, 'stopped') === 1);
+  assert.equal(client.reconnectNow(), false);
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(server.urls.length, 1, 'no new connection');
+
+  // close() during a wait: the wait ends with the stop, and reconnectNow does nothing.
+  const server2 = new FakeServer();
+  server2.refuseHandshake = true;
+  const c2 = makeClient(server2, { reconnect: slow });
+  c2.client.start();
+  await waitFor(() => count(c2.events, 'reconnecting') === 1);
+  const closing = c2.client.close();
+  assert.equal(c2.client.reconnectNow(), false);
+  await closing;
+  assert.deepEqual(c2.events.at(-1).reason, { kind: 'shutdown' });
+  assert.equal(server2.urls.length, 1, 'no attempt after close()');
+
+  // Early attempts count: with maxAttempts 2, two failed early attempts stop the client.
+  const server3 = new FakeServer();
+  server3.refuseHandshake = true;
+  const c3 = makeClient(server3, { reconnect: { ...slow, maxAttempts: 2 } });
+  // A `reconnecting` listener may already cut its wait short.
+  c3.client.on('reconnecting', () => assert.equal(c3.client.reconnectNow(), true));
+  c3.client.start();
+  await waitFor(() => count(c3.events, 'stopped') === 1, 2000, 'gave up');
+  assert.deepEqual(c3.events.at(-1).reason, { kind: 'too_many_attempts', attempts: 2 });
+  assert.deepEqual(c3.events.filter((e) => e.type === 'reconnecting').map((e) => e.attempt), [1, 2]);
+  assert.equal(server3.urls.length, 3, 'the first attempt and the two retries');
+  assert.equal(c3.client.reconnectNow(), false);
+});

@@ -10,8 +10,10 @@
 // * one user's network goes away (`context.setOffline` plus a loopback
 //   proxy that cuts that page's connections, since offline emulation leaves
 //   an open WebSocket alone): the page says it is offline, the other user
-//   sends 20 messages, and once the network is back the page shows all 20
-//   exactly once, in order, as the server's history has them.
+//   sends 20 messages, and once the network is back the page reconnects
+//   within 5 s — its `online` event cuts short a backoff wait that had
+//   grown longer than that — and shows all 20 exactly once, in order, as
+//   the server's history has them.
 //
 // The list of message texts each page shows is compared as a whole, and no
 // message id may have two rows.
@@ -31,6 +33,12 @@ import {
 
 /** How long a page may take to get back by itself: the client's backoff grows to 30 s between attempts. */
 const RECOVER_MS = 40_000;
+/**
+ * How long a page may take to get back once the browser says the network is
+ * back: its `online` event cuts the client's backoff wait short
+ * (reconnectNow), so it need not wait out a delay of up to 30 s.
+ */
+const ONLINE_MS = 5_000;
 
 const launch = () => chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'], timeout: WAIT_MS });
 
@@ -39,6 +47,16 @@ const mark = (page) => page.evaluate(() => {
   window.imTestMark = 'not reloaded';
 });
 const marked = (page) => page.evaluate(() => window.imTestMark);
+
+/**
+ * The page's connection state, from ui/store.js (a dynamic import of the
+ * module the page loaded gives that same instance): `waitMs` is how long
+ * its client still waits before the next attempt, while reconnecting.
+ */
+const connState = (page) => page.evaluate(async () => {
+  const { S } = await import('/ui/store.js');
+  return { state: S.conn.state, waitMs: S.conn.state === 'reconnecting' ? S.conn.until - Date.now() : 0 };
+});
 
 /** The status lines of the page's pending sends. */
 const pendingStatus = (page) => page.locator('#msg-list .msg-group.pending .send-status').allTextContents();
@@ -161,11 +179,25 @@ test('one page goes offline: 20 messages sent meanwhile show once, in order, whe
     assert.equal((await connLine(bob.page)).state, 'offline', 'bob: still offline');
     said.push(whileAway);
 
-    // Back online: the page reconnects by itself and catches up.
+    // Offline until bob's client waits longer than ONLINE_MS before its next
+    // attempt (its backoff doubling from 0.5 s: about 8 s in), so that
+    // getting back within ONLINE_MS shows the wait was cut short.
+    const longWait = ONLINE_MS + 1000;
+    const waitUntil = Date.now() + 30_000;
+    for (let st = await connState(bob.page); !(st.state === 'reconnecting' && st.waitMs > longWait); st = await connState(bob.page)) {
+      assert.ok(Date.now() < waitUntil, `bob's client never waited more than ${longWait} ms: ${JSON.stringify(st)}`);
+      await bob.page.waitForTimeout(100);
+    }
+
+    // Back online: the page reconnects by itself, at once (the `online`
+    // event ends the backoff wait: reconnectNow), and catches up.
+    const onlineAt = Date.now();
     proxy.online();
     await bob.context.setOffline(false);
-    const back = await waitForConn(bob.page, ['connected'], 'bob', RECOVER_MS);
+    const back = await waitForConn(bob.page, ['connected'], 'bob', ONLINE_MS);
     assert.equal(back.text, 'connected');
+    const took = Date.now() - onlineAt;
+    assert.ok(took < ONLINE_MS, `bob reconnected ${took} ms after the network came back`);
     const stored = await storedBodies(base, conv, tokens.bob);
     assert.deepEqual(stored, said, 'the server has every message once, in order');
     await waitForTexts(bob.page, stored, 'bob');

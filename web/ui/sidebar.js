@@ -58,7 +58,8 @@ export function renderConn() {
       dot: h('span', { class: 'conn-dot', 'aria-hidden': 'true' }),
       text: h('span', { class: 'conn-text' }),
       // Only a stopped client can be restarted from here; one that is
-      // reconnecting does so by itself (its backoff cannot be cut short).
+      // reconnecting does so by itself (and at once when the network comes
+      // back or the page is shown again: app.js calls reconnectNow).
       retry: h('button', { type: 'button', class: 'link-btn', hidden: true, onclick: () => onRetry() }, 'Reconnect'),
     };
     setChildren(el, connParts.dot, connParts.text, connParts.retry);
