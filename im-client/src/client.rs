@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::draft::Draft;
 use crate::error::{RequestError, SendError};
+use crate::files::{Attachment, FileError, Files};
 use crate::options::ClientBuilder;
 use crate::read_book::{ConversationState, ReadBook};
 
@@ -118,6 +119,7 @@ pub struct Client {
     tx: mpsc::Sender<Command>,
     request_timeout: Duration,
     book: Arc<Mutex<ReadBook>>,
+    files: Arc<Files>,
 }
 
 impl Client {
@@ -125,8 +127,54 @@ impl Client {
         tx: mpsc::Sender<Command>,
         request_timeout: Duration,
         book: Arc<Mutex<ReadBook>>,
+        files: Arc<Files>,
     ) -> Self {
-        Self { tx, request_timeout, book }
+        Self { tx, request_timeout, book, files }
+    }
+
+    /// Uploads a file (`mime` its type, `name` its file name) and returns
+    /// the attachment to put in a message ([`Attachment::content`]). The
+    /// bytes go the way the server says: in the body of the upload
+    /// request, or straight to its object store through a presigned URL.
+    /// Needs a token: with password login, after the first
+    /// [`Event::Connected`](crate::Event::Connected).
+    pub async fn upload(
+        &self,
+        data: Vec<u8>,
+        mime: &str,
+        name: Option<&str>,
+    ) -> Result<Attachment, FileError> {
+        self.upload_with_progress(data, mime, name, |_, _| {}).await
+    }
+
+    /// [`upload`](Self::upload), calling `progress(sent, total)` as the
+    /// bytes go out (every 64 KiB).
+    pub async fn upload_with_progress(
+        &self,
+        data: Vec<u8>,
+        mime: &str,
+        name: Option<&str>,
+        progress: impl FnMut(u64, u64) + Send + 'static,
+    ) -> Result<Attachment, FileError> {
+        let progress: Arc<Mutex<dyn FnMut(u64, u64) + Send>> = Arc::new(Mutex::new(progress));
+        self.files.upload(data, mime, name, progress).await
+    }
+
+    /// Downloads the attachment `id` (from a message's content); members
+    /// of a conversation that references it may. Check the bytes with
+    /// [`Attachment::matches`] or the content's `sha256`.
+    pub async fn download(&self, id: &str) -> Result<Vec<u8>, FileError> {
+        self.files.download(id, |_, _| {}).await
+    }
+
+    /// [`download`](Self::download), calling `progress(received, total)`
+    /// for each chunk (`total` when the server says the length).
+    pub async fn download_with_progress(
+        &self,
+        id: &str,
+        progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<Vec<u8>, FileError> {
+        self.files.download(id, progress).await
     }
 
     /// A builder with default options.

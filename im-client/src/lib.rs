@@ -45,6 +45,11 @@
 //! * **Receipts** — the client reports what reached the app (at most once
 //!   a second); [`Event::Receipt`] tells how far others read and received,
 //!   [`Client::receipts`] asks.
+//! * **Attachments** — [`Client::upload`] (with progress) sends a file the
+//!   way the server takes it (through the server, or to its object store
+//!   by a presigned URL) and returns an [`Attachment`] whose
+//!   [`content`](Attachment::content) goes into a message;
+//!   [`Client::download`] fetches one named by a message ([`files`]).
 //! * **Typing** — call [`Client::typing`] on every keystroke: the client
 //!   throttles, refreshes and stops by itself after a pause
 //!   ([`TYPING_IDLE`]); others' typing arrives as [`Event::Typing`] and is
@@ -102,6 +107,7 @@ mod draft;
 mod driver;
 mod error;
 mod events;
+pub mod files;
 mod http;
 mod options;
 mod outbox;
@@ -126,6 +132,7 @@ pub use crate::cursor_store::{CursorStore, FileCursorStore, MemoryCursorStore};
 pub use crate::draft::Draft;
 pub use crate::error::{ConfigError, RequestError, SendError, StopReason};
 pub use crate::events::{Event, Events};
+pub use crate::files::{Attachment, FileError};
 pub use crate::options::ClientBuilder;
 pub use crate::read_book::ConversationState;
 pub use crate::typing::TYPING_IDLE;

@@ -315,6 +315,14 @@ async fn unreferenced_uploads_are_removed_and_referenced_ones_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn im_client_uploads_with_progress_and_another_client_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(ServerConfig::default(), dir.path()).await;
+    im_tests::files::round_trip_through_im_client(&server, file_of(300 * 1024)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attachments_survive_a_restart_of_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
     let server = im_tests::start_embedded(dir.path(), "127.0.0.1:0").await;

@@ -149,6 +149,14 @@ async fn presigned_uploads_and_downloads_bypass_the_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn im_client_uploads_to_the_presigned_url_and_another_client_downloads() {
+    let Some(moto) = MotoServer::start().await else { return };
+    let server = start(ServerConfig::default(), &moto, "client").await;
+    im_tests::files::round_trip_through_im_client(&server, file_of(300 * 1024)).await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_and_mismatched_presigned_uploads_leave_no_object() {
     let Some(moto) = MotoServer::start().await else { return };
     let mut cfg = ServerConfig::default();

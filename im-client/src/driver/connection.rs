@@ -19,6 +19,7 @@ use crate::pacer::Pacer;
 impl Driver {
     pub(super) async fn run_connection(&mut self, conn: Connection) -> Ended {
         let Connection { socket, token, hello, .. } = conn;
+        self.files.set_token(&token);
         self.token = Some(token);
         self.device = Some(hello.device.clone());
         self.me = Some(hello.user);

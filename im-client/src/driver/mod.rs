@@ -17,6 +17,7 @@ use crate::connect::{Attempt, AttemptError};
 use crate::cursor_store::CursorStore;
 use crate::error::{RequestError, SendError, StopReason};
 use crate::events::{Event, Events};
+use crate::files::Files;
 use crate::options::{Auth, Config};
 use crate::outbox::{CmidGen, Outbox};
 use crate::pacer::Pacer;
@@ -39,8 +40,14 @@ pub(crate) fn spawn(config: Config) -> (Client, Events) {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::channel(config.event_buffer);
     let book = Arc::new(std::sync::Mutex::new(ReadBook::default()));
-    let client = Client::new(cmd_tx, config.request_timeout, book.clone());
-    tokio::spawn(Driver::new(config, cmd_rx, ev_tx, book).run());
+    let http = crate::http::client(&config);
+    let token = match &config.auth {
+        Auth::Token(t) => Some(t.clone()),
+        Auth::Login { .. } => None,
+    };
+    let files = Arc::new(Files::new(config.api_base.clone(), http.clone(), token));
+    let client = Client::new(cmd_tx, config.request_timeout, book.clone(), files.clone());
+    tokio::spawn(Driver::new(config, http, cmd_rx, ev_tx, book, files).run());
     (client, Events::new(ev_rx))
 }
 
@@ -59,6 +66,8 @@ enum Ended {
 struct Driver {
     config: Config,
     http: reqwest::Client,
+    /// Told each connection's token, for the handles' uploads and downloads.
+    files: Arc<Files>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     store: Arc<dyn CursorStore>,
@@ -102,13 +111,15 @@ struct Driver {
 impl Driver {
     fn new(
         config: Config,
+        http: reqwest::Client,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         book: Arc<std::sync::Mutex<ReadBook>>,
+        files: Arc<Files>,
     ) -> Self {
-        let http = crate::http::client(&config);
         Self {
             http,
+            files,
             commands,
             events,
             store: config.cursor_store.clone(),
