@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::attachments::{AttachmentStore, FsAttachments};
-use crate::auth::{Authenticator, PasswordHasher, TokenSigner};
+use crate::auth::{Authenticator, PasswordHasher, SessionTokens, TokenSigner};
 use crate::broker::{Broker, BrokerError, EventSink, LocalBroker};
 use crate::config::ServerConfig;
 use crate::dispatch::{LocalRegistry, NodeRegistry};
@@ -76,6 +76,9 @@ pub struct ServerBuilder {
     token_secret: Option<Vec<u8>>,
     hasher: Option<PasswordHasher>,
     attachments: Option<Arc<dyn AttachmentStore>>,
+    authenticators: Vec<Arc<dyn Authenticator>>,
+    #[cfg(feature = "jwt")]
+    jwt: Option<crate::auth::jwt::JwtConfig>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
 }
@@ -93,6 +96,23 @@ impl ServerBuilder {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Also accepts tokens issued by the application's backend: JWTs
+    /// checked against `cfg` (keys, issuer, audience). The subject is the
+    /// application's user id; `im` maps it to a user of its own, created on
+    /// first sight. `im`'s own register and login keep working.
+    #[cfg(feature = "jwt")]
+    pub fn jwt(mut self, cfg: crate::auth::jwt::JwtConfig) -> Self {
+        self.jwt = Some(cfg);
+        self
+    }
+
+    /// Adds an authenticator of the embedder's own, asked before JWT and
+    /// `im`'s session tokens ([`Authenticator`]).
+    pub fn authenticator(mut self, a: Arc<dyn Authenticator>) -> Self {
+        self.authenticators.push(a);
         self
     }
 
@@ -262,10 +282,18 @@ impl ServerBuilder {
         broker.subscribe(hub.clone() as Arc<dyn EventSink>).await?;
         let (presence, presence_changes) =
             PresenceTracker::new(presence_store, cfg.presence_grace, PRESENCE_QUEUE);
+        let session_tokens = SessionTokens::new(TokenSigner::new(&secret), sessions.clone());
+        let mut authenticators = self.authenticators;
+        #[cfg(feature = "jwt")]
+        if let Some(jwt) = self.jwt {
+            authenticators.push(Arc::new(crate::auth::JwtAuthenticator::new(jwt, sessions.clone())));
+        }
+        authenticators.push(Arc::new(session_tokens.clone()));
         let services = Services {
             messages: messages.clone(),
             directory,
-            auth: Authenticator::new(TokenSigner::new(&secret), sessions.clone()),
+            auth: session_tokens,
+            authenticators,
             hasher: self.hasher.unwrap_or_default(),
             presence,
             broker,

@@ -1,9 +1,9 @@
 //! Tokens, passwords and sessions.
 //!
-//! A login creates a [`Session`] in the shared [`SessionStore`] and hands the
+//! A login creates a [`Session`] in the shared [`SessionStore`](crate::store::SessionStore) and hands the
 //! client a signed token naming it. Any node that knows the signing secret
 //! checks a token without a round trip ([`TokenSigner::verify`]) and then
-//! confirms the session still exists ([`Authenticator::authenticate`]), so a
+//! confirms the session still exists ([`SessionTokens::authenticate`]), so a
 //! logout on one node revokes the token on every node.
 //!
 //! Token format (opaque to clients, may change): `<payload>.<mac>`, both
@@ -11,11 +11,13 @@
 //! `1:<session id>:<user id>:<expires_at ms>` and the MAC is HMAC-SHA256 over
 //! the encoded payload part.
 //!
+//! Tokens issued by the application's backend (JWT, [`jwt`], feature
+//! `jwt`) and an embedder's own kinds of token plug in at the
+//! [`Authenticator`] seam; `im`'s session tokens are [`SessionTokens`].
+//!
 //! Tokens are credentials: never log them (nor passwords).
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,12 +26,20 @@ use hmac::{Hmac, Mac};
 use im_core::{CloseCode, ErrorCode, UserId};
 use sha2::Sha256;
 
+mod authenticator;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 mod password;
+mod sessions;
 
+#[cfg(feature = "jwt")]
+pub use authenticator::JwtAuthenticator;
+pub use authenticator::{Authenticator, Identity};
 pub use password::{PasswordHasher, HASH_WAIT};
+pub use sessions::SessionTokens;
 
 use crate::model::Session;
-use crate::store::{SessionStore, StoreError};
+use crate::store::StoreError;
 
 /// Longest token [`TokenSigner::verify`] looks at; longer input is rejected
 /// as malformed before any decoding or hashing. Real tokens are ~130 bytes.
@@ -63,6 +73,12 @@ pub enum AuthError {
     /// The token or its session has expired.
     #[error("token expired")]
     Expired,
+    /// The token is not valid yet (`nbf` of a JWT).
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// The token was issued by or for someone else (`iss`, `aud` of a JWT).
+    #[error("token issued by or for someone else")]
+    WrongAudience,
     /// The session was revoked (logout) or is unknown.
     #[error("session revoked")]
     Revoked,
@@ -183,69 +199,6 @@ fn parse_payload(payload: &str) -> Option<TokenClaims> {
     })
 }
 
-/// Logs users in and checks their tokens against the shared session store.
-#[derive(Clone)]
-pub struct Authenticator {
-    signer: TokenSigner,
-    sessions: Arc<dyn SessionStore>,
-}
-
-impl fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authenticator").finish_non_exhaustive()
-    }
-}
-
-impl Authenticator {
-    /// An authenticator signing with `signer` and keeping sessions in `sessions`.
-    pub fn new(signer: TokenSigner, sessions: Arc<dyn SessionStore>) -> Self {
-        Authenticator { signer, sessions }
-    }
-
-    /// Creates a session for `user` valid for `ttl` and returns it with its
-    /// token. Call only after the user proved who they are.
-    pub async fn login_session(&self, user: UserId, ttl: Duration) -> Result<(Session, String), AuthError> {
-        let now = crate::time::now_ms();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let session = Session {
-            // 128 bits from the thread-local CSPRNG: unguessable.
-            id: format!("{:032x}", rand::random::<u128>()),
-            user,
-            created_at: now,
-            expires_at: now.saturating_add(ttl_ms),
-        };
-        self.sessions.create(&session).await?;
-        let token = self.signer.issue(&session);
-        Ok((session, token))
-    }
-
-    /// The live session `token` names: the token must verify, and its
-    /// session must still exist (else [`AuthError::Revoked`]), belong to the
-    /// same user and not have expired.
-    pub async fn authenticate(&self, token: &str) -> Result<Session, AuthError> {
-        let now = crate::time::now_ms();
-        let claims = self.signer.verify(token, now)?;
-        let session = self.sessions.get(&claims.session).await?.ok_or(AuthError::Revoked)?;
-        if session.user != claims.user {
-            return Err(AuthError::Revoked);
-        }
-        if now >= session.expires_at {
-            return Err(AuthError::Expired);
-        }
-        Ok(session)
-    }
-
-    /// Whether a session still exists (not revoked).
-    pub async fn session_exists(&self, session_id: &str) -> Result<bool, AuthError> {
-        Ok(self.sessions.get(session_id).await?.is_some())
-    }
-
-    /// Revokes a session everywhere; returns whether it existed.
-    pub async fn logout(&self, session_id: &str) -> Result<bool, AuthError> {
-        Ok(self.sessions.revoke(session_id).await?)
-    }
-}
-
 /// The token a request carries: `Authorization: Bearer <t>`, else the
 /// `im_token` cookie, else the `token` query parameter (`query` is the raw
 /// query string without `?`). Browsers cannot set headers on a WebSocket
@@ -287,6 +240,9 @@ fn query_param(query: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use axum::http::HeaderValue;
 
     use super::*;
@@ -376,7 +332,7 @@ mod tests {
 
     #[tokio::test]
     async fn login_authenticate_logout() {
-        let auth = Authenticator::new(TokenSigner::new(b"secret"), Arc::new(MemoryStore::new()));
+        let auth = SessionTokens::new(TokenSigner::new(b"secret"), Arc::new(MemoryStore::new()));
         let (session, token) = auth.login_session(UserId(7), Duration::from_secs(60)).await.unwrap();
         assert_eq!(session.id.len(), 32);
         assert!(session.id.bytes().all(|b| b.is_ascii_hexdigit()));

@@ -101,6 +101,23 @@ struct Args {
     /// with --memory, a temporary directory). Nodes of a cluster must share it.
     #[arg(long, env = "IM_ATTACHMENTS_DIR")]
     attachments_dir: Option<PathBuf>,
+    /// Also accept JWTs from the application's backend signed with this
+    /// HS256 secret (at least 32 bytes). Needs the `jwt` feature.
+    #[arg(long, env = "IM_JWT_HS256_SECRET", hide_env_values = true)]
+    jwt_hs256_secret: Option<String>,
+    /// Also accept JWTs signed with the keys in this file: a PEM public key
+    /// (RSA for RS256, Ed25519 for EdDSA) or a JWKS document (.json).
+    #[arg(long, env = "IM_JWT_KEY_FILE")]
+    jwt_key_file: Option<PathBuf>,
+    /// Required `iss` of JWTs.
+    #[arg(long, env = "IM_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required `aud` of JWTs.
+    #[arg(long, env = "IM_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Clock skew allowed for a JWT's `exp` and `nbf`, seconds.
+    #[arg(long, env = "IM_JWT_LEEWAY_SECS", default_value_t = 30)]
+    jwt_leeway_secs: u64,
     /// Keep attachments in this S3-compatible bucket instead of a
     /// directory (clients upload and download through presigned URLs).
     /// Needs the `s3` feature and --s3-endpoint and the keys.
@@ -211,6 +228,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.push(Arc::new(webhook));
     }
 
+    if args.jwt_hs256_secret.is_some() || args.jwt_key_file.is_some() {
+        builder = with_jwt(builder, &args)?;
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let (with_tls, reload) = with_tls(builder, cert, key)?;
@@ -320,6 +340,28 @@ async fn reload_on_sighup(reload: TlsReload, mut hangups: Hangups) {
             Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; keeping the pair in use"),
         }
     }
+}
+
+#[cfg(feature = "jwt")]
+fn with_jwt(b: ServerBuilder, args: &Args) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    use im_server::auth::jwt::{JwtConfig, JwtKey};
+    let mut keys = Vec::new();
+    if let Some(secret) = &args.jwt_hs256_secret {
+        keys.push(JwtKey::hs256(secret.as_bytes().to_vec())?);
+    }
+    if let Some(path) = &args.jwt_key_file {
+        keys.extend(JwtKey::from_file(path)?);
+    }
+    let mut cfg = JwtConfig::new(keys);
+    cfg.issuer = args.jwt_issuer.clone();
+    cfg.audience = args.jwt_audience.clone();
+    cfg.leeway_secs = args.jwt_leeway_secs;
+    Ok(b.jwt(cfg))
+}
+
+#[cfg(not(feature = "jwt"))]
+fn with_jwt(_: ServerBuilder, _: &Args) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    Err("--jwt-hs256-secret and --jwt-key-file need im-server built with the `jwt` feature".into())
 }
 
 #[cfg(feature = "s3")]

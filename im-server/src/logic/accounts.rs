@@ -4,7 +4,7 @@ use im_core::{ErrorCode, UserId};
 use serde::Serialize;
 
 use super::Logic;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Identity};
 use crate::broker::Event;
 use crate::error::{Error, Result};
 use crate::model::{Session, User};
@@ -82,19 +82,78 @@ impl Logic {
         Ok(self.dummy_hash.get_or_init(|| h).clone())
     }
 
-    /// Resolves a token to its live session.
+    /// Resolves a token to its live session: the first authenticator that
+    /// knows the token's kind decides ([`Services::authenticators`]). A
+    /// user of the application is mapped to a user of ours (created on
+    /// first sight, named `~` and the subject, which no registration can
+    /// take).
+    ///
+    /// [`Services::authenticators`]: super::Services::authenticators
     pub async fn authenticate(&self, token: &str) -> std::result::Result<Session, AuthError> {
-        self.svc.auth.authenticate(token).await
+        if token.is_empty() || token.len() > crate::auth::MAX_TOKEN_LEN.max(8 * 1024) {
+            return Err(AuthError::Malformed);
+        }
+        for a in &self.svc.authenticators {
+            match a.authenticate(token).await? {
+                None => continue,
+                Some(Identity::Session(session)) => return Ok(session),
+                Some(Identity::External { subject, session, expires_at, .. }) => {
+                    let user = self.external_user(&subject).await?;
+                    return Ok(Session { id: session, user, created_at: now_ms(), expires_at });
+                }
+            }
+        }
+        Err(AuthError::Malformed)
+    }
+
+    /// Our user for the application's user `subject`, created if new.
+    async fn external_user(&self, subject: &str) -> std::result::Result<UserId, AuthError> {
+        const CACHED: usize = 100_000;
+        if let Some(&id) = self.external_users.lock().unwrap_or_else(|p| p.into_inner()).get(subject) {
+            return Ok(id);
+        }
+        let username = format!("~{subject}");
+        let dir = &self.svc.directory;
+        let user = match dir.user_by_name(&username).await? {
+            Some(u) => u,
+            // No password: nobody can log in as this user, only present tokens.
+            None => match dir.create_user(&username, "", now_ms()).await {
+                Ok(u) => u,
+                // Another node created it at the same moment.
+                Err(StoreError::Conflict) => dir
+                    .user_by_name(&username)
+                    .await?
+                    .ok_or_else(|| AuthError::Backend("user vanished".into()))?,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let mut cache = self.external_users.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHED {
+            cache.clear();
+        }
+        cache.insert(subject.to_owned(), user.id);
+        Ok(user.id)
     }
 
     /// Whether a session is still live (not revoked since it was checked).
     pub async fn session_alive(&self, session_id: &str) -> std::result::Result<bool, AuthError> {
-        self.svc.auth.session_exists(session_id).await
+        for a in &self.svc.authenticators {
+            if let Some(alive) = a.session_alive(session_id).await? {
+                return Ok(alive);
+            }
+        }
+        Ok(false)
     }
 
     /// Revokes a session everywhere and closes its open connections (4001).
+    /// For a token issued by the application, its id is denied until it
+    /// expires.
     pub async fn logout(&self, session: &Session) -> Result<()> {
-        self.svc.auth.logout(&session.id).await.map_err(auth_error)?;
+        for a in &self.svc.authenticators {
+            if a.revoke(&session.id, session.user, session.expires_at).await.map_err(auth_error)?.is_some() {
+                break;
+            }
+        }
         self.publish(Event::SessionRevoked { user: session.user, session: session.id.clone() }).await;
         Ok(())
     }

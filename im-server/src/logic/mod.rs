@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use im_core::{ConversationId, ErrorCode, UserId};
 
-use crate::auth::{Authenticator, PasswordHasher};
+use crate::auth::{Authenticator, PasswordHasher, SessionTokens};
 use crate::broker::{Broker, Event};
 use crate::config::ServerConfig;
 use crate::error::{Error, Result};
@@ -48,7 +48,10 @@ pub struct Services {
     /// Users, groups, rooms.
     pub directory: Arc<dyn Directory>,
     /// Tokens and sessions.
-    pub auth: Authenticator,
+    pub auth: SessionTokens,
+    /// Every way a token is checked, asked in order (an embedder's own,
+    /// JWT, then `auth`'s session tokens).
+    pub authenticators: Vec<Arc<dyn Authenticator>>,
     /// Password hashing.
     pub hasher: PasswordHasher,
     /// Presence policy and store.
@@ -71,6 +74,8 @@ pub struct Logic {
     known_directs: Mutex<HashSet<(UserId, UserId)>>,
     dummy_hash: OnceLock<String>,
     receipts: receipts::ReceiptQueue,
+    /// Users of the application already mapped to users of ours.
+    external_users: Mutex<std::collections::HashMap<String, UserId>>,
 }
 
 impl Logic {
@@ -83,6 +88,7 @@ impl Logic {
             known_directs: Mutex::default(),
             dummy_hash: OnceLock::new(),
             receipts: receipts::ReceiptQueue::default(),
+            external_users: Mutex::default(),
         }
     }
 

@@ -1,0 +1,196 @@
+//! Tokens issued by the application's backend (JWT), end to end on
+//! loopback: a fake app backend signs HS256, RS256 and EdDSA tokens; an
+//! `im-client` connects with one; the app's user is mapped to one `im` user;
+//! expired, forged and foreign tokens are refused terminally; a revoked
+//! token is refused on every node sharing the session store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use im_client::core::{ConversationId, GroupId};
+use im_client::{Client, Event, StopReason};
+use im_server::auth::jwt::{JwtConfig, JwtKey};
+use im_server::store::MemoryStore;
+use im_server::{RunningServer, ServerConfig};
+use im_tests::{builder, until, Api};
+use ring::signature::{Ed25519KeyPair, KeyPair, RsaKeyPair};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+const SECRET: &[u8] = b"the app backend's secret, 32+ bytes long";
+const RSA_PRIVATE: &str = include_str!("../fixtures/jwt-test-rsa-private.pem");
+const RSA_PUBLIC: &str = include_str!("../fixtures/jwt-test-rsa-public.pem");
+
+/// The app backend's side: sign claims with a header.
+fn sign(alg: &str, claims: &Value, signer: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let header = json!({"alg": alg, "typ": "JWT"}).to_string();
+    let signed = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let sig = signer(signed.as_bytes());
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+fn hs256(claims: &Value, secret: &[u8]) -> String {
+    sign("HS256", claims, |m| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+        mac.update(m);
+        mac.finalize().into_bytes().to_vec()
+    })
+}
+
+fn rs256(claims: &Value) -> String {
+    let b64: String = RSA_PRIVATE.lines().filter(|l| !l.starts_with("-----")).collect();
+    let pair = RsaKeyPair::from_pkcs8(&STANDARD.decode(b64).unwrap()).unwrap();
+    sign("RS256", claims, |m| {
+        let mut sig = vec![0; pair.public().modulus_len()];
+        pair.sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), m, &mut sig).unwrap();
+        sig
+    })
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn claims(sub: &str) -> Value {
+    json!({"sub": sub, "exp": now_s() + 600, "iss": "https://app.example", "aud": "im", "name": sub.to_uppercase()})
+}
+
+fn jwt_config(extra: Vec<JwtKey>) -> JwtConfig {
+    let mut keys =
+        vec![JwtKey::hs256(SECRET.to_vec()).unwrap(), JwtKey::from_public_pem(RSA_PUBLIC).unwrap()];
+    keys.extend(extra);
+    let mut cfg = JwtConfig::new(keys);
+    cfg.issuer = Some("https://app.example".into());
+    cfg.audience = Some("im".into());
+    cfg
+}
+
+async fn start(cfg: JwtConfig, store: Arc<MemoryStore>) -> RunningServer {
+    builder(ServerConfig::default()).store(store).jwt(cfg).bind("127.0.0.1:0").await.expect("server starts")
+}
+
+/// Connects with `token`; the first Connected or Stopped event.
+async fn connect(server: &RunningServer, token: &str) -> (Client, im_client::Events, Event) {
+    let (c, mut ev) = Client::builder()
+        .url(server.ws_url())
+        .token(token)
+        .backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .max_reconnect_attempts(3)
+        .connect()
+        .unwrap();
+    let (first, _) = until(&mut ev, "Connected or Stopped", |e| {
+        matches!(e, Event::Connected { .. } | Event::Stopped { .. })
+    })
+    .await;
+    (c, ev, first)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_tokens_sign_in_app_users_who_then_chat_like_any_other() {
+    let server = start(jwt_config(vec![]), Arc::new(MemoryStore::new())).await;
+    let api = Api::new(&server);
+    let token = hs256(&claims("user-42"), SECRET);
+
+    let (a, mut a_ev, first) = connect(&server, &token).await;
+    let Event::Connected { user, .. } = first else { panic!("{first:?}") };
+    // The same app user is the same im user, whichever token and algorithm.
+    let (_, me) = api.call("GET", "/api/v1/me", Some(&rs256(&claims("user-42"))), None).await;
+    assert_eq!(me["id"], user.0);
+    assert_eq!(me["username"], "~user-42", "app users are named ~sub, which no registration can take");
+    // A registered user and an app user share a group and talk.
+    let bob = api.user("bob").await;
+    let (s, group) = api
+        .call("POST", "/api/v1/groups", Some(&token), Some(json!({"name": "g", "members": [bob.id.0]})))
+        .await;
+    assert_eq!(s, 201, "{group}");
+    let conv = ConversationId::Group(GroupId(group["id"].as_u64().unwrap()));
+    until(&mut a_ev, "Synced", |e| matches!(e, Event::Synced)).await;
+    a.send(conv, "hello from the app").await.expect("stored");
+    let (_, page) =
+        api.call("GET", &format!("/api/v1/conversations/{conv}/messages"), Some(&bob.token), None).await;
+    assert_eq!(page["messages"][0]["body"], "hello from the app");
+    assert_eq!(page["messages"][0]["from"], user.0);
+    // Password login as the app user is impossible: it has no password.
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/v1/login",
+            None,
+            Some(json!({"username": "~user-42", "password": "x".repeat(12)})),
+        )
+        .await;
+    assert_eq!(s, 401);
+    a.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_forged_and_foreign_tokens_are_refused_for_good() {
+    let rng = ring::rand::SystemRandom::new();
+    let ed = Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref()).unwrap();
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "ed1", "x": URL_SAFE_NO_PAD.encode(ed.public_key().as_ref())}]});
+    let server =
+        start(jwt_config(JwtKey::from_jwks(&jwks.to_string()).unwrap()), Arc::new(MemoryStore::new())).await;
+    let api = Api::new(&server);
+    let eddsa = sign("EdDSA", &claims("ed-user"), |m| ed.sign(m).as_ref().to_vec());
+    let (_, me) = api.call("GET", "/api/v1/me", Some(&eddsa), None).await;
+    assert_eq!(me["username"], "~ed-user", "EdDSA from a JWKS key");
+
+    let mut expired = claims("u");
+    expired["exp"] = json!(now_s() - 120);
+    let mut foreign = claims("u");
+    foreign["aud"] = json!("another-service");
+    let mut early = claims("u");
+    early["nbf"] = json!(now_s() + 3600);
+    let bad = [
+        ("expired", hs256(&expired, SECRET)),
+        ("another secret", hs256(&claims("u"), b"not the app backend's secret at all!!")),
+        ("another audience", hs256(&foreign, SECRET)),
+        ("not valid yet", hs256(&early, SECRET)),
+    ];
+    for (what, token) in bad {
+        let (s, body) = api.call("GET", "/api/v1/me", Some(&token), None).await;
+        assert_eq!((s, body["code"].as_str()), (401, Some("unauthorized")), "{what}: {body}");
+        let (_, _, first) = connect(&server, &token).await;
+        assert_eq!(
+            first,
+            Event::Stopped { reason: StopReason::Unauthorized },
+            "{what}: terminal, no retries"
+        );
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_app_token_is_refused_on_every_node() {
+    // Two nodes sharing one session store, as nodes share Redis or PostgreSQL.
+    let store = Arc::new(MemoryStore::new());
+    let (one, two) = (start(jwt_config(vec![]), store.clone()).await, start(jwt_config(vec![]), store).await);
+    let mut c = claims("leaver");
+    c["jti"] = json!("token-1");
+    let token = hs256(&c, SECRET);
+    let (_a, _a_ev, first) = connect(&one, &token).await;
+    assert!(matches!(first, Event::Connected { .. }), "{first:?}");
+
+    let (s, _) = Api::new(&two).call("POST", "/api/v1/logout", Some(&token), None).await;
+    assert_eq!(s, 204);
+    for node in [&one, &two] {
+        let (s, _) = Api::new(node).call("GET", "/api/v1/me", Some(&token), None).await;
+        assert_eq!(s, 401, "revoked on {}", node.http_url());
+    }
+    // A fresh connection with it is refused. (An open connection is closed
+    // by the `session_revoked` event, which the broker carries between
+    // nodes; these two in-process nodes have no broker in common.)
+    let (_, _, first) = connect(&one, &token).await;
+    assert_eq!(first, Event::Stopped { reason: StopReason::Unauthorized });
+    // Another token of the same user still works.
+    let mut other = claims("leaver");
+    other["jti"] = json!("token-2");
+    let (_, me) = Api::new(&one).call("GET", "/api/v1/me", Some(&hs256(&other, SECRET)), None).await;
+    assert_eq!(me["username"], "~leaver");
+    one.shutdown().await;
+    two.shutdown().await;
+}
