@@ -49,6 +49,81 @@ export interface Draft {
   mentions?: UserId[];
 }
 
+// ---------------------------------------------------------- attachments
+
+/** An uploaded file as the server measured it (http-api.md §13.1). */
+export interface Attachment {
+  /** `at_…`: what a message's content names. */
+  id: string;
+  mime: string;
+  /** Bytes. */
+  size: number;
+  /** SHA-256 of the bytes, lowercase hex. */
+  sha256: string;
+  name?: string;
+  width?: number;
+  height?: number;
+  duration_ms?: number;
+  /** The uploader. */
+  owner?: UserId;
+  created_at_ms?: number;
+}
+
+/** `GET /api/v1/attachments/config`. */
+export interface UploadConfig {
+  upload: 'direct' | 'presigned';
+  max_bytes: number;
+  /** `type/subtype` or `type/*`. */
+  types: string[];
+}
+
+export interface UploadOptions {
+  /** The MIME type (default: the Blob's `type`; required for bytes). */
+  mime?: string;
+  /** The file name (default: the File's `name`). */
+  name?: string;
+  width?: number;
+  height?: number;
+  durationMs?: number;
+  /** Bytes sent so far and in all: as they go with XMLHttpRequest (browsers), else once at the end. */
+  onProgress?: (sent: number, total: number) => void;
+  /** Cancels the upload (rejects with kind `aborted`). */
+  signal?: AbortSignal;
+}
+
+export interface DownloadOptions {
+  /** Bytes received so far, and the length the answer declared (null: none). */
+  onProgress?: (received: number, total: number | null) => void;
+  signal?: AbortSignal;
+}
+
+/** Media content of protocol §13 naming an attachment. */
+export interface AttachmentContent {
+  attachment: string;
+  mime?: string;
+  size?: number;
+  sha256?: string;
+  name?: string;
+  width?: number;
+  height?: number;
+  duration_ms?: number;
+}
+
+export function isAttachmentId(id: unknown): id is string;
+/** `image`, `audio` or `video` by the MIME type's family, else `file`. */
+export function attachmentKind(mime: string): 'image' | 'audio' | 'video' | 'file';
+/** `{kind, content}` of a message carrying the attachment (im-client's `Attachment::content()`). */
+export function attachmentContent(attachment: Attachment): { kind: 'image' | 'audio' | 'video' | 'file'; content: AttachmentContent };
+/** A draft for `send`; `body` defaults to `[image]`, `[audio]`, `[video]` or `[file]`. */
+export function attachmentDraft(
+  attachment: Attachment,
+  opts?: { body?: string; replyTo?: MessageId; mentions?: UserId[] },
+): Draft & { kind: 'image' | 'audio' | 'video' | 'file'; content: AttachmentContent };
+/** Lowercase hex SHA-256 (WebCrypto; rejects with `unsupported` without `crypto.subtle`). */
+export function sha256Hex(data: Blob | ArrayBuffer | ArrayBufferView): Promise<string>;
+/** Whether `bytes` have the attachment's size and SHA-256. */
+export function attachmentMatches(attachment: Pick<Attachment, 'size' | 'sha256'>, bytes: Blob | ArrayBuffer | ArrayBufferView): Promise<boolean>;
+
 export interface Limits {
   max_frame_bytes: number;
   max_body_bytes: number;
@@ -105,6 +180,9 @@ export type ErrorCode =
   | 'bad_frame' | 'unknown_type' | 'invalid_field' | 'body_too_large' | 'not_member' | 'no_such_conversation'
   | 'no_such_room' | 'no_such_group' | 'no_such_user' | 'forbidden' | 'group_full' | 'rate_limited'
   | 'unauthorized' | 'bad_credentials' | 'conflict' | 'internal' | 'unavailable';
+
+/** Codes of the HTTP calls of attachments (http-api.md §2, §13); `http_<status>` when the answer had none (an object store, a proxy). */
+export type HttpErrorCode = ErrorCode | 'unsupported_media_type' | 'no_such_attachment' | `http_${number}`;
 
 /** Frames a server sends (protocol §6). */
 export type ServerFrame =
@@ -229,8 +307,13 @@ export interface ImClientOptions {
   probeTokenOnFailure?: boolean;
   /** A WebSocket constructor with the browser API (default: the global `WebSocket`). */
   WebSocket?: new (url: string) => WebSocket;
-  /** A fetch (default: the global `fetch`). */
+  /** A fetch (default: the global `fetch`): dispatcher, login, probe, attachments. */
   fetch?: typeof fetch;
+  /**
+   * For uploads with progress (default: the global `XMLHttpRequest`, in
+   * browsers); null: uploads use fetch (progress only at the end).
+   */
+  XMLHttpRequest?: (new () => XMLHttpRequest) | null;
   /** Period of the internal tick: typing, cursor flush, retries (default 500). */
   tickMs?: number;
   /** Clock in ms (default `Date.now`). */
@@ -277,14 +360,18 @@ export type ImEvent = EventMap[keyof EventMap];
 export type Listener<E> = ((event: E) => void) | { handleEvent(event: E): void };
 
 export type ImErrorKind =
-  | 'rejected' | 'body_too_large' | 'queue_full' | 'stopped' | 'timeout' | 'disconnected' | 'unexpected_reply' | 'invalid_argument';
+  | 'rejected' | 'body_too_large' | 'queue_full' | 'stopped' | 'timeout' | 'disconnected' | 'unexpected_reply' | 'invalid_argument'
+  /** Attachments: no token yet, the request did not get through, cancelled, no fetch / no WebCrypto. */
+  | 'not_signed_in' | 'transport' | 'aborted' | 'unsupported';
 
 export class ImError extends Error {
   kind: ImErrorKind;
   /** For `rejected`: the server's error code. */
-  code?: ErrorCode;
+  code?: HttpErrorCode;
   serverMessage?: string;
-  /** For `body_too_large`. */
+  /** For `rejected` by an HTTP call (attachments): the status. */
+  status?: number;
+  /** For `body_too_large` (and an upload over the server's `max_bytes`). */
   len?: number;
   max?: number;
   /** For `unexpected_reply`. */
@@ -343,6 +430,18 @@ export class ImClient {
   inboxPage(opts?: { after?: ConversationId; limit?: number }): Promise<{ entries: InboxEntry[]; hasMore: boolean }>;
   inbox(): Promise<InboxEntry[]>;
   receipts(conv: ConversationId): Promise<Receipt[]>;
+
+  // Attachments (HTTP; need a token, not the WebSocket).
+  /** `GET /api/v1/attachments/config`, asked once per client. */
+  uploadConfig(): Promise<UploadConfig>;
+  /** Uploads by the server's flow (direct or presigned); send the result with `attachmentDraft`. */
+  upload(data: Blob | ArrayBuffer | ArrayBufferView, opts?: UploadOptions): Promise<Attachment>;
+  /** The bytes (follows a presigned server's redirect). */
+  download(id: string, opts?: DownloadOptions): Promise<Uint8Array>;
+  /** `GET /api/v1/attachments/{id}/info`. */
+  attachmentInfo(id: string): Promise<Attachment>;
+  /** A URL for `<img src>` / `<a href>`: the download URL with `?token=`. Throws `invalid_argument`, `not_signed_in`. */
+  attachmentUrl(id: string): string;
 }
 export default ImClient;
 

@@ -1,7 +1,8 @@
 // live.test.js — the JavaScript client against a real im-server process on
 // loopback: login, dispatcher, sync, live delivery in both directions, the
 // outbox across a server restart, read marks reaching the user's other
-// device, typing. The server binary comes from IM_SERVER_BIN (CI builds it:
+// device, typing; and files: upload (the direct flow), send, receive and
+// download an attachment, with the server's error codes. The server binary comes from IM_SERVER_BIN (CI builds it:
 // `cargo build -p im-server`); Node 20 has no WebSocket, so the `ws`
 // package provides one (`npm ci` in this folder).
 
@@ -12,7 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 
-import { ImClient, MemoryCursorStore } from '../im-client.js';
+import { createHash } from 'node:crypto';
+
+import { attachmentDraft, attachmentMatches, ImClient, ImError, MemoryCursorStore } from '../im-client.js';
 import { freePort, startServer, stopServer } from '../test-support/im-server.js';
 
 const WAIT_MS = 15_000;
@@ -124,5 +127,105 @@ test('the JavaScript client talks to a real server', { timeout: 60_000 }, async 
     for (const c of clients) await c.close();
     await stopServer(server);
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A 1×1 PNG (one opaque pixel). */
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==',
+  'base64',
+);
+const sha256 = (b) => createHash('sha256').update(b).digest('hex');
+
+test('files: upload, send, receive and download an attachment through a real server', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const server = await startServer(port, ['--memory', '--max-attachment-bytes', '65536']);
+  const clients = [];
+  try {
+    const alice = await register(base, 'alice');
+    const bob = await register(base, 'bob');
+    const carol = await register(base, 'carol');
+    const conv = `d:${Math.min(alice, bob)}:${Math.max(alice, bob)}`;
+    const a = client(base, 'alice', 'a-web');
+    const b = client(base, 'bob', 'b-web');
+    const c = client(base, 'carol', 'c-web');
+    clients.push(a, b, c);
+    const synced = [a, b, c].map((x) => next(x, 'synced'));
+    for (const x of clients) x.start();
+    await Promise.all(synced);
+
+    const config = await a.uploadConfig();
+    assert.equal(config.upload, 'direct');
+    assert.equal(config.max_bytes, 65536);
+    assert.ok(config.types.includes('image/*'), JSON.stringify(config));
+
+    // Upload with progress (Node has no XMLHttpRequest: the end only).
+    const progress = [];
+    const att = await a.upload(new Uint8Array(PNG), { mime: 'image/png', name: 'dot.png', width: 1, height: 1, onProgress: (s, t) => progress.push([s, t]) });
+    assert.match(att.id, /^at_[\w-]{22}$/);
+    assert.deepEqual(
+      { mime: att.mime, size: att.size, sha256: att.sha256, name: att.name, width: att.width, height: att.height, owner: att.owner },
+      { mime: 'image/png', size: PNG.length, sha256: sha256(PNG), name: 'dot.png', width: 1, height: 1, owner: alice },
+    );
+    assert.deepEqual(progress, [[PNG.length, PNG.length]]);
+    assert.deepEqual(await a.attachmentInfo(att.id), att);
+
+    // Send it; Bob gets the message with the server-filled content.
+    const gotImage = next(b, 'message', (e) => e.message.kind === 'image');
+    const sent = await a.send(conv, attachmentDraft(att, { body: 'a dot' }));
+    const m = (await gotImage).message;
+    assert.equal(m.id, sent.id);
+    assert.equal(m.body, 'a dot');
+    assert.deepEqual(m.content, {
+      attachment: att.id, mime: 'image/png', size: PNG.length, sha256: sha256(PNG), name: 'dot.png', width: 1, height: 1,
+    });
+
+    // Bob downloads it (a member of the conversation now), with progress.
+    const got = [];
+    const bytes = await b.download(m.content.attachment, { onProgress: (r, t) => got.push([r, t]) });
+    assert.deepEqual(Buffer.from(bytes), PNG);
+    assert.equal(await attachmentMatches(m.content, bytes), true);
+    assert.deepEqual(got.at(-1), [PNG.length, PNG.length]);
+
+    // The URL for <img src> carries the token: no header needed.
+    const viaUrl = await fetch(b.attachmentUrl(att.id));
+    assert.equal(viaUrl.status, 200);
+    assert.equal(viaUrl.headers.get('content-type'), 'image/png');
+    assert.match(viaUrl.headers.get('content-disposition'), /^inline; filename\*=UTF-8''dot\.png$/);
+    assert.deepEqual(Buffer.from(await viaUrl.arrayBuffer()), PNG);
+    assert.equal((await fetch(b.attachmentUrl(att.id).replace(/token=[^&]+/, 'token=forged'))).status, 401);
+
+    // Carol is in no conversation with it: for her it does not exist.
+    for (const call of [() => c.download(att.id), () => c.attachmentInfo(att.id)]) {
+      await assert.rejects(call(), (e) => e instanceof ImError && e.kind === 'rejected' && e.code === 'no_such_attachment' && e.status === 404);
+    }
+
+    // A file of another kind: a `file` message, served as a download.
+    const notes = new Blob(['packing list: tent, stove\n'], { type: 'text/plain' });
+    const file = await a.upload(notes, { name: 'notes.txt' });
+    assert.equal(file.mime, 'text/plain');
+    const gotFile = next(b, 'message', (e) => e.message.kind === 'file');
+    await a.send(conv, attachmentDraft(file));
+    const fm = (await gotFile).message;
+    assert.equal(fm.body, '[file]');
+    assert.equal(fm.content.name, 'notes.txt');
+    assert.equal(new TextDecoder().decode(await b.download(fm.content.attachment)), 'packing list: tent, stove\n');
+    const fileResp = await fetch(b.attachmentUrl(file.id));
+    assert.match(fileResp.headers.get('content-disposition'), /^attachment; /);
+    await fileResp.body?.cancel();
+
+    // The server's refusals, with its codes.
+    await assert.rejects(a.upload(new Uint8Array(10), { mime: 'text/html' }), (e) => e.kind === 'rejected' && e.code === 'unsupported_media_type' && e.status === 415);
+    await assert.rejects(a.upload(new Uint8Array(65537), { mime: 'application/octet-stream' }), (e) => e.code === 'body_too_large' && e.status === 413);
+    await assert.rejects(a.upload(new Uint8Array(4), { mime: 'text/plain', name: 'a/b' }), (e) => e.code === 'invalid_field' && e.status === 400);
+    // A message naming an attachment Carol cannot see is refused.
+    await assert.rejects(c.send(`d:${Math.min(alice, carol)}:${Math.max(alice, carol)}`, attachmentDraft(att)), (e) => e.kind === 'rejected' && e.code === 'invalid_field');
+
+    const history = await b.history(conv, { limit: 10 });
+    assert.deepEqual(history.messages.map((x) => [x.kind, x.content?.attachment]), [['image', att.id], ['file', file.id]]);
+  } finally {
+    for (const x of clients) await x.close();
+    await stopServer(server);
   }
 });

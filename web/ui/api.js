@@ -78,6 +78,8 @@ const FRIENDLY = {
   forbidden: 'You are not allowed to do that.',
   group_full: 'The group is full.',
   body_too_large: 'That is too long.',
+  unsupported_media_type: 'Files of this type cannot be sent here.',
+  no_such_attachment: 'That file is not available (any more).',
   rate_limited: 'Slow down a little and try again.',
   unavailable: 'The server is busy or unavailable. Try again in a moment.',
   internal: 'Something went wrong on the server. Please try again.',
@@ -99,7 +101,14 @@ export function describeError(err, overrides = {}) {
     case 'stopped': return 'Not connected.';
     case 'timeout': return 'The server did not answer in time.';
     case 'disconnected': return 'The connection dropped. Try again.';
-    case 'rejected': return err.serverMessage || 'The server refused this.';
+    case 'rejected':
+      // An answer without an error code (an object store, a proxy): its text is no message for people.
+      if (/^http_\d+$/.test(code ?? '')) return `The server answered HTTP ${err.status ?? code.slice(5)}. Please try again.`;
+      return err.serverMessage || 'The server refused this.';
+    case 'transport': return FRIENDLY.network;
+    case 'not_signed_in': return 'Not signed in yet. Try again in a moment.';
+    case 'aborted': return 'Cancelled.';
+    case 'unsupported': return 'This browser cannot do that here.';
     default: break;
   }
   if (err?.message) return err.message;

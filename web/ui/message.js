@@ -1,10 +1,18 @@
 // message.js — one message's body by kind (protocol §13): text with links,
-// image (by http/https URL), file, audio/video (as links: the page's CSP
-// allows no foreign media), location, app kinds; the body is the fallback
-// whenever the content is missing or malformed. Also the one-line preview
-// used in the conversation list. Everything is built as text nodes.
+// image (inline: by http/https URL, or an uploaded attachment of a raster
+// type, through the client's attachmentUrl), file, audio/video (as links
+// with name and size: the page's CSP allows no foreign media), location,
+// app kinds; the body is the fallback whenever the content is missing or
+// malformed. Also the one-line preview used in the conversation list.
+// Everything is built as text nodes.
 
 import { fileSize, h, safeUrl } from './dom.js';
+import { S } from './store.js';
+
+/** Raster types shown inline; the server serves these `inline` too (other images are files to download). */
+export const INLINE_IMAGES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+/** Thumbnails fit in this box (CSS keeps to it as well). */
+const THUMB_PX = 320;
 
 const URL_RE = /\bhttps?:\/\/[^\s<>"']+/gi;
 
@@ -41,24 +49,47 @@ function caption(m) {
   return m.body && !isLabel(m.body) ? textBody(m.body) : null;
 }
 
+/**
+ * Where the media of content `c` is: an uploaded attachment's URL on this
+ * server (the client's attachmentUrl: the token in the query, so <img> and
+ * <a> can fetch it), or an http(s) URL; null for anything else.
+ */
+function mediaHref(c) {
+  if (c.attachment !== undefined) {
+    try {
+      return S.client?.attachmentUrl(c.attachment) ?? null;
+    } catch {
+      return null; // not an attachment id, or no token
+    }
+  }
+  return safeUrl(c.url);
+}
+
+/** width/height attributes that fit `w`×`h` into the thumbnail box (they reserve the space before the image loads). */
+function thumbSize(w, hgt) {
+  if (!(w > 0 && w < 100000 && hgt > 0 && hgt < 100000)) return {};
+  const scale = Math.min(1, THUMB_PX / w, THUMB_PX / hgt);
+  return { width: Math.max(1, Math.round(w * scale)), height: Math.max(1, Math.round(hgt * scale)) };
+}
+
 function imageBody(m, c) {
-  const src = safeUrl(c.url);
+  // An uploaded image is shown inline only when it is of a raster type;
+  // an SVG or another image is offered as a file.
+  if (c.attachment !== undefined && !INLINE_IMAGES.has(str(c.mime)?.toLowerCase())) return fileBody(m, c, 'image');
+  const src = mediaHref(c);
   if (!src) return null;
   const alt = str(c.name) ?? (isLabel(m.body) ? 'image' : m.body || 'image');
-  const w = num(c.width);
-  const hgt = num(c.height);
   const img = h('img', {
     src,
     alt,
     loading: 'lazy',
     decoding: 'async',
     referrerpolicy: 'no-referrer',
-    width: w && w > 0 && w < 10000 ? Math.round(w) : null,
-    height: hgt && hgt > 0 && hgt < 10000 ? Math.round(hgt) : null,
+    ...thumbSize(num(c.width), num(c.height)),
   });
   img.addEventListener('error', () => img.closest('.media')?.classList.add('broken'), { once: true });
   return [
-    h('a', { class: 'media', href: src, target: '_blank', rel: 'noopener noreferrer' }, img, h('span', { class: 'media-fallback' }, `🖼 ${alt}`)),
+    h('a', { class: 'media', href: src, target: '_blank', rel: 'noopener noreferrer', title: str(c.name) }, img, h('span', { class: 'media-fallback' }, `🖼 ${alt}`)),
     caption(m),
   ];
 }
@@ -66,7 +97,7 @@ function imageBody(m, c) {
 const ICONS = { file: '📄', audio: '🎵', video: '🎬', image: '🖼' };
 
 function fileBody(m, c, kind) {
-  const href = safeUrl(c.url);
+  const href = mediaHref(c);
   if (!href) return null;
   const name = str(c.name) ?? (isLabel(m.body) ? `${kind}` : m.body) ?? kind;
   const meta = [str(c.mime), fileSize(num(c.size) ?? NaN), num(c.duration_ms) != null ? duration(c.duration_ms) : null]
@@ -75,7 +106,15 @@ function fileBody(m, c, kind) {
   return [
     h(
       'a',
-      { class: 'card file-card', href, target: '_blank', rel: 'noopener noreferrer', download: kind === 'file' ? name : null },
+      {
+        class: 'card file-card',
+        href,
+        target: '_blank',
+        rel: 'noopener noreferrer',
+        // `download` works for this server's files only (browsers ignore it across origins).
+        download: kind === 'file' || (c.attachment !== undefined && kind === 'image') ? name : null,
+        title: `${c.attachment !== undefined ? 'Download' : 'Open'} ${name}`,
+      },
       h('span', { class: 'card-icon', 'aria-hidden': 'true' }, ICONS[kind] ?? '📄'),
       h('span', { class: 'card-text' }, h('span', { class: 'card-title' }, name), meta ? h('span', { class: 'card-meta' }, meta) : null),
     ),

@@ -1,12 +1,16 @@
 // pane.js — the open conversation: header (name, presence or member
 // count, actions), messages grouped by sender with day separators and a
 // "new messages" line, "load older" scroll-back, pending and failed sends,
-// the typing line, the composer (Enter sends, Shift+Enter is a newline),
-// and marking read while the conversation is open and the page visible.
+// the typing line, the composer (Enter sends, Shift+Enter is a newline;
+// the paperclip, dropping files on the conversation or pasting them
+// attaches files: uploaded with progress, then sent as image/file
+// messages), and marking read while the conversation is open and the page
+// visible.
 
+import { attachmentDraft } from '/js/im-client.js';
 import { describeError, historyPage } from './api.js';
-import { $, avatar, fullTime, h, lastSeen, sameDay, setChildren, timeShort, toast, dayLabel } from './dom.js';
-import { renderBody } from './message.js';
+import { $, avatar, fileSize, fullTime, h, lastSeen, sameDay, setChildren, timeShort, toast, dayLabel } from './dom.js';
+import { INLINE_IMAGES, renderBody } from './message.js';
 import {
   addMessage, convNumber, convTitle, isOnline, lowestId, noteRead, notify, PAGE, peerOf, S, sortedMessages, unreadOf, userName,
 } from './store.js';
@@ -19,6 +23,8 @@ const bubbles = new Map(); // `${id}|${names}` -> element, for the open conversa
 
 const current = () => (S.current ? S.convs.get(S.current) : null);
 const utf8 = new TextEncoder();
+let stuckToBottom = true; // the list was at its newest messages after the last scroll or render
+const PREVIEW_MAX_BYTES = 4 * 1024 * 1024; // a local preview of an image being uploaded, up to this size
 
 export function initPane(a) {
   actions = { ...actions, ...a };
@@ -45,6 +51,7 @@ export function initPane(a) {
   });
   $('#older-btn').addEventListener('click', () => loadOlder());
   box.addEventListener('scroll', () => {
+    stuckToBottom = nearBottom();
     if (box.scrollTop < 120) {
       const c = current();
       if (c && c.historyLoaded && canLoadOlder(c) && !c.loadingOlder) loadOlder();
@@ -56,6 +63,11 @@ export function initPane(a) {
     box.scrollTop = box.scrollHeight;
     updateJump();
   });
+  // An image that loads grows the list: keep the newest in view if it was.
+  $('#msg-list').addEventListener('load', (e) => {
+    if (e.target instanceof HTMLImageElement && stuckToBottom) box.scrollTop = box.scrollHeight;
+  }, true);
+  initAttach();
   $('#conv-back').addEventListener('click', () => actions.back());
   $('#act-leave').addEventListener('click', () => current() && actions.leave(current()));
   $('#act-members').addEventListener('click', () => current() && actions.members(current()));
@@ -264,6 +276,224 @@ function discard(c, p) {
   notify('messages', 'list');
 }
 
+// ------------------------------------------------------------ attachments
+
+function initAttach() {
+  const picker = $('#file-input');
+  $('#attach-btn').addEventListener('click', () => {
+    if (current()) picker.click();
+  });
+  picker.addEventListener('change', () => {
+    const files = [...(picker.files ?? [])];
+    picker.value = ''; // the same file can be picked again
+    attachFiles(files);
+  });
+  $('#composer-input').addEventListener('paste', (e) => {
+    const files = [...(e.clipboardData?.files ?? [])];
+    if (files.length === 0) return;
+    e.preventDefault();
+    attachFiles(files);
+  });
+  // Dropping files anywhere on the open conversation.
+  const pane = $('#pane-conv');
+  const zone = $('#drop-zone');
+  let depth = 0;
+  const hasFiles = (e) => [...(e.dataTransfer?.types ?? [])].includes('Files');
+  pane.addEventListener('dragenter', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth += 1;
+    zone.hidden = false;
+  });
+  pane.addEventListener('dragover', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'copy';
+  });
+  pane.addEventListener('dragleave', (e) => {
+    if (!hasFiles(e)) return;
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) zone.hidden = true;
+  });
+  pane.addEventListener('drop', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    depth = 0;
+    zone.hidden = true;
+    attachFiles([...(e.dataTransfer.files ?? [])]);
+  });
+}
+
+/** Uploads and sends `files` to the open conversation, each as its own message, in order. */
+function attachFiles(files) {
+  const c = current();
+  if (!c || files.length === 0) return;
+  if (!S.client) {
+    toast('Not connected.');
+    return;
+  }
+  for (const file of files.slice(0, 20)) {
+    const mime = file.type || 'application/octet-stream';
+    const image = INLINE_IMAGES.has(mime);
+    const p = {
+      key: `p${++pendingSeq}`,
+      upload: true,
+      file,
+      name: file.name || 'file',
+      mime,
+      image,
+      size: file.size,
+      body: `${image ? '🖼' : '📄'} ${file.name || 'file'}`, // the sidebar's preview
+      ts: Date.now(),
+      status: 'uploading',
+      sent: 0,
+      error: null,
+      retryable: true,
+      attachment: null,
+      abort: null,
+      preview: null,
+      els: null,
+      after: c.lastFileQueued ?? Promise.resolve(), // uploads run side by side; the sends go out in order
+      queued: null,
+    };
+    p.turn = new Promise((resolve) => {
+      p.queued = resolve;
+    });
+    c.lastFileQueued = p.turn;
+    c.pending.push(p);
+    c.activity = Math.max(c.activity, p.ts);
+    if (image && file.size <= PREVIEW_MAX_BYTES) makePreview(c, p);
+    sendFile(c, p);
+  }
+  if (files.length > 20) toast('At most 20 files at a time.');
+  if (S.current === c.id) pendingScroll = 'bottom';
+  notify('messages', 'list');
+}
+
+/** A data: URL of the image being uploaded (the page's CSP allows data: images, not blob:). */
+function makePreview(c, p) {
+  const reader = new FileReader();
+  reader.addEventListener('load', () => {
+    if (typeof reader.result !== 'string' || !c.pending.includes(p)) return;
+    p.preview = reader.result;
+    if (S.current === c.id) notify('messages');
+  });
+  reader.readAsDataURL(p.file);
+}
+
+/** Width and height of an image file, or {} (then the receiver learns them when it loads). */
+async function imageSize(file) {
+  if (typeof createImageBitmap !== 'function') return {};
+  try {
+    const bmp = await createImageBitmap(file);
+    const size = { width: bmp.width, height: bmp.height };
+    bmp.close?.();
+    return size;
+  } catch {
+    return {};
+  }
+}
+
+async function sendFile(c, p) {
+  p.status = p.attachment ? 'sending' : 'uploading';
+  p.error = null;
+  const client = S.client;
+  try {
+    if (!client) throw Object.assign(new Error('Not connected.'), { kind: 'stopped' });
+    if (!p.attachment) {
+      const ac = new AbortController();
+      p.abort = ac;
+      p.sent = 0;
+      const dims = p.image ? await imageSize(p.file) : {};
+      p.attachment = await client.upload(p.file, {
+        mime: p.mime,
+        name: p.name,
+        ...dims,
+        signal: ac.signal,
+        onProgress: (sent) => uploadProgress(p, sent),
+      });
+      p.abort = null;
+      p.status = 'sending';
+      notify('messages');
+    }
+    await p.after; // the file picked before this one is in the outbox (or failed)
+    const sent = client.send(c.id, attachmentDraft(p.attachment));
+    p.queued();
+    await sent;
+    c.pending = c.pending.filter((x) => x !== p); // the stored message came as a `message` event
+  } catch (e) {
+    p.queued();
+    p.abort = null;
+    if (e?.kind === 'aborted') {
+      c.pending = c.pending.filter((x) => x !== p);
+    } else {
+      p.status = 'failed';
+      p.error = uploadError(e);
+      // A file that is too large or of a refused type stays refused.
+      p.retryable = !['body_too_large', 'unsupported_media_type', 'invalid_field'].includes(e?.code);
+    }
+  }
+  notify('messages', 'list');
+}
+
+function uploadError(e) {
+  if (e?.code === 'body_too_large') {
+    return Number.isFinite(e.max) ? `the file is too large (at most ${fileSize(e.max)})` : 'the file is too large';
+  }
+  return describeError(e).replace(/\.$/, '');
+}
+
+/** Progress of an upload: changes its bubble in place (no redraw of the list for every step). */
+function uploadProgress(p, sent) {
+  p.sent = sent;
+  if (!p.els) return;
+  p.els.bar.value = sent;
+  p.els.meta.textContent = progressText(p);
+}
+
+function progressText(p) {
+  if (p.status === 'uploading') {
+    const pct = p.size > 0 ? Math.floor((p.sent / p.size) * 100) : 100;
+    return `${fileSize(p.sent)} of ${fileSize(p.size)} · ${pct}%`;
+  }
+  return fileSize(p.size);
+}
+
+function uploadBubble(c, p) {
+  const bar = h('progress', { class: 'upload-bar', max: Math.max(1, p.size), value: p.sent, 'aria-label': `Uploading ${p.name}` });
+  const meta = h('span', { class: 'card-meta' }, progressText(p));
+  p.els = { bar, meta };
+  const thumb = p.preview
+    ? h('img', { class: 'upload-thumb', src: p.preview, alt: '' })
+    : h('span', { class: 'card-icon', 'aria-hidden': 'true' }, p.image ? '🖼' : '📄');
+  let status;
+  if (p.status === 'failed') {
+    status = h('div', { class: 'send-status failed' }, `Not sent — ${p.error} `,
+      p.retryable ? [h('button', { type: 'button', class: 'link-btn', onclick: () => retryFile(c, p) }, 'Retry'), ' · '] : null,
+      h('button', { type: 'button', class: 'link-btn', onclick: () => discard(c, p) }, 'Delete'));
+  } else if (p.status === 'uploading') {
+    status = h('div', { class: 'send-status' }, 'Uploading… ',
+      h('button', { type: 'button', class: 'link-btn', onclick: () => p.abort?.abort() }, 'Cancel'));
+  } else {
+    status = h('div', { class: 'send-status' }, S.client?.connected ? 'Sending…' : 'Waiting for connection…');
+  }
+  return [
+    h('div', { class: `bubble upload ${p.status}`, dataset: { upload: p.status } },
+      h('div', { class: 'card upload-card' }, thumb,
+        h('span', { class: 'card-text' }, h('span', { class: 'card-title' }, p.name), meta)),
+      p.status === 'uploading' ? bar : null),
+    status,
+  ];
+}
+
+function retryFile(c, p) {
+  c.pending = c.pending.filter((x) => x !== p);
+  c.pending.push(p);
+  p.after = Promise.resolve(); // a retry waits for nothing
+  sendFile(c, p);
+  notify('messages', 'list');
+}
+
 // ------------------------------------------------------------ rendering
 
 export function renderPane(parts) {
@@ -352,6 +582,8 @@ function pendingBubble(c, p) {
   return [h('div', { class: `bubble ${p.status}` }, h('div', { class: 'text' }, p.body)), status];
 }
 
+const pendingItem = (c, p) => (p.upload ? uploadBubble(c, p) : pendingBubble(c, p));
+
 function renderMessages(c) {
   const box = $('#messages');
   const list = $('#msg-list');
@@ -388,7 +620,7 @@ function renderMessages(c) {
   }
   if (c.pending.length) {
     const g = groupEl(c, S.me.id, c.pending[0].ts, true, true);
-    for (const p of c.pending) g.body.append(...pendingBubble(c, p));
+    for (const p of c.pending) g.body.append(...pendingItem(c, p));
     nodes.push(g.el);
   }
   if (nodes.length === 0) {
@@ -405,6 +637,7 @@ function renderMessages(c) {
   } else if (mode === 'prepend') {
     box.scrollTop = box.scrollHeight - fromBottom;
   }
+  stuckToBottom = nearBottom();
   updateJump();
 }
 
