@@ -77,6 +77,10 @@ async fn presigned_uploads_and_downloads_bypass_the_node() {
     let (alice, bob, carol) = (api.user("alice").await, api.user("bob").await, api.user("carol").await);
     let conv = ConversationId::Group(GroupId(api.group(&alice, "g", &[&bob]).await));
 
+    // The web chat may talk to the object store: its origin is in connect-src.
+    let page = reqwest::get(format!("{}/", server.http_url())).await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains(&format!("connect-src 'self' ws: wss: {};", moto.endpoint)), "{csp}");
     let (s, config) = call(&server, &alice, reqwest::Method::GET, "/attachments/config", None).await;
     assert_eq!((s, config["upload"].as_str()), (200, Some("presigned")), "{config}");
     // The one-shot upload through the node is refused here, saying what to use.

@@ -183,6 +183,13 @@ pub trait AttachmentStore: Send + Sync + 'static {
     /// message references.
     async fn orphans(&self, created_before_ms: u64, limit: usize) -> Result<Vec<String>, AttachmentError>;
 
+    /// Origins (`scheme://host[:port]`) a browser page must be allowed to
+    /// connect to for uploads and downloads: the object store's, for a
+    /// presigned store (default: none, everything goes to the server).
+    fn client_origins(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// How clients upload to this store (default [`UploadMode::Direct`]).
     fn upload_mode(&self) -> UploadMode {
         UploadMode::Direct

@@ -4,18 +4,37 @@
 //! chat a person can open in a browser.
 //!
 //! Every file is served with a strict Content-Security-Policy (same-origin
-//! scripts and styles only, no inline code; WebSockets allowed), `nosniff`
-//! and no referrer. The page keeps its token in `sessionStorage` and hands
+//! scripts and styles only, no inline code; WebSockets allowed, and the
+//! object store's origin when attachments go there by presigned URLs),
+//! `nosniff` and no referrer. The page keeps its token in `sessionStorage` and hands
 //! it to the WebSocket as the `token` query parameter (protocol §3.3).
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-/// The policy every web file is served with.
+use crate::state::AppState;
+
+/// The policy every web file is served with (with a presigned attachment
+/// store, its origin joins `connect-src`: see [`content_security_policy`]).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; \
      img-src 'self' data: https: http:; style-src 'self'; script-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
+
+/// [`CONTENT_SECURITY_POLICY`] with `origins` also allowed in
+/// `connect-src` (the page uploads to and downloads from them).
+pub fn content_security_policy(origins: &[String]) -> String {
+    let extra: String = origins
+        .iter()
+        .filter(|o| o.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b','))
+        .map(|o| format!(" {o}"))
+        .collect();
+    CONTENT_SECURITY_POLICY.replacen(
+        "connect-src 'self' ws: wss:",
+        &format!("connect-src 'self' ws: wss:{extra}"),
+        1,
+    )
+}
 
 /// One embedded file: its URL path, MIME type and bytes.
 struct Asset {
@@ -62,14 +81,17 @@ static ASSETS: &[Asset] = &[
     asset!("/js/typing.js", JS, "im-client-js/typing.js"),
 ];
 
-fn serve(path: &str) -> Response {
+fn serve(app: &AppState, path: &str) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.path == path) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
     let mut resp = asset.body.into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.mime));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    let origins = app.logic().services().attachments.client_origins();
+    let csp = HeaderValue::from_str(&content_security_policy(&origins))
+        .unwrap_or_else(|_| HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     // Small files that change with the binary: revalidate every time.
@@ -78,28 +100,36 @@ fn serve(path: &str) -> Response {
 }
 
 /// `GET /`: the chat page.
-pub(crate) async fn index() -> Response {
-    serve("/")
+pub(crate) async fn index(State(app): State<AppState>) -> Response {
+    serve(&app, "/")
 }
 
 /// `GET /{file}`: the page's own files (`app.js`, `app.css`, …).
-pub(crate) async fn file(Path(file): Path<String>) -> Response {
-    serve(&format!("/{file}"))
+pub(crate) async fn file(State(app): State<AppState>, Path(file): Path<String>) -> Response {
+    serve(&app, &format!("/{file}"))
 }
 
 /// `GET /ui/{file}`: the page's modules.
-pub(crate) async fn ui_module(Path(file): Path<String>) -> Response {
-    serve(&format!("/ui/{file}"))
+pub(crate) async fn ui_module(State(app): State<AppState>, Path(file): Path<String>) -> Response {
+    serve(&app, &format!("/ui/{file}"))
 }
 
 /// `GET /js/{file}`: the JavaScript client's modules.
-pub(crate) async fn client_module(Path(file): Path<String>) -> Response {
-    serve(&format!("/js/{file}"))
+pub(crate) async fn client_module(State(app): State<AppState>, Path(file): Path<String>) -> Response {
+    serve(&app, &format!("/js/{file}"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ASSETS;
+    use super::{content_security_policy, ASSETS, CONTENT_SECURITY_POLICY};
+
+    #[test]
+    fn an_object_store_origin_joins_connect_src_only() {
+        assert_eq!(content_security_policy(&[]), CONTENT_SECURITY_POLICY);
+        let csp = content_security_policy(&["https://s3.example".into(), "bad; script-src *".into()]);
+        assert!(csp.contains("connect-src 'self' ws: wss: https://s3.example;"), "{csp}");
+        assert!(!csp.contains("script-src *"), "{csp}");
+    }
 
     #[test]
     fn every_module_the_client_imports_is_served() {

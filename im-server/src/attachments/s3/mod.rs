@@ -344,6 +344,10 @@ impl AttachmentStore for S3Attachments {
         UploadMode::Presigned
     }
 
+    fn client_origins(&self) -> Vec<String> {
+        vec![self.public_origin.clone()]
+    }
+
     async fn begin_upload(
         &self,
         new: NewAttachment,
