@@ -2,7 +2,8 @@
 // client): the public API, the events, and the wire frame / message types of
 // docs/protocol.md. Wire objects keep the protocol's snake_case field names.
 // Everything declared here is exported by im-client.js (some of it re-exported
-// from the sibling modules); connection.js and connect.js are internal.
+// from the sibling modules); connection.js, connect.js, frames.js and the
+// `Files` class of files.js are internal.
 
 // ------------------------------------------------------------------ ids
 

@@ -17,31 +17,38 @@
 //   under the server's rate limit and `max_in_flight` (pacer.js);
 // * read state, inbox walk, `received` reports (read-state.js) and typing
 //   (typing.js);
-// * attachments over HTTP (files.rs): upload with progress by the flow the
-//   server names (direct or presigned), download, URLs for <img>, and the
-//   content of a message carrying one.
+// * attachments over HTTP (files.js, a port of files.rs): upload with
+//   progress by the flow the server names (direct or presigned), download,
+//   URLs for <img>, and the content of a message carrying one.
 //
 // The state machines live in the sibling modules, free of I/O. This module
-// is the public ImClient: options, public methods, events, and what frames
-// do to the client's state (and which frames go out). connection.js holds
+// is the public ImClient: options, public methods, events, requests and
+// which frames go out, and the glue between the parts. connection.js holds
 // one WebSocket connection (handshake, heartbeat, frames, closing);
-// connect.js the run and reconnect loop, login and the dispatcher lookup.
+// connect.js the run and reconnect loop, login and the dispatcher lookup;
+// frames.js what each server frame does to the client's state; files.js
+// the HTTP calls of attachments; errors.js ImError.
 
 import { Backoff } from './backoff.js';
 import { run, STOPPED } from './connect.js';
 import { Connection, DEFAULT_LIMITS, heartbeatInterval, helloLimits, MIN_PROTOCOL_VERSION } from './connection.js';
 import { isConversationId } from './conv.js';
 import { defaultCursorStore } from './cursor-store.js';
-import { CmidGen, draftFrame, draftMessage, normalizeDraft, Outbox } from './outbox.js';
+import { ImError } from './errors.js';
+import { Files } from './files.js';
+import { handleFrame } from './frames.js';
+import { CmidGen, draftFrame, normalizeDraft, Outbox } from './outbox.js';
 import { Pacer, sendBudget } from './pacer.js';
-import { Owner, ReadBook, ReadSync, TRANSIENT_CODES } from './read-state.js';
-import { offer, SyncState } from './sync-state.js';
+import { ReadBook, ReadSync } from './read-state.js';
+import { SyncState } from './sync-state.js';
 import { TypingIn, TypingOut } from './typing.js';
 
 export { Backoff, CloseCode, closeCodeName, closeReaction, DEFAULT_RECONNECT, Reaction } from './backoff.js';
 export { DEFAULT_LIMITS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from './connection.js';
 export { compareConv, convKind, directConv, groupConv, isConversationId, roomConv } from './conv.js';
 export { IndexedDBCursorStore, MemoryCursorStore, WebStorageCursorStore, defaultCursorStore } from './cursor-store.js';
+export { ImError } from './errors.js';
+export { attachmentContent, attachmentDraft, attachmentKind, attachmentMatches, isAttachmentId, sha256Hex } from './files.js';
 export { CmidGen, Outbox } from './outbox.js';
 export { Pacer, sendBudget } from './pacer.js';
 export { ReadBook, ReadSync, RECEIPT_INTERVAL_MS } from './read-state.js';
@@ -64,25 +71,6 @@ const DEFAULTS = Object.freeze({
 /** Most inbox pages `inbox()` reads (200 conversations each). */
 const INBOX_PAGES_MAX = 1000;
 
-/**
- * Every failure of the client's promises. `kind` is one of:
- * `rejected` (the server refused: `code`, `serverMessage`; from the HTTP
- * calls of attachments also `status`), `body_too_large` (`len`, `max`),
- * `queue_full`, `stopped`, `timeout`, `disconnected`, `unexpected_reply`
- * (`frameType`), `invalid_argument`, and for attachments `not_signed_in`
- * (no token yet), `transport` (the request did not get through, or the
- * answer was garbled), `aborted` (its `signal` fired), `unsupported` (no
- * fetch, or no WebCrypto for a presigned upload's hash).
- */
-export class ImError extends Error {
-  constructor(kind, message, extra = {}) {
-    super(message);
-    this.name = 'ImError';
-    this.kind = kind;
-    Object.assign(this, extra);
-  }
-}
-
 const utf8 = new TextEncoder();
 const byteLen = (s) => utf8.encode(s).length;
 const isDeviceId = (d) => typeof d === 'string' && /^[!-~]{1,64}$/.test(d);
@@ -95,178 +83,6 @@ function deferred() {
     reject = rej;
   });
   return { promise, resolve, reject };
-}
-
-/** A message as the app gets it: the wire fields without `type`. */
-function asMessage(frame) {
-  const { type: _type, ...m } = frame;
-  return m;
-}
-
-// ------------------------------------------------------------ attachments
-//
-// Files travel over HTTP, never over the WebSocket (http-api.md §13): the
-// client uploads one (through the server, or straight to the object store
-// with a presigned URL — whichever GET /api/v1/attachments/config says),
-// then sends a message whose content names it (protocol §13). A port of
-// im-client's files.rs; the helpers below are free of I/O.
-
-const ATTACHMENT_ID_RE = /^at_[A-Za-z0-9_-]{22}$/;
-
-/** Whether `id` is an attachment id (`at_` and 22 base64url characters), as `im_core::content::is_attachment_id`. */
-export function isAttachmentId(id) {
-  return typeof id === 'string' && ATTACHMENT_ID_RE.test(id);
-}
-
-/** The message kind for a file of type `mime`: `image`, `audio` or `video` by its family, else `file`. */
-export function attachmentKind(mime) {
-  const family = String(mime ?? '').split('/')[0].trim().toLowerCase();
-  return family === 'image' || family === 'audio' || family === 'video' ? family : 'file';
-}
-
-/** The media content fields an attachment fills in (protocol §13), in order. */
-const MEDIA_FIELDS = ['mime', 'size', 'sha256', 'name', 'width', 'height', 'duration_ms'];
-
-/**
- * `{kind, content}` of a message carrying `attachment` (what `upload`
- * resolved with): the kind by its MIME type (image, audio, video, else
- * file) and `{attachment: id, mime, size, sha256, name?, width?, height?,
- * duration_ms?}` — im-client's `Attachment::content()`. The server checks
- * it and overwrites `mime`, `size` and `sha256` with what it measured.
- */
-export function attachmentContent(attachment) {
-  if (!attachment || !isAttachmentId(attachment.id)) {
-    throw new ImError('invalid_argument', 'not an attachment: expected an object with an `at_…` id, as upload() resolves');
-  }
-  const content = { attachment: attachment.id };
-  for (const f of MEDIA_FIELDS) if (attachment[f] != null) content[f] = attachment[f];
-  return { kind: attachmentKind(attachment.mime), content };
-}
-
-/**
- * A draft for `send` carrying `attachment`: `{body, kind, content}` (and
- * `replyTo`, `mentions` when given). `body` is the fallback text older
- * clients show; default `[image]`, `[audio]`, `[video]` or `[file]`.
- */
-export function attachmentDraft(attachment, { body, replyTo, mentions } = {}) {
-  const { kind, content } = attachmentContent(attachment);
-  const draft = { body: body ?? `[${kind}]`, kind, content };
-  if (replyTo != null) draft.replyTo = replyTo;
-  if (mentions != null) draft.mentions = mentions;
-  return draft;
-}
-
-/** Lowercase hex SHA-256 of `data` (Blob, ArrayBuffer or typed array), with WebCrypto. */
-export async function sha256Hex(data) {
-  const subtle = globalThis.crypto?.subtle;
-  if (!subtle) {
-    throw new ImError('unsupported', 'SHA-256 needs WebCrypto (crypto.subtle); browsers offer it on https:// and localhost pages only');
-  }
-  const src = uploadSource(data);
-  if (!src) throw new ImError('invalid_argument', 'sha256Hex(data): data must be a Blob, an ArrayBuffer or a typed array');
-  const digest = new Uint8Array(await subtle.digest('SHA-256', await sourceBytes(src)));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-/** Whether `bytes` are `attachment`'s: the same size and SHA-256 (im-client's `Attachment::matches`). */
-export async function attachmentMatches(attachment, bytes) {
-  const src = uploadSource(bytes);
-  return !!src && src.size === attachment?.size && (await sha256Hex(src.body)) === attachment.sha256;
-}
-
-/** What `upload` can send: `{body, size, type, name}`, or null for anything else. */
-function uploadSource(data) {
-  if (data instanceof ArrayBuffer) return { body: new Uint8Array(data), size: data.byteLength, type: '', name: null };
-  if (ArrayBuffer.isView(data)) {
-    return { body: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), size: data.byteLength, type: '', name: null };
-  }
-  if (data && typeof data.arrayBuffer === 'function' && typeof data.size === 'number') {
-    // A Blob, or a File (which has a name).
-    return { body: data, size: data.size, type: typeof data.type === 'string' ? data.type : '', name: typeof data.name === 'string' && data.name ? data.name : null };
-  }
-  return null;
-}
-
-async function sourceBytes(src) {
-  return src.body instanceof Uint8Array ? src.body : new Uint8Array(await src.body.arrayBuffer());
-}
-
-/** `mime` as the server compares it: without parameters, trimmed, lowercase. */
-const bareMime = (mime) => mime.split(';')[0].trim().toLowerCase();
-
-/** A URL for messages: no query (a presigned URL's signature stays out of logs). */
-function shortUrl(url) {
-  try {
-    const u = new URL(url);
-    return `${u.origin}${u.pathname}`;
-  } catch {
-    return '(bad URL)';
-  }
-}
-
-/** The ImError of a refused HTTP exchange: `rejected` with `status`, and the `code` of a JSON error body (else `http_<status>`). */
-function httpRefusal(what, status, text) {
-  let code = `http_${status}`;
-  let detail = String(text ?? '').slice(0, 300);
-  try {
-    const body = JSON.parse(text);
-    if (typeof body?.code === 'string' && body.code) {
-      code = body.code;
-      detail = typeof body.message === 'string' ? body.message : '';
-    }
-  } catch {
-    // not JSON (an object store's XML, a proxy's HTML): keep the text
-  }
-  return new ImError('rejected', `${what} refused with HTTP ${status} ${code}: ${detail}`, { status, code, serverMessage: detail });
-}
-
-const abortError = (what) => new ImError('aborted', `${what} was cancelled`);
-
-function parseJson(text, what) {
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new ImError('transport', `${what} is not JSON`);
-  }
-}
-
-/** An attachment from an answer: an object with an attachment id. */
-function parseAttachment(text) {
-  const a = parseJson(text, 'the attachment');
-  if (!isAttachmentId(a?.id) || typeof a.mime !== 'string') throw new ImError('transport', 'the attachment in the answer is unreadable');
-  return a;
-}
-
-/** One exchange through XMLHttpRequest (for its upload progress): resolves `{status, text}`. */
-function xhrExchange(XHR, { method, url, headers, body, onUpload, signal, what }) {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(abortError(what));
-      return;
-    }
-    const xhr = new XHR();
-    const onAbort = () => xhr.abort();
-    const done = () => signal?.removeEventListener('abort', onAbort);
-    xhr.open(method, url);
-    for (const [k, v] of Object.entries(headers)) xhr.setRequestHeader(k, v);
-    // Listening on `upload` before send() is what makes progress events fire.
-    if (onUpload && xhr.upload) xhr.upload.onprogress = (e) => onUpload(e.loaded);
-    xhr.onload = () => {
-      done();
-      resolve({ status: xhr.status, text: typeof xhr.responseText === 'string' ? xhr.responseText : '' });
-    };
-    xhr.onerror = () => {
-      done();
-      reject(new ImError('transport', `${what}: ${method} ${shortUrl(url)} failed (network error)`));
-    };
-    xhr.ontimeout = xhr.onerror;
-    xhr.onabort = () => {
-      done();
-      reject(abortError(what));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    xhr.send(body ?? null);
-  });
 }
 
 export class ImClient {
@@ -299,10 +115,15 @@ export class ImClient {
     this._opts = o;
     this._WebSocket = o.WebSocket ?? globalThis.WebSocket;
     this._fetch = o.fetch ?? (globalThis.fetch ? globalThis.fetch.bind(globalThis) : null);
-    // Uploads go through XMLHttpRequest where there is one (browsers), for
-    // its upload progress; `XMLHttpRequest: null` makes them use fetch.
-    this._XHR = o.XMLHttpRequest !== undefined ? o.XMLHttpRequest : (globalThis.XMLHttpRequest ?? null);
-    this._uploadConfig = null; // the promise of GET /api/v1/attachments/config, asked once
+    this._files = new Files({
+      apiBase: this._apiBase,
+      token: () => this._token ?? this._auth.token, // the current connection's, or the configured one
+      fetch: this._fetch,
+      // Uploads go through XMLHttpRequest where there is one (browsers), for
+      // its upload progress; `XMLHttpRequest: null` makes them use fetch.
+      XMLHttpRequest: o.XMLHttpRequest !== undefined ? o.XMLHttpRequest : (globalThis.XMLHttpRequest ?? null),
+      onCallbackError: (e) => this._listenerFailed(e),
+    });
     this._now = o.now ?? (() => Date.now());
     this._log = o.logger ?? { debug() {}, info() {}, warn: (...a) => console.warn('[im-client]', ...a) };
     this._store = o.cursorStore ?? defaultCursorStore(o.device);
@@ -432,7 +253,7 @@ export class ImClient {
           if (typeof l === 'function') l(event);
           else l.handleEvent(event);
         } catch (e) {
-          (this._opts.onListenerError ?? ((err) => console.error('[im-client] listener failed:', err)))(e);
+          this._listenerFailed(e);
         }
       }
     }
@@ -651,287 +472,36 @@ export class ImClient {
   }
 
   // ------------------------------------------------------- attachments
+  // Over HTTP, by files.js (Files): these need a token, not the WebSocket.
 
-  /**
-   * How this server takes uploads: `{upload: 'direct'|'presigned',
-   * max_bytes, types}` (GET /api/v1/attachments/config), asked once per
-   * client (a failed ask is asked again next time).
-   */
+  /** How this server takes uploads (GET /api/v1/attachments/config), asked once per client. */
   uploadConfig() {
-    if (!this._uploadConfig) {
-      const p = (async () => {
-        const token = this._httpToken();
-        const { status, text } = await this._exchange('GET', `${this._apiBase}/api/v1/attachments/config`, {
-          token,
-          what: 'the upload config',
-        });
-        if (status !== 200) throw httpRefusal('the upload config', status, text);
-        const config = parseJson(text, 'the upload config');
-        if (typeof config?.upload !== 'string') throw new ImError('transport', 'the upload config is unreadable');
-        return config;
-      })();
-      this._uploadConfig = p;
-      p.catch(() => {
-        if (this._uploadConfig === p) this._uploadConfig = null;
-      });
-    }
-    return this._uploadConfig;
+    return this._files.uploadConfig();
   }
 
-  /**
-   * Uploads a file and resolves with the attachment the server made of it,
-   * `{id, mime, size, sha256, name?, width?, height?, duration_ms?, …}`;
-   * send it with `send(conv, attachmentDraft(attachment))`. `data` is a
-   * Blob or File, an ArrayBuffer or a typed array. Options: `mime` (default:
-   * the Blob's type), `name` (default: the File's name), `width`,
-   * `height`, `durationMs` (stored as given), `onProgress(sent, total)`
-   * (bytes; with XMLHttpRequest as the bytes go, else once at the end),
-   * `signal` (an AbortSignal). The flow is the server's (`uploadConfig`):
-   * `direct` posts the bytes to the server; `presigned` announces them with
-   * their SHA-256, PUTs them to the object store's URL (without the token)
-   * and completes the upload. Needs a token (not before the first
-   * connection of a password login); does not need the WebSocket.
-   */
-  async upload(data, options = {}) {
-    const src = uploadSource(data);
-    if (!src) throw new ImError('invalid_argument', 'upload(data): data must be a Blob or File, an ArrayBuffer or a typed array');
-    const mime = options.mime ?? src.type;
-    if (typeof mime !== 'string' || !bareMime(mime)) {
-      throw new ImError('invalid_argument', "upload(): the file's MIME type is unknown: set options.mime");
-    }
-    const meta = { mime, name: options.name ?? src.name ?? undefined, width: options.width, height: options.height, duration_ms: options.durationMs };
-    const token = this._httpToken();
-    const progress = this._progress(options.onProgress, src.size);
-    let config = await this.uploadConfig();
-    for (let attempt = 0; ; attempt++) {
-      const max = config.max_bytes;
-      if (Number.isFinite(max) && src.size > max) {
-        // What the server would answer (413), without sending the bytes.
-        throw new ImError('rejected', `the file is ${src.size} bytes, over the server's limit of ${max}`, {
-          status: 413, code: 'body_too_large', serverMessage: `larger than ${max} bytes`, len: src.size, max,
-        });
-      }
-      try {
-        const att = config.upload === 'presigned'
-          ? await this._uploadPresigned(src, meta, token, progress, options.signal)
-          : await this._uploadDirect(src, meta, token, progress, options.signal);
-        progress(src.size);
-        return att;
-      } catch (e) {
-        // 409 conflict: the wrong flow for this server (it was restarted with
-        // another store since the config was asked): ask again, retry once.
-        if (attempt === 0 && e instanceof ImError && e.status === 409 && e.code === 'conflict') {
-          this._uploadConfig = null;
-          const fresh = await this.uploadConfig();
-          if (fresh.upload !== config.upload) {
-            config = fresh;
-            continue;
-          }
-        }
-        throw e;
-      }
-    }
+  /** Uploads a file by the server's flow and resolves with the attachment; send it with `attachmentDraft`. */
+  upload(data, options = {}) {
+    return this._files.upload(data, options);
   }
 
-  async _uploadDirect(src, meta, token, progress, signal) {
-    const q = new URLSearchParams();
-    for (const k of ['name', 'width', 'height', 'duration_ms']) if (meta[k] != null) q.set(k, String(meta[k]));
-    const qs = q.toString();
-    const { status, text } = await this._exchange('POST', `${this._apiBase}/api/v1/attachments${qs ? `?${qs}` : ''}`, {
-      token,
-      headers: { 'content-type': meta.mime },
-      body: src.body,
-      onUpload: progress,
-      signal,
-      what: 'the upload',
-    });
-    if (status < 200 || status > 299) throw httpRefusal('the upload', status, text);
-    return parseAttachment(text);
-  }
-
-  async _uploadPresigned(src, meta, token, progress, signal) {
-    const bytes = await sourceBytes(src);
-    const announce = { mime: meta.mime, size: src.size, sha256: await sha256Hex(bytes) };
-    for (const k of ['name', 'width', 'height', 'duration_ms']) if (meta[k] != null) announce[k] = meta[k];
-    const begun = await this._exchange('POST', `${this._apiBase}/api/v1/attachments/uploads`, {
-      token,
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(announce),
-      signal,
-      what: 'the upload',
-    });
-    if (begun.status < 200 || begun.status > 299) throw httpRefusal('the upload', begun.status, begun.text);
-    const ticket = parseJson(begun.text, 'the upload ticket');
-    if (!isAttachmentId(ticket?.id) || typeof ticket.url !== 'string' || !/^https?:\/\//i.test(ticket.url)) {
-      throw new ImError('transport', 'the upload ticket is unreadable');
-    }
-    // To the object store: its headers (the type is signed), no token —
-    // the URL is the authority. Length and Host are the runtime's to set.
-    const headers = {};
-    for (const [k, v] of Object.entries(ticket.headers ?? {})) {
-      if (typeof v === 'string' && !/^(content-length|host|authorization)$/i.test(k)) headers[k] = v;
-    }
-    const put = await this._exchange(String(ticket.method || 'PUT').toUpperCase(), ticket.url, {
-      headers,
-      body: bytes,
-      onUpload: progress,
-      signal,
-      what: 'the object store',
-    });
-    if (put.status < 200 || put.status > 299) throw httpRefusal('the object store', put.status, put.text);
-    progress(src.size);
-    const done = await this._exchange('POST', `${this._apiBase}/api/v1/attachments/${ticket.id}/complete`, {
-      token,
-      signal,
-      what: 'completing the upload',
-    });
-    if (done.status < 200 || done.status > 299) throw httpRefusal('completing the upload', done.status, done.text);
-    return parseAttachment(done.text);
-  }
-
-  /**
-   * Downloads attachment `id` and resolves with its bytes (a Uint8Array).
-   * `onProgress(received, total)` as they arrive (`total`: the length the
-   * answer declared, or null); `signal` cancels. A presigned server
-   * redirects to the object store, which fetch follows (dropping the
-   * `Authorization` header on the way to another origin). An id that is
-   * not an attachment id, or one the user may not see, rejects with
-   * `rejected` / `no_such_attachment` (404).
-   */
-  async download(id, { onProgress, signal } = {}) {
-    const token = this._httpToken();
-    if (!isAttachmentId(id)) {
-      throw new ImError('rejected', `${JSON.stringify(id)} is not an attachment id`, {
-        status: 404, code: 'no_such_attachment', serverMessage: 'not an attachment id',
-      });
-    }
-    if (!this._fetch) throw new ImError('unsupported', 'no fetch available: pass options.fetch');
-    let resp;
-    try {
-      resp = await this._fetch(`${this._apiBase}/api/v1/attachments/${id}`, {
-        headers: { authorization: `Bearer ${token}` },
-        redirect: 'follow',
-        signal,
-      });
-    } catch (e) {
-      if (signal?.aborted) throw abortError('the download');
-      throw new ImError('transport', `the download failed: ${e?.message ?? e}`);
-    }
-    if (!resp.ok) throw httpRefusal('the download', resp.status, await resp.text().catch(() => ''));
-    const declared = resp.headers?.get?.('content-length');
-    const total = declared != null && /^\d+$/.test(declared) ? Number(declared) : null;
-    const report = (n) => {
-      if (typeof onProgress !== 'function') return;
-      try {
-        onProgress(n, total);
-      } catch (e) {
-        this._listenerFailed(e);
-      }
-    };
-    try {
-      const reader = resp.body?.getReader?.();
-      if (!reader) {
-        const all = new Uint8Array(await resp.arrayBuffer());
-        report(all.length);
-        return all;
-      }
-      const chunks = [];
-      let received = 0;
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-        received += value.length;
-        report(received);
-      }
-      if (chunks.length === 1) return chunks[0];
-      const all = new Uint8Array(received);
-      let at = 0;
-      for (const c of chunks) {
-        all.set(c, at);
-        at += c.length;
-      }
-      if (received === 0) report(0);
-      return all;
-    } catch (e) {
-      if (signal?.aborted) throw abortError('the download');
-      throw new ImError('transport', `the download broke off: ${e?.message ?? e}`);
-    }
+  /** Downloads attachment `id`: its bytes (a Uint8Array), with progress. */
+  download(id, options = {}) {
+    return this._files.download(id, options);
   }
 
   /** The metadata of attachment `id` (GET /api/v1/attachments/{id}/info): the object `upload` resolved with. */
-  async attachmentInfo(id) {
-    const token = this._httpToken();
-    if (!isAttachmentId(id)) {
-      throw new ImError('rejected', `${JSON.stringify(id)} is not an attachment id`, {
-        status: 404, code: 'no_such_attachment', serverMessage: 'not an attachment id',
-      });
-    }
-    const { status, text } = await this._exchange('GET', `${this._apiBase}/api/v1/attachments/${id}/info`, { token, what: 'the attachment info' });
-    if (status !== 200) throw httpRefusal('the attachment info', status, text);
-    return parseAttachment(text);
+  attachmentInfo(id) {
+    return this._files.info(id);
   }
 
-  /**
-   * A URL of attachment `id` for `<img src>`, `<a href>`, `<audio src>`: the
-   * API's download URL with the token as the `token` query parameter (the
-   * server accepts it there, http-api.md §1; it ends up in that server's
-   * logs and the browser's history, as any such URL). Throws
-   * `invalid_argument` for a string that is not an attachment id and
-   * `not_signed_in` before the client has a token.
-   */
+  /** A URL of attachment `id` for `<img src>`, `<a href>`: the download URL with the token in its query. */
   attachmentUrl(id) {
-    if (!isAttachmentId(id)) throw new ImError('invalid_argument', `${JSON.stringify(id)} is not an attachment id`);
-    return `${this._apiBase}/api/v1/attachments/${id}?token=${encodeURIComponent(this._httpToken())}`;
+    return this._files.url(id);
   }
 
-  /** The token for HTTP calls: the current connection's, or the configured one. */
-  _httpToken() {
-    const token = this._token ?? this._auth.token;
-    if (!token) throw new ImError('not_signed_in', 'no token yet: a password login has one after the first connection (`connected`)');
-    return token;
-  }
-
+  /** What a listener (or an `onProgress` callback) threw: to `onListenerError`, else the console. */
   _listenerFailed(e) {
     (this._opts.onListenerError ?? ((err) => console.error('[im-client] listener failed:', err)))(e);
-  }
-
-  /** `report(sent)` calls `onProgress(sent, total)` for each rise of `sent` (0…total). */
-  _progress(onProgress, total) {
-    let last = -1;
-    return (sent) => {
-      if (typeof onProgress !== 'function') return;
-      const n = Math.min(total, Math.max(0, Math.floor(sent)));
-      if (n <= last) return;
-      last = n;
-      try {
-        onProgress(n, total);
-      } catch (e) {
-        this._listenerFailed(e);
-      }
-    };
-  }
-
-  /**
-   * One HTTP exchange of the attachment calls: `{status, text}`. With a body
-   * and `onUpload`, through XMLHttpRequest when there is one (its upload
-   * progress), else fetch. `token`: sent as `Authorization: Bearer`.
-   */
-  async _exchange(method, url, { token, headers = {}, body, onUpload, signal, what }) {
-    const h = { ...headers };
-    if (token) h.authorization = `Bearer ${token}`;
-    if (body !== undefined && onUpload && this._XHR) {
-      return xhrExchange(this._XHR, { method, url, headers: h, body, onUpload, signal, what });
-    }
-    if (!this._fetch) throw new ImError('unsupported', 'no fetch available: pass options.fetch');
-    if (signal?.aborted) throw abortError(what);
-    try {
-      const resp = await this._fetch(url, { method, headers: h, body, signal });
-      return { status: resp.status, text: await resp.text() };
-    } catch (e) {
-      if (signal?.aborted) throw abortError(what);
-      throw new ImError('transport', `${what}: ${method} ${shortUrl(url)} failed: ${e?.message ?? e}`);
-    }
   }
 
   // -------------------------------------------------------- requests
@@ -1006,7 +576,6 @@ export class ImClient {
     this._done.resolve();
   }
 
-  /** Runs one connection (made by connect.js) until it ends; resolves with how: `{kind: 'closed'|'lost'|'stop', code?, reason}`. */
   /**
    * The stored cursors are another user's (one browser, two accounts):
    * start over, or that user's cursors would skip this user's messages.
@@ -1029,6 +598,7 @@ export class ImClient {
     }
   }
 
+  /** Runs one connection (made by connect.js) until it ends; resolves with how: `{kind: 'closed'|'lost'|'stop', code?, reason}`. */
   _runConnection({ ws, url, token, hello }) {
     this._token = token;
     this._device = hello.device ?? this._device;
@@ -1043,7 +613,7 @@ export class ImClient {
 
     const conn = new Connection(ws, url, {
       onFrame: (f) => {
-        this._frame(f);
+        handleFrame(this, f);
         if (!conn.ended) this._pump();
       },
       onEnd: () => {
@@ -1139,135 +709,6 @@ export class ImClient {
     frames.push(...this._readSync.frames(left, this._protocol, this._now(), nextRid));
     this._pacer.spend(frames.length);
     for (const f of frames) conn.write(f);
-  }
-
-  // ------------------------------------------------------------ frames
-
-  /** What each server frame does to the client's state (frames.rs). */
-  _frame(f) {
-    const rid = f.rid;
-    switch (f.type) {
-      case 'message':
-        this._offer(asMessage(f));
-        break;
-      case 'ack': {
-        const sent = this._outbox.take(rid);
-        if (sent) {
-          this._offer(draftMessage(sent.draft, f.conv, f.id, this._me ?? 0, f.cmid ?? sent.cmid, f.ts ?? 0));
-          sent.reply.resolve({ id: f.id, duplicate: !!f.duplicate });
-        }
-        break;
-      }
-      case 'sync_page':
-        if (this._sync.isSync(rid)) {
-          for (const m of f.messages ?? []) this._offer(m);
-          if (this._sync.pageDone(rid, !!f.has_more)) {
-            this._flushStore();
-            this._readSync.synced();
-            // A healthy connection: the next outage starts from the initial delay.
-            this._backoff.reset();
-            this._emit({ type: 'synced' });
-          }
-        }
-        break;
-      case 'ok':
-        if (this._quiet.delete(rid)) break;
-        if (this._readSync.answered(rid, null) !== Owner.NONE) break;
-        this._reply(rid, f);
-        break;
-      case 'error':
-        if (rid == null) this._log.warn('error frame without rid', f.code, f.message);
-        else if (this._quiet.delete(rid)) this._log.debug('typing refresh refused', f.code);
-        else if (this._readSync.answered(rid, f.code) !== Owner.NONE) {
-          // a read mark, report or inbox page: handled there
-        } else this._refused(rid, f.code, f.message);
-        break;
-      case 'inbox_page': {
-        const entries = f.entries ?? [];
-        if (this._readSync.inboxPage(rid, entries.at(-1)?.conv ?? null, !!f.has_more) === Owner.INBOX) {
-          for (const e of entries) this._changed(e.conv, this._book.inbox(e), true);
-        } else this._reply(rid, f);
-        break;
-      }
-      case 'history_page':
-      case 'presence_list':
-      case 'receipt_list':
-        this._reply(rid, f);
-        break;
-      case 'presence':
-        this._emit({ type: 'presence', presence: { user: f.user, status: f.status, last_active_at: f.last_active_at } });
-        break;
-      case 'member':
-        if (f.change === 'added' && f.user === this._me) this._sync.noteGap(); // a new group: its past comes with a sync
-        this._emit({ type: 'member', group: f.group, user: f.user, change: f.change, by: f.by });
-        break;
-      case 'user_typing':
-        this._typingIn.heard(f.conv, f.user, !!f.typing, this._now());
-        this._emit({ type: 'typing', conv: f.conv, user: f.user, typing: !!f.typing });
-        break;
-      case 'read_up_to': {
-        const change = this._book.read(f.conv, f.id);
-        this._emit({ type: 'readUpTo', conv: f.conv, id: f.id });
-        this._changed(f.conv, change, false);
-        break;
-      }
-      case 'receipt':
-        this._emit({ type: 'receipt', conv: f.conv, user: f.user, read: f.read, delivered: f.delivered });
-        break;
-      default:
-        // pong, hello, and frame types of later revisions: ignored (protocol §2)
-        break;
-    }
-  }
-
-  /** An `error` answering request `rid`. */
-  _refused(rid, code, message) {
-    if (this._outbox.isSend(rid)) {
-      // Not processed, or maybe not stored: resend later with the same cmid.
-      if (TRANSIENT_CODES.has(code)) this._outbox.requeue(rid);
-      else this._outbox.take(rid)?.reply.reject(new ImError('rejected', `refused by the server: ${code}: ${message}`, { code, serverMessage: message }));
-    } else if (this._sync.isSync(rid)) {
-      this._log.warn('sync refused; retrying shortly', code, message);
-      this._sync.syncFailed(rid);
-    } else {
-      const req = this._inFlight.get(rid);
-      if (req) {
-        this._inFlight.delete(rid);
-        req.reject(new ImError('rejected', `refused by the server: ${code}: ${message}`, { code, serverMessage: message }));
-      }
-    }
-  }
-
-  /** A message from any source: handed to the app if it is the next one (sync-state.js decides). */
-  _offer(m) {
-    offer(this._sync, m, (msg) => {
-      this._emit({ type: 'message', message: msg });
-      this._afterDelivery(msg);
-      try {
-        const r = this._store.save(msg.conv, msg.id);
-        if (r && typeof r.catch === 'function') r.catch((e) => this._log.warn('saving a sync cursor failed', e));
-      } catch (e) {
-        this._log.warn('saving a sync cursor failed', e);
-      }
-    });
-  }
-
-  /** A message reached the app: counts, receipts and typing follow. */
-  _afterDelivery(m) {
-    const own = this._me !== null && m.from === this._me;
-    if (own) this._typingOut.sentMessage(m.conv);
-    else {
-      this._readSync.delivered(m.conv, m.id);
-      if (this._typingIn.messageFrom(m.conv, m.from)) this._emit({ type: 'typing', conv: m.conv, user: m.from, typing: false });
-    }
-    this._changed(m.conv, this._book.message(m.conv, m.id, own), false);
-  }
-
-  /** Tells the app about a read-state change: `readUpTo` when `announceRead` and the read id rose, `unread` when the count changed. */
-  _changed(conv, change, announceRead) {
-    if (!change) return;
-    if (announceRead && change.readRose) this._emit({ type: 'readUpTo', conv, id: change.state.read });
-    if (change.unreadChanged) this._emit({ type: 'unread', conv, unread: change.state.unread, read: change.state.read });
   }
 }
 
