@@ -66,6 +66,12 @@ pub enum Event {
         /// The session id.
         session: String,
     },
+    /// Close every connection of a user with 3000 (the server API's
+    /// disconnect): each reconnects, authenticates and syncs again.
+    UserDisconnected {
+        /// The user.
+        user: UserId,
+    },
 }
 
 /// Receives the events published by any node (this one included).

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub attachment_types: Vec<String>,
     /// An upload that no message references within this time is removed.
     pub attachment_orphan_ttl: Duration,
+    /// API keys of the server API (`/api/v1/server/…`, the application's
+    /// backend). Empty (the default): the server API is off (404).
+    pub server_api_keys: Vec<String>,
 }
 
 /// The MIME types allowed for uploads by default: media, PDF, plain text,
@@ -118,6 +121,7 @@ impl Default for ServerConfig {
             max_attachment_bytes: 25 * 1024 * 1024,
             attachment_types: DEFAULT_ATTACHMENT_TYPES.iter().map(|t| t.to_string()).collect(),
             attachment_orphan_ttl: Duration::from_secs(24 * 3600),
+            server_api_keys: Vec::new(),
         }
     }
 }

@@ -394,6 +394,12 @@ impl EventSink for Hub {
                     }
                 }
             }
+            Event::UserDisconnected { user } => {
+                let idx = self.read();
+                for c in idx.users.get(&user).into_iter().flatten() {
+                    c.close(CloseCode::RECONNECT);
+                }
+            }
         }
     }
 }

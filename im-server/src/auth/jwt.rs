@@ -18,7 +18,7 @@ use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::AuthError;
+use super::{valid_subject, AuthError};
 
 /// Longest JWT looked at, bytes (larger input is refused before decoding).
 pub const MAX_JWT_LEN: usize = 8 * 1024;
@@ -311,11 +311,6 @@ pub fn verify(cfg: &JwtConfig, token: &str, now_ms: u64) -> Result<JwtClaims, Au
         expires_at: (exp * 1000.0).max(0.0).min(u64::MAX as f64) as u64,
         token_id,
     })
-}
-
-/// A subject im can map to a user: 1 to 63 visible ASCII characters.
-pub fn valid_subject(s: &str) -> bool {
-    (1..=63).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The DER inside a PEM block labelled `label`.

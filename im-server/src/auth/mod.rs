@@ -38,6 +38,12 @@ pub use authenticator::{Authenticator, Identity};
 pub use password::{PasswordHasher, HASH_WAIT};
 pub use sessions::SessionTokens;
 
+/// Whether `s` can name an application's user (1 to 63 visible ASCII
+/// characters): what a JWT's `sub` and the server API's `subject` must be.
+pub fn valid_subject(s: &str) -> bool {
+    (1..=63).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 use crate::model::Session;
 use crate::store::StoreError;
 

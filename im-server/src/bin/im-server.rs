@@ -101,6 +101,10 @@ struct Args {
     /// with --memory, a temporary directory). Nodes of a cluster must share it.
     #[arg(long, env = "IM_ATTACHMENTS_DIR")]
     attachments_dir: Option<PathBuf>,
+    /// API keys of the server API (`/api/v1/server/…`), comma-separated
+    /// (default: none, the server API is off).
+    #[arg(long, env = "IM_SERVER_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    server_api_key: Vec<String>,
     /// Also accept JWTs from the application's backend signed with this
     /// HS256 secret (at least 32 bytes). Needs the `jwt` feature.
     #[arg(long, env = "IM_JWT_HS256_SECRET", hide_env_values = true)]
@@ -185,6 +189,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.limits.rate_burst = args.rate_burst;
     cfg.admin_token = args.admin_token.clone();
     cfg.drain_window = Duration::from_secs(args.drain_window_secs);
+    cfg.server_api_keys = args.server_api_key.iter().filter(|k| !k.is_empty()).cloned().collect();
+    if cfg.server_api_keys.iter().any(|k| k.len() < 16) {
+        return Err("a server API key needs at least 16 characters".into());
+    }
     cfg.max_attachment_bytes = args.max_attachment_bytes;
     cfg.attachment_types = args.attachment_types.clone();
     cfg.attachment_orphan_ttl = Duration::from_secs(args.attachment_orphan_ttl_secs.max(1));

@@ -39,6 +39,8 @@
 //! | `GET` | `/api/v1/attachments/{id}` | token | the bytes (`Range` → 206), or 302 to a presigned URL, if a conversation of the caller references it |
 //! | `GET` | `/api/v1/attachments/{id}/info` | token | the attachment's metadata |
 //!
+//! | `POST`, `GET` | `/api/v1/server/…` | server API key | the server API for the application's backend ([`ServerKey`]; off without keys) |
+//!
 //! `docs/http-api.md` in the repository documents each endpoint with
 //! examples. Every failure answers `{"code": "…", "message": "…"}` with the
 //! code's HTTP status ([`ApiError`]); handlers call [`crate::logic::Logic`]
@@ -66,10 +68,12 @@ mod ops;
 mod presence;
 mod reads;
 mod rooms;
+mod server_api;
 pub mod web;
 
 pub use error::{ApiError, ApiResult};
 pub use extract::{ApiJson, ApiPath, ApiQuery, Authed};
+pub use server_api::ServerKey;
 
 /// Largest request body the API reads (64 KiB); larger bodies answer 413
 /// `body_too_large`.
@@ -99,6 +103,16 @@ fn api() -> Router<AppState> {
         .route("/conversations/{conv}/mute", put(reads::mute).delete(reads::unmute))
         .route("/me/receipts", get(reads::receipts_setting).put(reads::set_receipts_setting))
         .route("/presence", get(presence::query))
+        .route("/server/users", post(server_api::create_user))
+        .route("/server/users/{id}", get(server_api::user))
+        .route("/server/users/{id}/disconnect", post(server_api::disconnect))
+        .route("/server/groups", post(server_api::create_group))
+        .route("/server/groups/{id}/members", post(server_api::add_member))
+        .route("/server/groups/{id}/members/{user_id}", delete(server_api::remove_member))
+        .route("/server/rooms", post(server_api::create_room))
+        .route("/server/messages", post(server_api::post_message))
+        .route("/server/conversations/{conv}/messages", get(server_api::history))
+        .route("/server/tokens/revoke", post(server_api::revoke))
         .route("/attachments", post(attachments::upload))
         .route("/attachments/config", get(attachments::config))
         .route("/attachments/uploads", post(attachments::begin))

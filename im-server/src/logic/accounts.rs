@@ -107,7 +107,7 @@ impl Logic {
     }
 
     /// Our user for the application's user `subject`, created if new.
-    async fn external_user(&self, subject: &str) -> std::result::Result<UserId, AuthError> {
+    pub(crate) async fn external_user(&self, subject: &str) -> std::result::Result<UserId, AuthError> {
         const CACHED: usize = 100_000;
         if let Some(&id) = self.external_users.lock().unwrap_or_else(|p| p.into_inner()).get(subject) {
             return Ok(id);

@@ -313,8 +313,19 @@ impl Logic {
         before: Option<MessageId>,
         limit: Option<u32>,
     ) -> Result<HistoryPage> {
-        let page = page_size(limit, self.cfg.limits.history_page_max)?;
         self.check_access(user, conv).await?;
+        self.history_page(conv, before, limit).await
+    }
+
+    /// [`history`](Self::history) without a membership check, for the
+    /// server API (the application's backend may read any conversation).
+    pub async fn history_page(
+        &self,
+        conv: ConversationId,
+        before: Option<MessageId>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage> {
+        let page = page_size(limit, self.cfg.limits.history_page_max)?;
         let mut messages = self.svc.messages.before(conv, before, page + 1).await?;
         let mut has_more = messages.len() > page;
         if has_more {

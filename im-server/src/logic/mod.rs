@@ -29,6 +29,7 @@ pub mod presence;
 pub mod reads;
 pub mod receipts;
 pub mod rooms;
+pub mod server_api;
 pub mod typing;
 
 mod sequencer;

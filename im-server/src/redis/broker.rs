@@ -20,7 +20,7 @@
 //!   the future) with one script call per batch of users. Each *other* node
 //!   gets one `PUBLISH` to its node channel carrying only its users.
 //! - `Deliver` to [`Audience::Room`]: one `PUBLISH` to the room channel.
-//! - `RoomMembership` and `SessionRevoked`: to the user's nodes, like users.
+//! - `RoomMembership`, `SessionRevoked` and `UserDisconnected`: to the user's nodes, like users.
 //!
 //! Every event is also handed to this node's own sink directly, at once and
 //! without a Redis round trip: the hub ignores users it holds no connection
@@ -304,9 +304,9 @@ impl Broker for RedisBroker {
                 }
                 self.send(messages).await
             }
-            Event::RoomMembership { user, .. } | Event::SessionRevoked { user, .. } => {
-                self.to_nodes_of(*user, &event).await
-            }
+            Event::RoomMembership { user, .. }
+            | Event::SessionRevoked { user, .. }
+            | Event::UserDisconnected { user } => self.to_nodes_of(*user, &event).await,
         }
     }
 

@@ -1,0 +1,50 @@
+//! What the server API (the application's backend, authenticated by an API
+//! key) may do beyond what a user may: act for any user, read any
+//! conversation, disconnect users and revoke tokens.
+
+use im_core::{ErrorCode, GroupId, UserId};
+
+use super::Logic;
+use crate::broker::Event;
+use crate::error::{Error, Result};
+use crate::model::{Role, User};
+
+impl Logic {
+    /// The user for the application's user `subject` (`~subject`), created
+    /// if new — the same user an app token with that `sub` signs in as.
+    pub async fn user_for_subject(&self, subject: &str) -> Result<User> {
+        if !crate::auth::valid_subject(subject) {
+            return Err(Error::new(ErrorCode::InvalidField, "subject: 1 to 63 visible ASCII characters"));
+        }
+        let id = self.external_user(subject).await.map_err(|e| Error::new(e.error_code(), e.to_string()))?;
+        self.user(id).await
+    }
+
+    /// The owner of `group`, who acts for the server API on its members.
+    pub async fn group_owner(&self, group: GroupId) -> Result<UserId> {
+        let members = self.svc.directory.members(group).await?;
+        members
+            .iter()
+            .find(|m| m.role == Role::Owner)
+            .map(|m| m.user)
+            .ok_or_else(|| Error::new(ErrorCode::NoSuchGroup, format!("no group {group}")))
+    }
+
+    /// Closes every connection of `user` on every node with 3000: each
+    /// reconnects, authenticates again (a revoked token then fails for
+    /// good) and syncs.
+    pub async fn disconnect_user(&self, user: UserId) -> Result<()> {
+        self.user(user).await?;
+        self.publish(Event::UserDisconnected { user }).await;
+        Ok(())
+    }
+
+    /// Revokes `token` (a session token or an app token) on every node and
+    /// closes its connections with 4001. A token that is not valid anyway
+    /// answers `unauthorized`.
+    pub async fn revoke_token(&self, token: &str) -> Result<()> {
+        let session =
+            self.authenticate(token).await.map_err(|e| Error::new(e.error_code(), e.to_string()))?;
+        self.logout(&session).await
+    }
+}

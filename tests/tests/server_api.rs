@@ -1,0 +1,163 @@
+//! The server API (the application's backend, with an API key) over real
+//! HTTP and WebSocket: off without keys, refused with a wrong key; creates
+//! users, a group and a room, posts a message as a bot that members receive
+//! live and by sync (idempotent by cmid), reads any history, disconnects a
+//! user and revokes a token.
+
+use std::time::Duration;
+
+use im_client::core::{ConversationId, GroupId};
+use im_client::{Client, Event, StopReason};
+use im_server::{RunningServer, ServerConfig};
+use im_tests::{start, until, Api};
+use serde_json::{json, Value};
+
+const KEY: &str = "server-api-key-for-tests-0123456789";
+
+async fn with_key() -> RunningServer {
+    let mut cfg = ServerConfig::default();
+    cfg.server_api_keys = vec!["another-configured-key-000".into(), KEY.into()];
+    start(cfg).await
+}
+
+/// A call with the API key.
+async fn server(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    api.call(method, &format!("/api/v1/server{path}"), Some(KEY), body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_api_is_off_without_keys_and_refuses_wrong_keys() {
+    let off = im_tests::start_default().await;
+    let (s, _) = Api::new(&off).call("GET", "/api/v1/server/users/1", Some(KEY), None).await;
+    assert_eq!(s, 404, "no keys: the server API does not exist");
+    off.shutdown().await;
+
+    let on = with_key().await;
+    let api = Api::new(&on);
+    let alice = api.user("alice").await;
+    for token in [None, Some("wrong-key-0123456789"), Some(alice.token.as_str())] {
+        let (s, body) = api.call("POST", "/api/v1/server/users", token, Some(json!({"subject": "x"}))).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{token:?}: a user's token is no API key"
+        );
+    }
+    let (s, _) = server(&api, "GET", "/users/404", None).await;
+    assert_eq!(s, 404);
+    on.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_sets_up_a_group_and_posts_as_a_bot() {
+    let srv = with_key().await;
+    let api = Api::new(&srv);
+    let alice = api.user("alice").await;
+    // The app's users by subject (idempotent), and a bot account.
+    let (s, ada) = server(&api, "POST", "/users", Some(json!({"subject": "ada-1815"}))).await;
+    assert_eq!((s, ada["username"].as_str()), (200, Some("~ada-1815")), "{ada}");
+    let (_, again) = server(&api, "POST", "/users", Some(json!({"subject": "ada-1815"}))).await;
+    assert_eq!(again["id"], ada["id"]);
+    let (s, bot) =
+        server(&api, "POST", "/users", Some(json!({"username": "notifier", "password": "bot-password-1"})))
+            .await;
+    assert_eq!(s, 201, "{bot}");
+    assert!(bot.get("password_hash").is_none());
+
+    let (s, group) = server(
+        &api,
+        "POST",
+        "/groups",
+        Some(json!({"owner": bot["id"], "name": "Release news", "members": [ada["id"]]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{group}");
+    let gid = group["id"].as_u64().unwrap();
+    let (s, _) =
+        server(&api, "POST", &format!("/groups/{gid}/members"), Some(json!({"user_id": alice.id.0}))).await;
+    assert_eq!(s, 204);
+    let (s, room) =
+        server(&api, "POST", "/rooms", Some(json!({"creator": bot["id"], "name": "lobby"}))).await;
+    assert_eq!((s, room["name"].as_str()), (201, Some("lobby")));
+
+    // Alice is online; the bot posts twice with the same cmid.
+    let (client, mut ev) = Client::builder().url(srv.ws_url()).token(alice.token.clone()).connect().unwrap();
+    until(&mut ev, "Synced", |e| matches!(e, Event::Synced)).await;
+    let conv = ConversationId::Group(GroupId(gid));
+    let post =
+        json!({"conv": conv.to_string(), "from": bot["id"], "cmid": "release-1.2", "body": "im 1.2 is out"});
+    let (s, first) = server(&api, "POST", "/messages", Some(post.clone())).await;
+    assert_eq!((s, first["duplicate"].as_bool()), (201, Some(false)), "{first}");
+    let (s, second) = server(&api, "POST", "/messages", Some(post)).await;
+    assert_eq!((s, second["duplicate"].as_bool()), (200, Some(true)));
+    assert_eq!(second["message"]["id"], first["message"]["id"], "stored once");
+    let (e, _) = until(&mut ev, "the bot's message", |e| matches!(e, Event::Message(_))).await;
+    let Event::Message(m) = e else { unreachable!() };
+    assert_eq!((m.body.as_str(), m.from.0), ("im 1.2 is out", bot["id"].as_u64().unwrap()));
+
+    // A non-member cannot be made to post; the backend reads any history.
+    let outsider = api.user("mallory").await;
+    let (s, body) = server(
+        &api,
+        "POST",
+        "/messages",
+        Some(json!({"conv": conv.to_string(), "from": outsider.id.0, "cmid": "x", "body": "hi"})),
+    )
+    .await;
+    assert_eq!((s, body["code"].as_str()), (403, Some("not_member")));
+    let (s, page) = server(&api, "GET", &format!("/conversations/{conv}/messages"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+
+    // Removing Alice through the backend: she is no longer a member.
+    let (s, _) = server(&api, "DELETE", &format!("/groups/{gid}/members/{}", alice.id.0), None).await;
+    assert_eq!(s, 204);
+    let (s, _) =
+        api.call("GET", &format!("/api/v1/conversations/{conv}/messages"), Some(&alice.token), None).await;
+    assert_eq!(s, 403);
+    client.shutdown().await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_disconnects_users_and_revokes_tokens() {
+    let srv = with_key().await;
+    let api = Api::new(&srv);
+    let alice = api.user("alice").await;
+    let connect = || {
+        Client::builder()
+            .url(srv.ws_url())
+            .token(alice.token.clone())
+            .backoff(Duration::from_millis(20), Duration::from_millis(100))
+            .max_reconnect_attempts(20)
+            .connect()
+            .unwrap()
+    };
+    let (_c, mut ev) = connect();
+    until(&mut ev, "Connected", |e| matches!(e, Event::Connected { .. })).await;
+
+    // Disconnect: closed with 3000, and back by itself (the token still works).
+    let (s, _) = server(&api, "POST", &format!("/users/{}/disconnect", alice.id.0), None).await;
+    assert_eq!(s, 204);
+    let (e, _) = until(&mut ev, "Disconnected", |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(matches!(e, Event::Disconnected { code: Some(c), .. } if c.0 == 3000), "{e:?}");
+    until(&mut ev, "Connected again", |e| matches!(e, Event::Connected { .. })).await;
+
+    // Revoke: closed with 4001 and stopped for good; the token is dead everywhere.
+    let (s, _) = server(&api, "POST", "/tokens/revoke", Some(json!({"token": alice.token}))).await;
+    assert_eq!(s, 204);
+    let (e, _) = until(&mut ev, "Stopped", |e| matches!(e, Event::Stopped { .. })).await;
+    assert!(
+        matches!(&e, Event::Stopped { reason: StopReason::Closed { code, .. } } if code.0 == 4001),
+        "{e:?}"
+    );
+    let (s, _) = api.call("GET", "/api/v1/me", Some(&alice.token), None).await;
+    assert_eq!(s, 401);
+    let (s, body) = server(&api, "POST", "/tokens/revoke", Some(json!({"token": alice.token}))).await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (401, Some("unauthorized")),
+        "a dead token cannot be revoked again"
+    );
+    srv.shutdown().await;
+}
