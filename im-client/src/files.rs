@@ -32,6 +32,9 @@ use url::Url;
 
 /// Bytes per chunk of an upload, and how often progress is reported.
 const CHUNK: usize = 64 * 1024;
+/// Largest download kept in memory (a server's uploads are far smaller:
+/// 25 MiB by default).
+pub const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
 
 /// An uploaded attachment, as the server measured it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -303,10 +306,17 @@ impl Files {
             return Err(refused(resp).await);
         }
         let total = resp.content_length();
+        let too_large = || FileError::Transport(format!("the download is over {MAX_DOWNLOAD_BYTES} bytes"));
+        if total.is_some_and(|n| n > MAX_DOWNLOAD_BYTES) {
+            return Err(too_large());
+        }
         let mut out = Vec::with_capacity(total.unwrap_or(0).min(64 * 1024 * 1024) as usize);
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             out.extend_from_slice(&chunk.map_err(transport)?);
+            if out.len() as u64 > MAX_DOWNLOAD_BYTES {
+                return Err(too_large());
+            }
             progress(out.len() as u64, total);
         }
         Ok(out)

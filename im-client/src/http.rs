@@ -17,6 +17,21 @@ pub(crate) fn client(config: &Config) -> reqwest::Client {
     })
 }
 
+/// The HTTP client for uploads and downloads: the same TLS options, a
+/// connect timeout, and a read timeout (no byte for `request_timeout`)
+/// instead of a total one, so a large file on a slow link is not cut off.
+pub(crate) fn file_client(config: &Config) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .read_timeout(config.request_timeout);
+    #[cfg(feature = "tls")]
+    let builder = builder.use_preconfigured_tls((*config.tls).clone());
+    builder.build().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the file HTTP client; using one without options");
+        reqwest::Client::new()
+    })
+}
+
 /// An error and its causes on one line, with a plain explanation of a
 /// refused certificate: reqwest's own message ("error sending request")
 /// hides what went wrong.

@@ -137,8 +137,8 @@ impl ServerBuilder {
 
     /// Sets where uploaded attachments are kept. Default: `attachments/` of
     /// the embedded store's directory, else a temporary directory removed
-    /// at shutdown (a cluster needs a shared one, e.g.
-    /// [`FsAttachments::open`] on a shared mount).
+    /// at shutdown ([`FsAttachments`] is for one node; a cluster uses an
+    /// S3 store).
     pub fn attachments(mut self, store: Arc<dyn AttachmentStore>) -> Self {
         self.attachments = Some(store);
         self

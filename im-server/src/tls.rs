@@ -34,8 +34,9 @@ use tokio_rustls::TlsAcceptor;
 
 /// Longest time a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most TLS handshakes in progress at once; further connections wait in
-/// the kernel's accept backlog.
+/// Most TLS handshakes in progress at once; a connection arriving while
+/// that many are in progress is closed at once (shed), so clients that
+/// never finish a handshake cannot stop the listener from accepting.
 pub const MAX_CONCURRENT_HANDSHAKES: usize = 512;
 /// Handshaken connections waiting for the HTTP server to take them.
 const READY_QUEUE: usize = 64;
@@ -200,7 +201,6 @@ async fn accept_loop(
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else { return };
         let (stream, peer) = match tcp.accept().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -209,6 +209,12 @@ async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Full of handshakes in progress: shed this one, keep accepting.
+            tracing::debug!(%peer, "TLS handshakes at their limit: connection closed");
+            drop(stream);
+            continue;
         };
         // Chat frames are small and latency-bound (see `server.rs`).
         if let Err(e) = stream.set_nodelay(true) {

@@ -186,6 +186,19 @@ async fn a_revoked_app_token_is_refused_on_every_node() {
     // nodes; these two in-process nodes have no broker in common.)
     let (_, _, first) = connect(&one, &token).await;
     assert_eq!(first, Event::Stopped { reason: StopReason::Unauthorized });
+    // On the node where it is revoked, its open connection is closed with 4001.
+    let mut c3 = claims("leaver");
+    c3["jti"] = json!("token-3");
+    let third = hs256(&c3, SECRET);
+    let (_b, mut b_ev, first) = connect(&two, &third).await;
+    assert!(matches!(first, Event::Connected { .. }), "{first:?}");
+    let (s, _) = Api::new(&two).call("POST", "/api/v1/logout", Some(&third), None).await;
+    assert_eq!(s, 204);
+    let (stopped, _) = until(&mut b_ev, "Stopped", |e| matches!(e, Event::Stopped { .. })).await;
+    assert!(
+        matches!(&stopped, Event::Stopped { reason: StopReason::Closed { code, .. } } if code.0 == 4001),
+        "{stopped:?}"
+    );
     // Another token of the same user still works.
     let mut other = claims("leaver");
     other["jti"] = json!("token-2");

@@ -45,7 +45,7 @@ pub(crate) fn spawn(config: Config) -> (Client, Events) {
         Auth::Token(t) => Some(t.clone()),
         Auth::Login { .. } => None,
     };
-    let files = Arc::new(Files::new(config.api_base.clone(), http.clone(), token));
+    let files = Arc::new(Files::new(config.api_base.clone(), crate::http::file_client(&config), token));
     let client = Client::new(cmd_tx, config.request_timeout, book.clone(), files.clone());
     tokio::spawn(Driver::new(config, http, cmd_rx, ev_tx, book, files).run());
     (client, Events::new(ev_rx))

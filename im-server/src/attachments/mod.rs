@@ -245,6 +245,19 @@ pub fn new_attachment_id() -> String {
     )
 }
 
+/// Whether `mime` is one media type `type/subtype` as RFC 6838 spells it
+/// (restricted names of `A-Z a-z 0-9 ! # $ & ^ _ . + -`, at most 127
+/// characters each, starting with a letter or digit): no parameters, no
+/// lists, nothing a browser could read as another type.
+pub fn valid_mime(mime: &str) -> bool {
+    let name = |s: &str| {
+        (1..=127).contains(&s.len())
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+    };
+    matches!(mime.split_once('/'), Some((t, sub)) if name(t) && name(sub))
+}
+
 /// Whether `mime` matches one of `allowed` (`type/subtype` exactly, or
 /// `type/*`), case-insensitively.
 pub fn type_allowed(mime: &str, allowed: &[String]) -> bool {
@@ -287,5 +300,24 @@ mod tests {
         assert!(!type_allowed("text/html", &allowed));
         assert!(!type_allowed("image", &allowed));
         assert!(safe_inline("image/png") && !safe_inline("image/svg+xml") && !safe_inline("text/html"));
+        for ok in [
+            "image/png",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+            "audio/x-wav",
+        ] {
+            assert!(valid_mime(ok), "{ok}");
+        }
+        for bad in [
+            "audio/x, text/html",
+            "image/png; x=1",
+            "image",
+            "/png",
+            "image/",
+            "image/p ng",
+            "text/html\r\nx: y",
+        ] {
+            assert!(!valid_mime(bad), "{bad}");
+        }
+        assert!(!valid_mime(&format!("image/{}", "x".repeat(200))));
     }
 }

@@ -122,12 +122,14 @@ mod jwt_authenticator {
                 return Ok(Some(false));
             }
             let now = crate::time::now_ms();
-            // Kept a minute past the expiry: clocks of other nodes may lag.
+            // Kept as long as the token is accepted (its expiry plus the
+            // leeway), and a minute more: clocks of other nodes may lag.
+            let keep_ms = self.cfg.leeway_secs.saturating_mul(1000).saturating_add(60_000);
             let entry = Session {
                 id: format!("{REVOKED_PREFIX}{token_id}"),
                 user,
                 created_at: now,
-                expires_at: expires_at.max(now).saturating_add(60_000),
+                expires_at: expires_at.max(now).saturating_add(keep_ms),
             };
             self.sessions.create(&entry).await?;
             Ok(Some(true))

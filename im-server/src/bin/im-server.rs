@@ -98,7 +98,7 @@ struct Args {
     #[arg(long, env = "IM_DRAIN_WINDOW_SECS", default_value_t = 10)]
     drain_window_secs: u64,
     /// Where uploaded attachments are kept (default: DATA_DIR/attachments;
-    /// with --memory, a temporary directory). Nodes of a cluster must share it.
+    /// with --memory, a temporary directory). One node only: a cluster uses --s3-bucket.
     #[arg(long, env = "IM_ATTACHMENTS_DIR")]
     attachments_dir: Option<PathBuf>,
     /// API keys of the server API (`/api/v1/server/…`), comma-separated

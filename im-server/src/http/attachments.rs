@@ -275,7 +275,9 @@ fn byte_range(header: &str, size: u64) -> RangeAsked {
         },
         // bytes=A-B, B inclusive and clipped to the end.
         (false, false) => match (parse(first), parse(last)) {
-            (Some(a), Some(b)) if a <= b && a < size => RangeAsked::Satisfiable(a..(b + 1).min(size)),
+            (Some(a), Some(b)) if a <= b && a < size => {
+                RangeAsked::Satisfiable(a..b.saturating_add(1).min(size))
+            }
             (Some(a), Some(b)) if a <= b => RangeAsked::Unsatisfiable,
             _ => RangeAsked::Ignored,
         },
@@ -303,6 +305,8 @@ mod tests {
         assert_eq!(byte_range("items=0-1", 100), Ignored);
         assert_eq!(byte_range("bytes=x-y", 100), Ignored);
         assert_eq!(byte_range("bytes=0-0", 0), Ignored);
+        assert_eq!(byte_range("bytes=0-18446744073709551615", 100), Satisfiable(0..100));
+        assert_eq!(byte_range("bytes=5-18446744073709551615", 100), Satisfiable(5..100));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | `GET` | `/dispatch` | — | `{url, node}`: where to open the WebSocket |
 //! | `GET` | `/healthz` | — | `ok`, or 503 while draining |
 //! | `GET` | `/metrics` | — | OpenMetrics text |
+//! | `GET` | `/openapi.json` | — | the OpenAPI 3 description of these routes (`docs/openapi.json`) |
 //! | `POST` | `/api/v1/register` | — | 201 user |
 //! | `POST` | `/api/v1/login` | — | `{token, user_id, expires_at}` |
 //! | `POST` | `/api/v1/logout` | token | 204 |
@@ -39,7 +40,7 @@
 //! | `GET` | `/api/v1/attachments/{id}` | token | the bytes (`Range` → 206), or 302 to a presigned URL, if a conversation of the caller references it |
 //! | `GET` | `/api/v1/attachments/{id}/info` | token | the attachment's metadata |
 //!
-//! | `POST`, `GET` | `/api/v1/server/…` | server API key | the server API for the application's backend ([`ServerKey`]; off without keys) |
+//! | `POST`, `GET`, `DELETE` | `/api/v1/server/…` | server API key | the server API for the application's backend ([`ServerKey`]; off without keys) |
 //!
 //! `docs/http-api.md` in the repository documents each endpoint with
 //! examples. Every failure answers `{"code": "…", "message": "…"}` with the
@@ -131,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         // Counts and logs the routes above (not health probes, scrapes or sockets).
         .layer(from_fn_with_state(state.clone(), track))
         .route("/healthz", get(ops::healthz))
+        .route("/openapi.json", get(ops::openapi))
         .route("/admin/drain", post(ops::drain))
         .route("/metrics", get(ops::metrics))
         .route("/ws", get(crate::gateway::ws_handler))

@@ -37,6 +37,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `GET /openapi.json` → the OpenAPI 3 description of every route
+/// (`docs/openapi.json`, embedded at build time).
+pub(crate) async fn openapi() -> Response {
+    let spec = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"));
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], spec).into_response()
+}
+
 /// `GET /healthz` → 200 `ok`, or 503 `unavailable` while the node drains or
 /// shuts down, so a load balancer stops sending it new clients.
 pub(crate) async fn healthz(State(app): State<AppState>) -> Response {

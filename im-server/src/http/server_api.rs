@@ -212,6 +212,8 @@ pub(crate) async fn post_message(
     _: ServerKey,
     ApiJson(b): ApiJson<NewMessage>,
 ) -> ApiResult<(StatusCode, Json<Posted>)> {
+    // A direct chat only checks its other party: the sender must exist too.
+    app.logic().user(b.from).await?;
     let draft =
         Draft { body: b.body, mentions: b.mentions, kind: b.kind, content: b.content, reply_to: b.reply_to };
     let appended = app.logic().send(b.from, None, b.conv, b.cmid, draft).await?;

@@ -98,6 +98,11 @@ impl Logic {
                 None => continue,
                 Some(Identity::Session(session)) => return Ok(session),
                 Some(Identity::External { subject, session, expires_at, .. }) => {
+                    // Every authenticator's subjects share the `~` namespace;
+                    // one of an embedder's own must pass the same check.
+                    if !crate::auth::valid_subject(&subject) {
+                        return Err(AuthError::Malformed);
+                    }
                     let user = self.external_user(&subject).await?;
                     return Ok(Session { id: session, user, created_at: now_ms(), expires_at });
                 }

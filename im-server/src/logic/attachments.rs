@@ -58,6 +58,12 @@ impl Logic {
 
     /// Type, name and declared size of an upload.
     fn check_upload(&self, new: &NewAttachment, declared_len: Option<u64>) -> Result<()> {
+        if !crate::attachments::valid_mime(&new.mime) {
+            return Err(Error::new(
+                ErrorCode::UnsupportedMediaType,
+                "the type must be one media type/subtype, without parameters",
+            ));
+        }
         if !type_allowed(&new.mime, &self.cfg.attachment_types) {
             return Err(Error::new(
                 ErrorCode::UnsupportedMediaType,
@@ -92,8 +98,8 @@ impl Logic {
         if meta.owner == user {
             return Ok(meta);
         }
-        let mut convs: Vec<ConversationId> = meta.references.iter().map(|r| r.conv).collect();
-        convs.dedup();
+        let convs: std::collections::BTreeSet<ConversationId> =
+            meta.references.iter().map(|r| r.conv).collect();
         for conv in convs.into_iter().take(MAX_REFERENCES_CHECKED) {
             if self.check_access(user, conv).await.is_ok() {
                 return Ok(meta);

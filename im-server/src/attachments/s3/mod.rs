@@ -131,6 +131,17 @@ fn split_endpoint(endpoint: &str) -> Result<(String, String, String), Attachment
     Ok((format!("{scheme}://{host}"), host.to_owned(), path.to_owned()))
 }
 
+/// The base64 form of a hex digest (S3's checksum headers take base64).
+fn hex_to_base64(hex: &str) -> Option<String> {
+    use base64::Engine as _;
+    if hex.len() != 64 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..32).map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes?))
+}
+
 fn storage(e: impl std::fmt::Display) -> AttachmentError {
     AttachmentError::Storage(e.to_string())
 }
@@ -367,14 +378,23 @@ impl AttachmentStore for S3Attachments {
             duration_ms: new.duration_ms,
             created_at_ms: crate::time::now_ms(),
         };
+        // The object store checks the bytes against the announced hash
+        // (the header is part of the signature), so what receivers are told
+        // is what they get, and the URL cannot be used to swap the bytes.
+        let checksum =
+            hex_to_base64(&pending.sha256).ok_or_else(|| storage("sha256 must be 64 hex digits"))?;
         let json = serde_json::to_vec(&pending).map_err(storage)?;
         self.put_bytes(&self.key(&format!("pending/{id}.json")), json, "application/json").await?;
-        let headers =
-            vec![("content-type".to_string(), new.mime), ("content-length".to_string(), size.to_string())];
+        let headers = vec![
+            ("content-type".to_string(), new.mime),
+            ("content-length".to_string(), size.to_string()),
+            ("x-amz-checksum-sha256".to_string(), checksum),
+        ];
         let (url, expires_at_ms) =
             self.presigned("PUT", &self.key(&format!("blobs/{id}")), Vec::new(), headers.clone(), valid_for);
-        let mut sent = BTreeMap::new();
-        sent.insert("content-type".to_string(), headers[0].1.clone());
+        // Content-Length is set by every HTTP client from the body itself.
+        let sent: BTreeMap<String, String> =
+            headers.into_iter().filter(|(k, _)| k != "content-length").collect();
         Ok(UploadTicket { id, url, method: "PUT", headers: sent, expires_at_ms })
     }
 
@@ -503,14 +523,25 @@ impl AttachmentStore for S3Attachments {
 
     async fn orphans(&self, created_before_ms: u64, limit: usize) -> Result<Vec<String>, AttachmentError> {
         let mut found = Vec::new();
-        for dir in ["meta/", "pending/"] {
+        for dir in ["meta/", "pending/", "blobs/"] {
             let prefix = self.key(dir);
             for obj in self.list(&prefix, 10_000).await? {
                 if obj.modified_ms.is_none_or(|t| t >= created_before_ms) {
                     continue;
                 }
-                let Some(id) = obj.key[prefix.len()..].strip_suffix(".json") else { continue };
-                if dir == "pending/" || self.references(id).await?.is_empty() {
+                let name = &obj.key[prefix.len()..];
+                let Some(id) = name.strip_suffix(".json").or((dir == "blobs/").then_some(name)) else {
+                    continue;
+                };
+                // Bytes without metadata or announcement: an upload whose
+                // completion failed, sent again to a URL still valid.
+                let stray = dir == "blobs/"
+                    && self
+                        .get_json::<AttachmentMeta>(&self.key(&format!("meta/{id}.json")))
+                        .await?
+                        .is_none()
+                    && self.get_json::<Pending>(&self.key(&format!("pending/{id}.json"))).await?.is_none();
+                if dir == "pending/" || stray || (dir == "meta/" && self.references(id).await?.is_empty()) {
                     found.push(id.to_owned());
                     if found.len() >= limit {
                         return Ok(found);
@@ -530,7 +561,17 @@ impl AttachmentStore for S3Attachments {
         let created = match (&meta, &pending) {
             (Some(m), _) => m.created_at_ms,
             (None, Some(p)) => p.created_at_ms,
-            (None, None) => return Ok(false),
+            // Stray bytes (see `orphans`): old enough once the URL that
+            // could still write them has expired.
+            (None, None) => {
+                let head =
+                    self.call("HEAD", &self.key(&format!("blobs/{id}")), &[], Vec::new(), None).await?;
+                if !head.status().is_success() {
+                    return Ok(false);
+                }
+                let valid_ms = crate::logic::attachments::UPLOAD_URL_VALID_FOR.as_millis() as u64;
+                created_before_ms.saturating_sub(valid_ms + 1)
+            }
         };
         if created >= created_before_ms || (meta.is_some() && !self.references(id).await?.is_empty()) {
             return Ok(false);
