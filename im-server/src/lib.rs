@@ -32,7 +32,8 @@
 //! heartbeat), [`logic`] (what a request does), [`hub`] (local fan-out),
 //! [`send_queue`] (per-connection queue to the socket writer),
 //! [`broker`] (between nodes), [`store`] (messages, directory, sessions),
-//! [`presence`], [`push`], [`attachments`] (uploaded files), [`auth`], [`http`] (business API and dispatcher),
+//! [`presence`], [`push`], [`attachments`] (uploaded files), [`hooks`]
+//! (the application's say), [`auth`], [`http`] (business API and dispatcher),
 //! [`dispatch`] (node registry), [`state`] (shared handler state),
 //! [`metrics`]; with the `redis` feature, `redis` (cluster back-ends); with
 //! the `tls` feature (default), `tls` (certificate, key, reload).
@@ -45,6 +46,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod gateway;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod logic;

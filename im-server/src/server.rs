@@ -76,6 +76,7 @@ pub struct ServerBuilder {
     token_secret: Option<Vec<u8>>,
     hasher: Option<PasswordHasher>,
     attachments: Option<Arc<dyn AttachmentStore>>,
+    hooks: Option<Arc<dyn crate::hooks::Hooks>>,
     authenticators: Vec<Arc<dyn Authenticator>>,
     #[cfg(feature = "jwt")]
     jwt: Option<crate::auth::jwt::JwtConfig>,
@@ -106,6 +107,13 @@ impl ServerBuilder {
     #[cfg(feature = "jwt")]
     pub fn jwt(mut self, cfg: crate::auth::jwt::JwtConfig) -> Self {
         self.jwt = Some(cfg);
+        self
+    }
+
+    /// Lets the application allow, deny and rewrite, and hear what
+    /// happens ([`crate::hooks::Hooks`]). Default: none (nothing is asked).
+    pub fn hooks(mut self, hooks: Arc<dyn crate::hooks::Hooks>) -> Self {
+        self.hooks = Some(hooks);
         self
     }
 
@@ -300,6 +308,7 @@ impl ServerBuilder {
             push: PushDispatcher::new(push, cfg.push_max_in_flight, metrics.clone()),
             metrics: metrics.clone(),
             attachments,
+            hooks: self.hooks.map(crate::logic::Hooks::new),
         };
         let logic = Arc::new(Logic::new(cfg.clone(), services));
         let state = AppState::new(logic.clone(), hub, metrics, registry.clone());

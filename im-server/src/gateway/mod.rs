@@ -125,6 +125,9 @@ pub async fn ws_handler(
         }
         None => format!("{:016x}", rand::random::<u64>()),
     };
+    if let crate::hooks::Verdict::Deny(reason) = app.logic().hook_connect(session.user, &device).await {
+        return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &reason);
+    }
     // Absent: version 1. Unsupported: the connection is closed with 4003.
     let version = match params.version.as_deref() {
         None => Some(1),

@@ -166,6 +166,11 @@ impl Logic {
     ) {
         let frame = ServerFrame::Member { group, user, change, by };
         self.publish(Event::Deliver { to: Audience::Users(to), frame, skip: None }).await;
+        let conv = im_core::ConversationId::Group(group);
+        self.tell_hooks(|| match change {
+            MemberChangeKind::Added => crate::hooks::Notice::Joined(user, conv),
+            MemberChangeKind::Removed => crate::hooks::Notice::Left(user, conv),
+        });
     }
 }
 

@@ -104,7 +104,15 @@ impl Logic {
         cmid: ClientMsgId,
         draft: impl Into<Draft>,
     ) -> Result<impl std::future::Future<Output = Result<Sent<'_>>> + Send + '_> {
-        let Draft { body, mentions, kind, content, reply_to } = draft.into();
+        let mut draft = draft.into();
+        if let Some(h) = &self.svc.hooks {
+            // Members only are asked about (and may learn of) a message.
+            self.check_access(from, conv).await?;
+            if let crate::hooks::Verdict::Deny(reason) = h.hooks.before_send(from, conv, &mut draft).await {
+                return Err(Error::new(ErrorCode::Forbidden, reason));
+            }
+        }
+        let Draft { body, mentions, kind, content, reply_to } = draft;
         let (kind, mut content) = checked_content(kind, content)?;
         let max = self.cfg.limits.max_body_bytes;
         let content_len = content.as_ref().map_or(0, |c| c.to_string().len());
@@ -179,6 +187,9 @@ impl Logic {
                 self.publish(Event::Deliver { to: audience.clone(), frame, skip }).await;
             }
             self.svc.metrics.message_stored(appended.duplicate);
+            if !appended.duplicate {
+                self.tell_hooks(|| crate::hooks::Notice::Stored(appended.message.clone()));
+            }
             if !appended.duplicate {
                 if let Audience::Users(users) = audience {
                     self.push_to_offline(from, users, appended.message.clone());

@@ -65,6 +65,40 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Uploaded files.
     pub attachments: Arc<dyn crate::attachments::AttachmentStore>,
+    /// The application's hooks, if it set any (`None`: nothing is asked,
+    /// nothing queued).
+    pub hooks: Option<Hooks>,
+}
+
+/// Configured [`crate::hooks::Hooks`] and the task that tells them what happened.
+#[derive(Clone)]
+pub struct Hooks {
+    pub(crate) hooks: Arc<dyn crate::hooks::Hooks>,
+    pub(crate) notifier: crate::hooks::Notifier,
+}
+
+impl Hooks {
+    /// Starts telling `hooks` (on a task of its own).
+    pub fn new(hooks: Arc<dyn crate::hooks::Hooks>) -> Self {
+        Hooks { notifier: crate::hooks::Notifier::start(hooks.clone()), hooks }
+    }
+}
+
+impl Logic {
+    /// Tells the hooks, if any, after the fact (never waits).
+    pub(crate) fn tell_hooks(&self, notice: impl FnOnce() -> crate::hooks::Notice) {
+        if let Some(h) = &self.svc.hooks {
+            h.notifier.tell(notice());
+        }
+    }
+
+    /// Asks the hooks, if any, whether `user` may connect from `device`.
+    pub async fn hook_connect(&self, user: UserId, device: &str) -> crate::hooks::Verdict {
+        match &self.svc.hooks {
+            Some(h) => h.hooks.on_connect(user, device).await,
+            None => crate::hooks::Verdict::Allow,
+        }
+    }
 }
 
 /// What requests do. Shared by the gateway and the HTTP API.

@@ -41,6 +41,7 @@ impl Logic {
     /// Runs until the channel closes.
     pub async fn run_presence_fanout(&self, mut changes: mpsc::Receiver<Presence>) {
         while let Some(p) = changes.recv().await {
+            self.tell_hooks(|| crate::hooks::Notice::Presence(p.user, p.status));
             match self.presence_audience(p.user).await {
                 Ok(to) if !to.is_empty() => {
                     let event = Event::Deliver {

@@ -42,6 +42,7 @@ impl Logic {
             Err(e) => return Err(e.into()),
         }
         self.publish(Event::RoomMembership { room, user, joined: true }).await;
+        self.tell_hooks(|| crate::hooks::Notice::Joined(user, im_core::ConversationId::Room(room)));
         Ok(())
     }
 
@@ -52,6 +53,7 @@ impl Logic {
         }
         self.svc.directory.leave_room(room, user).await?;
         self.publish(Event::RoomMembership { room, user, joined: false }).await;
+        self.tell_hooks(|| crate::hooks::Notice::Left(user, im_core::ConversationId::Room(room)));
         Ok(())
     }
 
