@@ -194,14 +194,17 @@ async fn an_uploaded_image_reaches_members_and_only_members() {
 async fn refused_uploads_leave_nothing_and_refused_references_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ServerConfig::default();
-    cfg.max_attachment_bytes = 100 * 1024;
+    // Small, so a refused body still fits the socket buffers: the server
+    // answers 413 without reading it, and a client still sending a large
+    // body could see the connection closed before it reads the answer.
+    cfg.max_attachment_bytes = 1024;
     let server = start_with(cfg, dir.path()).await;
     let (api, http) = (Api::new(&server), Http::new(&server));
     let (alice, bob) = (api.user("alice").await, api.user("bob").await);
     let conv = ConversationId::Group(GroupId(api.group(&alice, "g", &[&bob]).await));
     let before = files_under(dir.path());
 
-    let (s, body) = http.upload(&alice, "image/png", "", file_of(100 * 1024 + 1)).await;
+    let (s, body) = http.upload(&alice, "image/png", "", file_of(1025)).await;
     assert_eq!((s, body["code"].as_str()), (413, Some("body_too_large")), "{body}");
     let (s, body) = http.upload(&alice, "text/html", "?name=x.html", b"<script>".to_vec()).await;
     assert_eq!((s, body["code"].as_str()), (415, Some("unsupported_media_type")), "{body}");

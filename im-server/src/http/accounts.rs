@@ -1,14 +1,14 @@
 //! Accounts: register, login, logout, and looking users up.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use im_core::UserId;
+use im_core::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, Authed};
-use crate::logic::accounts::Login;
 use crate::model::User;
 use crate::state::AppState;
 
@@ -46,9 +46,27 @@ pub(crate) async fn register(
 /// `POST /login` → 200 `{token, user_id, expires_at}`.
 pub(crate) async fn login(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     ApiJson(c): ApiJson<Credentials>,
-) -> ApiResult<Json<Login>> {
-    Ok(Json(app.logic().login(&c.username, &c.password).await?))
+) -> Response {
+    let from = Some(peer.ip());
+    if let Some(wait) = app.logic().login_retry_after(&c.username, from) {
+        // Locked out: say how long, in the header and the body.
+        let secs = wait.as_secs().max(1);
+        let body = serde_json::json!({
+            "code": ErrorCode::RateLimited,
+            "message": format!("too many failed logins; retry in {secs} s"),
+            "retry_after_ms": u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        });
+        let mut resp = (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], Json(body))
+            .into_response();
+        resp.extensions_mut().insert(ErrorCode::RateLimited);
+        return resp;
+    }
+    match app.logic().login_from(&c.username, &c.password, from).await {
+        Ok(login) => Json(login).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 /// `POST /logout` → 204; the session's WebSockets are closed too.

@@ -52,6 +52,44 @@ impl Logic {
 
     /// Checks a password and opens a session.
     pub async fn login(&self, username: &str, password: &str) -> Result<Login> {
+        self.login_from(username, password, None).await
+    }
+
+    /// How long a login for `username` from `from` must wait after too many
+    /// failures ([`throttle`](super::throttle)), if at all.
+    pub fn login_retry_after(
+        &self,
+        username: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Option<std::time::Duration> {
+        self.login_throttle.retry_after(username, from)
+    }
+
+    /// [`login`](Self::login) from the client address `from`: refused with
+    /// `rate_limited` without checking the password while the username or
+    /// the address is locked out; failures are counted.
+    pub async fn login_from(
+        &self,
+        username: &str,
+        password: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Login> {
+        if let Some(wait) = self.login_throttle.retry_after(username, from) {
+            return Err(Error::new(
+                ErrorCode::RateLimited,
+                format!("too many failed logins; retry in {} s", wait.as_secs().max(1)),
+            ));
+        }
+        let result = self.check_password_and_open(username, password).await;
+        match &result {
+            Ok(_) => self.login_throttle.succeeded(username),
+            Err(e) if e.code == ErrorCode::BadCredentials => self.login_throttle.failed(username, from),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn check_password_and_open(&self, username: &str, password: &str) -> Result<Login> {
         let bad = || Error::new(ErrorCode::BadCredentials, "wrong username or password");
         if password.len() > MAX_PASSWORD || !valid_username(username) {
             return Err(bad());

@@ -30,6 +30,7 @@ pub mod reads;
 pub mod receipts;
 pub mod rooms;
 pub mod server_api;
+pub mod throttle;
 pub mod typing;
 
 mod sequencer;
@@ -111,6 +112,8 @@ pub struct Logic {
     receipts: receipts::ReceiptQueue,
     /// Users of the application already mapped to users of ours.
     external_users: Mutex<std::collections::HashMap<String, UserId>>,
+    /// Failed logins per username and address.
+    login_throttle: throttle::LoginThrottle,
 }
 
 impl Logic {
@@ -124,6 +127,7 @@ impl Logic {
             dummy_hash: OnceLock::new(),
             receipts: receipts::ReceiptQueue::default(),
             external_users: Mutex::default(),
+            login_throttle: throttle::LoginThrottle::default(),
         }
     }
 
