@@ -63,8 +63,10 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// `from` sends `draft` to `conv` (a member: access is checked first).
     /// The hook may change the draft; the server checks the result as it
-    /// checks any message. A resend of a stored message (same `cmid`) is
-    /// answered from storage without asking again.
+    /// checks any message. A resend (same `cmid`, after a lost ack) is
+    /// asked again; if the first was stored, the store answers with the
+    /// original whatever the hook does to the resend — unless it denies
+    /// it, which the sender then sees, so keep verdicts stable per message.
     async fn before_send(&self, _from: UserId, _conv: ConversationId, _draft: &mut Draft) -> Verdict {
         Verdict::Allow
     }
