@@ -223,3 +223,33 @@ fn the_limits_table_shows_the_defaults() {
         assert_eq!(shown, value.to_string(), "limit `{name}`: the table's default differs from WireLimits");
     }
 }
+
+/// The rows of `doc`'s section starting at `heading` (up to the next `## `)
+/// whose first cell is a code in backticks: the code.
+fn documented_codes<'a>(doc: &'a str, heading: &str) -> Vec<&'a str> {
+    let start = doc.find(heading).unwrap_or_else(|| panic!("no section {heading:?}"));
+    let rest = &doc[start + heading.len()..];
+    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
+    section.lines().filter_map(|l| l.strip_prefix("| `")).filter_map(|l| l.split('`').next()).collect()
+}
+
+#[test]
+fn every_documented_code_exists_in_im_core() {
+    let doc = spec();
+    let errors = documented_codes(&doc, "## 10. Error codes");
+    assert!(errors.len() >= ErrorCode::ALL.len(), "the error table was read: {errors:?}");
+    for name in errors {
+        assert!(
+            ErrorCode::ALL.iter().any(|c| c.as_str() == name),
+            "docs/protocol.md §10 documents `{name}`, which im_core::ErrorCode does not have"
+        );
+    }
+    let closes = documented_codes(&doc, "## 11. Close codes");
+    assert!(closes.len() >= NAMED_CLOSE_CODES.len(), "the close-code table was read: {closes:?}");
+    for value in closes {
+        assert!(
+            NAMED_CLOSE_CODES.iter().any(|c| c.0.to_string() == value),
+            "docs/protocol.md §11 documents close code {value}, which im_core::CloseCode does not name"
+        );
+    }
+}
