@@ -144,7 +144,17 @@ async fn kill_9_loses_no_acknowledged_message() {
         assert!(Instant::now() < deadline, "only {} acks", acked_total.load(Ordering::Relaxed));
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let logged = EmbeddedStore::logged_appends(dir.path().join("im.redb")).expect("log readable");
+    // A checkpoint may have just emptied the log (under load it can land
+    // at this very moment): wait for the next appends to be logged, which
+    // takes a millisecond or so while the senders keep going.
+    let logged_by = Instant::now() + Duration::from_secs(1);
+    let logged = loop {
+        let logged = EmbeddedStore::logged_appends(dir.path().join("im.redb")).expect("log readable");
+        if logged > 0 || Instant::now() > logged_by {
+            break logged;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
     child.kill_9();
     assert!(logged > 0, "the kill must land while acked messages are only in the log");
 
