@@ -172,6 +172,14 @@ fn detail(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
+/// A conversation id from a path segment; a malformed one answers 400
+/// `invalid_field`.
+pub(crate) fn parse_conv(s: &str) -> Result<im_core::ConversationId, ApiError> {
+    s.parse().map_err(|e: im_core::ids::ParseConversationIdError| {
+        ApiError::new(ErrorCode::InvalidField, e.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,18 +2,19 @@
 
 use axum::extract::State;
 use axum::Json;
-use im_core::{ConversationId, ErrorCode, Message, MessageId};
+use im_core::{Message, MessageId};
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, ApiResult};
-use super::extract::{ApiPath, ApiQuery, Authed};
+use super::error::ApiResult;
+use super::extract::{parse_conv, ApiPath, ApiQuery, Authed};
+use crate::logic::messages::HistoryPage;
 use crate::state::AppState;
 
 /// `GET /conversations/{conv}/messages` query.
 #[derive(Deserialize)]
 pub(crate) struct HistoryQuery {
-    before: Option<MessageId>,
-    limit: Option<u32>,
+    pub(crate) before: Option<MessageId>,
+    pub(crate) limit: Option<u32>,
 }
 
 /// One page of history.
@@ -25,6 +26,12 @@ pub(crate) struct HistoryBody {
     has_more: bool,
 }
 
+impl From<HistoryPage> for HistoryBody {
+    fn from(page: HistoryPage) -> Self {
+        HistoryBody { messages: page.messages, has_more: page.has_more }
+    }
+}
+
 /// `GET /conversations/{conv}/messages?before=&limit=` → `{messages, has_more}`.
 pub(crate) async fn history(
     State(app): State<AppState>,
@@ -32,9 +39,6 @@ pub(crate) async fn history(
     ApiPath(conv): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<HistoryBody>> {
-    let conv: ConversationId = conv.parse().map_err(|e: im_core::ids::ParseConversationIdError| {
-        ApiError::new(ErrorCode::InvalidField, e.to_string())
-    })?;
-    let page = app.logic().history(s.user, conv, q.before, q.limit).await?;
-    Ok(Json(HistoryBody { messages: page.messages, has_more: page.has_more }))
+    let page = app.logic().history(s.user, parse_conv(&conv)?, q.before, q.limit).await?;
+    Ok(Json(page.into()))
 }

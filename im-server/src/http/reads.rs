@@ -7,7 +7,7 @@ use im_core::{ConversationId, ErrorCode, InboxEntry, MessageId};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiPath, ApiQuery, Authed};
+use super::extract::{parse_conv, ApiJson, ApiPath, ApiQuery, Authed};
 use crate::state::AppState;
 
 /// `GET /conversations` query.
@@ -46,12 +46,6 @@ pub(crate) struct ReadState {
 pub(crate) struct DeviceReadBody {
     device: String,
     read: MessageId,
-}
-
-fn parse_conv(s: &str) -> ApiResult<ConversationId> {
-    s.parse().map_err(|e: im_core::ids::ParseConversationIdError| {
-        ApiError::new(ErrorCode::InvalidField, e.to_string())
-    })
 }
 
 /// `{shared}`: whether the user shows read and delivered ids to others.

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{parse_conv, ApiJson, ApiPath, ApiQuery};
+use super::messages::{HistoryBody, HistoryQuery};
 use crate::logic::groups::GroupInfo;
 use crate::logic::messages::Draft;
 use crate::model::{Role, Room, User};
@@ -221,20 +222,6 @@ pub(crate) async fn post_message(
     Ok((status, Json(Posted { message: appended.message, duplicate: appended.duplicate })))
 }
 
-/// `GET /server/conversations/{conv}/messages` query.
-#[derive(Deserialize)]
-pub(crate) struct HistoryQuery {
-    before: Option<MessageId>,
-    limit: Option<u32>,
-}
-
-/// A page of history.
-#[derive(Serialize)]
-pub(crate) struct HistoryBody {
-    messages: Vec<Message>,
-    has_more: bool,
-}
-
 /// `GET /server/conversations/{conv}/messages?before=&limit=` → any conversation's history.
 pub(crate) async fn history(
     State(app): State<AppState>,
@@ -242,11 +229,8 @@ pub(crate) async fn history(
     ApiPath(conv): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<HistoryBody>> {
-    let conv: ConversationId = conv.parse().map_err(|e: im_core::ids::ParseConversationIdError| {
-        ApiError::new(ErrorCode::InvalidField, e.to_string())
-    })?;
-    let page = app.logic().history_page(conv, q.before, q.limit).await?;
-    Ok(Json(HistoryBody { messages: page.messages, has_more: page.has_more }))
+    let page = app.logic().history_page(parse_conv(&conv)?, q.before, q.limit).await?;
+    Ok(Json(page.into()))
 }
 
 /// `POST /server/users/{id}/disconnect` → 204.
