@@ -171,19 +171,7 @@ impl AttachmentStore for FsAttachments {
         if let Some(dir) = blob.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        let meta = AttachmentMeta {
-            id,
-            owner: new.owner,
-            mime: new.mime,
-            size,
-            sha256,
-            name: new.name,
-            width: new.width,
-            height: new.height,
-            duration_ms: new.duration_ms,
-            created_at_ms: crate::time::now_ms(),
-            references: Vec::new(),
-        };
+        let meta = AttachmentMeta::new(id, new, size, sha256);
         let stored = async {
             tokio::fs::rename(&part, &blob).await?;
             self.write_meta(&meta_path, &meta).await

@@ -89,6 +89,26 @@ pub struct AttachmentMeta {
     pub references: Vec<Reference>,
 }
 
+impl AttachmentMeta {
+    /// A new attachment `id` of `size` bytes hashing to `sha256`, created
+    /// now, referenced by nothing yet.
+    pub fn new(id: String, new: NewAttachment, size: u64, sha256: String) -> Self {
+        AttachmentMeta {
+            id,
+            owner: new.owner,
+            mime: new.mime,
+            size,
+            sha256,
+            name: new.name,
+            width: new.width,
+            height: new.height,
+            duration_ms: new.duration_ms,
+            created_at_ms: crate::time::now_ms(),
+            references: Vec::new(),
+        }
+    }
+}
+
 /// Why an attachment operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -24,7 +24,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use im_core::{ConversationId, UserId};
-use serde::{Deserialize, Serialize};
 
 use super::{
     new_attachment_id, AttachmentError, AttachmentMeta, AttachmentStore, ByteStream, NewAttachment,
@@ -70,24 +69,6 @@ impl std::fmt::Debug for S3Config {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
-}
-
-/// An announced, not yet completed upload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Pending {
-    owner: UserId,
-    mime: String,
-    size: u64,
-    sha256: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    width: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    height: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    duration_ms: Option<u64>,
-    created_at_ms: u64,
 }
 
 /// Attachments in an S3-compatible bucket.
@@ -367,17 +348,10 @@ impl AttachmentStore for S3Attachments {
         valid_for: Duration,
     ) -> Result<UploadTicket, AttachmentError> {
         let id = new_attachment_id();
-        let pending = Pending {
-            owner: new.owner,
-            mime: new.mime.clone(),
-            size,
-            sha256,
-            name: new.name,
-            width: new.width,
-            height: new.height,
-            duration_ms: new.duration_ms,
-            created_at_ms: crate::time::now_ms(),
-        };
+        // Announced, not completed: the metadata it will have, kept under
+        // `pending/` until `finish_upload` finds the bytes.
+        let mime = new.mime.clone();
+        let pending = AttachmentMeta::new(id.clone(), new, size, sha256);
         // The object store checks the bytes against the announced hash
         // (the header is part of the signature), so what receivers are told
         // is what they get, and the URL cannot be used to swap the bytes.
@@ -386,7 +360,7 @@ impl AttachmentStore for S3Attachments {
         let json = serde_json::to_vec(&pending).map_err(storage)?;
         self.put_bytes(&self.key(&format!("pending/{id}.json")), json, "application/json").await?;
         let headers = vec![
-            ("content-type".to_string(), new.mime),
+            ("content-type".to_string(), mime),
             ("content-length".to_string(), size.to_string()),
             ("x-amz-checksum-sha256".to_string(), checksum),
         ];
@@ -409,7 +383,7 @@ impl AttachmentStore for S3Attachments {
             return Err(AttachmentError::NotFound);
         }
         let pending_key = self.key(&format!("pending/{id}.json"));
-        let pending: Pending = self.get_json(&pending_key).await?.ok_or(AttachmentError::NotFound)?;
+        let pending: AttachmentMeta = self.get_json(&pending_key).await?.ok_or(AttachmentError::NotFound)?;
         if pending.owner != owner {
             return Err(AttachmentError::NotFound);
         }
@@ -431,19 +405,7 @@ impl AttachmentStore for S3Attachments {
                 Some(n) => format!("{n} bytes uploaded, {} announced", pending.size),
             }));
         }
-        let meta = AttachmentMeta {
-            id: id.to_owned(),
-            owner,
-            mime: pending.mime,
-            size: pending.size,
-            sha256: pending.sha256,
-            name: pending.name,
-            width: pending.width,
-            height: pending.height,
-            duration_ms: pending.duration_ms,
-            created_at_ms: crate::time::now_ms(),
-            references: Vec::new(),
-        };
+        let meta = AttachmentMeta { created_at_ms: crate::time::now_ms(), ..pending };
         let json = serde_json::to_vec(&meta).map_err(storage)?;
         self.put_bytes(&self.key(&format!("meta/{id}.json")), json, "application/json").await?;
         self.delete_key(&pending_key).await?;
@@ -516,7 +478,7 @@ impl AttachmentStore for S3Attachments {
             return Ok(false);
         }
         let existed = self.get_json::<AttachmentMeta>(&self.key(&format!("meta/{id}.json"))).await?.is_some()
-            || self.get_json::<Pending>(&self.key(&format!("pending/{id}.json"))).await?.is_some();
+            || self.get_json::<AttachmentMeta>(&self.key(&format!("pending/{id}.json"))).await?.is_some();
         self.remove_everything(id).await?;
         Ok(existed)
     }
@@ -540,7 +502,10 @@ impl AttachmentStore for S3Attachments {
                         .get_json::<AttachmentMeta>(&self.key(&format!("meta/{id}.json")))
                         .await?
                         .is_none()
-                    && self.get_json::<Pending>(&self.key(&format!("pending/{id}.json"))).await?.is_none();
+                    && self
+                        .get_json::<AttachmentMeta>(&self.key(&format!("pending/{id}.json")))
+                        .await?
+                        .is_none();
                 if dir == "pending/" || stray || (dir == "meta/" && self.references(id).await?.is_empty()) {
                     found.push(id.to_owned());
                     if found.len() >= limit {
@@ -557,7 +522,7 @@ impl AttachmentStore for S3Attachments {
             return Ok(false);
         }
         let meta: Option<AttachmentMeta> = self.get_json(&self.key(&format!("meta/{id}.json"))).await?;
-        let pending: Option<Pending> = self.get_json(&self.key(&format!("pending/{id}.json"))).await?;
+        let pending: Option<AttachmentMeta> = self.get_json(&self.key(&format!("pending/{id}.json"))).await?;
         let created = match (&meta, &pending) {
             (Some(m), _) => m.created_at_ms,
             (None, Some(p)) => p.created_at_ms,
