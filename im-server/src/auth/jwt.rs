@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::{valid_subject, AuthError};
 
 /// Longest JWT looked at, bytes (larger input is refused before decoding).
-pub const MAX_JWT_LEN: usize = 8 * 1024;
+pub const MAX_JWT_LEN: usize = super::MAX_PRESENTED_TOKEN_LEN;
 
 /// A key a JWT may be signed with.
 #[derive(Clone)]

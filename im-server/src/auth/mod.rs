@@ -51,6 +51,10 @@ use crate::store::StoreError;
 /// as malformed before any decoding or hashing. Real tokens are ~130 bytes.
 pub const MAX_TOKEN_LEN: usize = 512;
 
+/// Longest token of any kind looked at (a JWT with an RSA signature is
+/// ~700 bytes); longer input is refused before any authenticator sees it.
+pub const MAX_PRESENTED_TOKEN_LEN: usize = 8 * 1024;
+
 /// Name of the cookie [`token_from_request`] reads.
 pub const TOKEN_COOKIE: &str = "im_token";
 

@@ -128,7 +128,7 @@ impl Logic {
     ///
     /// [`Services::authenticators`]: super::Services::authenticators
     pub async fn authenticate(&self, token: &str) -> std::result::Result<Session, AuthError> {
-        if token.is_empty() || token.len() > crate::auth::MAX_TOKEN_LEN.max(8 * 1024) {
+        if token.is_empty() || token.len() > crate::auth::MAX_PRESENTED_TOKEN_LEN {
             return Err(AuthError::Malformed);
         }
         for a in &self.svc.authenticators {
