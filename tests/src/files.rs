@@ -38,7 +38,7 @@ pub async fn round_trip_through_im_client(server: &RunningServer, bytes: Vec<u8>
         })
         .await
         .expect("upload");
-    assert!(attachment.matches(&bytes), "the server measured the bytes sent");
+    assert!(attachment.matches(&bytes), "the attachment describes the bytes sent (S3: the size measured, the hash announced and checked by the store)");
     let seen = seen.lock().unwrap().clone();
     let total = bytes.len() as u64;
     assert!(seen.len() >= 2, "progress in steps: {seen:?}");
