@@ -239,6 +239,46 @@ impl Client {
         rx.await.unwrap_or(Err(SendError::Stopped))
     }
 
+    /// Reacts to message `target` of `conv` with `emoji` (an event in
+    /// the conversation's sequence: every device applies it to the message
+    /// with [`im_core::events::apply`]; history shows the summary).
+    pub async fn react(
+        &self,
+        conv: ConversationId,
+        target: MessageId,
+        emoji: impl Into<String>,
+    ) -> Result<SendReceipt, SendError> {
+        self.send_draft(conv, Draft::react(target, emoji)).await
+    }
+
+    /// Takes back this user's `emoji` reaction to message `target`.
+    pub async fn unreact(
+        &self,
+        conv: ConversationId,
+        target: MessageId,
+        emoji: impl Into<String>,
+    ) -> Result<SendReceipt, SendError> {
+        self.send_draft(conv, Draft::unreact(target, emoji)).await
+    }
+
+    /// Replaces the body of this user's message `target` (within the
+    /// server's `edit_window_ms`; [`SendError::Rejected`] with `too_late`
+    /// after it, `forbidden` for someone else's message).
+    pub async fn edit(
+        &self,
+        conv: ConversationId,
+        target: MessageId,
+        body: impl Into<String>,
+    ) -> Result<SendReceipt, SendError> {
+        self.send_draft(conv, Draft::edit(target, body)).await
+    }
+
+    /// Recalls message `target`: a tombstone on every device, its content
+    /// erased from the server's storage.
+    pub async fn recall(&self, conv: ConversationId, target: MessageId) -> Result<SendReceipt, SendError> {
+        self.send_draft(conv, Draft::recall(target)).await
+    }
+
     /// Joins an open room; its new messages then arrive live.
     pub async fn join(&self, room: RoomId) -> Result<(), RequestError> {
         match self.request(Request::Join(room)).await? {

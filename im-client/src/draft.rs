@@ -1,6 +1,7 @@
 //! [`Draft`]: a message to send — text, or another kind of content, maybe
 //! replying to an earlier message and mentioning users.
 
+use im_core::events::{Change, Edit, ReactionChange};
 use im_core::{ClientFrame, ClientMsgId, Content, ConversationId, Message, MessageId, RequestId, UserId};
 
 /// A message to send with [`Client::send_draft`](crate::Client::send_draft).
@@ -14,7 +15,12 @@ use im_core::{ClientFrame, ClientMsgId, Content, ConversationId, Message, Messag
 /// let pin = Draft::content(Content::Location(Location { lat: 52.52, lon: 13.40, name: None }), "📍 Berlin")
 ///     .reply_to(17)
 ///     .mention(&[UserId(5)]);
-/// # let _ = (plain, pin);
+///
+/// // Events change message 17 in place on every device (see `im_core::events`).
+/// let thumbs = Draft::react(17, "👍");
+/// let fix = Draft::edit(17, "Lunch at 12:30?");
+/// let gone = Draft::recall(17);
+/// # let _ = (plain, pin, thumbs, fix, gone);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
@@ -22,18 +28,72 @@ pub struct Draft {
     pub(crate) content: Content,
     pub(crate) reply_to: Option<MessageId>,
     pub(crate) mentions: Vec<UserId>,
+    pub(crate) target: Option<MessageId>,
 }
 
 impl Draft {
     /// Plain text.
     pub fn text(body: impl Into<String>) -> Self {
-        Draft { body: body.into(), content: Content::Text, reply_to: None, mentions: Vec::new() }
+        Draft {
+            body: body.into(),
+            content: Content::Text,
+            reply_to: None,
+            mentions: Vec::new(),
+            target: None,
+        }
     }
 
     /// Content of another kind, with `fallback`: the text a client shows
     /// when it does not know the kind (a caption, or e.g. `[image]`).
     pub fn content(content: Content, fallback: impl Into<String>) -> Self {
-        Draft { body: fallback.into(), content, reply_to: None, mentions: Vec::new() }
+        Draft { body: fallback.into(), content, reply_to: None, mentions: Vec::new(), target: None }
+    }
+
+    /// Reacts to message `target` with `emoji` (an event: the target's
+    /// reaction summary changes on every device).
+    pub fn react(target: MessageId, emoji: impl Into<String>) -> Self {
+        Self::event(target, Change::Reaction(ReactionChange { emoji: emoji.into(), remove: false }), "")
+    }
+
+    /// Takes back this user's `emoji` reaction to message `target`.
+    pub fn unreact(target: MessageId, emoji: impl Into<String>) -> Self {
+        Self::event(target, Change::Reaction(ReactionChange { emoji: emoji.into(), remove: true }), "")
+    }
+
+    /// Replaces the body of this user's message `target` with `body` (its
+    /// mentions with those added by [`mention`](Self::mention)); within the
+    /// server's edit window.
+    pub fn edit(target: MessageId, body: impl Into<String>) -> Self {
+        Self::event(target, Change::Edit(Edit::default()), body)
+    }
+
+    /// Replaces the body and the content object of message `target` (a
+    /// `location` or an app kind; media content cannot be edited).
+    pub fn edit_content(target: MessageId, content: Content, body: impl Into<String>) -> Self {
+        let (_, value) = content.to_parts();
+        Self::event(target, Change::Edit(Edit { content: value }), body)
+    }
+
+    /// Recalls message `target`: it becomes an empty tombstone everywhere,
+    /// its content erased from storage. The sender may recall within the
+    /// server's recall window, group owners and admins any message.
+    pub fn recall(target: MessageId) -> Self {
+        Self::event(target, Change::Recall, "")
+    }
+
+    fn event(target: MessageId, change: Change, body: impl Into<String>) -> Self {
+        Draft {
+            body: body.into(),
+            content: Content::Event(change),
+            reply_to: None,
+            mentions: Vec::new(),
+            target: Some(target),
+        }
+    }
+
+    /// The message this draft changes, for an event.
+    pub fn target(&self) -> Option<MessageId> {
+        self.target
     }
 
     /// Replies to message `id` of the same conversation.
@@ -62,6 +122,7 @@ impl Draft {
             kind,
             content,
             reply_to: self.reply_to,
+            target: self.target,
         }
     }
 
@@ -76,16 +137,12 @@ impl Draft {
     ) -> Message {
         let (kind, content) = self.content.to_parts();
         Message {
-            conv,
-            id,
-            from,
-            cmid,
-            body: self.body.clone(),
-            ts,
             mentions: self.mentions.clone(),
             kind: Some(kind).filter(|k| k != im_core::content::TEXT),
             content,
             reply_to: self.reply_to,
+            target: self.target,
+            ..Message::new(conv, id, from, cmid, self.body.clone(), ts)
         }
     }
 }

@@ -18,6 +18,9 @@ use crate::error::StopReason;
 /// device's own sends — from the `ack` (see [`Client::send`](crate::Client::send)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+// Messages are by far the most common event: boxing them would cost an
+// allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A connection is up (the server's `hello` arrived). A sync follows.
     Connected {

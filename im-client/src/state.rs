@@ -238,18 +238,14 @@ mod tests {
     }
 
     fn msg(conv: ConversationId, id: MessageId) -> Message {
-        Message {
+        Message::new(
             conv,
             id,
-            from: im_core::UserId(1),
-            cmid: im_core::ClientMsgId::new(format!("c{id}")).unwrap(),
-            body: format!("m{id}"),
-            ts: 0,
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        }
+            im_core::UserId(1),
+            im_core::ClientMsgId::new(format!("c{id}")).unwrap(),
+            format!("m{id}"),
+            0,
+        )
     }
 
     /// Feeds a message the way the driver does; returns what the app got.

@@ -113,6 +113,8 @@ pub enum Content {
     Audio(Media),
     /// `video`.
     Video(Media),
+    /// An event (`reaction`, `edit`, `recall`, `system`; see [`crate::events`]).
+    Event(crate::events::Change),
     /// An app-defined kind (`x-…`) with its JSON object.
     Custom {
         /// The kind, starting with `x-`.
@@ -141,6 +143,7 @@ impl Content {
             Content::File(m) => ("file".into(), Some(json(m))),
             Content::Audio(m) => ("audio".into(), Some(json(m))),
             Content::Video(m) => ("video".into(), Some(json(m))),
+            Content::Event(change) => event_parts(change),
             Content::Custom { kind, content } => (kind.clone(), Some(content.clone())),
         }
     }
@@ -154,6 +157,9 @@ impl Content {
                 None => Ok(Content::Text),
                 Some(_) => Err(err("a text message has no content object (the text is the body)")),
             };
+        }
+        if let Some(event) = crate::events::parse(kind, content) {
+            return event.map(Content::Event);
         }
         let content = content.ok_or_else(|| err(format!("kind {kind} needs a content object")))?;
         if !content.is_object() {
@@ -188,7 +194,7 @@ impl Content {
 /// `a-z 0-9 - _ .`.
 pub fn check_kind(kind: &str) -> Result<(), ContentError> {
     const BUILT_IN: &[&str] = &[TEXT, "location", "image", "file", "audio", "video"];
-    if BUILT_IN.contains(&kind) {
+    if BUILT_IN.contains(&kind) || crate::events::is_event_kind(kind) {
         return Ok(());
     }
     let valid = kind.len() <= MAX_KIND_LEN
@@ -199,7 +205,7 @@ pub fn check_kind(kind: &str) -> Result<(), ContentError> {
         Ok(())
     } else {
         Err(err(format!(
-            "unknown kind {kind:?}: use text, location, image, file, audio, video, or an app kind x-… (a-z 0-9 - _ ., at most {MAX_KIND_LEN} bytes)"
+            "unknown kind {kind:?}: use text, location, image, file, audio, video, an event kind (reaction, edit, recall), or an app kind x-… (a-z 0-9 - _ ., at most {MAX_KIND_LEN} bytes)"
         )))
     }
 }
@@ -243,6 +249,18 @@ fn check_media(kind: &str, m: &Media) -> Result<(), ContentError> {
         return Err(err("an image's mime must be image/…"));
     }
     Ok(())
+}
+
+/// An event's kind and content object.
+fn event_parts(change: &crate::events::Change) -> (String, Option<Value>) {
+    use crate::events::{Change, EDIT, REACTION, RECALL, SYSTEM};
+    match change {
+        Change::Reaction(r) => (REACTION.into(), Some(json(r))),
+        Change::Edit(e) if e.content.is_none() => (EDIT.into(), None),
+        Change::Edit(e) => (EDIT.into(), Some(json(e))),
+        Change::Recall => (RECALL.into(), None),
+        Change::System(n) => (SYSTEM.into(), Some(json(n))),
+    }
 }
 
 /// A built-in content struct as a `Value` (these always serialize).

@@ -51,6 +51,11 @@ pub enum ErrorCode {
     NoSuchAttachment,
     /// An upload's `Content-Type` is not among the allowed types (HTTP API only).
     UnsupportedMediaType,
+    /// An event's target message does not exist in the conversation, or is
+    /// not a message an event can change (an event itself).
+    NoSuchMessage,
+    /// The edit or recall window of the target message has passed.
+    TooLate,
 }
 
 impl ErrorCode {
@@ -75,6 +80,8 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::NoSuchAttachment,
         ErrorCode::UnsupportedMediaType,
+        ErrorCode::NoSuchMessage,
+        ErrorCode::TooLate,
     ];
 
     /// The wire name, e.g. `"not_member"`.
@@ -99,6 +106,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::NoSuchAttachment => "no_such_attachment",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::NoSuchMessage => "no_such_message",
+            ErrorCode::TooLate => "too_late",
         }
     }
 
@@ -108,12 +117,13 @@ impl ErrorCode {
             ErrorCode::BadFrame | ErrorCode::UnknownType | ErrorCode::InvalidField => 400,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::Unauthorized | ErrorCode::BadCredentials => 401,
-            ErrorCode::NotMember | ErrorCode::Forbidden => 403,
+            ErrorCode::NotMember | ErrorCode::Forbidden | ErrorCode::TooLate => 403,
             ErrorCode::NoSuchConversation
             | ErrorCode::NoSuchRoom
             | ErrorCode::NoSuchGroup
             | ErrorCode::NoSuchUser
-            | ErrorCode::NoSuchAttachment => 404,
+            | ErrorCode::NoSuchAttachment
+            | ErrorCode::NoSuchMessage => 404,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::GroupFull | ErrorCode::Conflict => 409,
             ErrorCode::RateLimited => 429,

@@ -47,6 +47,10 @@ pub enum ClientFrame {
         /// An earlier message of the same conversation this one replies to.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<MessageId>,
+        /// For an event kind (`reaction`, `edit`, `recall`; see
+        /// [`crate::events`]): the message of this conversation it changes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<MessageId>,
     },
     /// Fetch what this device missed: every message with an id above the
     /// cursor, per conversation. Conversations of groups and direct chats the
@@ -172,6 +176,7 @@ impl ClientFrame {
             kind: None,
             content: None,
             reply_to: None,
+            target: None,
         }
     }
 

@@ -31,6 +31,7 @@ pub mod close;
 pub mod codec;
 pub mod content;
 pub mod error;
+pub mod events;
 pub mod frame;
 pub mod ids;
 pub mod limits;

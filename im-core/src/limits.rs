@@ -82,7 +82,21 @@ pub struct WireLimits {
     /// as 1 (wait for each reply).
     #[serde(default = "one")]
     pub max_in_flight: u32,
+    /// How long after sending a message its sender may edit it, in ms.
+    /// Absent from servers without events: 0 (no edits).
+    #[serde(default)]
+    pub edit_window_ms: u64,
+    /// How long after sending a message its sender may recall it, in ms
+    /// (group owners and admins may recall any message of their group at
+    /// any time). Absent from servers without events: 0.
+    #[serde(default)]
+    pub recall_window_ms: u64,
 }
+
+/// Default edit window: 24 hours.
+pub const DEFAULT_EDIT_WINDOW_MS: u64 = 24 * 3600 * 1000;
+/// Default recall window: 24 hours.
+pub const DEFAULT_RECALL_WINDOW_MS: u64 = 24 * 3600 * 1000;
 
 fn one() -> u32 {
     1
@@ -98,6 +112,8 @@ impl Default for WireLimits {
             rate_per_sec: 50,
             rate_burst: 200,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            edit_window_ms: DEFAULT_EDIT_WINDOW_MS,
+            recall_window_ms: DEFAULT_RECALL_WINDOW_MS,
         }
     }
 }

@@ -35,9 +35,64 @@ pub struct Message {
     /// The earlier message of the same conversation this one replies to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<MessageId>,
+    /// For an event (`reaction`, `edit`, `recall`; see [`crate::events`]):
+    /// the message of this conversation it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<MessageId>,
+    /// The newest edit applied to this message (the edit event's id);
+    /// absent when never edited. `body`, `content` and `mentions` are the
+    /// edited ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<MessageId>,
+    /// The recall event that emptied this message: it is a tombstone with
+    /// no body, content, mentions or reactions left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalled: Option<MessageId>,
+    /// The reactions on this message now, in the order their emojis were
+    /// first used (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<crate::events::Reaction>,
 }
 
 impl Message {
+    /// A plain text message with no optional field set.
+    pub fn new(
+        conv: ConversationId,
+        id: MessageId,
+        from: UserId,
+        cmid: ClientMsgId,
+        body: impl Into<String>,
+        ts: u64,
+    ) -> Self {
+        Message {
+            conv,
+            id,
+            from,
+            cmid,
+            body: body.into(),
+            ts,
+            mentions: Vec::new(),
+            kind: None,
+            content: None,
+            reply_to: None,
+            target: None,
+            edited: None,
+            recalled: None,
+            reactions: Vec::new(),
+        }
+    }
+
+    /// Whether this message was recalled (a tombstone).
+    pub fn is_recalled(&self) -> bool {
+        self.recalled.is_some()
+    }
+
+    /// Whether this message is an event (`reaction`, `edit`, `recall`,
+    /// `system`) rather than something said; events do not count as unread.
+    pub fn is_event(&self) -> bool {
+        crate::events::is_event_kind(self.kind())
+    }
+
     /// The kind: [`content::TEXT`](crate::content::TEXT) when absent.
     pub fn kind(&self) -> &str {
         self.kind.as_deref().unwrap_or(crate::content::TEXT)

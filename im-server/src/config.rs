@@ -79,6 +79,14 @@ pub struct ServerConfig {
     /// API keys of the server API (`/api/v1/server/…`, the application's
     /// backend). Empty (the default): the server API is off (404).
     pub server_api_keys: Vec<String>,
+    /// Whether reactions, edits and recalls are pushed to offline
+    /// recipients like messages (default `false`: they update what a
+    /// device shows once it syncs, and are never pushed). System notices
+    /// are never pushed.
+    pub push_events: bool,
+    /// Whether group membership changes and renames are posted as `system`
+    /// notices in the group's sequence (default `true`).
+    pub system_notices: bool,
 }
 
 /// The MIME types allowed for uploads by default: media, PDF, plain text,
@@ -122,6 +130,8 @@ impl Default for ServerConfig {
             attachment_types: DEFAULT_ATTACHMENT_TYPES.iter().map(|t| t.to_string()).collect(),
             attachment_orphan_ttl: Duration::from_secs(24 * 3600),
             server_api_keys: Vec::new(),
+            push_events: false,
+            system_notices: true,
         }
     }
 }

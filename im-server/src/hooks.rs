@@ -94,7 +94,7 @@ impl Hooks for NoHooks {}
 /// Something the hooks are told after the fact.
 #[derive(Debug)]
 pub(crate) enum Notice {
-    Stored(Message),
+    Stored(Box<Message>),
     Joined(UserId, ConversationId),
     Left(UserId, ConversationId),
     Presence(UserId, PresenceStatus),

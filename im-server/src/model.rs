@@ -50,6 +50,15 @@ impl Role {
     pub fn can_manage(self) -> bool {
         self >= Role::Admin
     }
+
+    /// The wire name: `member`, `admin` or `owner`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
 }
 
 /// One member of a group.

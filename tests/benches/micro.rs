@@ -42,6 +42,10 @@ fn message(id: u64) -> Message {
         kind: None,
         content: None,
         reply_to: None,
+        target: None,
+        edited: None,
+        recalled: None,
+        reactions: Vec::new(),
     }
 }
 
@@ -110,6 +114,7 @@ mod store {
             kind: None,
             content: None,
             reply_to: None,
+            target: None,
         }
     }
 

@@ -87,6 +87,7 @@ fn media_send(conv: ConversationId, rid: u64, tag: &str, kind: &str, content: Va
         kind: Some(kind.into()),
         content: Some(content),
         reply_to: None,
+        target: None,
     }
 }
 
@@ -343,4 +344,63 @@ async fn attachments_survive_a_restart_of_the_embedded_store() {
     assert_eq!(got.status().as_u16(), 200);
     assert_eq!(got.bytes().await.unwrap().as_ref(), &bytes[..]);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recalling_a_message_removes_the_attachment_only_it_referenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(ServerConfig::default(), dir.path()).await;
+    let api = Api::new(&server);
+    let http = Http::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = ConversationId::direct(alice.id, bob.id);
+    let mut a = Ws::open(&server, &alice, "a").await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, meta) = http.upload(&alice, "image/png", "?name=p.png", file_of(4096)).await;
+        assert_eq!(status, 201, "{meta}");
+        ids.push(meta["id"].as_str().unwrap().to_owned());
+    }
+    // The first image is sent once; the second is sent, then forwarded to a group.
+    let group = ConversationId::Group(GroupId(api.group(&alice, "g", &[&bob]).await));
+    let mut sent = Vec::new();
+    for (i, (conv, id)) in [(conv, &ids[0]), (conv, &ids[1]), (group, &ids[1])].into_iter().enumerate() {
+        let rid = a.rid();
+        match a.request(media_send(conv, rid, &format!("img{i}"), "image", json!({"attachment": id}))).await {
+            ServerFrame::Ack { id, .. } => sent.push((conv, id)),
+            other => panic!("{other:?}"),
+        }
+    }
+    for id in &ids {
+        assert_eq!(http.download(&bob, id, None).await.status().as_u16(), 200);
+    }
+    for (i, &(conv, target)) in sent[..2].iter().enumerate() {
+        let rid = a.rid();
+        let recall = ClientFrame::Send {
+            rid,
+            conv,
+            cmid: cmid(format!("recall{i}")),
+            body: String::new(),
+            mentions: Vec::new(),
+            kind: Some("recall".into()),
+            content: None,
+            reply_to: None,
+            target: Some(target),
+        };
+        assert!(matches!(a.request(recall).await, ServerFrame::Ack { .. }));
+    }
+    // The release runs right after the recall is stored, before its ack
+    // publishes; give the file system a moment all the same.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while http.download(&alice, &ids[0], None).await.status().as_u16() != 404 {
+        assert!(std::time::Instant::now() < deadline, "the recalled image is still served");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(http.download(&bob, &ids[0], None).await.status().as_u16(), 404);
+    assert!(
+        !files_under(dir.path()).iter().any(|f| f.contains(&ids[0])),
+        "bytes of the recalled image remain"
+    );
+    // The forwarded one stays for the group, which still references it.
+    assert_eq!(http.download(&bob, &ids[1], None).await.status().as_u16(), 200);
 }

@@ -119,6 +119,7 @@ async fn presigned_uploads_and_downloads_bypass_the_node() {
         kind: Some("image".into()),
         content: Some(json!({"attachment": id})),
         reply_to: None,
+        target: None,
     };
     assert!(matches!(a.request(frame).await, ServerFrame::Ack { id: 1, .. }));
 
@@ -265,6 +266,7 @@ async fn orphans_in_the_bucket_are_removed_and_referenced_attachments_kept() {
         kind: Some("image".into()),
         content: Some(json!({"attachment": kept})),
         reply_to: None,
+        target: None,
     };
     assert!(matches!(a.request(frame).await, ServerFrame::Ack { .. }));
 

@@ -26,6 +26,7 @@ fn send(
         kind: kind.map(str::to_owned),
         content,
         reply_to,
+        target: None,
     }
 }
 

@@ -202,6 +202,7 @@ async fn push_carries_unread_counts_skips_muted_conversations_and_hears_of_reads
         kind: None,
         content: None,
         reply_to: None,
+        target: None,
     };
     assert!(matches!(a.request(frame).await, ServerFrame::Ack { id: 6, .. }));
     eventually("the mention's push", || notifier.notified.lock().unwrap().len() == 5).await;

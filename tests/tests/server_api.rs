@@ -91,7 +91,8 @@ async fn the_backend_sets_up_a_group_and_posts_as_a_bot() {
     let (s, second) = server(&api, "POST", "/messages", Some(post)).await;
     assert_eq!((s, second["duplicate"].as_bool()), (200, Some(true)));
     assert_eq!(second["message"]["id"], first["message"]["id"], "stored once");
-    let (e, _) = until(&mut ev, "the bot's message", |e| matches!(e, Event::Message(_))).await;
+    let (e, _) =
+        until(&mut ev, "the bot's message", |e| matches!(e, Event::Message(m) if !m.is_event())).await;
     let Event::Message(m) = e else { unreachable!() };
     assert_eq!((m.body.as_str(), m.from.0), ("im 1.2 is out", bot["id"].as_u64().unwrap()));
 
@@ -107,7 +108,10 @@ async fn the_backend_sets_up_a_group_and_posts_as_a_bot() {
     assert_eq!((s, body["code"].as_str()), (403, Some("not_member")));
     let (s, page) = server(&api, "GET", &format!("/conversations/{conv}/messages"), None).await;
     assert_eq!(s, 200);
-    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    // The bot's message, and the notice of the bot's addition before it.
+    let kinds: Vec<&str> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap_or("text")).collect();
+    assert_eq!(kinds, ["system", "text"]);
 
     // Removing Alice through the backend: she is no longer a member.
     let (s, _) = server(&api, "DELETE", &format!("/groups/{gid}/members/{}", alice.id.0), None).await;

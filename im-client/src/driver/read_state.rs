@@ -41,7 +41,7 @@ impl Driver {
                 self.emit_or_stop(Event::Typing { conv: m.conv, user: m.from, typing: false }).await?;
             }
         }
-        let change = self.book().message(m.conv, m.id, own);
+        let change = self.book().message(m.conv, m.id, own, m.is_event());
         self.changed(m.conv, change, false).await
     }
 

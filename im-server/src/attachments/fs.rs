@@ -259,6 +259,19 @@ impl AttachmentStore for FsAttachments {
         }
     }
 
+    async fn remove_reference(&self, id: &str, reference: Reference) -> Result<bool, AttachmentError> {
+        let (blob, meta_path) = self.paths(id)?;
+        let _guard = self.meta_lock.lock().await;
+        let Some(mut meta) = Self::read_meta(&meta_path).await? else { return Ok(false) };
+        meta.references.retain(|r| *r != reference);
+        if meta.references.is_empty() {
+            remove_files(&meta_path, &blob).await?;
+            return Ok(true);
+        }
+        self.write_meta(&meta_path, &meta).await?;
+        Ok(false)
+    }
+
     async fn orphans(&self, created_before_ms: u64, limit: usize) -> Result<Vec<String>, AttachmentError> {
         let mut found = Vec::new();
         let mut shards = tokio::fs::read_dir(self.root.join("blobs")).await?;

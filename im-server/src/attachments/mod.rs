@@ -252,6 +252,13 @@ pub trait AttachmentStore: Send + Sync + 'static {
     /// `created_before_ms`, atomically with respect to
     /// [`add_reference`](Self::add_reference); whether it was removed.
     async fn delete_orphan(&self, id: &str, created_before_ms: u64) -> Result<bool, AttachmentError>;
+
+    /// Removes the reference of message `reference.message` of
+    /// `reference.conv` to `id` (a recalled message), and the
+    /// conversation's access when no other message of it references `id`;
+    /// when no reference is left at all, removes the attachment too and
+    /// returns `true`. Serialized with [`add_reference`](Self::add_reference).
+    async fn remove_reference(&self, id: &str, reference: Reference) -> Result<bool, AttachmentError>;
 }
 
 /// A fresh attachment id: `at_` and 128 random bits in base64url.

@@ -25,9 +25,9 @@ pub(super) type Pending<'a> = Pin<Box<dyn Future<Output = Option<ServerFrame>> +
 /// a later message of the conversation before the ack of its own (which
 /// would look like a gap). Other replies keep request order.
 pub(super) async fn start<'a>(app: &'a AppState, conn: &'a ConnHandle, frame: ClientFrame) -> Pending<'a> {
-    if let ClientFrame::Send { rid, conv, cmid, body, mentions, kind, content, reply_to } = frame {
+    if let ClientFrame::Send { rid, conv, cmid, body, mentions, kind, content, reply_to, target } = frame {
         let (user, conn_id) = (conn.user, conn.id);
-        let draft = Draft { body, mentions, kind, content, reply_to };
+        let draft = Draft { body, mentions, kind, content, reply_to, target };
         return match app.logic().submit_send(user, Some(conn_id), conv, cmid, draft).await {
             Ok(pending) => Box::pin(async move {
                 match pending.await {

@@ -215,8 +215,14 @@ pub(crate) async fn post_message(
 ) -> ApiResult<(StatusCode, Json<Posted>)> {
     // A direct chat only checks its other party: the sender must exist too.
     app.logic().user(b.from).await?;
-    let draft =
-        Draft { body: b.body, mentions: b.mentions, kind: b.kind, content: b.content, reply_to: b.reply_to };
+    let draft = Draft {
+        body: b.body,
+        mentions: b.mentions,
+        kind: b.kind,
+        content: b.content,
+        reply_to: b.reply_to,
+        target: None,
+    };
     let appended = app.logic().send(b.from, None, b.conv, b.cmid, draft).await?;
     let status = if appended.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(Posted { message: appended.message, duplicate: appended.duplicate })))

@@ -173,6 +173,18 @@ impl Logic {
         Ok(self.svc.attachments.add_reference(id, Reference { conv, message }).await?)
     }
 
+    /// Lets go of message `message` of `conv`'s use of attachment `id`
+    /// (the message was recalled); removes the attachment when no other
+    /// message references it. Returns whether it was removed.
+    pub(crate) async fn release_attachment(
+        &self,
+        id: &str,
+        conv: ConversationId,
+        message: MessageId,
+    ) -> Result<bool> {
+        Ok(self.svc.attachments.remove_reference(id, Reference { conv, message: Some(message) }).await?)
+    }
+
     /// Removes uploads no message referenced within
     /// [`ServerConfig::attachment_orphan_ttl`](crate::ServerConfig::attachment_orphan_ttl);
     /// returns how many.

@@ -1,5 +1,6 @@
 //! Groups: managed membership with owner/admin rights and a member cap.
 
+use im_core::events;
 use im_core::{ErrorCode, GroupId, MemberChangeKind, ServerFrame, UserId};
 use serde::Serialize;
 
@@ -88,7 +89,8 @@ impl Logic {
         if dir.user(user).await?.is_none() {
             return Err(Error::new(ErrorCode::NoSuchUser, format!("no user {user}")));
         }
-        match dir.member_role(group, user).await? {
+        let before = dir.member_role(group, user).await?;
+        match before {
             Some(Role::Owner) => {
                 return Err(Error::new(ErrorCode::Forbidden, "the owner's role cannot change"))
             }
@@ -107,6 +109,9 @@ impl Logic {
             self.read_from_head(user, im_core::ConversationId::Group(group)).await;
             let everyone = self.member_ids(group).await?;
             self.announce(group, user, MemberChangeKind::Added, actor, everyone).await;
+            self.notice(group, actor, events::SYSTEM_MEMBER_ADDED, user, Some(role)).await;
+        } else if before != Some(role) {
+            self.notice(group, actor, events::SYSTEM_ROLE_CHANGED, user, Some(role)).await;
         }
         Ok(())
     }
@@ -137,6 +142,8 @@ impl Logic {
                 everyone.push(user);
             }
             self.announce(group, user, MemberChangeKind::Removed, actor, everyone).await;
+            let what = if actor == user { events::SYSTEM_MEMBER_LEFT } else { events::SYSTEM_MEMBER_REMOVED };
+            self.notice(group, actor, what, user, None).await;
         }
         Ok(())
     }
@@ -150,6 +157,27 @@ impl Logic {
             }
             None => Err(no_such_group()),
         }
+    }
+
+    /// Posts a `system` notice of a membership change into the group's sequence.
+    async fn notice(&self, group: GroupId, actor: UserId, event: &str, user: UserId, role: Option<Role>) {
+        let name = |u: UserId| async move {
+            match self.svc.directory.user(u).await {
+                Ok(Some(found)) => found.username,
+                _ => format!("user {u}"),
+            }
+        };
+        let (who, whom) = (name(actor).await, name(user).await);
+        let role_name = role.map(|r| r.as_str().to_owned());
+        let body = match event {
+            events::SYSTEM_MEMBER_ADDED => format!("{who} added {whom}"),
+            events::SYSTEM_MEMBER_LEFT => format!("{whom} left"),
+            events::SYSTEM_MEMBER_REMOVED => format!("{who} removed {whom}"),
+            _ => format!("{who} made {whom} {}", role_name.as_deref().unwrap_or("a member")),
+        };
+        let notice =
+            events::SystemNotice { event: event.into(), user: Some(user), role: role_name, name: None };
+        self.post_notice(im_core::ConversationId::Group(group), actor, notice, body).await;
     }
 
     async fn member_ids(&self, group: GroupId) -> Result<Vec<UserId>> {

@@ -37,6 +37,17 @@ pub struct Draft {
     pub content: Option<serde_json::Value>,
     /// An earlier message of the same conversation.
     pub reply_to: Option<MessageId>,
+    /// For an event kind (`reaction`, `edit`, `recall`): the message it changes.
+    pub target: Option<MessageId>,
+}
+
+/// What the attachments need once a message is stored.
+#[derive(Debug, Default)]
+pub(super) struct Settle {
+    /// The attachment the message uses: its reference gets the message id.
+    pub reference: Option<String>,
+    /// For a recall: the recalled message's attachment and that message's id.
+    pub release: Option<(String, MessageId)>,
 }
 
 impl From<String> for Draft {
@@ -113,25 +124,44 @@ impl Logic {
                 return Err(Error::new(ErrorCode::Forbidden, reason));
             }
         }
-        let Draft { body, mentions, kind, content, reply_to } = draft;
-        let (kind, mut content) = checked_content(kind, content)?;
+        let (kind, content) = checked_content(draft.kind.take(), draft.content.take())?;
+        let typed =
+            im_core::Content::from_parts(kind.as_deref().unwrap_or(im_core::content::TEXT), content.as_ref())
+                .map_err(|e| Error::new(ErrorCode::InvalidField, e.0))?;
+        (draft.kind, draft.content) = (kind, content);
         let max = self.cfg.limits.max_body_bytes;
-        let content_len = content.as_ref().map_or(0, |c| c.to_string().len());
-        if body.len() + content_len > max {
+        let content_len = draft.content.as_ref().map_or(0, |c| c.to_string().len());
+        if draft.body.len() + content_len > max {
             return Err(Error::new(
                 ErrorCode::BodyTooLarge,
                 format!("body and content are over {max} bytes"),
             ));
         }
-        if body.contains('\0') {
+        if draft.body.contains('\0') {
             // Not storable everywhere (PostgreSQL text), and never meaningful.
             return Err(Error::new(ErrorCode::InvalidField, "body must not contain NUL characters"));
         }
         if !access_checked {
             self.check_access(from, conv).await?;
         }
-        self.check_mentions(conv, &mentions).await?;
-        if let Some(target) = reply_to {
+        self.check_mentions(conv, &draft.mentions).await?;
+        let mut settle = Settle::default();
+        if let im_core::Content::Event(change) = &typed {
+            // A resend of a stored event is answered as a duplicate by the
+            // store, whatever its target has become since.
+            if self.svc.messages.sent(conv, from, &cmid).await?.is_none() {
+                let checked = self.check_event(from, conv, change, &draft).await?;
+                if matches!(change, im_core::events::Change::Recall) {
+                    settle.release = checked.attachment().map(|a| (a, checked.target.id));
+                }
+            }
+        } else if draft.target.is_some() {
+            return Err(Error::new(
+                ErrorCode::InvalidField,
+                "target is only for events (reaction, edit, recall)",
+            ));
+        }
+        if let Some(target) = draft.reply_to {
             let head = self.svc.messages.heads(&[conv]).await?.first().copied().unwrap_or(0);
             if target == 0 || target > head {
                 return Err(Error::new(
@@ -143,7 +173,7 @@ impl Logic {
         // An uploaded attachment: checked, completed from the upload, and
         // referenced by the conversation before the message exists, so its
         // recipients can download it as soon as they see the message.
-        let attachment = self.complete_media(from, kind.as_deref(), content.as_mut()).await?;
+        let attachment = self.complete_media(from, draft.kind.as_deref(), draft.content.as_mut()).await?;
         if let ConversationId::Direct(a, b) = conv {
             self.remember_direct(a, b).await?;
         }
@@ -155,6 +185,24 @@ impl Logic {
                 _ => e,
             })?;
         }
+        settle.reference = attachment;
+        self.submit_checked(from, conn, conv, cmid, draft, settle).await
+    }
+
+    /// Stores a checked draft and publishes it (the second half of
+    /// [`submit_send`](Self::submit_send), also used for system notices).
+    pub(super) async fn submit_checked(
+        &self,
+        from: UserId,
+        conn: Option<u64>,
+        conv: ConversationId,
+        cmid: ClientMsgId,
+        draft: Draft,
+        settle: Settle,
+    ) -> Result<impl std::future::Future<Output = Result<Sent<'_>>> + Send + '_> {
+        let Draft { body, mentions, kind, content, reply_to, target } = draft;
+        // Events other than the app's ask are never pushed (nor are notices).
+        let pushed = !kind.as_deref().is_some_and(im_core::events::is_event_kind) || self.cfg.push_events;
         // Submit under the conversation's stripe lock, so the store places
         // messages in the order their publication turns are handed out.
         let (pending, turn, audience) = {
@@ -168,19 +216,26 @@ impl Logic {
                 ),
                 ConversationId::Room(r) => Audience::Room(r),
             };
-            let message =
-                NewMessage { conv, from, cmid, body, ts: now_ms(), mentions, kind, content, reply_to };
+            let message = NewMessage {
+                conv,
+                from,
+                cmid,
+                body,
+                ts: now_ms(),
+                mentions,
+                kind,
+                content,
+                reply_to,
+                target,
+            };
             let pending = self.svc.messages.submit_append(message).await?;
             (pending, submit.turn(), audience)
         };
         Ok(async move {
             // A failed append drops its turn: later messages do not wait for it.
             let appended = pending.await?;
-            if let Some(id) = &attachment {
-                // Names the stored message (for recall); access already holds.
-                if let Err(e) = self.reference_attachment(id, conv, Some(appended.message.id)).await {
-                    tracing::warn!(attachment = %id, error = %e, "recording the attachment's message failed");
-                }
+            if !appended.duplicate {
+                self.settle_attachments(conv, appended.message.id, settle).await;
             }
             // Publish after every earlier message of the conversation.
             turn.wait().await;
@@ -191,15 +246,36 @@ impl Logic {
             }
             self.svc.metrics.message_stored(appended.duplicate);
             if !appended.duplicate {
-                self.tell_hooks(|| crate::hooks::Notice::Stored(appended.message.clone()));
+                self.tell_hooks(|| crate::hooks::Notice::Stored(Box::new(appended.message.clone())));
             }
-            if !appended.duplicate {
+            if !appended.duplicate && pushed {
                 if let Audience::Users(users) = audience {
                     self.push_to_offline(from, users, appended.message.clone());
                 }
             }
             Ok(Sent { appended, _turn: turn })
         })
+    }
+
+    /// After a message is stored: names it in the reference of the
+    /// attachment it uses, and for a recall lets go of the recalled
+    /// message's attachment (removed when nothing else references it).
+    async fn settle_attachments(&self, conv: ConversationId, id: MessageId, settle: Settle) {
+        if let Some(att) = &settle.reference {
+            // Names the stored message (for recall); access already holds.
+            if let Err(e) = self.reference_attachment(att, conv, Some(id)).await {
+                tracing::warn!(attachment = %att, error = %e, "recording the attachment's message failed");
+            }
+        }
+        if let Some((att, target)) = &settle.release {
+            match self.release_attachment(att, conv, *target).await {
+                Ok(true) => tracing::debug!(attachment = %att, "recalled message's attachment removed"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(attachment = %att, error = %e, "releasing a recalled attachment failed")
+                }
+            }
+        }
     }
 
     /// Mentions must be few, distinct, and members of the conversation

@@ -3,11 +3,13 @@
 //!
 //! Storing a message raises its sender's read id (see
 //! [`crate::store::MessageStore::append`]), so a user's own messages never
-//! count and unread is `head - read`, exact and O(1) per conversation.
+//! count, and events (reactions, edits, recalls, notices) do not count
+//! either: unread is `countable(head) - countable(read)`
+//! ([`crate::store::ReadStore::countable`]), exact and O(1) per conversation.
 
 use std::collections::BTreeSet;
 
-use im_core::{ConversationId, ErrorCode, InboxEntry, MessageId, ServerFrame, UserId};
+use im_core::{ConversationId, ErrorCode, InboxEntry, Message, MessageId, ServerFrame, UserId};
 
 use super::Logic;
 use crate::broker::{Audience, ConnRef, Event};
@@ -21,6 +23,9 @@ pub struct InboxPage {
     /// More conversations follow the last one here.
     pub has_more: bool,
 }
+
+/// Messages looked at below an event for an inbox's last message.
+const LAST_SAID_SCAN: usize = 20;
 
 /// An inbox page stops growing once its last messages reach about this
 /// many bytes (it always holds at least one entry).
@@ -60,6 +65,19 @@ impl Logic {
             self.svc.push.dispatch_read(user, conv, mark.read);
         }
         Ok(mark.read)
+    }
+
+    /// What an inbox shows as a conversation's last message: the newest
+    /// that is not an event (a reaction or an edit says little alone),
+    /// looked for among the [`LAST_SAID_SCAN`] before an event; the event
+    /// itself when there is none.
+    async fn last_said(&self, conv: ConversationId, last: Option<Message>) -> Result<Option<Message>> {
+        let event = match last {
+            Some(m) if m.is_event() => m,
+            other => return Ok(other),
+        };
+        let earlier = self.svc.messages.before(conv, Some(event.id), LAST_SAID_SCAN).await?;
+        Ok(Some(earlier.into_iter().rev().find(|m| !m.is_event()).unwrap_or(event)))
     }
 
     /// `user`'s read id in `conv` and each device's own report (the caller
@@ -127,19 +145,30 @@ impl Logic {
         chosen.truncate(page);
         let latest = self.svc.messages.latest(&chosen).await?;
         let states = self.svc.messages.read_states(user, &chosen).await?;
+        // Events do not count: unread = countable(head) - countable(read).
+        let mut at = Vec::with_capacity(2 * chosen.len());
+        for ((conv, last), state) in chosen.iter().zip(&latest).zip(&states) {
+            let head = last.as_ref().map_or(0, |m| m.id);
+            at.extend([(*conv, head), (*conv, state.read.min(head))]);
+        }
+        let counted = self.svc.messages.countable(&at).await?;
         let now = crate::time::now_ms();
         let mut entries = Vec::with_capacity(chosen.len());
         let mut bytes = 0usize;
-        for ((conv, last), state) in chosen.into_iter().zip(latest).zip(states) {
+        for (((conv, last), state), counts) in
+            chosen.into_iter().zip(latest).zip(states).zip(counted.chunks(2))
+        {
             if bytes >= INBOX_PAGE_BYTES {
                 has_more = true;
                 break;
             }
-            bytes += last.as_ref().map_or(128, super::messages::page_cost);
             let head = last.as_ref().map_or(0, |m| m.id);
+            let last = self.last_said(conv, last).await?;
+            bytes += last.as_ref().map_or(128, super::messages::page_cost);
             let read = state.read.min(head);
+            let unread = counts[0].saturating_sub(counts[1]);
             let muted_until = Some(state.muted_until).filter(|&t| t > now);
-            entries.push(InboxEntry { conv, head, read, unread: head - read, last, muted_until });
+            entries.push(InboxEntry { conv, head, read, unread, last, muted_until });
         }
         Ok(InboxPage { entries, has_more })
     }

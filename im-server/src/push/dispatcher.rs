@@ -175,11 +175,23 @@ async fn recipients_of(
     }
     let states = filters.reads.reads_in(message.conv, &offline).await.map_err(|e| e.to_string())?;
     let now = crate::time::now_ms();
-    Ok(offline
+    let due: Vec<(UserId, MessageId)> = offline
         .into_iter()
         .zip(states)
         .filter(|(user, s)| s.read < message.id && (s.muted_until <= now || message.mentions.contains(user)))
-        .map(|(user, s)| PushRecipient::new(user, message.id - s.read))
+        .map(|(user, s)| (user, s.read))
+        .collect();
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Unread counts leave events out: countable(message) - countable(read).
+    let mut at = vec![(message.conv, message.id)];
+    at.extend(due.iter().map(|&(_, read)| (message.conv, read)));
+    let counted = filters.reads.countable(&at).await.map_err(|e| e.to_string())?;
+    Ok(due
+        .into_iter()
+        .zip(&counted[1..])
+        .map(|((user, _), &read)| PushRecipient::new(user, counted[0].saturating_sub(read)))
         .collect())
 }
 
@@ -271,7 +283,23 @@ mod tests {
         let dispatcher = PushDispatcher::new(recorder.clone(), 4, metrics.clone());
         let store = Arc::new(MemoryStore::new());
         let m = message(); // g:1 #5
-                           // 7 read up to 2 (3 unread), 8 read it already, 9 muted it, 10 muted until the past.
+        for i in 1..=5 {
+            let cmid = im_core::ClientMsgId::new(format!("c{i}")).unwrap();
+            let new = crate::store::NewMessage {
+                conv: m.conv,
+                from: UserId(3),
+                cmid,
+                body: String::new(),
+                ts: 0,
+                mentions: Vec::new(),
+                kind: None,
+                content: None,
+                reply_to: None,
+                target: None,
+            };
+            crate::store::MessageStore::append(&*store, new).await.unwrap();
+        }
+        // 7 read up to 2 (3 unread), 8 read it already, 9 muted it, 10 muted until the past.
         store.mark_read(UserId(7), m.conv, None, 2).await.unwrap();
         store.mark_read(UserId(8), m.conv, None, 5).await.unwrap();
         store.mute(UserId(9), m.conv, u64::MAX).await.unwrap();

@@ -113,18 +113,14 @@ mod tests {
     use super::*;
 
     pub(super) fn message() -> Message {
-        Message {
-            conv: ConversationId::Group(GroupId(1)),
-            id: 5,
-            from: UserId(3),
-            cmid: ClientMsgId::new("c-1").unwrap(),
-            body: "hello".into(),
-            ts: 1_700_000_000_000,
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-        }
+        Message::new(
+            ConversationId::Group(GroupId(1)),
+            5,
+            UserId(3),
+            ClientMsgId::new("c-1").unwrap(),
+            "hello",
+            1_700_000_000_000,
+        )
     }
 
     #[tokio::test]

@@ -608,6 +608,10 @@ mod tests {
             kind: None,
             content: None,
             reply_to: None,
+            target: None,
+            edited: None,
+            recalled: None,
+            reactions: Vec::new(),
         })
     }
 

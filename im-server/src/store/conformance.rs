@@ -22,6 +22,7 @@ fn new_msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessag
         kind: None,
         content: None,
         reply_to: None,
+        target: None,
     }
 }
 
@@ -61,18 +62,7 @@ pub(crate) async fn messages(store: Arc<dyn MessageStore>) {
     let third = &all[2];
     assert_eq!(
         *third,
-        Message {
-            conv: a,
-            id: 3,
-            from: UserId(1),
-            cmid: ClientMsgId::new("a3").unwrap(),
-            body: "body a3".into(),
-            ts: 1_700_000_000_001,
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None
-        }
+        Message::new(a, 3, UserId(1), ClientMsgId::new("a3").unwrap(), "body a3", 1_700_000_000_001)
     );
 
     // Idempotent resend, also after other messages came in: the original, nothing new.

@@ -29,6 +29,8 @@ pub struct MemoryStore {
 struct Messages {
     /// Per conversation, message `id` at index `id - 1`.
     convs: HashMap<ConversationId, Vec<Message>>,
+    /// Per conversation, at index `id - 1`: countable messages up to `id`.
+    counted: HashMap<ConversationId, Vec<u64>>,
     /// Idempotency index `(conv, from, cmid)` → id.
     keys: HashMap<(ConversationId, UserId, ClientMsgId), MessageId>,
     /// Read id per `(user, conv)`.
@@ -95,8 +97,8 @@ impl MemoryStore {
 impl MessageStore for MemoryStore {
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
         let mut m = lock(&self.messages);
-        let Messages { convs, keys, .. } = &mut *m;
-        let key = (msg.conv, msg.from, msg.cmid);
+        let Messages { convs, keys, counted, .. } = &mut *m;
+        let key = (msg.conv, msg.from, msg.cmid.clone());
         let log = convs.entry(msg.conv).or_default();
         if let Some(&id) = keys.get(&key) {
             let original = log
@@ -106,22 +108,40 @@ impl MessageStore for MemoryStore {
             return Ok(Appended { message: original, duplicate: true });
         }
         let id = log.len() as MessageId + 1;
-        let message = Message {
-            conv: msg.conv,
-            id,
-            from: msg.from,
-            cmid: key.2.clone(),
-            body: msg.body,
-            ts: msg.ts,
-            mentions: msg.mentions,
-            kind: msg.kind,
-            content: msg.content,
-            reply_to: msg.reply_to,
-        };
+        let target = msg.target;
+        let mut message = msg.into_message(id);
+        if let Some(target) = target {
+            let slot = log.get_mut(index(target).wrapping_sub(1)).ok_or(StoreError::NotFound)?;
+            let mut changed = slot.clone();
+            let effect = super::apply_event(&mut changed, &mut message);
+            *slot = changed;
+            if effect.recalled {
+                let recall = message.id;
+                for m in log.iter_mut().skip(index(target)) {
+                    if m.target == Some(target) && m.kind() == im_core::events::EDIT {
+                        super::scrub_edit(m, recall);
+                    }
+                }
+            }
+        }
+        let counted = counted.entry(message.conv).or_default();
+        let before = counted.last().copied().unwrap_or(0);
+        counted.push(before + u64::from(!message.is_event()));
         log.push(message.clone());
         keys.insert(key, id);
         m.raise_read(message.from, message.conv, id);
         Ok(Appended { message, duplicate: false })
+    }
+
+    async fn sent(
+        &self,
+        conv: ConversationId,
+        from: UserId,
+        cmid: &ClientMsgId,
+    ) -> StoreResult<Option<Message>> {
+        let m = lock(&self.messages);
+        let Some(&id) = m.keys.get(&(conv, from, cmid.clone())) else { return Ok(None) };
+        Ok(m.convs.get(&conv).and_then(|log| log.get(index(id).wrapping_sub(1))).cloned())
     }
 
     async fn after(&self, conv: ConversationId, after: MessageId, limit: usize) -> StoreResult<Vec<Message>> {
@@ -181,6 +201,20 @@ impl ReadStore for MemoryStore {
             }
         }
         Ok(m.raise_read(user, conv, id))
+    }
+
+    async fn countable(&self, at: &[(ConversationId, MessageId)]) -> StoreResult<Vec<u64>> {
+        let m = lock(&self.messages);
+        Ok(at
+            .iter()
+            .map(|(conv, id)| {
+                let counted = m.counted.get(conv).map_or(&[][..], Vec::as_slice);
+                match index(*id) {
+                    0 => 0,
+                    i => counted.get(i - 1).or(counted.last()).copied().unwrap_or(0),
+                }
+            })
+            .collect())
     }
 
     async fn read_states(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<ReadState>> {
@@ -426,6 +460,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn reads() {
         conformance::reads(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn events() {
+        crate::store::conformance_events::events(Arc::new(MemoryStore::new())).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

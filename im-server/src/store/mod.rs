@@ -27,6 +27,8 @@ pub mod postgres;
 
 #[cfg(test)]
 pub(crate) mod conformance;
+#[cfg(test)]
+pub(crate) mod conformance_events;
 
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
@@ -76,6 +78,55 @@ pub struct NewMessage {
     pub content: Option<serde_json::Value>,
     /// The message it replies to (checked by the logic).
     pub reply_to: Option<MessageId>,
+    /// For an event kind (`reaction`, `edit`, `recall`): the message it
+    /// changes (checked by the logic; see [`MessageStore::append`]).
+    pub target: Option<MessageId>,
+}
+
+impl NewMessage {
+    /// The message as stored with `id`.
+    pub fn into_message(self, id: MessageId) -> Message {
+        Message {
+            mentions: self.mentions,
+            kind: self.kind,
+            content: self.content,
+            reply_to: self.reply_to,
+            target: self.target,
+            ..Message::new(self.conv, id, self.from, self.cmid, self.body, self.ts)
+        }
+    }
+}
+
+/// What storing an event did, computed by [`apply_event`] for every store
+/// alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EventEffect {
+    /// The target changed and must be written back.
+    pub target_changed: bool,
+    /// The event recalled the target: its earlier edits must be scrubbed.
+    pub recalled: bool,
+}
+
+/// Applies `event` to `target` (see [`im_core::events::apply`]) and scrubs
+/// an edit of a message that is recalled (one recalled in a race with the
+/// edit), so no copy of the recalled content is stored.
+pub(crate) fn apply_event(target: &mut Message, event: &mut Message) -> EventEffect {
+    let target_changed = im_core::events::apply(target, event);
+    if let Some(recall) = target.recalled {
+        if event.kind() == im_core::events::EDIT {
+            scrub_edit(event, recall);
+        }
+    }
+    EventEffect { target_changed, recalled: target_changed && target.recalled == Some(event.id) }
+}
+
+/// Empties an edit of a recalled message: it keeps its place in the
+/// sequence and its target, and `recalled` names the recall.
+pub(crate) fn scrub_edit(edit: &mut Message, recall: MessageId) {
+    edit.body.clear();
+    edit.content = None;
+    edit.mentions.clear();
+    edit.recalled = Some(recall);
 }
 
 /// Outcome of [`MessageStore::append`].
@@ -126,7 +177,8 @@ pub struct DeviceRead {
 ///
 /// A message store keeps it too (see [`MessageStore`]): storing a message
 /// raises its sender's read id in the same atomic step, so a user's own
-/// messages are never above their read id, and unread = head − read id.
+/// messages are never above their read id, and unread is the number of
+/// countable messages above it ([`ReadStore::countable`]).
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
     /// Raises `user`'s read id in `conv` to at least `id`, and, when
@@ -178,6 +230,13 @@ pub trait ReadStore: Send + Sync + 'static {
 
     /// Whether each user shares receipts, in the order given.
     async fn receipts_shared(&self, users: &[UserId]) -> StoreResult<Vec<bool>>;
+
+    /// For each `(conv, id)`: how many messages of `conv` up to and
+    /// including `id` count as unread — every kind but the events
+    /// ([`im_core::events::is_countable`]) — in the order given; 0 for id 0.
+    /// Unread is then `countable(head) - countable(read id)`. The caller
+    /// names ids that are stored (at most the head).
+    async fn countable(&self, at: &[(ConversationId, MessageId)]) -> StoreResult<Vec<u64>>;
 }
 
 /// Durable, ordered message storage keyed `(conversation, message_id)`,
@@ -191,6 +250,11 @@ pub trait MessageStore: ReadStore {
     /// `duplicate: true` and stores nothing. Concurrent appends to one
     /// conversation get distinct, gapless ids. Returns only once the message
     /// is durable (as durable as the back-end is).
+    ///
+    /// An event (`msg.target` set) changes its target in the same atomic
+    /// step, as [`im_core::events::apply`] says, so `before` and `after`
+    /// return every message in its current state; a recall also empties
+    /// the target's earlier edits. `NotFound` if the target is not stored.
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended>;
 
     /// Starts [`append`](Self::append) and returns once the message's place
@@ -207,6 +271,15 @@ pub trait MessageStore: ReadStore {
         let result = self.append(msg).await;
         Ok(Box::pin(std::future::ready(result)))
     }
+
+    /// The message `from` stored in `conv` under `cmid`, if any (what a
+    /// resend of it would return).
+    async fn sent(
+        &self,
+        conv: ConversationId,
+        from: UserId,
+        cmid: &ClientMsgId,
+    ) -> StoreResult<Option<Message>>;
 
     /// Up to `limit` messages of `conv` with ids above `after`, ascending.
     async fn after(&self, conv: ConversationId, after: MessageId, limit: usize) -> StoreResult<Vec<Message>>;

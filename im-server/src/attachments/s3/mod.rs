@@ -517,6 +517,25 @@ impl AttachmentStore for S3Attachments {
         Ok(found)
     }
 
+    async fn remove_reference(&self, id: &str, reference: Reference) -> Result<bool, AttachmentError> {
+        if !im_core::content::is_attachment_id(id) {
+            return Ok(false);
+        }
+        let conv = reference.conv;
+        if let Some(m) = reference.message {
+            self.delete_key(&self.key(&format!("refs/{id}/{conv}/{m}"))).await?;
+        }
+        if self.list(&self.key(&format!("refs/{id}/{conv}/")), 1).await?.is_empty() {
+            // No other message of the conversation uses it: its access goes too.
+            self.delete_key(&self.key(&format!("refs/{id}/{conv}"))).await?;
+        }
+        if !self.references(id).await?.is_empty() {
+            return Ok(false);
+        }
+        self.remove_everything(id).await?;
+        Ok(true)
+    }
+
     async fn delete_orphan(&self, id: &str, created_before_ms: u64) -> Result<bool, AttachmentError> {
         if !im_core::content::is_attachment_id(id) {
             return Ok(false);

@@ -66,6 +66,9 @@ pub(super) struct MessageLog {
     high: u64,
     /// Bytes in the file (zeros past `len`).
     capacity: u64,
+    /// End of everything any epoch may have written since the last
+    /// [`erase`](Self::erase) (the whole file after opening).
+    dirty: u64,
     /// Encoded records of the current batch, not written yet.
     pending: Vec<u8>,
     pending_records: usize,
@@ -97,6 +100,7 @@ impl MessageLog {
             len: FILE_HEADER,
             high: FILE_HEADER,
             capacity,
+            dirty: capacity,
             pending: Vec::new(),
             pending_records: 0,
             sync_failed: false,
@@ -169,6 +173,7 @@ impl MessageLog {
                 self.grow(end - self.capacity + PREALLOCATE)?;
             }
             self.high = self.high.max(end);
+            self.dirty = self.dirty.max(end);
             self.file.seek(SeekFrom::Start(mark))?;
             self.file.write_all(&self.pending)
         })();
@@ -211,6 +216,21 @@ impl MessageLog {
         }
         self.len = FILE_HEADER;
         self.high = FILE_HEADER;
+        Ok(())
+    }
+
+    /// Zeroes every record of every epoch and syncs, after a durable redb
+    /// commit has made them redundant, so content erased from redb (a
+    /// recalled message) is not left behind in the log's bytes. Costs a
+    /// write of what was logged since the last erase.
+    pub fn erase(&mut self) -> io::Result<()> {
+        self.clear()?;
+        let end = self.dirty.min(self.capacity);
+        if end > FILE_HEADER {
+            self.write_zeros(FILE_HEADER, end - FILE_HEADER)?;
+            self.sync(false)?;
+        }
+        self.dirty = FILE_HEADER;
         Ok(())
     }
 

@@ -65,6 +65,10 @@ const USER_ROOMS: TableDefinition<(u64, u64), ()> = TableDefinition::new("user_r
 const DIRECTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("directs");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const SESSION_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("session_expiry");
+/// Events stored per conversation (absent: none), for countable ordinals.
+const EVENT_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("event_counts");
+/// Edits per target `(conv, target, edit id)`, for scrubbing on recall.
+const EDITS: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("edits");
 
 /// A back-end failure inside this module; becomes [`StoreError::Backend`].
 #[derive(Debug)]
@@ -96,7 +100,9 @@ impl From<DbError> for StoreError {
     }
 }
 
-/// A message's stored value; `conv` and `id` are its key.
+/// A message's stored value; `conv` and `id` are its key. Optional keys
+/// are left out when empty, so values written before they existed decode
+/// unchanged and the message log's record format stays the same.
 #[derive(Serialize)]
 struct MsgOut<'a> {
     f: u64,
@@ -114,6 +120,22 @@ struct MsgOut<'a> {
     /// Reply target.
     #[serde(skip_serializing_if = "Option::is_none")]
     r: Option<u64>,
+    /// Event target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    g: Option<u64>,
+    /// Newest edit applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e: Option<u64>,
+    /// The recall that emptied it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    v: Option<u64>,
+    /// Reactions.
+    #[serde(skip_serializing_if = "<[im_core::events::Reaction]>::is_empty")]
+    a: &'a [im_core::events::Reaction],
+    /// Countable messages up to this one, when not the id (a conversation
+    /// with events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -131,22 +153,57 @@ struct MsgIn {
     x: Option<serde_json::Value>,
     #[serde(default)]
     r: Option<u64>,
+    #[serde(default)]
+    g: Option<u64>,
+    #[serde(default)]
+    e: Option<u64>,
+    #[serde(default)]
+    v: Option<u64>,
+    #[serde(default)]
+    a: Vec<im_core::events::Reaction>,
+    #[serde(default)]
+    n: Option<u64>,
 }
 
-fn decode_msg(conv: ConversationId, id: MessageId, bytes: &[u8]) -> Result<Message, DbError> {
+/// The stored value of `m`, with `n` countable messages up to it.
+fn encode_msg(m: &Message, n: u64) -> Result<Vec<u8>, DbError> {
+    Ok(serde_json::to_vec(&MsgOut {
+        f: m.from.0,
+        c: m.cmid.as_str(),
+        b: &m.body,
+        t: m.ts,
+        m: &m.mentions,
+        k: m.kind.as_deref(),
+        x: m.content.as_ref(),
+        r: m.reply_to,
+        g: m.target,
+        e: m.edited,
+        v: m.recalled,
+        a: &m.reactions,
+        n: (n != m.id).then_some(n),
+    })?)
+}
+
+/// A stored message and the countable messages up to it.
+fn decode_counted(conv: ConversationId, id: MessageId, bytes: &[u8]) -> Result<(Message, u64), DbError> {
     let m: MsgIn = serde_json::from_slice(bytes)?;
-    Ok(Message {
-        conv,
-        id,
-        from: UserId(m.f),
-        cmid: m.c,
-        body: m.b,
-        ts: m.t,
+    let n = m.n.unwrap_or(id);
+    let message = Message {
         mentions: m.m,
         kind: m.k,
         content: m.x,
         reply_to: m.r,
-    })
+        target: m.g,
+        edited: m.e,
+        recalled: m.v,
+        reactions: m.a,
+        ..Message::new(conv, id, UserId(m.f), m.c, m.b, m.t)
+    };
+    Ok((message, n))
+}
+
+fn decode_msg(conv: ConversationId, id: MessageId, bytes: &[u8]) -> Result<Message, DbError> {
+    decode_counted(conv, id, bytes).map(|(m, _)| m)
 }
 
 fn role_code(role: Role) -> u8 {
@@ -331,7 +388,7 @@ fn get_json<T: for<'de> Deserialize<'de>>(
 impl MessageStore for EmbeddedStore {
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
         match self.call(Op::Append(msg)).await? {
-            Reply::Appended(a) => Ok(a),
+            Reply::Appended(a) => Ok(*a),
             r => Err(unexpected(r)),
         }
     }
@@ -343,10 +400,30 @@ impl MessageStore for EmbeddedStore {
         let answer = self.enqueue(Op::Append(msg)).await?;
         Ok(Box::pin(async move {
             match answer.await.map_err(|_| writer_stopped())?? {
-                Reply::Appended(a) => Ok(a),
+                Reply::Appended(a) => Ok(*a),
                 r => Err(unexpected(r)),
             }
         }))
+    }
+
+    async fn sent(
+        &self,
+        conv: ConversationId,
+        from: UserId,
+        cmid: &ClientMsgId,
+    ) -> StoreResult<Option<Message>> {
+        let cmid = cmid.clone();
+        self.read(move |txn| {
+            let c = conv.to_string();
+            let keys = txn.open_table(MSG_KEYS)?;
+            let Some(id) = keys.get((c.as_str(), from.0, cmid.as_str()))?.map(|g| g.value()) else {
+                return Ok(None);
+            };
+            let t = txn.open_table(MESSAGES)?;
+            let value = t.get((c.as_str(), id))?;
+            value.map(|v| decode_msg(conv, id, v.value())).transpose()
+        })
+        .await
     }
 
     async fn after(&self, conv: ConversationId, after: MessageId, limit: usize) -> StoreResult<Vec<Message>> {

@@ -203,6 +203,28 @@ impl ReadStore for EmbeddedStore {
         self.call(Op::SetReceiptsShared { user, shared }).await.map(drop)
     }
 
+    async fn countable(&self, at: &[(ConversationId, MessageId)]) -> StoreResult<Vec<u64>> {
+        let at = at.to_vec();
+        self.read(move |txn| {
+            let t = txn.open_table(super::MESSAGES)?;
+            let mut out = Vec::with_capacity(at.len());
+            for (conv, id) in at {
+                let c = conv.to_string();
+                out.push(match t.get((c.as_str(), id))? {
+                    _ if id == 0 => 0,
+                    Some(v) => super::decode_counted(conv, id, v.value())?.1,
+                    // Not stored (above the head): count up to the head.
+                    None => match t.range((c.as_str(), 0)..=(c.as_str(), id))?.next_back().transpose()? {
+                        Some((k, v)) => super::decode_counted(conv, k.value().1, v.value())?.1,
+                        None => 0,
+                    },
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn receipts_shared(&self, users: &[UserId]) -> StoreResult<Vec<bool>> {
         let users = users.to_vec();
         self.read(move |txn| {

@@ -32,6 +32,8 @@ pub(super) struct Tables<'t> {
     delivered: Table<'t, (u64, &'static str), u64>,
     receipts_off: Table<'t, u64, ()>,
     muted: Table<'t, (u64, &'static str), u64>,
+    event_counts: Table<'t, &'static str, u64>,
+    edits: Table<'t, (&'static str, u64, u64), ()>,
 }
 
 /// Creates every table that does not exist yet.
@@ -61,6 +63,8 @@ impl<'t> Tables<'t> {
             delivered: txn.open_table(DELIVERED)?,
             receipts_off: txn.open_table(RECEIPTS_OFF)?,
             muted: txn.open_table(MUTED)?,
+            event_counts: txn.open_table(EVENT_COUNTS)?,
+            edits: txn.open_table(EDITS)?,
         })
     }
 
@@ -213,7 +217,7 @@ impl<'t> Tables<'t> {
         if let Some(id) = self.msg_keys.get(key)?.map(|g| g.value()) {
             let stored = self.messages.get((c.as_str(), id))?.map(|g| decode_msg(m.conv, id, g.value()));
             return Ok(match stored {
-                Some(Ok(message)) => Ok(Reply::Appended(Appended { message, duplicate: true })),
+                Some(Ok(message)) => Ok(Reply::Appended(Box::new(Appended { message, duplicate: true }))),
                 Some(Err(e)) => Err(e.into()),
                 None => {
                     Err(StoreError::Backend(format!("idempotency key of {c} names missing message {id}")))
@@ -221,35 +225,56 @@ impl<'t> Tables<'t> {
             });
         }
         let id = last_id(&self.messages, &c)? + 1;
-        let value = serde_json::to_vec(&MsgOut {
-            f: m.from.0,
-            c: m.cmid.as_str(),
-            b: &m.body,
-            t: m.ts,
-            m: &m.mentions,
-            k: m.kind.as_deref(),
-            x: m.content.as_ref(),
-            r: m.reply_to,
-        })?;
+        let target = m.target;
+        let mut message = m.into_message(id);
+        if let Some(target) = target {
+            if !self.apply_event(&c, target, &mut message)? {
+                return Ok(Err(StoreError::NotFound));
+            }
+        }
+        let events = self.event_counts.get(c.as_str())?.map_or(0, |g| g.value());
+        let events = events + u64::from(message.is_event());
+        if message.is_event() {
+            self.event_counts.insert(c.as_str(), events)?;
+        }
+        let value = encode_msg(&message, id - events)?;
         self.messages.insert((c.as_str(), id), value.as_slice())?;
-        self.msg_keys.insert(key, id)?;
-        reads::raise(&mut self.reads, m.from, &c, id)?;
+        self.msg_keys.insert((c.as_str(), message.from.0, message.cmid.as_str()), id)?;
+        reads::raise(&mut self.reads, message.from, &c, id)?;
         if let Some(log) = log {
             log.push(&c, id, &value);
         }
-        let message = Message {
-            conv: m.conv,
-            id,
-            from: m.from,
-            cmid: m.cmid,
-            body: m.body,
-            ts: m.ts,
-            mentions: m.mentions,
-            kind: m.kind,
-            content: m.content,
-            reply_to: m.reply_to,
+        Ok(Ok(Reply::Appended(Box::new(Appended { message, duplicate: false }))))
+    }
+
+    /// Applies event `event` to its stored `target` in conversation `c`
+    /// (writing the target back, and scrubbing its edits on a recall);
+    /// `false` if the target is not stored.
+    fn apply_event(&mut self, c: &str, target: u64, event: &mut Message) -> Result<bool, DbError> {
+        let Some(stored) = self.messages.get((c, target))?.map(|g| g.value().to_vec()) else {
+            return Ok(false);
         };
-        Ok(Ok(Reply::Appended(Appended { message, duplicate: false })))
+        let (mut old, n) = decode_counted(event.conv, target, &stored)?;
+        let effect = super::super::apply_event(&mut old, event);
+        if effect.target_changed {
+            self.messages.insert((c, target), encode_msg(&old, n)?.as_slice())?;
+        }
+        if event.kind() == im_core::events::EDIT {
+            self.edits.insert((c, target, event.id), ())?;
+        }
+        if effect.recalled {
+            let mut edits = Vec::new();
+            for item in self.edits.range((c, target, 0)..=(c, target, u64::MAX))? {
+                edits.push(item?.0.value().2);
+            }
+            for id in edits {
+                let Some(v) = self.messages.get((c, id))?.map(|g| g.value().to_vec()) else { continue };
+                let (mut edit, n) = decode_counted(event.conv, id, &v)?;
+                super::super::scrub_edit(&mut edit, event.id);
+                self.messages.insert((c, id), encode_msg(&edit, n)?.as_slice())?;
+            }
+        }
+        Ok(true)
     }
 
     /// Removes a session and its expiry entry; whether it existed.

@@ -19,6 +19,7 @@ fn new_msg(conv: ConversationId, from: u64, cmid: &str) -> NewMessage {
         kind: None,
         content: None,
         reply_to: None,
+        target: None,
     }
 }
 
@@ -32,6 +33,12 @@ async fn messages() {
 async fn reads() {
     let (_dir, store) = temp_store();
     conformance::reads(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events() {
+    let (_dir, store) = temp_store();
+    crate::store::conformance_events::events(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,15 +196,33 @@ async fn opening_replays_a_log_left_by_a_crash() {
                 k: None,
                 x: None,
                 r: None,
+                g: None,
+                e: None,
+                v: None,
+                a: &[],
+                n: None,
             })
             .unwrap();
             log.push(&c, id, &value);
         }
         log.write().unwrap();
         let torn_at = 16 + log.len() as usize;
-        let value =
-            serde_json::to_vec(&MsgOut { f: 1, c: "m9", b: "m9", t: 7, m: &[], k: None, x: None, r: None })
-                .unwrap();
+        let value = serde_json::to_vec(&MsgOut {
+            f: 1,
+            c: "m9",
+            b: "m9",
+            t: 7,
+            m: &[],
+            k: None,
+            x: None,
+            r: None,
+            g: None,
+            e: None,
+            v: None,
+            a: &[],
+            n: None,
+        })
+        .unwrap();
         log.push(&c, 4, &value);
         log.write().unwrap();
         drop(log);
@@ -232,8 +257,22 @@ async fn a_log_that_does_not_match_the_database_is_refused() {
         s.append(new_msg(conv, 1, "m1")).await.unwrap();
     }
     let value = |cmid: &str| {
-        serde_json::to_vec(&MsgOut { f: 1, c: cmid, b: cmid, t: 7, m: &[], k: None, x: None, r: None })
-            .unwrap()
+        serde_json::to_vec(&MsgOut {
+            f: 1,
+            c: cmid,
+            b: cmid,
+            t: 7,
+            m: &[],
+            k: None,
+            x: None,
+            r: None,
+            g: None,
+            e: None,
+            v: None,
+            a: &[],
+            n: None,
+        })
+        .unwrap()
     };
     let log_with = |records: &[(u64, &str)]| {
         let log_path = MessageLog::path_for(&path);

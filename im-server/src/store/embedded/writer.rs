@@ -110,7 +110,7 @@ pub(super) enum Op {
 /// The writer's answer to one [`Op`].
 #[derive(Debug)]
 pub(super) enum Reply {
-    Appended(Appended),
+    Appended(Box<Appended>),
     User(User),
     Group(Group),
     Room(Room),
@@ -261,9 +261,20 @@ impl Writer {
         // that much of read state and never a message.
         // A mark without a device (a join starting at the head, the HTTP
         // API) is rare and must not be lost: it commits durably.
+        // An event changes its target too, which a log record cannot
+        // replay: such a batch commits durably.
         let loggable = ops.iter().all(|op| {
-            matches!(op, Op::Append(_) | Op::MarkRead { device: Some(_), .. } | Op::MarkDelivered { .. })
+            matches!(
+                op,
+                Op::Append(NewMessage { target: None, .. })
+                    | Op::MarkRead { device: Some(_), .. }
+                    | Op::MarkDelivered { .. }
+            )
         });
+        // A recall erases content, which must not stay in the log's bytes either.
+        let erases = ops
+            .iter()
+            .any(|op| matches!(op, Op::Append(m) if m.kind.as_deref() == Some(im_core::events::RECALL)));
         let logged = loggable
             && self.logged + ops.len() <= CHECKPOINT_APPENDS
             && self.logged_commits < CHECKPOINT_COMMITS
@@ -289,6 +300,13 @@ impl Writer {
             self.log.discard();
             txn.commit()?;
             self.after_durable_commit();
+            if erases {
+                if let Err(e) = self.log.erase() {
+                    self.fail(format!(
+                        "message log cannot be erased after a recall ({e}); restart the server"
+                    ));
+                }
+            }
             return Ok(Answered::Now(results));
         }
         let fresh = self.log.pending_records();

@@ -186,6 +186,23 @@ ALTER TABLE {S}.messages ADD COLUMN content text;
 ALTER TABLE {S}.messages ADD COLUMN reply_to bigint;
 ",
     },
+    Migration {
+        version: 7,
+        name: "events: reactions, edits, recalls, countable ordinals",
+        sql: r"
+-- An event's target; a message's newest edit and its recall (event ids);
+-- its reactions as a JSON array; and the number of countable (non-event)
+-- messages up to it (NULL in rows stored before: all countable, so the id).
+ALTER TABLE {S}.messages ADD COLUMN target bigint;
+ALTER TABLE {S}.messages ADD COLUMN edited bigint;
+ALTER TABLE {S}.messages ADD COLUMN recalled bigint;
+ALTER TABLE {S}.messages ADD COLUMN reactions text;
+ALTER TABLE {S}.messages ADD COLUMN countable bigint;
+CREATE INDEX messages_by_target ON {S}.messages (conv, target) WHERE target IS NOT NULL;
+-- Events stored per conversation, for the countable ordinal of the next.
+ALTER TABLE {S}.conversations ADD COLUMN events bigint NOT NULL DEFAULT 0;
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

@@ -33,6 +33,7 @@
 //! cannot hold U+0000, so a body or name containing it is refused with
 //! [`StoreError::Backend`] and nothing is stored.
 
+mod messages;
 mod migrations;
 mod reads;
 #[cfg(test)]
@@ -43,12 +44,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
+use im_core::{GroupId, RoomId, UserId};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{NoTls, Row};
 
-use super::{Appended, Directory, MessageStore, NewMessage, SessionStore, StoreError, StoreResult};
+use super::{Directory, SessionStore, StoreError, StoreResult};
 use crate::model::{Group, Member, Role, Room, Session, User};
 
 /// Pool size of [`PgOptions::default`].
@@ -260,36 +261,6 @@ fn role_of(name: &str) -> StoreResult<Role> {
     }
 }
 
-/// A message from a row of `id, sender_id, cmid, body, ts, mentions`.
-fn message(conv: ConversationId, row: &Row) -> StoreResult<Message> {
-    message_at(conv, row, 0)
-}
-
-/// A message from the columns `id, sender_id, cmid, body, ts, mentions` of `row`, starting at column `at`.
-fn message_at(conv: ConversationId, row: &Row, at: usize) -> StoreResult<Message> {
-    let cmid: String = col(row, at + 2)?;
-    let cmid = ClientMsgId::new(cmid)
-        .map_err(|_| StoreError::Backend("invalid client message id stored in messages".into()))?;
-    Ok(Message {
-        conv,
-        id: unkey(col(row, at)?),
-        from: UserId(unkey(col(row, at + 1)?)),
-        cmid,
-        body: col(row, at + 3)?,
-        ts: untime(col(row, at + 4)?),
-        mentions: col::<Vec<i64>>(row, at + 5)?.into_iter().map(|u| UserId(unkey(u))).collect(),
-        kind: Some(col::<String>(row, at + 6)?).filter(|k| k != im_core::content::TEXT),
-        content: match col::<Option<String>>(row, at + 7)? {
-            Some(text) => Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Backend(format!("invalid content stored in messages: {e}")))?,
-            ),
-            None => None,
-        },
-        reply_to: col::<Option<i64>>(row, at + 8)?.map(unkey),
-    })
-}
-
 fn user(row: &Row) -> StoreResult<User> {
     Ok(User {
         id: UserId(unkey(col(row, 0)?)),
@@ -315,156 +286,6 @@ fn room(row: &Row) -> StoreResult<Room> {
         created_by: UserId(unkey(col(row, 2)?)),
         created_at: untime(col(row, 3)?),
     })
-}
-
-const MSG_COLS: &str = "id, sender_id, cmid, body, ts, mentions, kind, content, reply_to";
-
-#[async_trait]
-impl MessageStore for PgStore {
-    async fn append(&self, msg: NewMessage) -> StoreResult<Appended> {
-        let conv = msg.conv.to_string();
-        let (from, ts) = (key(msg.from.0), time(msg.ts));
-        let client = self.conn().await?;
-        // One statement, so one transaction and one round trip.
-        let insert = client
-            .prepare_cached(&self.sql(
-                "WITH head AS (
-                     INSERT INTO {S}.conversations AS c (conv, last_id) VALUES ($1, 1)
-                     ON CONFLICT (conv) DO UPDATE SET last_id = c.last_id + 1
-                     RETURNING last_id)
-                 , msg AS (
-                     INSERT INTO {S}.messages (conv, id, sender_id, cmid, body, ts, mentions, kind, content, reply_to)
-                     SELECT $1, last_id, $2, $3, $4, $5, $6, $7, $8, $9 FROM head
-                     RETURNING id)
-                 , sender_read AS (
-                     INSERT INTO {S}.read_state AS r (user_id, conv, read_id)
-                     SELECT $2, $1, id FROM msg
-                     ON CONFLICT (user_id, conv) DO UPDATE SET read_id = GREATEST(r.read_id, EXCLUDED.read_id))
-                 SELECT id FROM msg",
-            ))
-            .await
-            .map_err(db_err)?;
-        let mentions: Vec<i64> = msg.mentions.iter().map(|u| key(u.0)).collect();
-        let kind = msg.kind.as_deref().unwrap_or(im_core::content::TEXT);
-        let content = msg.content.as_ref().map(ToString::to_string);
-        let reply_to = msg.reply_to.map(key);
-        let params: [&(dyn ToSql + Sync); 9] =
-            [&conv, &from, &msg.cmid.as_str(), &msg.body, &ts, &mentions, &kind, &content, &reply_to];
-        match client.query_one(&insert, &params).await {
-            Ok(row) => {
-                let id = unkey(col(&row, 0)?);
-                let NewMessage { conv, from, cmid, body, ts, mentions, kind, content, reply_to } = msg;
-                Ok(Appended {
-                    message: Message { conv, id, from, cmid, body, ts, mentions, kind, content, reply_to },
-                    duplicate: false,
-                })
-            }
-            Err(e) if violates(&e, "messages_idempotency_key") => {
-                // A resend. The original committed before we got the head's
-                // lock (every insert holds it to commit), so a new statement sees it.
-                let select = client
-                    .prepare_cached(&self.sql(&format!(
-                        "SELECT {MSG_COLS} FROM {{S}}.messages WHERE conv = $1 AND sender_id = $2 AND cmid = $3"
-                    )))
-                    .await
-                    .map_err(db_err)?;
-                let original = client
-                    .query_opt(&select, &[&conv, &from, &msg.cmid.as_str()])
-                    .await
-                    .map_err(db_err)?
-                    .ok_or_else(|| StoreError::Backend("resent message vanished".into()))?;
-                Ok(Appended { message: message(msg.conv, &original)?, duplicate: true })
-            }
-            Err(e) => Err(db_err(e)),
-        }
-    }
-
-    async fn after(&self, conv: ConversationId, after: MessageId, n: usize) -> StoreResult<Vec<Message>> {
-        let Some(after) = bound(after).filter(|_| n > 0) else { return Ok(Vec::new()) };
-        self.rows(
-            &format!(
-                "SELECT {MSG_COLS} FROM {{S}}.messages WHERE conv = $1 AND id > $2 ORDER BY id LIMIT $3"
-            ),
-            &[&conv.to_string(), &after, &limit(n)],
-        )
-        .await?
-        .iter()
-        .map(|r| message(conv, r))
-        .collect()
-    }
-
-    async fn before(
-        &self,
-        conv: ConversationId,
-        before: Option<MessageId>,
-        n: usize,
-    ) -> StoreResult<Vec<Message>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let before = before.map_or(i64::MAX, |b| bound(b).unwrap_or(i64::MAX));
-        let mut page = self
-            .rows(
-                &format!(
-                    "SELECT {MSG_COLS} FROM {{S}}.messages WHERE conv = $1 AND id < $2 \
-                     ORDER BY id DESC LIMIT $3"
-                ),
-                &[&conv.to_string(), &before, &limit(n)],
-            )
-            .await?
-            .iter()
-            .map(|r| message(conv, r))
-            .collect::<StoreResult<Vec<_>>>()?;
-        page.reverse();
-        Ok(page)
-    }
-
-    async fn heads(&self, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
-        if convs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let names: Vec<String> = convs.iter().map(ToString::to_string).collect();
-        let rows =
-            self.rows("SELECT conv, last_id FROM {S}.conversations WHERE conv = ANY($1)", &[&names]).await?;
-        let found = rows
-            .iter()
-            .map(|r| Ok((col::<String>(r, 0)?, col::<i64>(r, 1)?)))
-            .collect::<StoreResult<std::collections::HashMap<_, _>>>()?;
-        Ok(names.iter().map(|c| found.get(c).map_or(0, |&v| unkey(v))).collect())
-    }
-
-    async fn latest(&self, convs: &[ConversationId]) -> StoreResult<Vec<Option<Message>>> {
-        if convs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let names: Vec<String> = convs.iter().map(ToString::to_string).collect();
-        // Each head's message, found by primary key: one round trip.
-        let rows = self
-            .rows(
-                &format!(
-                    "SELECT m.conv, {} FROM {{S}}.conversations c
-                     JOIN {{S}}.messages m ON m.conv = c.conv AND m.id = c.last_id
-                     WHERE c.conv = ANY($1)",
-                    MSG_COLS.split(", ").map(|c| format!("m.{c}")).collect::<Vec<_>>().join(", ")
-                ),
-                &[&names],
-            )
-            .await?;
-        let mut found = std::collections::HashMap::with_capacity(rows.len());
-        for (row, conv) in rows.iter().map(|r| (r, col::<String>(r, 0))) {
-            let conv = conv?;
-            let id: ConversationId = conv
-                .parse()
-                .map_err(|_| StoreError::Backend(format!("invalid conversation {conv:?} stored")))?;
-            found.insert(conv, message_at(id, row, 1)?);
-        }
-        Ok(names.iter().map(|c| found.remove(c)).collect())
-    }
-
-    async fn flush(&self) -> StoreResult<()> {
-        // Every append committed before it returned.
-        Ok(())
-    }
 }
 
 #[async_trait]

@@ -26,6 +26,26 @@ fn state(row: &tokio_postgres::Row, at: usize) -> StoreResult<ReadState> {
 
 #[async_trait]
 impl ReadStore for PgStore {
+    async fn countable(&self, at: &[(ConversationId, MessageId)]) -> StoreResult<Vec<u64>> {
+        if at.is_empty() {
+            return Ok(Vec::new());
+        }
+        let convs: Vec<String> = at.iter().map(|(c, _)| c.to_string()).collect();
+        let ids: Vec<i64> = at.iter().map(|&(_, id)| key(id)).collect();
+        let rows = self
+            .rows(
+                "SELECT q.conv, q.id, COALESCE(m.countable, m.id) FROM unnest($1::text[], $2::bigint[]) AS q(conv, id)
+                 JOIN {S}.messages m ON m.conv = q.conv AND m.id = q.id",
+                &[&convs, &ids],
+            )
+            .await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            found.insert((col::<String>(r, 0)?, col::<i64>(r, 1)?), unkey(col::<i64>(r, 2)?));
+        }
+        Ok(convs.into_iter().zip(ids).map(|k| found.get(&k).copied().unwrap_or(0)).collect())
+    }
+
     async fn mark_read(
         &self,
         user: UserId,

@@ -111,6 +111,7 @@ fn msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessage {
         kind: None,
         content: None,
         reply_to: None,
+        target: None,
     }
 }
 
@@ -124,6 +125,12 @@ async fn messages() {
 async fn reads() {
     let Some((_db, store)) = test_pg().await else { return };
     conformance::reads(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events() {
+    let Some((_db, store)) = test_pg().await else { return };
+    crate::store::conformance_events::events(Arc::new(store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
