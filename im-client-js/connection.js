@@ -25,6 +25,8 @@ export const DEFAULT_LIMITS = Object.freeze({
   rate_per_sec: 50,
   rate_burst: 200,
   max_in_flight: 64,
+  edit_window_ms: 24 * 3600 * 1000,
+  recall_window_ms: 24 * 3600 * 1000,
 });
 
 /** Why an attempt failed: `stop` (do not retry), `token` (token refused), `retry` (back off, then the dispatcher). */
@@ -41,6 +43,9 @@ export function helloLimits(hello) {
   const limits = { ...DEFAULT_LIMITS, ...(hello.limits ?? {}) };
   // A server that announces no max_in_flight (older) gets one at a time.
   if (hello.limits && hello.limits.max_in_flight == null) limits.max_in_flight = 1;
+  // A server without events announces no windows: no edits or recalls.
+  if (hello.limits && hello.limits.edit_window_ms == null) limits.edit_window_ms = 0;
+  if (hello.limits && hello.limits.recall_window_ms == null) limits.recall_window_ms = 0;
   return limits;
 }
 

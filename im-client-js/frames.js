@@ -12,6 +12,7 @@
 // connection to `handleFrame`.
 
 import { ImError } from './errors.js';
+import { isEvent } from './events.js';
 import { draftMessage } from './outbox.js';
 import { Owner, TRANSIENT_CODES } from './read-state.js';
 import { offer } from './sync-state.js';
@@ -131,7 +132,11 @@ function offerMessage(client, m) {
   });
 }
 
-/** A message reached the app: counts, receipts and typing follow. */
+/**
+ * A message reached the app: counts, receipts and typing follow. An event
+ * (a reaction, edit, recall or notice) raises the head but does not count
+ * as unread.
+ */
 function afterDelivery(client, m) {
   const own = client._me !== null && m.from === client._me;
   if (own) client._typingOut.sentMessage(m.conv);
@@ -139,7 +144,7 @@ function afterDelivery(client, m) {
     client._readSync.delivered(m.conv, m.id);
     if (client._typingIn.messageFrom(m.conv, m.from)) client._emit({ type: 'typing', conv: m.conv, user: m.from, typing: false });
   }
-  changed(client, m.conv, client._book.message(m.conv, m.id, own), false);
+  changed(client, m.conv, client._book.message(m.conv, m.id, own, isEvent(m)), false);
 }
 
 /** Tells the app about a read-state change: `readUpTo` when `announceRead` and the read id rose, `unread` when the count changed. */

@@ -38,17 +38,82 @@ export interface Message {
   kind?: string;
   content?: Record<string, unknown>;
   reply_to?: MessageId;
+  /** For an event (`reaction`, `edit`, `recall`): the message of this conversation it changes. */
+  target?: MessageId;
+  /** The newest edit applied (the edit event's id); `body`, `content` and `mentions` are the edited ones. */
+  edited?: MessageId;
+  /** The recall event that emptied this message: a tombstone (`body` "", no kind, content, mentions, reply or reactions). */
+  recalled?: MessageId;
+  /** The reactions now, in the order their emojis were first used (absent when none). */
+  reactions?: ReactionSummary[];
+}
+
+/** The users who reacted to a message with one emoji (`users` ascending; the count is its length). */
+export interface ReactionSummary {
+  emoji: string;
+  users: UserId[];
 }
 
 /** What `send` takes besides a plain string. */
 export interface Draft {
   /** The text, or the fallback text of another kind. */
   body: string;
-  kind?: 'location' | 'image' | 'file' | 'audio' | 'video' | `x-${string}` | 'text';
+  kind?: 'location' | 'image' | 'file' | 'audio' | 'video' | `x-${string}` | 'text' | 'reaction' | 'edit' | 'recall';
   content?: Record<string, unknown>;
   replyTo?: MessageId;
   mentions?: UserId[];
+  /** For an event kind (`reaction`, `edit`, `recall`; required there, refused elsewhere): the message it changes. */
+  target?: MessageId;
 }
+
+// --------------------------------------------------------------- events (events.js)
+
+export const REACTION: 'reaction';
+export const EDIT: 'edit';
+export const RECALL: 'recall';
+export const SYSTEM: 'system';
+export const EVENT_KINDS: readonly ['reaction', 'edit', 'recall', 'system'];
+/** Longest reaction emoji, in UTF-8 bytes (32). */
+export const MAX_EMOJI_LEN: number;
+/** Most distinct emojis on one message (50). */
+export const MAX_EMOJIS_PER_MESSAGE: number;
+/** Most reactions on one message (5000). */
+export const MAX_REACTIONS_PER_MESSAGE: number;
+export const SYSTEM_MEMBER_ADDED: 'member_added';
+export const SYSTEM_MEMBER_REMOVED: 'member_removed';
+export const SYSTEM_MEMBER_LEFT: 'member_left';
+export const SYSTEM_ROLE_CHANGED: 'role_changed';
+
+/** What an event does (`eventChange`). */
+export type EventChange =
+  | { type: 'reaction'; emoji: string; remove: boolean }
+  /** `content`: the target's new content object, when the edit has one. */
+  | { type: 'edit'; content?: Record<string, unknown> }
+  | { type: 'recall' }
+  | { type: 'system'; event: 'member_added' | 'member_removed' | 'member_left' | 'role_changed' | string; user?: UserId; role?: string; name?: string };
+
+export function isEventKind(kind: string | undefined | null): kind is 'reaction' | 'edit' | 'recall' | 'system';
+/** Whether `m` is an event (reaction, edit, recall, system notice): not counted as unread, not drawn as a message. */
+export function isEvent(m: Pick<Message, 'kind'> | null | undefined): boolean;
+export function isRecalled(m: Pick<Message, 'recalled'> | null | undefined): boolean;
+/** 1 to 32 UTF-8 bytes, no whitespace or control characters. */
+export function isValidEmoji(emoji: unknown): emoji is string;
+/** What event `m` does; null when `m` is no event or its content is malformed. */
+export function eventChange(m: Pick<Message, 'kind' | 'content'>): EventChange | null;
+/**
+ * Applies `event` to `message` in place (as the server did when it stored
+ * it) and returns whether it changed: ignored unless `event.target ===
+ * message.id` (same conversation) and `message` is not recalled; an edit
+ * older than `message.edited` is ignored; idempotent. A changed
+ * `reactions` array is replaced, not mutated.
+ */
+export function applyEvent(message: Message, event: Message): boolean;
+/** Empties `message` as recall event `by` does. */
+export function recallMessage(message: Message, by: MessageId): void;
+/** Throw TypeError on a bad target, emoji, body, content or mentions. */
+export function reactionDraft(target: MessageId, emoji: string, remove?: boolean): Draft & { kind: 'reaction'; target: MessageId };
+export function editDraft(target: MessageId, body: string, opts?: { content?: Record<string, unknown>; mentions?: UserId[] }): Draft & { kind: 'edit'; target: MessageId };
+export function recallDraft(target: MessageId): Draft & { kind: 'recall'; target: MessageId };
 
 // ---------------------------------------------------------- attachments
 
@@ -133,6 +198,10 @@ export interface Limits {
   rate_per_sec: number;
   rate_burst: number;
   max_in_flight: number;
+  /** How long after sending a message its sender may edit it (0: a server without events). */
+  edit_window_ms: number;
+  /** How long after sending a message its sender may recall it (owners and admins of a group: any time). */
+  recall_window_ms: number;
 }
 export const DEFAULT_LIMITS: Readonly<Limits>;
 export const PROTOCOL_VERSION: 2;
@@ -163,7 +232,7 @@ export interface Receipt {
 
 /** Frames a client sends (protocol §5). */
 export type ClientFrame =
-  | { type: 'send'; rid: RequestId; conv: ConversationId; cmid: string; body: string; kind?: string; content?: Record<string, unknown>; reply_to?: MessageId; mentions?: UserId[] }
+  | { type: 'send'; rid: RequestId; conv: ConversationId; cmid: string; body: string; kind?: string; content?: Record<string, unknown>; reply_to?: MessageId; mentions?: UserId[]; target?: MessageId }
   | { type: 'sync'; rid: RequestId; cursors?: Record<ConversationId, MessageId>; limit?: number }
   | { type: 'history'; rid: RequestId; conv: ConversationId; before?: MessageId; limit?: number }
   | { type: 'join'; rid: RequestId; room: RoomId }
@@ -180,7 +249,9 @@ export type ClientFrame =
 export type ErrorCode =
   | 'bad_frame' | 'unknown_type' | 'invalid_field' | 'body_too_large' | 'not_member' | 'no_such_conversation'
   | 'no_such_room' | 'no_such_group' | 'no_such_user' | 'forbidden' | 'group_full' | 'rate_limited'
-  | 'unauthorized' | 'bad_credentials' | 'conflict' | 'internal' | 'unavailable';
+  | 'unauthorized' | 'bad_credentials' | 'conflict' | 'internal' | 'unavailable'
+  /** Event sends only: the target is no message an event can change (none, an event, recalled); its window passed. */
+  | 'no_such_message' | 'too_late';
 
 /** Codes of the HTTP calls of attachments (http-api.md §2, §13); `http_<status>` when the answer had none (an object store, a proxy). */
 export type HttpErrorCode = ErrorCode | 'unsupported_media_type' | 'no_such_attachment' | `http_${number}`;
@@ -340,6 +411,7 @@ export type StopReason =
 export interface ConversationState {
   head: MessageId;
   read: MessageId;
+  /** Messages of others above `read` that are not events (at most `head - read`). */
   unread: number;
 }
 
@@ -417,6 +489,13 @@ export class ImClient {
 
   /** Resolves once stored; resent with the same cmid across reconnects until acknowledged. */
   send(conv: ConversationId, body: string | Draft): Promise<{ id: MessageId; duplicate: boolean }>;
+  /** Events, sent as `send` sends (outbox, cmid, resends); resolve with the event's id. Refusals: `no_such_message`, `too_late`, `forbidden`, `invalid_field`. */
+  react(conv: ConversationId, target: MessageId, emoji: string): Promise<{ id: MessageId; duplicate: boolean }>;
+  unreact(conv: ConversationId, target: MessageId, emoji: string): Promise<{ id: MessageId; duplicate: boolean }>;
+  /** This user's message, within `limits.edit_window_ms`; `content` only for `location` and `x-…` kinds. */
+  edit(conv: ConversationId, target: MessageId, body: string, opts?: { content?: Record<string, unknown>; mentions?: UserId[] }): Promise<{ id: MessageId; duplicate: boolean }>;
+  /** This user's message within `limits.recall_window_ms`, or any message of a group the user owns or admins. */
+  recall(conv: ConversationId, target: MessageId): Promise<{ id: MessageId; duplicate: boolean }>;
   join(room: RoomId): Promise<void>;
   leave(room: RoomId): Promise<void>;
   history(conv: ConversationId, opts?: { before?: MessageId; limit?: number }): Promise<{ messages: Message[]; hasMore: boolean }>;
@@ -497,6 +576,10 @@ export function sendBudget(paced: number, maxInFlight: number | undefined, unans
 
 export const RECEIPT_INTERVAL_MS: number;
 export class ReadBook {
+  /** `event`: a reaction, edit, recall or notice — raises the head, not the unread count. */
+  message(conv: ConversationId, id: MessageId, own: boolean, event?: boolean): { state: ConversationState; readRose: boolean; unreadChanged: boolean } | null;
+  read(conv: ConversationId, id: MessageId): { state: ConversationState; readRose: boolean; unreadChanged: boolean } | null;
+  inbox(entry: InboxEntry): { state: ConversationState; readRose: boolean; unreadChanged: boolean } | null;
   get(conv: ConversationId): ConversationState | null;
   all(): Array<[ConversationId, ConversationState]>;
   totalUnread(): number;

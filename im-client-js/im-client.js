@@ -19,7 +19,10 @@
 //   (typing.js);
 // * attachments over HTTP (files.js, a port of files.rs): upload with
 //   progress by the flow the server names (direct or presigned), download,
-//   URLs for <img>, and the content of a message carrying one.
+//   URLs for <img>, and the content of a message carrying one;
+// * events (events.js, a port of im_core::events): reactions, edits and
+//   recalls sent through the outbox like any message, `applyEvent` to change
+//   a shown message in place; events never count as unread.
 //
 // The state machines live in the sibling modules, free of I/O. This module
 // is the public ImClient: options, public methods, events, requests and
@@ -35,6 +38,7 @@ import { Connection, DEFAULT_LIMITS, heartbeatInterval, helloLimits, MIN_PROTOCO
 import { isConversationId } from './conv.js';
 import { defaultCursorStore } from './cursor-store.js';
 import { ImError } from './errors.js';
+import { editDraft, reactionDraft, recallDraft } from './events.js';
 import { Files } from './files.js';
 import { handleFrame } from './frames.js';
 import { CmidGen, draftFrame, normalizeDraft, Outbox } from './outbox.js';
@@ -48,6 +52,11 @@ export { DEFAULT_LIMITS, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from './connec
 export { compareConv, convKind, directConv, groupConv, isConversationId, roomConv } from './conv.js';
 export { IndexedDBCursorStore, MemoryCursorStore, WebStorageCursorStore, defaultCursorStore } from './cursor-store.js';
 export { ImError } from './errors.js';
+export {
+  applyEvent, EDIT, editDraft, EVENT_KINDS, eventChange, isEvent, isEventKind, isRecalled, isValidEmoji, MAX_EMOJI_LEN,
+  MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_MESSAGE, REACTION, reactionDraft, RECALL, recallDraft, recallMessage, SYSTEM,
+  SYSTEM_MEMBER_ADDED, SYSTEM_MEMBER_LEFT, SYSTEM_MEMBER_REMOVED, SYSTEM_ROLE_CHANGED,
+} from './events.js';
 export { attachmentContent, attachmentDraft, attachmentKind, attachmentMatches, isAttachmentId, sha256Hex } from './files.js';
 export { CmidGen, Outbox } from './outbox.js';
 export { Pacer, sendBudget } from './pacer.js';
@@ -342,17 +351,52 @@ export class ImClient {
 
   /**
    * Sends a message (a string, or a draft `{body, kind?, content?, replyTo?,
-   * mentions?}`) and resolves with `{id, duplicate}` once it is stored. It
-   * waits in the outbox until acknowledged, across reconnects, and is resent
-   * with the same cmid, so it is stored exactly once. The device's own
-   * message also appears as a `message` event at its place in the order.
+   * mentions?, target?}`, `target` for events only) and resolves with `{id,
+   * duplicate}` once it is stored. It waits in the outbox until
+   * acknowledged, across reconnects, and is resent with the same cmid, so
+   * it is stored exactly once. The device's own message also appears as a
+   * `message` event at its place in the order.
    */
   send(conv, bodyOrDraft) {
+    return this._enqueue(conv, () => normalizeDraft(bodyOrDraft));
+  }
+
+  /**
+   * Adds this user's `emoji` reaction to message `target` of `conv`. Like
+   * the edits and recalls below, an event sent as `send` sends (same
+   * outbox, cmid and resends; resolves with the event's `{id, duplicate}`),
+   * and it also arrives as a `message` event: apply it with `applyEvent`.
+   */
+  react(conv, target, emoji) {
+    return this._enqueue(conv, () => normalizeDraft(reactionDraft(target, emoji)));
+  }
+
+  /** Takes back this user's `emoji` reaction to message `target`. */
+  unreact(conv, target, emoji) {
+    return this._enqueue(conv, () => normalizeDraft(reactionDraft(target, emoji, true)));
+  }
+
+  /**
+   * Replaces the body of this user's message `target` (and its mentions,
+   * none unless given; and its content object, for `location` and app
+   * kinds) within the server's `limits.edit_window_ms`.
+   */
+  edit(conv, target, body, options = {}) {
+    return this._enqueue(conv, () => normalizeDraft(editDraft(target, body, options)));
+  }
+
+  /** Recalls message `target` (this user's, within `limits.recall_window_ms`; a group owner or admin: any). */
+  recall(conv, target) {
+    return this._enqueue(conv, () => normalizeDraft(recallDraft(target)));
+  }
+
+  /** Queues the draft `makeDraft()` returns (throwing: `invalid_argument`) in the outbox; resolves on its ack. */
+  _enqueue(conv, makeDraft) {
     if (this._stopped || this._stopRequest) return Promise.reject(new ImError('stopped', 'the client has stopped'));
     if (!isConversationId(conv)) return Promise.reject(new ImError('invalid_argument', `bad conversation id ${conv}`));
     let draft;
     try {
-      draft = normalizeDraft(bodyOrDraft);
+      draft = makeDraft();
     } catch (e) {
       return Promise.reject(new ImError('invalid_argument', e.message));
     }

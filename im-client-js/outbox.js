@@ -1,14 +1,17 @@
 // outbox.js — the ordered, bounded queue of sends that await their `ack`
 // (a port of im-client's outbox.rs), the client message ids that make
-// resending them safe, and drafts (what a send carries, protocol §5.1/§13).
+// resending them safe, and drafts (what a send carries, protocol §5.1/§13;
+// events name the message they change in `target`, see events.js).
 //
 // A send stays in the outbox until acked (or refused for good), across
 // reconnects; after each reconnect every entry is sent again, in order,
 // with its original `cmid`, which the server deduplicates (protocol §7).
 
+import { checkDraftTarget } from './events.js';
+
 /**
  * Normalizes what the app passed to `send`: a string (plain text) or a
- * draft `{body, kind?, content?, replyTo?, mentions?}`.
+ * draft `{body, kind?, content?, replyTo?, mentions?, target?}`.
  */
 export function normalizeDraft(bodyOrDraft) {
   // A deep copy: the app may change its object after send(), but a resend
@@ -17,6 +20,7 @@ export function normalizeDraft(bodyOrDraft) {
   if (typeof d.body !== 'string') throw new TypeError('a message needs a string body');
   if (d.kind === 'text') delete d.kind;
   if (d.mentions && !Array.isArray(d.mentions)) throw new TypeError('mentions must be an array of user ids');
+  checkDraftTarget(d);
   return d;
 }
 
@@ -27,6 +31,7 @@ export function draftFrame(draft, rid, conv, cmid) {
   if (draft.content !== undefined) f.content = draft.content;
   if (draft.replyTo != null) f.reply_to = draft.replyTo;
   if (draft.mentions && draft.mentions.length > 0) f.mentions = [...draft.mentions];
+  if (draft.target != null) f.target = draft.target;
   return f;
 }
 
@@ -37,6 +42,7 @@ export function draftMessage(draft, conv, id, from, cmid, ts) {
   if (draft.kind) m.kind = draft.kind;
   if (draft.content !== undefined) m.content = draft.content;
   if (draft.replyTo != null) m.reply_to = draft.replyTo;
+  if (draft.target != null) m.target = draft.target;
   return m;
 }
 

@@ -2,9 +2,11 @@
 // read_book.rs and read_sync.rs, protocol version 2, §5.9–§5.11):
 //
 // * ReadBook: what the client knows of each conversation — newest id, the
-//   user's read id, unread = head − read — raised by every message the app
-//   got (one's own raise the read id, as on the server), every read mark
-//   (here or on another device) and the inbox. The app reads it any time.
+//   user's read id, unread = the messages above the read id that are not
+//   events (reactions, edits, recalls, notices: they raise the head but do
+//   not count, as on the server) — raised by every message the app got (one's
+//   own raise the read id, as on the server), every read mark (here or on
+//   another device) and the inbox. The app reads it any time.
 // * ReadSync: what the client sends about read state — read marks (queued
 //   while offline, the highest per conversation wins, resent after a
 //   reconnect), the inbox walk after the first sync of each connection, and
@@ -20,18 +22,75 @@ export const MAX_RECEIVED_CURSORS = 10_000;
 /** Error codes after which a request is worth sending again (protocol §10). */
 export const TRANSIENT_CODES = new Set(['rate_limited', 'internal', 'unavailable']);
 
-const stateOf = (head, read) => ({ head, read, unread: Math.max(0, head - read) });
+/** Most event ids a conversation's entry remembers above its read id; beyond, the oldest count as unread again. */
+export const MAX_SKIPPED = 10_000;
+
+/** The first index of sorted `a` whose value is above `id`. */
+function firstAbove(a, id) {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (a[mid] <= id) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * One conversation: `head` and `read` as ids; `skip`, the ids above `read`
+ * of events the app got (ascending); `hidden`, events above `read` up to
+ * `hiddenTop` the app did not get (counted from the inbox's `unread`, their
+ * ids unknown); `low`..`high`, the newest run of ids the app got without a
+ * gap (messages reach it in order: after the first, usually all of them).
+ * Unread = head − read − the events.
+ */
+class Entry {
+  constructor() {
+    this.head = 0;
+    this.read = 0;
+    this.skip = [];
+    this.hidden = 0;
+    this.hiddenTop = 0;
+    this.low = 0;
+    this.high = 0;
+  }
+
+  state() {
+    return { head: this.head, read: this.read, unread: Math.max(0, this.head - this.read - this.skip.length - this.hidden) };
+  }
+
+  /** Ids in (`read`, `top`] the app did not get. */
+  unknown(top) {
+    const all = Math.max(0, top - this.read);
+    if (this.low === 0) return all;
+    const got = Math.max(0, Math.min(top, this.high) - Math.max(this.read, this.low - 1));
+    return all - got;
+  }
+
+  /** Known event ids in (`read`, `top`]. */
+  skipped(top) {
+    return firstAbove(this.skip, top);
+  }
+
+  /** After the read id rose: forget what is read now, keep `hidden` within what it can still be. */
+  prune() {
+    const gone = firstAbove(this.skip, this.read);
+    if (gone > 0) this.skip.splice(0, gone);
+    if (this.read >= this.hiddenTop) this.hidden = 0;
+    else this.hidden = Math.min(this.hidden, this.unknown(this.hiddenTop));
+  }
+}
 
 export class ReadBook {
   constructor() {
-    /** @type {Map<string, [number, number]>} conv -> [head, read] */
+    /** @type {Map<string, Entry>} */
     this._convs = new Map();
   }
 
   /** `{head, read, unread}` of `conv`, or null before the client heard of it. */
   get(conv) {
-    const e = this._convs.get(conv);
-    return e ? stateOf(e[0], e[1]) : null;
+    return this._convs.get(conv)?.state() ?? null;
   }
 
   /** Every conversation heard of, in conversation id order: `[conv, state]` pairs. */
@@ -42,37 +101,73 @@ export class ReadBook {
   /** The sum of the unread counts (the app badge). */
   totalUnread() {
     let n = 0;
-    for (const [head, read] of this._convs.values()) n += Math.max(0, head - read);
+    for (const e of this._convs.values()) n += e.state().unread;
     return n;
   }
 
-  /** A message reached the app (`own`: sent by this user, which marks the conversation read up to it). */
-  message(conv, id, own) {
-    return this._update(conv, id, own ? id : 0);
+  /**
+   * A message reached the app (`own`: sent by this user, which marks the
+   * conversation read up to it). An `event` (a reaction, edit, recall or
+   * notice; see events.js) raises the head but does not count as unread.
+   */
+  message(conv, id, own, event = false) {
+    return this._change(conv, (e) => {
+      const fresh = e.low === 0 || id < e.low || id > e.high;
+      // The run of ids the app got without a gap, ending at the newest.
+      if (e.low === 0 || id > e.high + 1) e.low = e.high = id;
+      else if (id === e.high + 1) e.high = id;
+      else if (id === e.low - 1) e.low = id;
+      if (own) e.read = Math.max(e.read, id);
+      e.head = Math.max(e.head, id, e.read);
+      if (event && fresh && id > e.read) {
+        // An event the inbox counted among the hidden ones is now known.
+        if (e.hidden > 0 && id <= e.hiddenTop) e.hidden -= 1;
+        const at = firstAbove(e.skip, id);
+        if (e.skip[at - 1] !== id) e.skip.splice(at, 0, id);
+        if (e.skip.length > MAX_SKIPPED) e.skip.shift();
+      }
+      e.prune();
+    });
   }
 
   /** The read id is at least `id` (a mark here or elsewhere). */
   read(conv, id) {
-    return this._update(conv, id, id);
-  }
-
-  /** The server's inbox entry for a conversation. */
-  inbox(entry) {
-    return this._update(entry.conv, entry.head ?? 0, entry.read ?? 0);
+    return this._change(conv, (e) => {
+      e.read = Math.max(e.read, id);
+      e.head = Math.max(e.head, e.read);
+      e.prune();
+    });
   }
 
   /**
-   * Raises head to at least `head` and read to at least `read`. Returns
-   * `{state, readRose, unreadChanged}`, or null when nothing changed.
+   * The server's inbox entry for a conversation: raises head and read; its
+   * `unread` (which leaves events out) tells how many of the messages up to
+   * its head that the app did not get are events. An entry older than one
+   * applied before only raises.
    */
-  _update(conv, head, read) {
+  inbox(entry) {
+    return this._change(entry.conv, (e) => {
+      const head = entry.head ?? 0;
+      e.read = Math.max(e.read, entry.read ?? 0);
+      e.head = Math.max(e.head, head, e.read);
+      e.prune();
+      if (!Number.isSafeInteger(entry.unread) || head <= e.read || (head < e.hiddenTop && e.hidden > 0)) return;
+      // Events in (read, head]: all but the unread ones (the newest, if the
+      // entry's read is below the one known here); those not known are hidden.
+      const events = head - e.read - Math.min(entry.unread, head - e.read);
+      e.hidden = Math.max(0, Math.min(events - e.skipped(head), e.unknown(head)));
+      e.hiddenTop = head;
+    });
+  }
+
+  /** Applies `fn` to the entry of `conv`. Returns `{state, readRose, unreadChanged}`, or null when nothing changed. */
+  _change(conv, fn) {
     let e = this._convs.get(conv);
-    if (!e) this._convs.set(conv, (e = [0, 0]));
-    const before = stateOf(e[0], e[1]);
-    e[1] = Math.max(e[1], read);
-    e[0] = Math.max(e[0], head, e[1]);
-    const after = stateOf(e[0], e[1]);
-    if (after.head === before.head && after.read === before.read) return null;
+    if (!e) this._convs.set(conv, (e = new Entry()));
+    const before = e.state();
+    fn(e);
+    const after = e.state();
+    if (after.head === before.head && after.read === before.read && after.unread === before.unread) return null;
     return { state: after, readRose: after.read > before.read, unreadChanged: after.unread !== before.unread };
   }
 }

@@ -12,7 +12,8 @@ import { $, toast } from './ui/dom.js';
 import { initPane, markReadIfVisible, messageArrived, openConv, renderPane } from './ui/pane.js';
 import { initSidebar, renderConn, renderList, renderMe, renderTitle } from './ui/sidebar.js';
 import {
-  addMessage, applyInbox, convTitle, ensureConv, noteRead, notify, onRender, peerOf, refreshGroups, refreshRooms, removeConv, resetState, S,
+  addMessage, applyInbox, convTitle, ensureConv, noteRead, noteState, notify, onRender, peerOf, refreshGroups, refreshRooms,
+  removeConv, resetState, S,
 } from './ui/store.js';
 
 const SESSION_KEY = 'im.session'; // sessionStorage: {token, user_id, username, expires_at}
@@ -212,7 +213,9 @@ function startClient() {
   }));
   client.on('unread', mine(({ conv, unread, read }) => {
     const c = ensureConv(conv); // the inbox walk names every conversation of the user
-    noteRead(c, read, read + unread);
+    // The client's count leaves events out (unread ≤ head − read).
+    const state = client.readState(conv) ?? { head: read + unread, read, unread };
+    noteState(c, state.head, state.read, state.unread);
     notify('list', 'title');
   }));
   client.on('disconnected', mine(() => {

@@ -2,7 +2,10 @@
 // loopback: login, dispatcher, sync, live delivery in both directions, the
 // outbox across a server restart, read marks reaching the user's other
 // device, typing; and files: upload (the direct flow), send, receive and
-// download an attachment, with the server's error codes. The server binary comes from IM_SERVER_BIN (CI builds it:
+// download an attachment, with the server's error codes; and events:
+// reactions, edits, recalls and a system notice, applied live as the server
+// stored them, with its error codes and unread counts that leave them out.
+// The server binary comes from IM_SERVER_BIN (CI builds it:
 // `cargo build -p im-server`); Node 20 has no WebSocket, so the `ws`
 // package provides one (`npm ci` in this folder).
 
@@ -15,7 +18,7 @@ import WebSocket from 'ws';
 
 import { createHash } from 'node:crypto';
 
-import { attachmentDraft, attachmentMatches, ImClient, ImError, MemoryCursorStore } from '../im-client.js';
+import { applyEvent, attachmentDraft, attachmentMatches, ImClient, ImError, isEvent, MemoryCursorStore } from '../im-client.js';
 import { freePort, startServer, stopServer } from '../test-support/im-server.js';
 
 const WAIT_MS = 15_000;
@@ -226,6 +229,78 @@ test('files: upload, send, receive and download an attachment through a real ser
     assert.deepEqual(history.messages.map((x) => [x.kind, x.content?.attachment]), [['image', att.id], ['file', file.id]]);
   } finally {
     for (const x of clients) await x.close();
+    await stopServer(server);
+  }
+});
+
+test('events: reactions, edits, recalls and notices through a real server', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const server = await startServer(port, ['--memory']);
+  const clients = [];
+  try {
+    const alice = await register(base, 'alice');
+    const bob = await register(base, 'bob');
+    const carol = await register(base, 'carol');
+    const login = await (await fetch(`${base}/api/v1/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ username: 'alice', password: 'password-123' }),
+    })).json();
+    const post = (path, body) => fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${login.token}` },
+      body: JSON.stringify(body),
+    });
+    const group = await (await post('/api/v1/groups', { name: 'Lunch', members: [bob] })).json();
+    const conv = `g:${group.id}`;
+    const a = client(base, 'alice', 'a-web');
+    const b = client(base, 'bob', 'b-web');
+    clients.push(a, b);
+    const got = [];
+    b.on('message', (e) => got.push(e.message));
+    const synced = [a, b].map((c) => next(c, 'synced'));
+    for (const c of [a, b]) c.start();
+    await Promise.all(synced);
+    assert.ok(a.limits.edit_window_ms > 0 && a.limits.recall_window_ms > 0, 'the hello announces the windows');
+
+    const lunch = await a.send(conv, 'Lunch at 12?');
+    const later = await a.send(conv, 'or at 1?');
+    await a.react(conv, lunch.id, '👍');
+    const bobs = await b.react(conv, lunch.id, '🎉');
+    await a.edit(conv, lunch.id, 'Lunch at 12:30?');
+    await a.recall(conv, later.id);
+    const refused = (code) => (e) => e instanceof ImError && e.kind === 'rejected' && e.code === code;
+    await assert.rejects(b.edit(conv, lunch.id, 'mine now'), refused('forbidden'));
+    await assert.rejects(b.react(conv, later.id, '👍'), refused('no_such_message'), 'recalled');
+    await assert.rejects(b.react(conv, bobs.id, '👍'), refused('no_such_message'), 'an event');
+    const noticed = next(b, 'message', (e) => e.message.kind === 'system'); // may come before the answer
+    assert.ok((await post(`/api/v1/groups/${group.id}/members`, { user_id: carol })).ok);
+    const notice = await noticed;
+    assert.equal(notice.message.body, 'alice added carol');
+    assert.deepEqual(notice.message.content, { event: 'member_added', user: carol, role: 'member' });
+
+    // What Bob applied live is what the server stored.
+    const shown = new Map(got.filter((m) => !isEvent(m)).map((m) => [m.id, structuredClone(m)]));
+    for (const m of got) if (isEvent(m) && m.target) applyEvent(shown.get(m.target), m);
+    const history = await b.history(conv, { limit: 20 });
+    for (const m of history.messages.filter((x) => !isEvent(x))) assert.deepEqual(shown.get(m.id), m, `message ${m.id}`);
+    const first = history.messages.find((m) => m.id === lunch.id);
+    assert.equal(first.body, 'Lunch at 12:30?');
+    assert.deepEqual(first.reactions, [{ emoji: '👍', users: [alice] }, { emoji: '🎉', users: [bob] }]);
+    assert.equal(history.messages.find((m) => m.id === later.id).recalled > later.id, true);
+
+    // Unread: Bob's reaction read up to it; what followed are events.
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(b.readState(conv).unread, 0);
+    const arrives = next(b, 'message', (e) => e.message.body === 'see you there');
+    await a.send(conv, 'see you there');
+    await arrives;
+    assert.equal(b.readState(conv).unread, 1, 'one message since; the edit, recall and notice do not count');
+    const [entry] = (await b.inbox()).filter((e) => e.conv === conv);
+    assert.equal(entry.unread, 1);
+  } finally {
+    for (const c of clients) await c.close();
     await stopServer(server);
   }
 });

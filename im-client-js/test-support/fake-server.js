@@ -6,6 +6,7 @@
 // No sockets, no network. (Kept outside test/ so the runner does not run it.)
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
+const EVENT_KINDS = ['reaction', 'edit', 'recall', 'system'];
 
 /** Waits until `pred()` is truthy, polling every 5 ms, at most `ms`; throws on timeout. */
 export async function waitFor(pred, ms = 2000, what = 'condition') {
@@ -159,12 +160,17 @@ export class FakeServer {
     return this.logs.get(conv);
   }
 
-  /** Stores a message (dedupe by sender+conv+cmid); returns [message, duplicate]. */
-  store(conv, from, body, cmid = `srv-${Math.random().toString(16).slice(2)}`) {
+  /**
+   * Stores a message (dedupe by sender+conv+cmid); returns [message,
+   * duplicate]. `extra`: its `kind`, `content`, `target`, `mentions`,
+   * `reply_to` (events are stored as they come; their targets do not change).
+   */
+  store(conv, from, body, cmid = `srv-${Math.random().toString(16).slice(2)}`, extra = {}) {
     const key = `${from}|${conv}|${cmid}`;
     if (this.byCmid.has(key)) return [this.byCmid.get(key), true];
     const log = this.log(conv);
     const m = { conv, id: log.length + 1, from, cmid, body, ts: this.ts++ };
+    for (const k of ['kind', 'content', 'target', 'mentions', 'reply_to']) if (extra[k] !== undefined) m[k] = extra[k];
     log.push(m);
     this.byCmid.set(key, m);
     if (from === this.user) this.reads.set(conv, Math.max(this.reads.get(conv) ?? 0, m.id));
@@ -172,8 +178,8 @@ export class FakeServer {
   }
 
   /** Another user posts; delivered live to every live peer unless `live` is false. */
-  post(conv, from, body, { live = true } = {}) {
-    const [m] = this.store(conv, from, body);
+  post(conv, from, body, { live = true, ...extra } = {}) {
+    const [m] = this.store(conv, from, body, undefined, extra);
     if (live) for (const p of this.peers) if (!p.closed) p.send({ type: 'message', ...m });
     return m;
   }
@@ -188,7 +194,7 @@ export class FakeServer {
         peer.send(f.rid != null ? { type: 'pong', rid: f.rid } : { type: 'pong' });
         break;
       case 'send': {
-        const [m, duplicate] = this.store(f.conv, this.user, f.body, f.cmid);
+        const [m, duplicate] = this.store(f.conv, this.user, f.body, f.cmid, f);
         peer.send({ type: 'ack', rid: f.rid, conv: f.conv, id: m.id, cmid: f.cmid, ts: m.ts, duplicate });
         if (!duplicate) for (const p of this.peers) if (p !== peer && !p.closed) p.send({ type: 'message', ...m });
         break;
@@ -215,9 +221,12 @@ export class FakeServer {
         break;
       case 'inbox': {
         const entries = [...this.logs.keys()].sort().map((conv) => {
-          const head = this.logs.get(conv).length;
+          const log = this.logs.get(conv);
+          const head = log.length;
           const read = this.reads.get(conv) ?? 0;
-          return { conv, head, read, unread: head - read, last: this.logs.get(conv).at(-1) };
+          // Events (reactions, edits, recalls, notices) do not count.
+          const unread = log.filter((m) => m.id > read && !EVENT_KINDS.includes(m.kind)).length;
+          return { conv, head, read, unread, last: log.at(-1) };
         });
         peer.send({ type: 'inbox_page', rid: f.rid, entries, has_more: false });
         break;

@@ -103,3 +103,73 @@ test('a report lost with the connection or refused for a passing reason goes out
   assert.equal(rs.answered(1, null), Owner.DONE);
   assert.deepEqual(rs.frames(10, 2, again + 5000, rids()), []);
 });
+
+test('events raise the head but do not count as unread; marks and own messages still clear them', () => {
+  const book = new ReadBook();
+  book.message(G, 1, false);
+  let c = book.message(G, 2, false, true);
+  assert.deepEqual(c.state, { head: 2, read: 0, unread: 1 }, 'a reaction of another user raises the head only');
+  assert.equal(c.unreadChanged, false, 'so no unread event');
+  book.message(G, 3, false);
+  book.message(G, 4, false, true);
+  book.message(G, 5, false, true);
+  assert.deepEqual(book.get(G), { head: 5, read: 0, unread: 2 });
+  assert.equal(book.message(G, 4, false, true), null, 'a duplicate changes nothing');
+  c = book.read(G, 2);
+  assert.deepEqual(c.state, { head: 5, read: 2, unread: 1 }, 'message 1 read; the event 2 was never counted');
+  assert.deepEqual(book.read(G, 4).state, { head: 5, read: 4, unread: 0 });
+  assert.equal(book.message(G, 6, true, true).state.unread, 0, 'one’s own event marks read too');
+  assert.deepEqual(book.get(G), { head: 6, read: 6, unread: 0 });
+  assert.equal(book.totalUnread(), 0);
+});
+
+test('the inbox unread, which leaves events out, counts events the app did not get', () => {
+  const book = new ReadBook();
+  // After a restart: the sync brings 11..14 (13 an event); the inbox says
+  // 10 read, 20 the head, 6 unread: 4 events among 11..20, one of them
+  // known (13), three among 15..20 unknown.
+  for (const id of [11, 12, 13, 14]) book.message(G, id, false, id === 13);
+  assert.equal(book.get(G).unread, 13, 'before the inbox: all but the known event');
+  let c = book.inbox({ conv: G, head: 20, read: 10, unread: 6 });
+  assert.deepEqual(c.state, { head: 20, read: 10, unread: 6 });
+  // The rest arrives: 15..20 with 16, 17 and 19 events.
+  for (const id of [15, 16, 17, 18, 19, 20]) book.message(G, id, false, [16, 17, 19].includes(id));
+  assert.deepEqual(book.get(G), { head: 20, read: 10, unread: 6 }, 'already counted');
+  assert.deepEqual(book.read(G, 16).state, { head: 20, read: 16, unread: 2 }, 'read 11, 12, 14, 15 of the 6');
+  // A later message after an inbox whose events the app never got.
+  const book2 = new ReadBook();
+  book2.inbox({ conv: G, head: 10, read: 0, unread: 4 });
+  assert.equal(book2.get(G).unread, 4);
+  assert.equal(book2.message(G, 11, false).state.unread, 5);
+  assert.equal(book2.message(G, 12, false, true).unreadChanged, false, 'an event above the head: the head only');
+  assert.deepEqual(book2.get(G), { head: 12, read: 0, unread: 5 });
+  c = book2.read(G, 10);
+  assert.deepEqual(c.state, { head: 12, read: 10, unread: 1 }, 'reading past the hidden events drops them');
+  // An older inbox entry, after a newer one: it only raises.
+  assert.equal(book2.inbox({ conv: G, head: 9, read: 3, unread: 6 }), null);
+  // A local mark ahead of the inbox's read: its unread ones are taken as the newest.
+  const book3 = new ReadBook();
+  book3.read(G, 5);
+  c = book3.inbox({ conv: G, head: 10, read: 2, unread: 4 });
+  assert.deepEqual(c.state, { head: 10, read: 5, unread: 4 });
+});
+
+test('events do not count (the Rust read book’s test)', () => {
+  const book = new ReadBook();
+  book.message(G, 1, false, false);
+  book.message(G, 2, false, true); // a reaction
+  book.message(G, 3, false, false);
+  assert.deepEqual(book.get(G), { head: 3, read: 0, unread: 2 });
+  book.read(G, 2);
+  assert.equal(book.get(G).unread, 1);
+  book.message(G, 4, false, true);
+  assert.equal(book.get(G).unread, 1);
+  book.read(G, 4);
+  assert.equal(book.get(G).unread, 0);
+  // The inbox says 10 above read 4 hold 3 countable messages: 3 hidden events.
+  assert.equal(book.inbox({ conv: G, head: 10, read: 4, unread: 3 }).state.unread, 3);
+  book.message(G, 11, false, false);
+  assert.equal(book.get(G).unread, 4);
+  book.read(G, 10);
+  assert.equal(book.get(G).unread, 1);
+});

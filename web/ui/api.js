@@ -80,6 +80,8 @@ const FRIENDLY = {
   body_too_large: 'That is too long.',
   unsupported_media_type: 'Files of this type cannot be sent here.',
   no_such_attachment: 'That file is not available (any more).',
+  no_such_message: 'That message is not there any more.',
+  too_late: 'It is too late to change that message.',
   rate_limited: 'Slow down a little and try again.',
   unavailable: 'The server is busy or unavailable. Try again in a moment.',
   internal: 'Something went wrong on the server. Please try again.',

@@ -163,6 +163,7 @@ export function renderBody(m) {
 export function previewText(m) {
   const c = m.content && typeof m.content === 'object' ? m.content : {};
   const body = (m.body || '').replace(/\s+/g, ' ').trim();
+  if (m.recalled != null) return 'This message was recalled';
   const labelled = (icon, fallback) => `${icon} ${body && !isLabel(body) ? body : fallback}`;
   switch (m.kind) {
     case 'image': return labelled('🖼', 'Photo');
@@ -170,6 +171,10 @@ export function previewText(m) {
     case 'audio': return labelled('🎵', 'Audio');
     case 'video': return labelled('🎬', 'Video');
     case 'location': return labelled('📍', str(c.name) ?? 'Location');
+    // Events are the last message only when there is nothing else (as in the server's inbox).
+    case 'reaction': return `${c.remove ? 'took back' : 'reacted'} ${str(c.emoji) ?? ''}`.trim();
+    case 'recall': return 'recalled a message';
+    case 'edit': return body ? `✎ ${body}` : 'edited a message';
     default: return body || (m.kind ? `[${m.kind}]` : '');
   }
 }

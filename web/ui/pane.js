@@ -5,14 +5,17 @@
 // the paperclip, dropping files on the conversation or pasting them
 // attaches files: uploaded with progress, then sent as image/file
 // messages), and marking read while the conversation is open and the page
-// visible.
+// visible. Reactions, edits, recalls and notices: message-events.js.
 
 import { attachmentDraft } from '/js/im-client.js';
 import { describeError, historyPage } from './api.js';
 import { $, avatar, fileSize, fullTime, h, lastSeen, sameDay, setChildren, timeShort, toast, dayLabel } from './dom.js';
 import { INLINE_IMAGES, renderBody } from './message.js';
 import {
-  addMessage, convNumber, convTitle, isOnline, lowestId, noteRead, notify, PAGE, peerOf, S, sortedMessages, unreadOf, userName,
+  cancelEdit, editedMark, eventKey, initMessageEvents, messageRow, noticeRow, recalledBody, renderEditBar, startEdit, submitEdit,
+} from './message-events.js';
+import {
+  addMessage, changesMessage, convNumber, convTitle, isOnline, lowestId, noteRead, notify, PAGE, peerOf, S, sortedMessages, unreadOf, userName,
 } from './store.js';
 
 const GROUP_GAP_MS = 5 * 60_000; // a new sender group after 5 minutes of silence
@@ -43,7 +46,7 @@ export function initPane(a) {
   input.addEventListener('input', () => {
     fitRows();
     const c = current();
-    if (!c) return;
+    if (!c || c.editing) return;
     c.draft = input.value;
     if (c.kind !== 'room' && S.client?.connected) {
       S.client.typing(c.id, input.value.trim() !== '').catch(() => {});
@@ -68,6 +71,7 @@ export function initPane(a) {
     if (e.target instanceof HTMLImageElement && stuckToBottom) box.scrollTop = box.scrollHeight;
   }, true);
   initAttach();
+  initMessageEvents();
   $('#conv-back').addEventListener('click', () => actions.back());
   $('#act-leave').addEventListener('click', () => current() && actions.leave(current()));
   $('#act-members').addEventListener('click', () => current() && actions.members(current()));
@@ -95,6 +99,7 @@ function updateJump() {
 export function openConv(id) {
   const prev = current();
   const input = $('#composer-input');
+  if (prev?.editing) cancelEdit(prev);
   if (prev) prev.draft = input.value;
   S.current = id;
   bubbles.clear();
@@ -103,6 +108,7 @@ export function openConv(id) {
   $('#pane-empty').hidden = !!c;
   $('#pane-conv').hidden = !c;
   if (!c) {
+    renderEditBar(null);
     notify('list');
     return;
   }
@@ -110,6 +116,7 @@ export function openConv(id) {
   c.unreadMarker = unreadOf(c) > 0 ? c.read : 0;
   input.value = c.draft ?? '';
   fitRows();
+  renderEditBar(c);
   pendingScroll = c.unreadMarker ? 'marker' : 'bottom';
   if (!c.historyLoaded) loadLatest(c);
   if (c.kind === 'direct' && S.client?.connected) {
@@ -207,8 +214,7 @@ async function loadOlder() {
 export function markReadIfVisible() {
   const c = current();
   if (!c || !S.client || document.visibilityState !== 'visible') return;
-  let top = 0;
-  for (const id of c.messages.keys()) if (id > top) top = id;
+  const top = c.newest; // events included
   if (top <= c.read) return;
   try {
     S.client.markRead(c.id, top);
@@ -222,6 +228,11 @@ export function markReadIfVisible() {
 /** A message arrived for the open conversation. */
 export function messageArrived(c, m) {
   if (c.id !== S.current) return;
+  if (changesMessage(m)) {
+    // A reaction, edit or recall changes a message in place: the view stays where it is.
+    if (nearBottom()) markReadIfVisible();
+    return;
+  }
   if (!pendingScroll) pendingScroll = m.from === S.me.id || nearBottom() ? 'bottom' : null;
   if (nearBottom() || m.from === S.me.id) markReadIfVisible();
 }
@@ -232,6 +243,10 @@ function submit() {
   const c = current();
   const input = $('#composer-input');
   const text = input.value;
+  if (c?.editing) {
+    submitEdit(c, text);
+    return;
+  }
   if (!c || !text.trim()) return;
   const max = S.client?.limits?.max_body_bytes ?? 4096;
   if (utf8.encode(text).length > max) {
@@ -532,7 +547,8 @@ function renderHead(c) {
 
 function replyQuote(c, m) {
   const target = c.messages.get(m.reply_to);
-  const text = target ? `${userName(target.from)}: ${target.body}` : 'an earlier message';
+  const said = target?.recalled != null ? 'This message was recalled' : target?.body;
+  const text = target ? `${userName(target.from)}: ${said}` : 'an earlier message';
   return h(
     'button',
     {
@@ -545,17 +561,25 @@ function replyQuote(c, m) {
   );
 }
 
+/** A message's row (its bubble with reactions and actions), or a system notice's line; kept while unchanged. */
 function bubble(c, m) {
-  const key = `${m.id}|${S.users.size}|${m.reply_to ? c.messages.has(m.reply_to) : ''}`;
+  const quoted = m.reply_to ? c.messages.get(m.reply_to) : null;
+  const quoteKey = m.reply_to ? `${!!quoted}:${quoted?.edited ?? ''}:${quoted?.recalled ?? ''}` : '';
+  const key = `${m.id}|${S.users.size}|${quoteKey}|${eventKey(c, m)}`;
   const cached = bubbles.get(m.id);
   if (cached && cached.key === key) return cached.el;
-  const mentioned = Array.isArray(m.mentions) && m.mentions.includes(S.me.id);
-  const el = h(
-    'div',
-    { class: `bubble${mentioned ? ' mentioned' : ''}${m.kind && m.kind !== 'text' ? ` kind-${m.kind.replace(/[^a-z0-9-]/g, '')}` : ''}`, id: `msg-${m.id}`, title: fullTime(m.ts) },
-    m.reply_to ? replyQuote(c, m) : null,
-    renderBody(m),
-  );
+  let el;
+  if (m.kind === 'system') el = noticeRow(m, fullTime(m.ts));
+  else {
+    const mentioned = Array.isArray(m.mentions) && m.mentions.includes(S.me.id);
+    const recalled = m.recalled != null;
+    const b = h(
+      'div',
+      { class: `bubble${mentioned ? ' mentioned' : ''}${recalled ? ' recalled' : ''}${m.kind && m.kind !== 'text' ? ` kind-${m.kind.replace(/[^a-z0-9-]/g, '')}` : ''}`, id: `msg-${m.id}`, title: fullTime(m.ts) },
+      recalled ? recalledBody() : [m.reply_to ? replyQuote(c, m) : null, renderBody(m), editedMark(m)],
+    );
+    el = messageRow(c, m, b, startEdit);
+  }
   bubbles.set(m.id, { key, el });
   return el;
 }
@@ -609,6 +633,12 @@ function renderMessages(c) {
     if (c.unreadMarker && prev && prev.id <= c.unreadMarker && m.id > c.unreadMarker) {
       nodes.push(h('div', { class: 'unread-sep', id: 'unread-marker', role: 'separator' }, h('span', null, 'New messages')));
       group = null;
+    }
+    if (m.kind === 'system') {
+      nodes.push(bubble(c, m));
+      group = null;
+      prev = m;
+      continue;
     }
     if (!group || group.from !== m.from || m.ts - group.lastTs > GROUP_GAP_MS) {
       group = groupEl(c, m.from, m.ts, m.from === S.me.id);

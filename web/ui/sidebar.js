@@ -85,7 +85,8 @@ function preview(c) {
   if (!m) {
     return h('span', { class: 'preview muted' }, c.kind === 'room' ? 'Room · no messages yet' : c.kind === 'group' ? 'Group · no messages yet' : 'Say hello 👋');
   }
-  const who = m.from === S.me.id ? 'You: ' : c.kind === 'direct' ? '' : `${userName(m.from)}: `;
+  // A system notice says who did what itself.
+  const who = m.kind === 'system' ? '' : m.from === S.me.id ? 'You: ' : c.kind === 'direct' ? '' : `${userName(m.from)}: `;
   return h('span', { class: 'preview' }, who + previewText(m));
 }
 

@@ -2,10 +2,14 @@
 // entries, messages in memory, pending sends, typing), names of users,
 // groups and rooms (fetched lazily from the HTTP API), presence, and the
 // connection state. Changes call notify(); renders are batched per frame.
+// Events (reactions, edits, recalls) change the messages they name in place
+// and are kept aside, never shown themselves; system notices are shown.
 
+import { applyEvent, isEvent } from '/js/im-client.js';
 import * as api from './api.js';
 
 export const PAGE = 50; // messages per history page / per "load older" step
+const EVENTS_KEPT = 1000; // events kept per conversation, for its messages loaded later
 
 export const S = {
   me: null, // {id, username}
@@ -95,9 +99,14 @@ export function ensureConv(id) {
       kind: kindOf(id),
       head: 0,
       read: 0,
+      unread: 0, // messages of others above `read` that are not events
       last: null,
       activity: 0, // ms: the last message's time, or when it was opened/created here
-      messages: new Map(), // id -> message
+      messages: new Map(), // id -> message shown (events that change a message are not)
+      events: new Map(), // id -> a reaction, edit or recall received (the last EVENTS_KEPT)
+      oldest: 0, // the lowest id loaded, events included (where "load older" goes on from)
+      newest: 0, // the highest id loaded, events included
+      editing: null, // {id, stash}: the composer edits message `id` (`stash`: the draft put aside)
       pending: [], // local sends awaiting their ack
       historyLoaded: false,
       loadingOlder: false,
@@ -121,14 +130,16 @@ export function removeConv(id) {
 /** An inbox entry (HTTP or the client's inbox walk). */
 export function applyInbox(e) {
   const c = ensureConv(e.conv);
-  noteRead(c, e.read ?? 0, e.head ?? 0);
+  noteState(c, e.head ?? 0, e.read ?? 0, e.unread);
   c.mutedUntil = e.muted_until ?? 0;
   if (e.last) noteLast(c, e.last);
   return c;
 }
 
+/** The conversation list's last message: the newest one shown (events only while there is nothing else, as in the server's inbox). */
 function noteLast(c, m) {
-  if (!c.last || m.id >= c.last.id) {
+  if (isEvent(m) && c.last && !isEvent(c.last)) return;
+  if (!c.last || m.id >= c.last.id || isEvent(c.last)) {
     c.last = m;
     if (m.ts) c.activity = Math.max(c.activity, m.ts);
   }
@@ -137,23 +148,75 @@ function noteLast(c, m) {
 
 /**
  * Read state, merged from every source (HTTP inbox, the client's `unread`
- * and `readUpTo`, own messages, own marks): both ids only rise, and unread
- * is exactly head − read (protocol §5.9).
+ * and `readUpTo`, own messages, own marks): both ids only rise. Unread
+ * counts the messages of others above the read id that are not events
+ * (reactions, edits, recalls, notices), so it is at most head − read; the
+ * count itself comes from the server's inbox and the client (noteState).
  */
 export function noteRead(c, read, head = 0) {
   c.head = Math.max(c.head, head, read);
   c.read = Math.max(c.read, read);
+  c.unread = Math.max(0, Math.min(c.unread, c.head - c.read));
 }
 
-export const unreadOf = (c) => Math.max(0, c.head - c.read);
+/**
+ * A view of the read state `{head, read, unread}` (the server's inbox, the
+ * client's readState): taken when it is at least as new as what is known,
+ * else it only raises the read id. Without a count (an older server), every
+ * message counts.
+ */
+export function noteState(c, head, read, unread) {
+  const count = Number.isFinite(unread) ? unread : Math.max(0, head - read);
+  if (head > c.head || (head === c.head && read >= c.read)) {
+    const ahead = c.read > read; // a mark made here the view does not know yet
+    c.head = head;
+    c.read = Math.max(c.read, read);
+    c.unread = Math.max(0, ahead ? Math.min(count, c.head - c.read) : count);
+  } else noteRead(c, read);
+}
 
-/** A message from the client, history or the inbox. Returns its conversation. */
+export const unreadOf = (c) => c.unread;
+
+/** Whether `m` changes another message (a reaction, edit or recall) instead of being shown; system notices are shown. */
+export const changesMessage = (m) => isEvent(m) && m.kind !== 'system';
+
+/**
+ * A message from the client, history or the inbox. Returns its conversation.
+ * An event changes the message it names (if loaded) and is kept for it
+ * otherwise; a message loaded later gets the kept events that name it.
+ */
 export function addMessage(m) {
   const c = ensureConv(m.conv);
-  if (!c.messages.has(m.id)) c.messages.set(m.id, m);
-  noteLast(c, m);
-  if (S.me && m.from === S.me.id) noteRead(c, m.id); // one's own messages are read
+  const own = S.me && m.from === S.me.id;
+  c.oldest = c.oldest ? Math.min(c.oldest, m.id) : m.id;
+  c.newest = Math.max(c.newest, m.id);
+  if (m.id > c.head) {
+    if (!own && !isEvent(m) && m.id > c.read) c.unread += 1;
+    c.head = m.id;
+  }
+  if (changesMessage(m)) {
+    keepEvent(c, m);
+    const target = c.messages.get(m.target);
+    if (target) applyEvent(target, m);
+    if (c.last && c.last !== target && c.last.id === m.target) applyEvent(c.last, m);
+  } else if (!c.messages.has(m.id)) {
+    // A history page shows a message as it was when the page was made:
+    // events received since apply on top (again: applying is idempotent,
+    // and in id order the newest change wins).
+    for (const e of [...c.events.values()].filter((x) => x.target === m.id).sort((a, b) => a.id - b.id)) applyEvent(m, e);
+    c.messages.set(m.id, m);
+    noteLast(c, m);
+  }
+  if (own) noteRead(c, m.id); // one's own messages (and events) are read
   return c;
+}
+
+function keepEvent(c, m) {
+  c.events.set(m.id, m);
+  if (c.events.size <= EVENTS_KEPT) return;
+  let low = Infinity;
+  for (const id of c.events.keys()) if (id < low) low = id;
+  c.events.delete(low);
 }
 
 /** Messages in id order (ids are the only order; `ts` is for display). */
@@ -161,16 +224,13 @@ export function sortedMessages(c) {
   return [...c.messages.values()].sort((a, b) => a.id - b.id);
 }
 
+/** The lowest id loaded, events included (null: none). */
 export function lowestId(c) {
-  let low = Infinity;
-  for (const id of c.messages.keys()) if (id < low) low = id;
-  return low === Infinity ? null : low;
+  return c.oldest || null;
 }
 
 export function highestId(c) {
-  let high = 0;
-  for (const id of c.messages.keys()) if (id > high) high = id;
-  return Math.max(high, c.head);
+  return Math.max(c.newest, c.head);
 }
 
 /** Conversations for the sidebar, newest activity first. */
