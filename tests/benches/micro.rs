@@ -31,22 +31,14 @@ const BODY: &str =
     "t=1234567890123;s=42;xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 
 fn message(id: u64) -> Message {
-    Message {
-        conv: ConversationId::Room(RoomId(7)),
+    Message::new(
+        ConversationId::Room(RoomId(7)),
         id,
-        from: UserId(3),
-        cmid: ClientMsgId::new(format!("c-{id}")).unwrap(),
-        body: BODY.into(),
-        ts: 1_764_000_000_000,
-        mentions: Vec::new(),
-        kind: None,
-        content: None,
-        reply_to: None,
-        target: None,
-        edited: None,
-        recalled: None,
-        reactions: Vec::new(),
-    }
+        UserId(3),
+        ClientMsgId::new(format!("c-{id}")).unwrap(),
+        BODY,
+        1_764_000_000_000,
+    )
 }
 
 mod codec_bench {

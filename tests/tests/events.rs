@@ -204,45 +204,20 @@ async fn events_story(server: &RunningServer) {
 
     // Refusals store nothing.
     let head = 8;
-    let rid = b.rid();
-    refused(&mut b, event(rid, conv, "bad1", EDIT, 1, "mine now", None), ErrorCode::Forbidden).await;
-    let rid = b.rid();
-    refused(&mut b, event(rid, conv, "bad2", RECALL, 1, "", None), ErrorCode::Forbidden).await;
-    let rid = b.rid();
-    refused(
-        &mut b,
-        event(rid, conv, "bad3", REACTION, 99, "", Some(json!({"emoji": "👍"}))),
-        ErrorCode::NoSuchMessage,
-    )
-    .await;
-    let rid = b.rid();
-    refused(
-        &mut b,
-        event(rid, conv, "bad4", REACTION, 3, "", Some(json!({"emoji": "👍"}))),
-        ErrorCode::NoSuchMessage,
-    )
-    .await;
-    let rid = b.rid();
-    refused(
-        &mut b,
-        event(rid, conv, "bad5", REACTION, 2, "", Some(json!({"emoji": "👍"}))),
-        ErrorCode::NoSuchMessage,
-    )
-    .await;
-    let rid = b.rid();
-    refused(
-        &mut b,
-        event(rid, conv, "bad6", REACTION, 1, "", Some(json!({"emoji": "two words"}))),
-        ErrorCode::InvalidField,
-    )
-    .await;
-    let rid = b.rid();
-    refused(
-        &mut b,
-        event(rid, conv, "bad7", "system", 1, "", Some(json!({"event": "member_added"}))),
-        ErrorCode::InvalidField,
-    )
-    .await;
+    let thumbs = Some(json!({"emoji": "👍"}));
+    let cases = [
+        ("bad1", EDIT, 1, "mine now", None, ErrorCode::Forbidden), // Alice's message
+        ("bad2", RECALL, 1, "", None, ErrorCode::Forbidden),
+        ("bad3", REACTION, 99, "", thumbs.clone(), ErrorCode::NoSuchMessage), // no such id
+        ("bad4", REACTION, 3, "", thumbs.clone(), ErrorCode::NoSuchMessage),  // an event
+        ("bad5", REACTION, 2, "", thumbs, ErrorCode::NoSuchMessage),          // recalled
+        ("bad6", REACTION, 1, "", Some(json!({"emoji": "two words"})), ErrorCode::InvalidField),
+        ("bad7", "system", 1, "", Some(json!({"event": "member_added"})), ErrorCode::InvalidField),
+    ];
+    for (tag, kind, target, body, content, code) in cases {
+        let rid = b.rid();
+        refused(&mut b, event(rid, conv, tag, kind, target, body, content), code).await;
+    }
     let rid = b.rid();
     let mut plain = ClientFrame::send(rid, conv, cmid("bad8"), "hi");
     if let ClientFrame::Send { target, .. } = &mut plain {

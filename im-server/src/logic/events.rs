@@ -82,12 +82,7 @@ impl Logic {
                 }
                 if let Some(content) = &edit.content {
                     let target_kind = target.kind();
-                    if target_kind == im_core::content::TEXT
-                        || target_kind == "image"
-                        || target_kind == "file"
-                        || target_kind == "audio"
-                        || target_kind == "video"
-                    {
+                    if matches!(target_kind, im_core::content::TEXT | "image" | "file" | "audio" | "video") {
                         return Err(Error::new(
                             ErrorCode::InvalidField,
                             format!("the content of a {target_kind} message cannot be edited (its body can)"),
@@ -98,13 +93,15 @@ impl Logic {
                 }
             }
             Change::Recall => {
-                if !own && !self.moderates(from, conv).await? {
-                    return Err(Error::new(
-                        ErrorCode::Forbidden,
-                        "only its sender, or a group's owner or admin, can recall a message",
-                    ));
-                }
-                if own && age > self.cfg.limits.recall_window_ms && !self.moderates(from, conv).await? {
+                // Moderators recall any message at any time; senders their own within the window.
+                let in_window = own && age <= self.cfg.limits.recall_window_ms;
+                if !in_window && !self.moderates(from, conv).await? {
+                    if !own {
+                        return Err(Error::new(
+                            ErrorCode::Forbidden,
+                            "only its sender, or a group's owner or admin, can recall a message",
+                        ));
+                    }
                     return Err(too_late("recall", id, self.cfg.limits.recall_window_ms));
                 }
             }

@@ -124,10 +124,7 @@ impl Logic {
                 return Err(Error::new(ErrorCode::Forbidden, reason));
             }
         }
-        let (kind, content) = checked_content(draft.kind.take(), draft.content.take())?;
-        let typed =
-            im_core::Content::from_parts(kind.as_deref().unwrap_or(im_core::content::TEXT), content.as_ref())
-                .map_err(|e| Error::new(ErrorCode::InvalidField, e.0))?;
+        let (kind, content, typed) = checked_content(draft.kind.take(), draft.content.take())?;
         (draft.kind, draft.content) = (kind, content);
         let max = self.cfg.limits.max_body_bytes;
         let content_len = draft.content.as_ref().map_or(0, |c| c.to_string().len());
@@ -442,15 +439,16 @@ impl Logic {
 
 /// The kind and content as stored: `text` becomes `None`; anything else
 /// must be a valid kind with a content object of its shape.
+/// Also returns the typed content, read once.
 fn checked_content(
     kind: Option<String>,
     content: Option<serde_json::Value>,
-) -> Result<(Option<String>, Option<serde_json::Value>)> {
+) -> Result<(Option<String>, Option<serde_json::Value>, im_core::Content)> {
     let kind = kind.filter(|k| k != im_core::content::TEXT);
     let name = kind.as_deref().unwrap_or(im_core::content::TEXT);
-    im_core::Content::from_parts(name, content.as_ref())
+    let typed = im_core::Content::from_parts(name, content.as_ref())
         .map_err(|e| Error::new(ErrorCode::InvalidField, e.0))?;
-    Ok((kind, content))
+    Ok((kind, content, typed))
 }
 
 /// A page stops growing once its bodies reach about this many bytes (it

@@ -597,22 +597,14 @@ mod tests {
     }
 
     fn message(id: MessageId) -> ServerFrame {
-        ServerFrame::Message(Message {
-            conv: ConversationId::direct(UserId(1), UserId(2)),
+        ServerFrame::Message(Message::new(
+            ConversationId::direct(UserId(1), UserId(2)),
             id,
-            from: UserId(2),
-            cmid: ClientMsgId::new(format!("c{id}")).unwrap(),
-            body: format!("m{id}"),
-            ts: 0,
-            mentions: Vec::new(),
-            kind: None,
-            content: None,
-            reply_to: None,
-            target: None,
-            edited: None,
-            recalled: None,
-            reactions: Vec::new(),
-        })
+            UserId(2),
+            ClientMsgId::new(format!("c{id}")).unwrap(),
+            format!("m{id}"),
+            0,
+        ))
     }
 
     fn to_users(users: &[u64], id: MessageId) -> Event {
