@@ -21,6 +21,7 @@ use crate::model::{Group, Member, Role, Room, Session, User};
 
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod feed;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -29,9 +30,12 @@ pub mod postgres;
 pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod conformance_events;
+#[cfg(test)]
+pub(crate) mod conformance_feed;
 
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
+pub use feed::{FeedPosition, FeedStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
@@ -309,6 +313,13 @@ pub trait MessageStore: ReadStore {
 
     /// Makes everything stored so far durable (called at shutdown).
     async fn flush(&self) -> StoreResult<()>;
+
+    /// Where the durable message feed keeps its place, if this store keeps
+    /// one (every built-in store does; the default: none, and a server
+    /// asked to run a feed over it refuses to start).
+    fn feed(&self) -> Option<&dyn FeedStore> {
+        None
+    }
 }
 
 /// Users, groups, rooms and who belongs where.

@@ -35,6 +35,7 @@ use super::{
 use crate::model::{Group, Member, Role, Room, Session, User};
 
 mod directory;
+mod feed;
 mod log;
 mod reads;
 mod syncer;
@@ -235,6 +236,8 @@ pub struct EmbeddedStore {
     /// Holds reads back until the logged batches they could see are synced.
     visibility: Arc<Visibility>,
     writer: Option<JoinHandle<()>>,
+    /// Who is delivering which conversation's feed.
+    feed_claims: crate::store::feed::LocalClaims,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -285,7 +288,14 @@ impl EmbeddedStore {
             .spawn(move || state.run(rx))
             .map_err(DbError::from)?;
         let slots = Arc::new(Semaphore::new(QUEUE));
-        Ok(Self { db, jobs: Some(jobs), slots, visibility, writer: Some(writer) })
+        Ok(Self {
+            db,
+            jobs: Some(jobs),
+            slots,
+            visibility,
+            writer: Some(writer),
+            feed_claims: Default::default(),
+        })
     }
 
     /// How many appends the message log of the store at `path` holds that
@@ -495,6 +505,10 @@ impl MessageStore for EmbeddedStore {
 
     async fn flush(&self) -> StoreResult<()> {
         self.call(Op::Flush).await.map(drop)
+    }
+
+    fn feed(&self) -> Option<&dyn crate::store::FeedStore> {
+        Some(self)
     }
 }
 

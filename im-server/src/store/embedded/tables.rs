@@ -34,6 +34,7 @@ pub(super) struct Tables<'t> {
     muted: Table<'t, (u64, &'static str), u64>,
     event_counts: Table<'t, &'static str, u64>,
     edits: Table<'t, (&'static str, u64, u64), ()>,
+    feed_cursors: Table<'t, &'static str, u64>,
 }
 
 /// Creates every table that does not exist yet.
@@ -65,6 +66,7 @@ impl<'t> Tables<'t> {
             muted: txn.open_table(MUTED)?,
             event_counts: txn.open_table(EVENT_COUNTS)?,
             edits: txn.open_table(EDITS)?,
+            feed_cursors: txn.open_table(super::feed::FEED_CURSORS)?,
         })
     }
 
@@ -205,6 +207,16 @@ impl<'t> Tables<'t> {
                 } else {
                     self.muted.insert((user.0, c.as_str()), until)?;
                 }
+                Reply::Unit
+            }
+            Op::FeedStart => Reply::Bool(super::feed::start(
+                &mut self.counters,
+                &mut self.feed_cursors,
+                &self.messages,
+                (&self.groups, &self.rooms, &self.directs),
+            )?),
+            Op::FeedAdvance { conv, delivered } => {
+                super::feed::advance(&mut self.feed_cursors, &conv.to_string(), delivered)?;
                 Reply::Unit
             }
             Op::Flush => Reply::Unit,

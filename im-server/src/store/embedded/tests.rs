@@ -42,6 +42,36 @@ async fn events() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn feed() {
+    let (_dir, store) = temp_store();
+    crate::store::conformance_feed::feed(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feed_cursors_survive_reopening() {
+    use crate::store::{Directory, FeedStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("im.redb");
+    let group = {
+        let store = EmbeddedStore::open(&path).unwrap();
+        let owner = store.create_user("o", "x", 0).await.unwrap().id;
+        let group = ConversationId::Group(store.create_group("g", owner, 0).await.unwrap().id);
+        assert!(store.feed_start().await.unwrap());
+        for cmid in ["a", "b", "c"] {
+            store.append(new_msg(group, owner.0, cmid)).await.unwrap();
+        }
+        assert_eq!(store.feed_claim(group, "n", 0, 10).await.unwrap(), Some(0));
+        assert!(store.feed_advance(group, "n", 2, 0).await.unwrap());
+        store.flush().await.unwrap();
+        group
+    };
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert!(!store.feed_start().await.unwrap(), "the start is remembered");
+    let backlog = store.feed_backlog(10).await.unwrap();
+    assert_eq!(backlog, vec![crate::store::FeedPosition { conv: group, delivered: 2, head: 3 }]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_appends() {
     let (_dir, store) = temp_store();
     conformance::concurrent_appends(store).await;

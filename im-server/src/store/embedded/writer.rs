@@ -104,6 +104,13 @@ pub(super) enum Op {
         conv: ConversationId,
         until: u64,
     },
+    /// See [`crate::store::FeedStore::feed_start`].
+    FeedStart,
+    /// Not logged, like `MarkRead` (a lost advance delivers again).
+    FeedAdvance {
+        conv: ConversationId,
+        delivered: MessageId,
+    },
     Flush,
 }
 
@@ -269,6 +276,7 @@ impl Writer {
                 Op::Append(NewMessage { target: None, .. })
                     | Op::MarkRead { device: Some(_), .. }
                     | Op::MarkDelivered { .. }
+                    | Op::FeedAdvance { .. }
             )
         });
         // A recall erases content, which must not stay in the log's bytes either.

@@ -314,4 +314,8 @@ impl MessageStore for PgStore {
         // Every append committed before it returned.
         Ok(())
     }
+
+    fn feed(&self) -> Option<&dyn crate::store::FeedStore> {
+        Some(self)
+    }
 }

@@ -203,6 +203,20 @@ CREATE INDEX messages_by_target ON {S}.messages (conv, target) WHERE target IS N
 ALTER TABLE {S}.conversations ADD COLUMN events bigint NOT NULL DEFAULT 0;
 ",
     },
+    Migration {
+        version: 8,
+        name: "message feed cursors",
+        sql: "
+-- The durable message feed: the newest id delivered per conversation, and
+-- which node delivers it until when (ms; a lapsed claim may be taken).
+CREATE TABLE {S}.feed_cursors (
+    conv       text   PRIMARY KEY,
+    delivered  bigint NOT NULL DEFAULT 0,
+    holder     text   NOT NULL DEFAULT '',
+    held_until bigint NOT NULL DEFAULT 0
+);
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

@@ -33,6 +33,7 @@
 //! cannot hold U+0000, so a body or name containing it is refused with
 //! [`StoreError::Backend`] and nothing is stored.
 
+mod feed;
 mod messages;
 mod migrations;
 mod reads;

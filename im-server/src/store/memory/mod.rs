@@ -12,9 +12,11 @@ use async_trait::async_trait;
 use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
 use super::{
-    Appended, DeviceRead, Directory, MessageStore, NewMessage, ReadMark, ReadState, ReadStore, SessionStore,
-    StoreError, StoreResult,
+    Appended, DeviceRead, Directory, FeedStore, MessageStore, NewMessage, ReadMark, ReadState, ReadStore,
+    SessionStore, StoreError, StoreResult,
 };
+
+mod feed;
 use crate::model::{Group, Member, Role, Room, Session, User};
 
 /// Stores messages, the directory and sessions in process memory.
@@ -23,6 +25,7 @@ pub struct MemoryStore {
     messages: Mutex<Messages>,
     directory: Mutex<Dir>,
     sessions: Mutex<HashMap<String, Session>>,
+    feed: feed::MemoryFeed,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +175,10 @@ impl MessageStore for MemoryStore {
 
     async fn flush(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    fn feed(&self) -> Option<&dyn FeedStore> {
+        Some(self)
     }
 }
 
@@ -465,6 +472,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn events() {
         crate::store::conformance_events::events(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn feed() {
+        crate::store::conformance_feed::feed(Arc::new(MemoryStore::new())).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
