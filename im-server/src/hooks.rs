@@ -51,6 +51,11 @@ pub enum Verdict {
     /// Refuse, with a reason the caller is told (a connection: HTTP 403
     /// before the upgrade; a message: an `error` frame `forbidden`).
     Deny(String),
+    /// Cannot say now (e.g. a webhook that is down, configured to refuse
+    /// then): the caller is told to retry (a connection: HTTP 503, which
+    /// clients retry; a message: an `error` frame `unavailable`, which the
+    /// outbox resends).
+    Unavailable(String),
 }
 
 /// What the application is asked and told. See the module docs.

@@ -45,6 +45,7 @@ pub mod broker;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod feed;
 pub mod gateway;
 pub mod hooks;
 pub mod http;
@@ -63,6 +64,7 @@ pub mod store;
 pub mod time;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod webhooks;
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};

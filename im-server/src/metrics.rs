@@ -61,6 +61,8 @@ pub struct Metrics {
     queue_overflows: Counter,
     push_notifications: Family<ResultLabel, Counter>,
     http_requests: Family<StatusLabel, Counter>,
+    feed_delivered: Counter,
+    feed_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -86,6 +88,8 @@ impl Metrics {
             queue_overflows: Counter::default(),
             push_notifications: Family::default(),
             http_requests: Family::default(),
+            feed_delivered: Counter::default(),
+            feed_failures: Counter::default(),
         };
         // Counters get their `_total` suffix from the encoder; help texts get
         // a full stop.
@@ -124,6 +128,16 @@ impl Metrics {
             "http_requests",
             "Business API responses, by HTTP status",
             m.http_requests.clone(),
+        );
+        m.registry.register(
+            "feed_delivered",
+            "Messages the message feed delivered (each delivery, so redeliveries count again)",
+            m.feed_delivered.clone(),
+        );
+        m.registry.register(
+            "feed_failures",
+            "Message feed deliveries that failed and will be retried",
+            m.feed_failures.clone(),
         );
         m
     }
@@ -198,6 +212,16 @@ impl Metrics {
     /// The business API answered with HTTP `status`.
     pub fn http_request(&self, status: u16) {
         self.http_requests.get_or_create(&StatusLabel { status }).inc();
+    }
+
+    /// The message feed delivered `n` messages.
+    pub fn feed_delivered(&self, n: u64) {
+        self.feed_delivered.inc_by(n);
+    }
+
+    /// A message feed delivery failed (it is retried).
+    pub fn feed_failure(&self) {
+        self.feed_failures.inc();
     }
 }
 

@@ -49,6 +49,10 @@ pub enum StartError {
     /// The broker could not be subscribed.
     #[error("cannot subscribe to the broker: {0}")]
     Broker(#[from] BrokerError),
+    /// A message feed was asked for over a store that keeps none
+    /// ([`MessageStore::feed`]).
+    #[error("the message store keeps no feed cursors, so it cannot run a message feed")]
+    NoFeed,
 }
 
 /// Entry point: `Server::builder()`.
@@ -77,6 +81,7 @@ pub struct ServerBuilder {
     hasher: Option<PasswordHasher>,
     attachments: Option<Arc<dyn AttachmentStore>>,
     hooks: Option<Arc<dyn crate::hooks::Hooks>>,
+    feed: Option<(Arc<dyn crate::feed::FeedSink>, crate::feed::FeedConfig)>,
     authenticators: Vec<Arc<dyn Authenticator>>,
     #[cfg(feature = "jwt")]
     jwt: Option<crate::auth::jwt::JwtConfig>,
@@ -190,6 +195,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs the durable message feed into `sink`: every stored message and
+    /// event at least once, in each conversation's id order, from a cursor
+    /// kept in the message store ([`crate::feed`]). Default: no feed.
+    pub fn feed(mut self, sink: Arc<dyn crate::feed::FeedSink>, cfg: crate::feed::FeedConfig) -> Self {
+        self.feed = Some((sink, cfg));
+        self
+    }
+
     /// Sets the push notifier.
     pub fn push(mut self, p: Arc<dyn PushNotifier>) -> Self {
         self.push = Some(p);
@@ -297,6 +310,26 @@ impl ServerBuilder {
             authenticators.push(Arc::new(crate::auth::JwtAuthenticator::new(jwt, sessions.clone())));
         }
         authenticators.push(Arc::new(session_tokens.clone()));
+        let feed = match self.feed {
+            Some((sink, feed_cfg)) => Some(
+                crate::feed::Feed::new(
+                    messages.clone(),
+                    sink,
+                    feed_cfg,
+                    cfg.node_name.clone(),
+                    metrics.clone(),
+                )
+                .ok_or(StartError::NoFeed)?,
+            ),
+            None => None,
+        };
+        let (feed, feed_hints) = match feed {
+            Some((feed, hints, rx)) => {
+                feed.start().await?;
+                (Some((feed, rx)), Some(hints))
+            }
+            None => (None, None),
+        };
         let services = Services {
             messages: messages.clone(),
             directory,
@@ -309,6 +342,7 @@ impl ServerBuilder {
             metrics: metrics.clone(),
             attachments,
             hooks: self.hooks.map(crate::logic::Hooks::new),
+            feed: feed_hints,
         };
         let logic = Arc::new(Logic::new(cfg.clone(), services));
         let state = AppState::new(logic.clone(), hub, metrics, registry.clone());
@@ -322,7 +356,7 @@ impl ServerBuilder {
         let ttl = cfg.registry_ttl;
         registry.announce(&state.node_info(), ttl).await?;
 
-        let background = vec![
+        let mut background = vec![
             tokio::spawn({
                 let logic = logic.clone();
                 async move { logic.run_presence_fanout(presence_changes).await }
@@ -395,6 +429,10 @@ impl ServerBuilder {
                 }
             }),
         ];
+
+        if let Some((feed, hints)) = feed {
+            background.push(tokio::spawn(feed.run(hints)));
+        }
 
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let router = crate::http::router(state.clone());

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use im_server::store::postgres::PgOptions;
-use im_server::{RunningServer, ServerConfig};
+use im_server::{RunningServer, ServerBuilder, ServerConfig};
 
 use crate::builder;
 
@@ -89,11 +89,22 @@ impl Cluster {
 
     /// [`node_with`](Self::node_with), reaching Redis at `redis` (e.g.
     /// through a [`Proxy`](crate::proxy::Proxy) the test can cut).
-    pub async fn node_via(&self, mut cfg: ServerConfig, redis: &str) -> RunningServer {
+    pub async fn node_via(&self, cfg: ServerConfig, redis: &str) -> RunningServer {
+        self.node_built(cfg, redis, |b| b).await
+    }
+
+    /// [`node_via`](Self::node_via), with `more` setting further seams
+    /// (hooks, a message feed) on the builder.
+    pub async fn node_built(
+        &self,
+        mut cfg: ServerConfig,
+        redis: &str,
+        more: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> RunningServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         cfg.public_ws_url = Some(format!("ws://{}/ws", listener.local_addr().expect("addr")));
         let opts = PgOptions { schema: Some(self.schema.clone()), ..PgOptions::default() };
-        builder(cfg)
+        more(builder(cfg))
             .postgres_with(&postgres_url(), opts)
             .await
             .expect("postgres")

@@ -20,6 +20,7 @@ pub mod files;
 pub mod pki;
 pub mod proxy;
 pub mod s3;
+pub mod webhook;
 
 /// How long a test waits for one expected frame before failing.
 pub const WAIT: Duration = Duration::from_secs(10);

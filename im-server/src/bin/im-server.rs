@@ -162,6 +162,58 @@ struct Args {
     /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC).
     #[arg(long, env = "IM_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Ask and tell the application's backend at this URL: signed JSON POSTs
+    /// before connections and sends, after joins, leaves and presence
+    /// changes (docs/embedding.md §5). Needs --hooks-secret.
+    #[arg(long, env = "IM_HOOKS_URL", requires = "hooks_secret")]
+    hooks_url: Option<String>,
+    /// Signs webhook calls and feed batches (at least 16 characters).
+    #[arg(long, env = "IM_HOOKS_SECRET", hide_env_values = true)]
+    hooks_secret: Option<String>,
+    /// The calls --hooks-url gets: connect, before_send, join, leave, presence.
+    #[arg(
+        long,
+        env = "IM_HOOKS_CALLS",
+        value_delimiter = ',',
+        default_value = "connect,before_send,join,leave,presence"
+    )]
+    hooks_calls: Vec<im_server::webhooks::HookCall>,
+    /// How long connect and before_send wait for the backend, milliseconds.
+    #[arg(long, env = "IM_HOOKS_TIMEOUT_MS", default_value_t = 2000)]
+    hooks_timeout_ms: u64,
+    /// When the backend does not answer in time: allow (fail-open) or
+    /// refuse (fail-closed: clients get `unavailable` and retry).
+    #[arg(long, env = "IM_HOOKS_WHEN_DOWN", default_value = "allow")]
+    hooks_when_down: im_server::webhooks::WhenDown,
+    /// POST every stored message and event here, at least once and in each
+    /// conversation's order, from a cursor kept in the store (a backend that
+    /// was down gets what it missed). Needs --hooks-secret.
+    #[arg(long, env = "IM_FEED_URL", requires = "hooks_secret")]
+    feed_url: Option<String>,
+}
+
+/// The application's webhooks and message feed, as the arguments ask.
+fn with_webhooks(
+    mut builder: ServerBuilder,
+    args: &Args,
+) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    use im_server::webhooks::{WebhookConfig, WebhookFeed, WebhookHooks};
+    let Some(secret) = &args.hooks_secret else { return Ok(builder) };
+    if secret.len() < 16 {
+        return Err("--hooks-secret needs at least 16 characters".into());
+    }
+    if let Some(url) = &args.hooks_url {
+        let mut cfg = WebhookConfig::new(url.clone(), secret.as_bytes());
+        cfg.timeout = Duration::from_millis(args.hooks_timeout_ms.max(1));
+        cfg.when_down = args.hooks_when_down;
+        cfg.calls = args.hooks_calls.iter().copied().collect();
+        builder = builder.hooks(Arc::new(WebhookHooks::new(cfg)));
+    }
+    if let Some(url) = &args.feed_url {
+        let sink = WebhookFeed::new(url.clone(), secret.as_bytes(), Duration::from_secs(10));
+        builder = builder.feed(Arc::new(sink), im_server::feed::FeedConfig::default());
+    }
+    Ok(builder)
 }
 
 #[tokio::main]
@@ -236,6 +288,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.push(Arc::new(webhook));
     }
 
+    builder = with_webhooks(builder, &args)?;
     if args.jwt_hs256_secret.is_some() || args.jwt_key_file.is_some() {
         builder = with_jwt(builder, &args)?;
     }

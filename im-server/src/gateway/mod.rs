@@ -125,8 +125,14 @@ pub async fn ws_handler(
         }
         None => format!("{:016x}", rand::random::<u64>()),
     };
-    if let crate::hooks::Verdict::Deny(reason) = app.logic().hook_connect(session.user, &device).await {
-        return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &reason);
+    match app.logic().hook_connect(session.user, &device).await {
+        crate::hooks::Verdict::Allow => {}
+        crate::hooks::Verdict::Deny(reason) => {
+            return refuse(StatusCode::FORBIDDEN, ErrorCode::Forbidden, &reason)
+        }
+        crate::hooks::Verdict::Unavailable(reason) => {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &reason)
+        }
     }
     // Absent: version 1. Unsupported: the connection is closed with 4003.
     let version = match params.version.as_deref() {

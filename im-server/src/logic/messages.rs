@@ -120,8 +120,12 @@ impl Logic {
         if let Some(h) = &self.svc.hooks {
             // Members only are asked about (and may learn of) a message.
             self.check_access(from, conv).await?;
-            if let crate::hooks::Verdict::Deny(reason) = h.hooks.before_send(from, conv, &mut draft).await {
-                return Err(Error::new(ErrorCode::Forbidden, reason));
+            match h.hooks.before_send(from, conv, &mut draft).await {
+                crate::hooks::Verdict::Allow => {}
+                crate::hooks::Verdict::Deny(reason) => return Err(Error::new(ErrorCode::Forbidden, reason)),
+                crate::hooks::Verdict::Unavailable(reason) => {
+                    return Err(Error::new(ErrorCode::Unavailable, reason))
+                }
             }
         }
         let (kind, content, typed) = checked_content(draft.kind.take(), draft.content.take())?;
@@ -244,6 +248,9 @@ impl Logic {
             self.svc.metrics.message_stored(appended.duplicate);
             if !appended.duplicate {
                 self.tell_hooks(|| crate::hooks::Notice::Stored(Box::new(appended.message.clone())));
+                if let Some(feed) = &self.svc.feed {
+                    feed.hint(conv);
+                }
             }
             if !appended.duplicate && pushed {
                 if let Audience::Users(users) = audience {

@@ -70,6 +70,8 @@ pub struct Services {
     /// The application's hooks, if it set any (`None`: nothing is asked,
     /// nothing queued).
     pub hooks: Option<Hooks>,
+    /// Where stored messages are hinted to the message feed, if it runs.
+    pub feed: Option<crate::feed::FeedHints>,
 }
 
 /// Configured [`crate::hooks::Hooks`] and the task that tells them what happened.
