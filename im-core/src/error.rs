@@ -56,6 +56,12 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// The edit or recall window of the target message has passed.
     TooLate,
+    /// The sender is muted in this group or room for now (a moderator's
+    /// decision); the message says until when.
+    Muted,
+    /// The user is banned from this group or room: they cannot join it or
+    /// be added until a moderator lifts the ban.
+    Banned,
 }
 
 impl ErrorCode {
@@ -82,6 +88,8 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::NoSuchMessage,
         ErrorCode::TooLate,
+        ErrorCode::Muted,
+        ErrorCode::Banned,
     ];
 
     /// The wire name, e.g. `"not_member"`.
@@ -108,6 +116,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::NoSuchMessage => "no_such_message",
             ErrorCode::TooLate => "too_late",
+            ErrorCode::Muted => "muted",
+            ErrorCode::Banned => "banned",
         }
     }
 
@@ -117,7 +127,11 @@ impl ErrorCode {
             ErrorCode::BadFrame | ErrorCode::UnknownType | ErrorCode::InvalidField => 400,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::Unauthorized | ErrorCode::BadCredentials => 401,
-            ErrorCode::NotMember | ErrorCode::Forbidden | ErrorCode::TooLate => 403,
+            ErrorCode::NotMember
+            | ErrorCode::Forbidden
+            | ErrorCode::TooLate
+            | ErrorCode::Muted
+            | ErrorCode::Banned => 403,
             ErrorCode::NoSuchConversation
             | ErrorCode::NoSuchRoom
             | ErrorCode::NoSuchGroup

@@ -34,6 +34,7 @@ impl From<StoreError> for Error {
             StoreError::Conflict => Error::new(ErrorCode::Conflict, "already exists"),
             StoreError::NotFound => Error::new(ErrorCode::InvalidField, "not found"),
             StoreError::GroupFull => Error::new(ErrorCode::GroupFull, "the group has reached its member cap"),
+            StoreError::Banned => Error::new(ErrorCode::Banned, "banned from this conversation"),
             StoreError::Backend(detail) => {
                 tracing::error!(%detail, "storage back-end failed");
                 Error::new(ErrorCode::Unavailable, "storage is unavailable, retry later")

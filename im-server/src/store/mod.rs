@@ -23,6 +23,7 @@ use crate::model::{Group, Member, Role, Room, Session, User};
 pub mod embedded;
 pub mod feed;
 pub mod memory;
+pub mod moderation;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -32,11 +33,14 @@ pub(crate) mod conformance;
 pub(crate) mod conformance_events;
 #[cfg(test)]
 pub(crate) mod conformance_feed;
+#[cfg(test)]
+pub(crate) mod conformance_moderation;
 
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 pub use feed::{FeedPosition, FeedStore};
 pub use memory::MemoryStore;
+pub use moderation::{Access, ModerationStore, Sanction};
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 
@@ -53,6 +57,9 @@ pub enum StoreError {
     /// Adding a member would exceed the group's cap.
     #[error("group is full")]
     GroupFull,
+    /// The user is banned from the group or room ([`ModerationStore::ban`]).
+    #[error("banned")]
+    Banned,
     /// The back-end failed (I/O, connection, corruption); retry later.
     #[error("storage back-end: {0}")]
     Backend(String),
@@ -339,7 +346,8 @@ pub trait Directory: Send + Sync + 'static {
     /// Adds `user` (or changes their role if already a member, without
     /// counting against the cap). Returns `true` if the user was not a member
     /// before. `GroupFull` if that would make more than `cap` members,
-    /// `NotFound` if the group does not exist.
+    /// `NotFound` if the group does not exist, `Banned` if a new member
+    /// is banned from it.
     async fn add_member(&self, group: GroupId, user: UserId, role: Role, cap: usize) -> StoreResult<bool>;
     /// Removes `user`; returns whether they were a member.
     async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<bool>;
@@ -356,7 +364,8 @@ pub trait Directory: Send + Sync + 'static {
     async fn room(&self, id: RoomId) -> StoreResult<Option<Room>>;
     /// Up to `limit` rooms with ids above `after`, ascending.
     async fn rooms(&self, after: RoomId, limit: usize) -> StoreResult<Vec<Room>>;
-    /// Joins a room; returns `true` if newly joined. `NotFound` for a missing room.
+    /// Joins a room; returns `true` if newly joined. `NotFound` for a
+    /// missing room, `Banned` for a user banned from it.
     async fn join_room(&self, room: RoomId, user: UserId) -> StoreResult<bool>;
     /// Leaves a room; returns whether the user was in it.
     async fn leave_room(&self, room: RoomId, user: UserId) -> StoreResult<bool>;
@@ -369,6 +378,13 @@ pub trait Directory: Send + Sync + 'static {
     async fn add_direct(&self, a: UserId, b: UserId) -> StoreResult<()>;
     /// The users `user` has a direct conversation with, ordered by id.
     async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>>;
+
+    /// Mutes, bans and room moderators, if this directory keeps them
+    /// (every built-in store does; the default: none, so nobody is ever
+    /// muted or banned and moderation requests answer `unavailable`).
+    fn moderation(&self) -> Option<&dyn ModerationStore> {
+        None
+    }
 }
 
 /// Login sessions: a token is valid only while its session exists.

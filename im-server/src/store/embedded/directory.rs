@@ -117,6 +117,10 @@ impl Directory for EmbeddedStore {
     async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>> {
         self.read(move |txn| Ok(seconds(txn, DIRECTS, user.0)?.into_iter().map(UserId).collect())).await
     }
+
+    fn moderation(&self) -> Option<&dyn crate::store::ModerationStore> {
+        Some(self)
+    }
 }
 
 #[async_trait]

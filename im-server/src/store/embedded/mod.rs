@@ -37,6 +37,7 @@ use crate::model::{Group, Member, Role, Room, Session, User};
 mod directory;
 mod feed;
 mod log;
+mod moderation;
 mod reads;
 mod syncer;
 mod tables;

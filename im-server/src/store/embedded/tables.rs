@@ -1,7 +1,7 @@
 //! The tables of the embedded store, opened for writing, and what each
 //! writer request does to them.
 
-use im_core::{GroupId, Message, RoomId, UserId};
+use im_core::{ConversationId, GroupId, Message, RoomId, UserId};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::log::MessageLog;
@@ -35,6 +35,9 @@ pub(super) struct Tables<'t> {
     event_counts: Table<'t, &'static str, u64>,
     edits: Table<'t, (&'static str, u64, u64), ()>,
     feed_cursors: Table<'t, &'static str, u64>,
+    member_mutes: Table<'t, (&'static str, u64), u64>,
+    bans: Table<'t, (&'static str, u64), ()>,
+    room_moderators: Table<'t, (u64, u64), ()>,
 }
 
 /// Creates every table that does not exist yet.
@@ -67,6 +70,9 @@ impl<'t> Tables<'t> {
             event_counts: txn.open_table(EVENT_COUNTS)?,
             edits: txn.open_table(EDITS)?,
             feed_cursors: txn.open_table(super::feed::FEED_CURSORS)?,
+            member_mutes: txn.open_table(super::moderation::MEMBER_MUTES)?,
+            bans: txn.open_table(super::moderation::BANS)?,
+            room_moderators: txn.open_table(super::moderation::ROOM_MODERATORS)?,
         })
     }
 
@@ -111,6 +117,9 @@ impl<'t> Tables<'t> {
                     self.members.insert((group.0, user.0), role_code(role))?;
                     return Ok(Ok(Reply::Bool(false)));
                 }
+                if self.bans.get((ConversationId::Group(group).to_string().as_str(), user.0))?.is_some() {
+                    return Ok(Err(StoreError::Banned));
+                }
                 let mut count = 0usize;
                 for item in self.members.range((group.0, 0)..=(group.0, u64::MAX))? {
                     item?;
@@ -123,13 +132,7 @@ impl<'t> Tables<'t> {
                 self.user_groups.insert((user.0, group.0), ())?;
                 Reply::Bool(true)
             }
-            Op::RemoveMember { group, user } => {
-                let was = self.members.remove((group.0, user.0))?.is_some();
-                if was {
-                    self.user_groups.remove((user.0, group.0))?;
-                }
-                Reply::Bool(was)
-            }
+            Op::RemoveMember { group, user } => Reply::Bool(self.remove_member(group, user)?),
             Op::CreateRoom { name, created_by, now } => {
                 let id = RoomId(self.next_id("room")?);
                 let room = Room { id, name, created_by, created_at: now };
@@ -140,14 +143,47 @@ impl<'t> Tables<'t> {
                 if self.rooms.get(room.0)?.is_none() {
                     return Ok(Err(StoreError::NotFound));
                 }
-                let joined = self.room_members.insert((room.0, user.0), ())?.is_none();
+                let member = self.room_members.get((room.0, user.0))?.is_some();
+                let conv = ConversationId::Room(room).to_string();
+                if !member && self.bans.get((conv.as_str(), user.0))?.is_some() {
+                    return Ok(Err(StoreError::Banned));
+                }
+                self.room_members.insert((room.0, user.0), ())?;
                 self.user_rooms.insert((user.0, room.0), ())?;
-                Reply::Bool(joined)
+                Reply::Bool(!member)
             }
-            Op::LeaveRoom { room, user } => {
-                let was = self.room_members.remove((room.0, user.0))?.is_some();
-                self.user_rooms.remove((user.0, room.0))?;
-                Reply::Bool(was)
+            Op::LeaveRoom { room, user } => Reply::Bool(self.leave_room(room, user)?),
+            Op::SetMemberMute { conv, user, until } => {
+                let c = conv.to_string();
+                if until == 0 {
+                    self.member_mutes.remove((c.as_str(), user.0))?;
+                } else {
+                    self.member_mutes.insert((c.as_str(), user.0), until)?;
+                }
+                Reply::Unit
+            }
+            Op::Ban { conv, user } => {
+                self.bans.insert((conv.to_string().as_str(), user.0), ())?;
+                Reply::Bool(match conv {
+                    ConversationId::Group(g) => self.remove_member(g, user)?,
+                    ConversationId::Room(r) => self.leave_room(r, user)?,
+                    ConversationId::Direct(..) => false,
+                })
+            }
+            Op::Unban { conv, user } => {
+                Reply::Bool(self.bans.remove((conv.to_string().as_str(), user.0))?.is_some())
+            }
+            Op::SetRoomModerator { room, user, on } => {
+                if self.room_members.get((room.0, user.0))?.is_none() {
+                    Reply::Bool(false)
+                } else {
+                    if on {
+                        self.room_moderators.insert((room.0, user.0), ())?;
+                    } else {
+                        self.room_moderators.remove((room.0, user.0))?;
+                    }
+                    Reply::Bool(true)
+                }
             }
             Op::AddDirect { a, b } => {
                 self.directs.insert((a.0, b.0), ())?;
@@ -287,6 +323,23 @@ impl<'t> Tables<'t> {
             }
         }
         Ok(true)
+    }
+
+    /// Ends `user`'s membership of `group`; whether they were a member.
+    fn remove_member(&mut self, group: GroupId, user: UserId) -> Result<bool, DbError> {
+        let was = self.members.remove((group.0, user.0))?.is_some();
+        if was {
+            self.user_groups.remove((user.0, group.0))?;
+        }
+        Ok(was)
+    }
+
+    /// Ends `user`'s membership (and moderation) of `room`; whether they were in it.
+    fn leave_room(&mut self, room: RoomId, user: UserId) -> Result<bool, DbError> {
+        let was = self.room_members.remove((room.0, user.0))?.is_some();
+        self.user_rooms.remove((user.0, room.0))?;
+        self.room_moderators.remove((room.0, user.0))?;
+        Ok(was)
     }
 
     /// Removes a session and its expiry entry; whether it existed.

@@ -104,6 +104,25 @@ pub(super) enum Op {
         conv: ConversationId,
         until: u64,
     },
+    /// See [`crate::store::ModerationStore::set_muted`].
+    SetMemberMute {
+        conv: ConversationId,
+        user: UserId,
+        until: u64,
+    },
+    Ban {
+        conv: ConversationId,
+        user: UserId,
+    },
+    Unban {
+        conv: ConversationId,
+        user: UserId,
+    },
+    SetRoomModerator {
+        room: RoomId,
+        user: UserId,
+        on: bool,
+    },
     /// See [`crate::store::FeedStore::feed_start`].
     FeedStart,
     /// Not logged, like `MarkRead` (a lost advance delivers again).

@@ -17,6 +17,7 @@ use super::{
 };
 
 mod feed;
+mod moderation;
 use crate::model::{Group, Member, Role, Room, Session, User};
 
 /// Stores messages, the directory and sessions in process memory.
@@ -78,6 +79,37 @@ struct Dir {
     room_members: HashMap<RoomId, BTreeSet<UserId>>,
     user_rooms: HashMap<UserId, BTreeSet<RoomId>>,
     directs: HashMap<UserId, BTreeSet<UserId>>,
+    /// Muted until, per `(group or room, user)`.
+    muted: HashMap<(ConversationId, UserId), u64>,
+    /// Bans, per `(group or room, user)`.
+    banned: std::collections::HashSet<(ConversationId, UserId)>,
+    /// Each room's moderators (members only).
+    moderators: HashMap<RoomId, BTreeSet<UserId>>,
+}
+
+impl Dir {
+    /// Ends `user`'s membership of `room` (and moderation of it).
+    fn leave_room(&mut self, room: RoomId, user: UserId) -> bool {
+        let left = self.room_members.get_mut(&room).is_some_and(|m| m.remove(&user));
+        if let Some(rs) = self.user_rooms.get_mut(&user) {
+            rs.remove(&room);
+        }
+        if let Some(ms) = self.moderators.get_mut(&room) {
+            ms.remove(&user);
+        }
+        left
+    }
+
+    /// Ends `user`'s membership of `group`.
+    fn remove_member(&mut self, group: GroupId, user: UserId) -> bool {
+        let removed = self.members.get_mut(&group).is_some_and(|m| m.remove(&user).is_some());
+        if removed {
+            if let Some(gs) = self.user_groups.get_mut(&user) {
+                gs.remove(&group);
+            }
+        }
+        removed
+    }
 }
 
 /// Locks, ignoring poisoning: every mutation below completes or changes nothing.
@@ -330,10 +362,14 @@ impl Directory for MemoryStore {
         if !d.groups.contains_key(&group) {
             return Err(StoreError::NotFound);
         }
+        let banned = d.banned.contains(&(ConversationId::Group(group), user));
         let members = d.members.entry(group).or_default();
         if let Some(r) = members.get_mut(&user) {
             *r = role;
             return Ok(false);
+        }
+        if banned {
+            return Err(StoreError::Banned);
         }
         if members.len() >= cap {
             return Err(StoreError::GroupFull);
@@ -344,14 +380,7 @@ impl Directory for MemoryStore {
     }
 
     async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<bool> {
-        let mut d = lock(&self.directory);
-        let removed = d.members.get_mut(&group).is_some_and(|m| m.remove(&user).is_some());
-        if removed {
-            if let Some(gs) = d.user_groups.get_mut(&user) {
-                gs.remove(&group);
-            }
-        }
-        Ok(removed)
+        Ok(lock(&self.directory).remove_member(group, user))
     }
 
     async fn member_role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>> {
@@ -393,18 +422,17 @@ impl Directory for MemoryStore {
         if !d.rooms.contains_key(&room) {
             return Err(StoreError::NotFound);
         }
+        let banned = d.banned.contains(&(ConversationId::Room(room), user));
+        if banned && !d.room_members.get(&room).is_some_and(|m| m.contains(&user)) {
+            return Err(StoreError::Banned);
+        }
         let joined = d.room_members.entry(room).or_default().insert(user);
         d.user_rooms.entry(user).or_default().insert(room);
         Ok(joined)
     }
 
     async fn leave_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
-        let mut d = lock(&self.directory);
-        let left = d.room_members.get_mut(&room).is_some_and(|m| m.remove(&user));
-        if let Some(rs) = d.user_rooms.get_mut(&user) {
-            rs.remove(&room);
-        }
-        Ok(left)
+        Ok(lock(&self.directory).leave_room(room, user))
     }
 
     async fn in_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
@@ -426,6 +454,10 @@ impl Directory for MemoryStore {
     async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>> {
         let d = lock(&self.directory);
         Ok(d.directs.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default())
+    }
+
+    fn moderation(&self) -> Option<&dyn crate::store::ModerationStore> {
+        Some(self)
     }
 }
 
@@ -472,6 +504,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn events() {
         crate::store::conformance_events::events(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn moderation() {
+        crate::store::conformance_moderation::moderation(Arc::new(MemoryStore::new())).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

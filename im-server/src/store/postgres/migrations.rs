@@ -217,6 +217,22 @@ CREATE TABLE {S}.feed_cursors (
 );
 ",
     },
+    Migration {
+        version: 9,
+        name: "moderation",
+        sql: "
+-- Mutes and bans per (group or room, user); they outlive membership.
+CREATE TABLE {S}.sanctions (
+    conv        text    NOT NULL,
+    user_id     bigint  NOT NULL,
+    muted_until bigint  NOT NULL DEFAULT 0,
+    banned      boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (conv, user_id)
+);
+-- Room moderators are members; leaving ends it.
+ALTER TABLE {S}.room_members ADD COLUMN moderator boolean NOT NULL DEFAULT false;
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

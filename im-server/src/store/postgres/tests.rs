@@ -134,6 +134,12 @@ async fn events() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn moderation() {
+    let Some((_db, store)) = test_pg().await else { return };
+    crate::store::conformance_moderation::moderation(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn feed() {
     let Some((_db, store)) = test_pg().await else { return };
     crate::store::conformance_feed::feed(Arc::new(store)).await;
