@@ -37,6 +37,14 @@ export const SYSTEM_MEMBER_ADDED = 'member_added';
 export const SYSTEM_MEMBER_REMOVED = 'member_removed';
 export const SYSTEM_MEMBER_LEFT = 'member_left';
 export const SYSTEM_ROLE_CHANGED = 'role_changed';
+/** A moderator muted `user` until `until` (ms); their sends are refused with `muted`. */
+export const SYSTEM_MEMBER_MUTED = 'member_muted';
+export const SYSTEM_MEMBER_UNMUTED = 'member_unmuted';
+/** A moderator removed `user` from a room (in a group: `member_removed`). */
+export const SYSTEM_MEMBER_KICKED = 'member_kicked';
+/** A moderator banned `user`: removed and kept out until `member_unbanned`. */
+export const SYSTEM_MEMBER_BANNED = 'member_banned';
+export const SYSTEM_MEMBER_UNBANNED = 'member_unbanned';
 
 const utf8 = new TextEncoder();
 const SPACE_OR_CONTROL = /[\p{White_Space}\p{Cc}]/u;

@@ -55,7 +55,8 @@ export { ImError } from './errors.js';
 export {
   applyEvent, EDIT, editDraft, EVENT_KINDS, eventChange, isEvent, isEventKind, isRecalled, isValidEmoji, MAX_EMOJI_LEN,
   MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_MESSAGE, REACTION, reactionDraft, RECALL, recallDraft, recallMessage, SYSTEM,
-  SYSTEM_MEMBER_ADDED, SYSTEM_MEMBER_LEFT, SYSTEM_MEMBER_REMOVED, SYSTEM_ROLE_CHANGED,
+  SYSTEM_MEMBER_ADDED, SYSTEM_MEMBER_BANNED, SYSTEM_MEMBER_KICKED, SYSTEM_MEMBER_LEFT, SYSTEM_MEMBER_MUTED,
+  SYSTEM_MEMBER_REMOVED, SYSTEM_MEMBER_UNBANNED, SYSTEM_MEMBER_UNMUTED, SYSTEM_ROLE_CHANGED,
 } from './events.js';
 export { attachmentContent, attachmentDraft, attachmentKind, attachmentMatches, isAttachmentId, sha256Hex } from './files.js';
 export { CmidGen, Outbox } from './outbox.js';

@@ -123,6 +123,9 @@ pub struct SystemNotice {
     /// A name the notice is about (none of today's events uses it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// For a mute: until when (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 /// `system` event: the notice's sender added `user` to the group.
@@ -133,6 +136,17 @@ pub const SYSTEM_MEMBER_REMOVED: &str = "member_removed";
 pub const SYSTEM_MEMBER_LEFT: &str = "member_left";
 /// `system` event: the sender changed `user`'s role to `role`.
 pub const SYSTEM_ROLE_CHANGED: &str = "role_changed";
+/// `system` event: the sender (a moderator) muted `user` until `until`.
+pub const SYSTEM_MEMBER_MUTED: &str = "member_muted";
+/// `system` event: the sender lifted `user`'s mute.
+pub const SYSTEM_MEMBER_UNMUTED: &str = "member_unmuted";
+/// `system` event: the sender removed `user` from the room (a kick; in a
+/// group that is [`SYSTEM_MEMBER_REMOVED`]).
+pub const SYSTEM_MEMBER_KICKED: &str = "member_kicked";
+/// `system` event: the sender banned `user` (and removed them, if a member).
+pub const SYSTEM_MEMBER_BANNED: &str = "member_banned";
+/// `system` event: the sender lifted `user`'s ban.
+pub const SYSTEM_MEMBER_UNBANNED: &str = "member_unbanned";
 
 /// What an event does, read from a message of an event kind.
 #[derive(Debug, Clone, PartialEq)]

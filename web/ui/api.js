@@ -82,6 +82,8 @@ const FRIENDLY = {
   no_such_attachment: 'That file is not available (any more).',
   no_such_message: 'That message is not there any more.',
   too_late: 'It is too late to change that message.',
+  muted: 'A moderator has muted you here for now.',
+  banned: 'You are banned from this conversation.',
   rate_limited: 'Slow down a little and try again.',
   unavailable: 'The server is busy or unavailable. Try again in a moment.',
   internal: 'Something went wrong on the server. Please try again.',

@@ -32,6 +32,9 @@
 //! | `GET` | `/api/v1/conversations/{conv}/receipts` | token | `{receipts}`: members' read and delivered ids |
 //! | `GET`, `PUT` | `/api/v1/me/receipts` | token | `{shared}`: whether the user shares receipts |
 //! | `PUT`, `DELETE` | `/api/v1/conversations/{conv}/mute` | token | 204: mute pushes (`{until?}`) or unmute |
+//! | `POST`, `GET` | `/api/v1/conversations/{conv}/sanctions` | token | a moderator mutes, kicks, bans, unmutes or unbans (`{user_id, action, duration_ms?}` → the user's sanction), or lists sanctions |
+//! | `GET` | `/api/v1/rooms/{id}/moderators` | token | `{moderators}` |
+//! | `PUT`, `DELETE` | `/api/v1/rooms/{id}/moderators/{user_id}` | token | 204: the room's creator names or removes a moderator |
 //! | `GET` | `/api/v1/presence?users=1,2` | token | presence list |
 //! | `POST` | `/api/v1/attachments?name=&width=&height=&duration_ms=` | token | 201 attachment (the body is the file, `Content-Type` its type) |
 //! | `GET` | `/api/v1/attachments/config` | token | `{upload, max_bytes, types}`: `direct` (the POST above) or `presigned` |
@@ -65,6 +68,7 @@ mod error;
 mod extract;
 mod groups;
 mod messages;
+mod moderation;
 mod ops;
 mod presence;
 mod reads;
@@ -102,6 +106,9 @@ fn api() -> Router<AppState> {
         .route("/conversations/{conv}/read", post(reads::mark).get(reads::get))
         .route("/conversations/{conv}/receipts", get(reads::receipts))
         .route("/conversations/{conv}/mute", put(reads::mute).delete(reads::unmute))
+        .route("/conversations/{conv}/sanctions", post(moderation::act).get(moderation::list))
+        .route("/rooms/{id}/moderators", get(moderation::moderators))
+        .route("/rooms/{id}/moderators/{user_id}", put(moderation::appoint).delete(moderation::dismiss))
         .route("/me/receipts", get(reads::receipts_setting).put(reads::set_receipts_setting))
         .route("/presence", get(presence::query))
         .route("/server/users", post(server_api::create_user))

@@ -8,7 +8,6 @@ use im_core::{ClientMsgId, ConversationId, ErrorCode, Message, MessageId, UserId
 use super::messages::{Draft, Settle};
 use super::Logic;
 use crate::error::{Error, Result};
-use crate::model::Role;
 use crate::time::now_ms;
 
 /// What a checked event changes: its target as it was, and for a recall
@@ -132,13 +131,6 @@ impl Logic {
             return Err(Error::new(ErrorCode::NoSuchMessage, format!("message {id} of {conv} was recalled")));
         }
         Ok(target)
-    }
-
-    /// Whether `user` is an owner or admin of the group `conv` is.
-    async fn moderates(&self, user: UserId, conv: ConversationId) -> Result<bool> {
-        let ConversationId::Group(g) = conv else { return Ok(false) };
-        let role = self.svc.directory.member_role(g, user).await?;
-        Ok(matches!(role, Some(Role::Owner | Role::Admin)))
     }
 
     /// Posts a `system` notice from `actor` into `conv`'s sequence, when

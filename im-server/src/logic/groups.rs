@@ -175,8 +175,13 @@ impl Logic {
             events::SYSTEM_MEMBER_REMOVED => format!("{who} removed {whom}"),
             _ => format!("{who} made {whom} {}", role_name.as_deref().unwrap_or("a member")),
         };
-        let notice =
-            events::SystemNotice { event: event.into(), user: Some(user), role: role_name, name: None };
+        let notice = events::SystemNotice {
+            event: event.into(),
+            user: Some(user),
+            role: role_name,
+            name: None,
+            until: None,
+        };
         self.post_notice(im_core::ConversationId::Group(group), actor, notice, body).await;
     }
 

@@ -119,7 +119,7 @@ impl Logic {
         let access_checked = self.svc.hooks.is_some();
         if let Some(h) = &self.svc.hooks {
             // Members only are asked about (and may learn of) a message.
-            self.check_access(from, conv).await?;
+            self.check_send_access(from, conv).await?;
             match h.hooks.before_send(from, conv, &mut draft).await {
                 crate::hooks::Verdict::Allow => {}
                 crate::hooks::Verdict::Deny(reason) => return Err(Error::new(ErrorCode::Forbidden, reason)),
@@ -143,7 +143,7 @@ impl Logic {
             return Err(Error::new(ErrorCode::InvalidField, "body must not contain NUL characters"));
         }
         if !access_checked {
-            self.check_access(from, conv).await?;
+            self.check_send_access(from, conv).await?;
         }
         self.check_mentions(conv, &draft.mentions).await?;
         let mut settle = Settle::default();

@@ -26,6 +26,7 @@ pub mod attachments;
 mod events;
 pub mod groups;
 pub mod messages;
+pub mod moderation;
 pub mod presence;
 pub mod reads;
 pub mod receipts;
