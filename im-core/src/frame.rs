@@ -382,6 +382,15 @@ pub enum ServerFrame {
         /// Who made the change.
         by: UserId,
     },
+    /// A contact relation of this user changed (protocol version 2): a
+    /// request arrived (`pending`) or was sent from another device
+    /// (`requested`), was accepted, or ended (`none`).
+    Contact {
+        /// The other user.
+        user: crate::UserId,
+        /// The relation now, from this user's side.
+        state: crate::ContactState,
+    },
     /// A fellow member started or stopped typing (protocol version 2; sent
     /// only to connections of version 2 or later). A `typing: true` that is
     /// not refreshed expires after [`crate::limits::TYPING_EXPIRY_MS`].
@@ -463,6 +472,7 @@ impl ServerFrame {
     pub fn since_version(&self) -> u32 {
         match self {
             ServerFrame::UserTyping { .. }
+            | ServerFrame::Contact { .. }
             | ServerFrame::ReadUpTo { .. }
             | ServerFrame::InboxPage { .. }
             | ServerFrame::Receipt { .. }
@@ -483,6 +493,7 @@ impl ServerFrame {
             ServerFrame::PresenceList { .. } => "presence_list",
             ServerFrame::Presence(_) => "presence",
             ServerFrame::Member { .. } => "member",
+            ServerFrame::Contact { .. } => "contact",
             ServerFrame::UserTyping { .. } => "user_typing",
             ServerFrame::ReadUpTo { .. } => "read_up_to",
             ServerFrame::InboxPage { .. } => "inbox_page",

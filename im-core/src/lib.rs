@@ -29,6 +29,7 @@
 
 pub mod close;
 pub mod codec;
+pub mod contact;
 pub mod content;
 pub mod error;
 pub mod events;
@@ -39,6 +40,7 @@ pub mod message;
 
 pub use close::{CloseCode, CloseReaction};
 pub use codec::DecodeError;
+pub use contact::ContactState;
 pub use content::Content;
 pub use error::ErrorCode;
 pub use frame::{ClientFrame, InboxEntry, MemberChangeKind, Presence, PresenceStatus, Receipt, ServerFrame};

@@ -19,6 +19,7 @@ use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, 
 
 use crate::model::{Group, Member, Role, Room, Session, User};
 
+pub mod contacts;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod feed;
@@ -30,12 +31,15 @@ pub mod postgres;
 #[cfg(test)]
 pub(crate) mod conformance;
 #[cfg(test)]
+pub(crate) mod conformance_contacts;
+#[cfg(test)]
 pub(crate) mod conformance_events;
 #[cfg(test)]
 pub(crate) mod conformance_feed;
 #[cfg(test)]
 pub(crate) mod conformance_moderation;
 
+pub use contacts::{Contact, ContactRefusal, ContactStore};
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 pub use feed::{FeedPosition, FeedStore};
@@ -383,6 +387,14 @@ pub trait Directory: Send + Sync + 'static {
     /// (every built-in store does; the default: none, so nobody is ever
     /// muted or banned and moderation requests answer `unavailable`).
     fn moderation(&self) -> Option<&dyn ModerationStore> {
+        None
+    }
+
+    /// Contacts and blocks, if this directory keeps them (every built-in
+    /// store does; the default: none — contact requests answer
+    /// `unavailable`, nobody is blocked, and presence goes to fellow
+    /// members and direct peers only).
+    fn contacts(&self) -> Option<&dyn ContactStore> {
         None
     }
 }

@@ -121,6 +121,10 @@ impl Directory for EmbeddedStore {
     fn moderation(&self) -> Option<&dyn crate::store::ModerationStore> {
         Some(self)
     }
+
+    fn contacts(&self) -> Option<&dyn crate::store::ContactStore> {
+        Some(self)
+    }
 }
 
 #[async_trait]

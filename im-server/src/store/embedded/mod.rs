@@ -34,6 +34,7 @@ use super::{
 };
 use crate::model::{Group, Member, Role, Room, Session, User};
 
+mod contacts;
 mod directory;
 mod feed;
 mod log;

@@ -38,6 +38,9 @@ pub(super) struct Tables<'t> {
     member_mutes: Table<'t, (&'static str, u64), u64>,
     bans: Table<'t, (&'static str, u64), ()>,
     room_moderators: Table<'t, (u64, u64), ()>,
+    pub(super) contacts: Table<'t, (u64, u64), u64>,
+    pub(super) blocks: Table<'t, (u64, u64), u64>,
+    pub(super) blocked_by: Table<'t, (u64, u64), ()>,
 }
 
 /// Creates every table that does not exist yet.
@@ -73,6 +76,9 @@ impl<'t> Tables<'t> {
             member_mutes: txn.open_table(super::moderation::MEMBER_MUTES)?,
             bans: txn.open_table(super::moderation::BANS)?,
             room_moderators: txn.open_table(super::moderation::ROOM_MODERATORS)?,
+            contacts: txn.open_table(super::contacts::CONTACTS)?,
+            blocks: txn.open_table(super::contacts::BLOCKS)?,
+            blocked_by: txn.open_table(super::contacts::BLOCKED_BY)?,
         })
     }
 
@@ -244,6 +250,18 @@ impl<'t> Tables<'t> {
                     self.muted.insert((user.0, c.as_str()), until)?;
                 }
                 Reply::Unit
+            }
+            Op::RequestContact { from, to, now } => {
+                Reply::Contact(super::contacts::request(self, from, to, now)?)
+            }
+            Op::AcceptContact { user, from, now } => Reply::Contact(
+                super::contacts::accept(self, user, from, now)?.map(|()| im_core::ContactState::Accepted),
+            ),
+            Op::RemoveContact { user, other } => Reply::Bool(super::contacts::unrelate(self, user, other)?),
+            Op::Block { user, other, now } => Reply::Bool(super::contacts::block(self, user, other, now)?),
+            Op::Unblock { user, other } => {
+                self.blocked_by.remove((other.0, user.0))?;
+                Reply::Bool(self.blocks.remove((user.0, other.0))?.is_some())
             }
             Op::FeedStart => Reply::Bool(super::feed::start(
                 &mut self.counters,

@@ -42,6 +42,12 @@ async fn events() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn contacts() {
+    let (_dir, store) = temp_store();
+    crate::store::conformance_contacts::contacts(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn moderation() {
     let (_dir, store) = temp_store();
     crate::store::conformance_moderation::moderation(store).await;

@@ -123,6 +123,29 @@ pub(super) enum Op {
         user: UserId,
         on: bool,
     },
+    RequestContact {
+        from: UserId,
+        to: UserId,
+        now: u64,
+    },
+    AcceptContact {
+        user: UserId,
+        from: UserId,
+        now: u64,
+    },
+    RemoveContact {
+        user: UserId,
+        other: UserId,
+    },
+    Block {
+        user: UserId,
+        other: UserId,
+        now: u64,
+    },
+    Unblock {
+        user: UserId,
+        other: UserId,
+    },
     /// See [`crate::store::FeedStore::feed_start`].
     FeedStart,
     /// Not logged, like `MarkRead` (a lost advance delivers again).
@@ -144,6 +167,7 @@ pub(super) enum Reply {
     Count(usize),
     Read(ReadMark),
     Flags(Vec<bool>),
+    Contact(Result<im_core::ContactState, crate::store::ContactRefusal>),
     Unit,
 }
 

@@ -16,6 +16,7 @@ use super::{
     SessionStore, StoreError, StoreResult,
 };
 
+mod contacts;
 mod feed;
 mod moderation;
 use crate::model::{Group, Member, Role, Room, Session, User};
@@ -85,6 +86,10 @@ struct Dir {
     banned: std::collections::HashSet<(ConversationId, UserId)>,
     /// Each room's moderators (members only).
     moderators: HashMap<RoomId, BTreeSet<UserId>>,
+    /// Contact relations `(user, other)` → state from `user`'s side, since.
+    contacts: BTreeMap<(UserId, UserId), (im_core::ContactState, u64)>,
+    /// Blocks `(blocker, blocked)` → since.
+    blocks: BTreeMap<(UserId, UserId), u64>,
 }
 
 impl Dir {
@@ -459,6 +464,10 @@ impl Directory for MemoryStore {
     fn moderation(&self) -> Option<&dyn crate::store::ModerationStore> {
         Some(self)
     }
+
+    fn contacts(&self) -> Option<&dyn crate::store::ContactStore> {
+        Some(self)
+    }
 }
 
 #[async_trait]
@@ -504,6 +513,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn events() {
         crate::store::conformance_events::events(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn contacts() {
+        crate::store::conformance_contacts::contacts(Arc::new(MemoryStore::new())).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -300,4 +300,8 @@ impl Directory for PgStore {
     fn moderation(&self) -> Option<&dyn crate::store::ModerationStore> {
         Some(self)
     }
+
+    fn contacts(&self) -> Option<&dyn crate::store::ContactStore> {
+        Some(self)
+    }
 }

@@ -233,6 +233,28 @@ CREATE TABLE {S}.sanctions (
 ALTER TABLE {S}.room_members ADD COLUMN moderator boolean NOT NULL DEFAULT false;
 ",
     },
+    Migration {
+        version: 10,
+        name: "contacts and blocks",
+        sql: "
+-- Both sides of each contact relation: state from user_id's side
+-- (requested, pending, accepted). Changes lock both users' rows.
+CREATE TABLE {S}.contacts (
+    user_id bigint NOT NULL,
+    peer_id bigint NOT NULL,
+    state   text   NOT NULL,
+    since   bigint NOT NULL,
+    PRIMARY KEY (user_id, peer_id)
+);
+CREATE TABLE {S}.blocks (
+    user_id    bigint NOT NULL,
+    blocked_id bigint NOT NULL,
+    since      bigint NOT NULL,
+    PRIMARY KEY (user_id, blocked_id)
+);
+CREATE INDEX blocks_by_blocked ON {S}.blocks (blocked_id, user_id);
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

@@ -33,6 +33,7 @@
 //! cannot hold U+0000, so a body or name containing it is refused with
 //! [`StoreError::Backend`] and nothing is stored.
 
+mod contacts;
 mod directory;
 mod feed;
 mod messages;

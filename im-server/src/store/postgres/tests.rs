@@ -134,6 +134,12 @@ async fn events() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn contacts() {
+    let Some((_db, store)) = test_pg().await else { return };
+    crate::store::conformance_contacts::contacts(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn moderation() {
     let Some((_db, store)) = test_pg().await else { return };
     crate::store::conformance_moderation::moderation(Arc::new(store)).await;
