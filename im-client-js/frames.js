@@ -77,6 +77,9 @@ export function handleFrame(client, f) {
     case 'presence':
       client._emit({ type: 'presence', presence: { user: f.user, status: f.status, last_active_at: f.last_active_at } });
       break;
+    case 'contact': // a request arrived or was sent elsewhere, was accepted, or ended
+      client._emit({ type: 'contact', user: f.user, state: f.state });
+      break;
     case 'member':
       if (f.change === 'added' && f.user === client._me) client._sync.noteGap(); // a new group: its past comes with a sync
       client._emit({ type: 'member', group: f.group, user: f.user, change: f.change, by: f.by });

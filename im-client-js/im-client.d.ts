@@ -83,6 +83,11 @@ export const SYSTEM_MEMBER_ADDED: 'member_added';
 export const SYSTEM_MEMBER_REMOVED: 'member_removed';
 export const SYSTEM_MEMBER_LEFT: 'member_left';
 export const SYSTEM_ROLE_CHANGED: 'role_changed';
+export const SYSTEM_MEMBER_MUTED: 'member_muted';
+export const SYSTEM_MEMBER_UNMUTED: 'member_unmuted';
+export const SYSTEM_MEMBER_KICKED: 'member_kicked';
+export const SYSTEM_MEMBER_BANNED: 'member_banned';
+export const SYSTEM_MEMBER_UNBANNED: 'member_unbanned';
 
 /** What an event does (`eventChange`). */
 export type EventChange =
@@ -90,7 +95,7 @@ export type EventChange =
   /** `content`: the target's new content object, when the edit has one. */
   | { type: 'edit'; content?: Record<string, unknown> }
   | { type: 'recall' }
-  | { type: 'system'; event: 'member_added' | 'member_removed' | 'member_left' | 'role_changed' | string; user?: UserId; role?: string; name?: string };
+  | { type: 'system'; event: 'member_added' | 'member_removed' | 'member_left' | 'role_changed' | 'member_muted' | 'member_unmuted' | 'member_kicked' | 'member_banned' | 'member_unbanned' | string; user?: UserId; role?: string; name?: string; until?: number };
 
 export function isEventKind(kind: string | undefined | null): kind is 'reaction' | 'edit' | 'recall' | 'system';
 /** Whether `m` is an event (reaction, edit, recall, system notice): not counted as unread, not drawn as a message. */
@@ -245,13 +250,18 @@ export type ClientFrame =
   | { type: 'received'; rid: RequestId; cursors: Record<ConversationId, MessageId> }
   | { type: 'receipts'; rid: RequestId; conv: ConversationId };
 
+/** Where two users stand, from this user's side (protocol §15). */
+export type ContactState = 'requested' | 'pending' | 'accepted' | 'none';
+
 /** Error codes (protocol §10). */
 export type ErrorCode =
   | 'bad_frame' | 'unknown_type' | 'invalid_field' | 'body_too_large' | 'not_member' | 'no_such_conversation'
   | 'no_such_room' | 'no_such_group' | 'no_such_user' | 'forbidden' | 'group_full' | 'rate_limited'
   | 'unauthorized' | 'bad_credentials' | 'conflict' | 'internal' | 'unavailable'
   /** Event sends only: the target is no message an event can change (none, an event, recalled); its window passed. */
-  | 'no_such_message' | 'too_late';
+  | 'no_such_message' | 'too_late'
+  /** A moderator muted the sender here (not retried); banned from the group or room. */
+  | 'muted' | 'banned';
 
 /** Codes of the HTTP calls of attachments (http-api.md §2, §13); `http_<status>` when the answer had none (an object store, a proxy). */
 export type HttpErrorCode = ErrorCode | 'unsupported_media_type' | 'no_such_attachment' | `http_${number}`;
@@ -267,6 +277,7 @@ export type ServerFrame =
   | { type: 'presence_list'; rid: RequestId; users: Presence[] }
   | ({ type: 'presence' } & Presence)
   | { type: 'member'; group: GroupId; user: UserId; change: 'added' | 'removed'; by: UserId }
+  | { type: 'contact'; user: UserId; state: ContactState }
   | { type: 'error'; rid?: RequestId; code: ErrorCode; message: string }
   | { type: 'pong'; rid?: RequestId }
   | { type: 'user_typing'; conv: ConversationId; user: UserId; typing: boolean }
@@ -421,6 +432,8 @@ export interface EventMap {
   message: { type: 'message'; message: Message };
   presence: { type: 'presence'; presence: Presence };
   member: { type: 'member'; group: GroupId; user: UserId; change: 'added' | 'removed'; by: UserId };
+  /** A contact relation changed (protocol 2): a request arrived (`pending`), was sent elsewhere (`requested`), was accepted, or ended (`none`). */
+  contact: { type: 'contact'; user: UserId; state: ContactState };
   typing: { type: 'typing'; conv: ConversationId; user: UserId; typing: boolean };
   readUpTo: { type: 'readUpTo'; conv: ConversationId; id: MessageId };
   unread: { type: 'unread'; conv: ConversationId; unread: number; read: MessageId };

@@ -140,3 +140,19 @@ test("others' events do not count as unread (live, by sync, in the inbox walk), 
   await waitFor(() => server.peer.received.some((f) => f.type === 'received' && f.cursors['g:1'] === 7), 2000, 'received');
   await client.close();
 });
+
+test('a contact frame becomes a contact event', async () => {
+  const server = new FakeServer();
+  const { client, events } = makeClient(server);
+  client.start();
+  await waitFor(() => count(events, 'synced') === 1, 2000, 'synced');
+  server.peer.send({ type: 'contact', user: 7, state: 'pending' });
+  server.peer.send({ type: 'contact', user: 7, state: 'accepted' });
+  await waitFor(() => count(events, 'contact') === 2, 2000, 'contact events');
+  const got = events.filter((e) => e.type === 'contact');
+  assert.deepEqual(got, [
+    { type: 'contact', user: 7, state: 'pending' },
+    { type: 'contact', user: 7, state: 'accepted' },
+  ]);
+  await client.close();
+});

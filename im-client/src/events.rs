@@ -39,6 +39,16 @@ pub enum Event {
     Message(Message),
     /// A user this user cares about went online or offline.
     Presence(Presence),
+    /// A contact relation of this user changed (protocol version 2): a
+    /// request arrived (`Pending`) or was sent from another device
+    /// (`Requested`), was accepted, or ended (`None`: declined, cancelled,
+    /// removed, or ended by a block).
+    Contact {
+        /// The other user.
+        user: UserId,
+        /// The relation now, from this user's side.
+        state: crate::core::ContactState,
+    },
     /// A group's membership changed.
     Member {
         /// The group.

@@ -43,6 +43,7 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "inbox_page",
     "receipt",
     "receipt_list",
+    "contact",
     "error",
     "pong",
 ];

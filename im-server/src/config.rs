@@ -87,6 +87,11 @@ pub struct ServerConfig {
     /// Whether group membership changes and renames are posted as `system`
     /// notices in the group's sequence (default `true`).
     pub system_notices: bool,
+    /// Whether a direct message or contact request refused because of a
+    /// block says so (`forbidden` "… has blocked you"); default `false`:
+    /// the refusal is a plain `forbidden` "cannot message this user", the
+    /// same whoever blocked whom.
+    pub reveal_blocks: bool,
 }
 
 /// The MIME types allowed for uploads by default: media, PDF, plain text,
@@ -132,6 +137,7 @@ impl Default for ServerConfig {
             server_api_keys: Vec::new(),
             push_events: false,
             system_notices: true,
+            reveal_blocks: false,
         }
     }
 }

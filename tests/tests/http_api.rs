@@ -467,15 +467,16 @@ async fn history_pages_back_from_the_newest_for_members_only() {
 // ---- presence ---------------------------------------------------------------
 
 #[tokio::test]
-async fn presence_lists_existing_users_only() {
+async fn presence_lists_existing_related_users_only() {
     let server = start_default().await;
     let api = Api::new(&server);
-    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let (alice, bob, eve) = (api.user("alice").await, api.user("bob").await, api.user("eve").await);
+    api.group(&alice, "pair", &[&bob]).await;
 
     let (s, list) = api
         .call(
             "GET",
-            &format!("/api/v1/presence?users={},{},999,{}", alice.id, bob.id, bob.id),
+            &format!("/api/v1/presence?users={},{},999,{},{}", alice.id, bob.id, bob.id, eve.id),
             Some(&alice.token),
             None,
         )
@@ -483,7 +484,7 @@ async fn presence_lists_existing_users_only() {
     assert_eq!(s, 200, "{list}");
     let list = list.as_array().expect("array").clone();
     let users: Vec<UserId> = list.iter().map(|p| UserId(p["user"].as_u64().unwrap())).collect();
-    assert_eq!(users, vec![alice.id, bob.id]);
+    assert_eq!(users, vec![alice.id, bob.id], "eve shares nothing with alice: left out, like unknown ids");
     for p in &list {
         assert_eq!((p["status"].as_str(), p["last_active_at"].as_u64()), (Some("offline"), Some(0)), "{p}");
     }

@@ -65,6 +65,7 @@ impl Driver {
                 }
             }
             ServerFrame::Presence(p) => self.emit_or_stop(Event::Presence(p)).await?,
+            ServerFrame::Contact { user, state } => self.emit_or_stop(Event::Contact { user, state }).await?,
             ServerFrame::Member { group, user, change, by } => {
                 if change == MemberChangeKind::Added && Some(user) == self.me {
                     // A new group: its past comes with a sync (from cursor 0).

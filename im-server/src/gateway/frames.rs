@@ -85,7 +85,7 @@ async fn respond(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> Serve
             logic.leave_room(user, room).await.map(|()| ServerFrame::Ok { rid })
         }
         ClientFrame::QueryPresence { rid, users } => {
-            logic.query_presence(&users).await.map(|users| ServerFrame::PresenceList { rid, users })
+            logic.query_presence(user, &users).await.map(|users| ServerFrame::PresenceList { rid, users })
         }
         ClientFrame::Typing { rid, conv, typing } => {
             let forward = conn.typing_allowed(crate::time::now_ms());

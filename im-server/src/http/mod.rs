@@ -35,7 +35,11 @@
 //! | `POST`, `GET` | `/api/v1/conversations/{conv}/sanctions` | token | a moderator mutes, kicks, bans, unmutes or unbans (`{user_id, action, duration_ms?}` → the user's sanction), or lists sanctions |
 //! | `GET` | `/api/v1/rooms/{id}/moderators` | token | `{moderators}` |
 //! | `PUT`, `DELETE` | `/api/v1/rooms/{id}/moderators/{user_id}` | token | 204: the room's creator names or removes a moderator |
-//! | `GET` | `/api/v1/presence?users=1,2` | token | presence list |
+//! | `GET` | `/api/v1/presence?users=1,2` | token | presence of the users related to the caller |
+//! | `GET` | `/api/v1/contacts` | token | `{contacts}`: requests and contacts, accepted ones with presence |
+//! | `POST`, `DELETE` | `/api/v1/contacts/{user_id}` | token | ask (or accept) → `{user_id, state}`; decline, cancel or remove → 204 |
+//! | `GET` | `/api/v1/blocks` | token | `{blocks}` |
+//! | `PUT`, `DELETE` | `/api/v1/blocks/{user_id}` | token | 204: block or unblock |
 //! | `POST` | `/api/v1/attachments?name=&width=&height=&duration_ms=` | token | 201 attachment (the body is the file, `Content-Type` its type) |
 //! | `GET` | `/api/v1/attachments/config` | token | `{upload, max_bytes, types}`: `direct` (the POST above) or `presigned` |
 //! | `POST` | `/api/v1/attachments/uploads` | token | 201 `{id, url, method, headers, expires_at_ms}`: a presigned upload |
@@ -63,6 +67,7 @@ use crate::state::AppState;
 
 mod accounts;
 mod attachments;
+mod contacts;
 mod dispatch;
 mod error;
 mod extract;
@@ -111,6 +116,10 @@ fn api() -> Router<AppState> {
         .route("/rooms/{id}/moderators/{user_id}", put(moderation::appoint).delete(moderation::dismiss))
         .route("/me/receipts", get(reads::receipts_setting).put(reads::set_receipts_setting))
         .route("/presence", get(presence::query))
+        .route("/contacts", get(contacts::list))
+        .route("/contacts/{user_id}", post(contacts::request).delete(contacts::remove))
+        .route("/blocks", get(contacts::blocks))
+        .route("/blocks/{user_id}", put(contacts::block).delete(contacts::unblock))
         .route("/server/users", post(server_api::create_user))
         .route("/server/users/{id}", get(server_api::user))
         .route("/server/users/{id}/disconnect", post(server_api::disconnect))

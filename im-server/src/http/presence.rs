@@ -16,14 +16,14 @@ pub(crate) struct PresenceQuery {
     users: String,
 }
 
-/// `GET /presence?users=1,2,3` → presence of the existing users among them.
+/// `GET /presence?users=1,2,3` → presence of the users among them related to the caller.
 pub(crate) async fn query(
     State(app): State<AppState>,
-    Authed(_): Authed,
+    Authed(s): Authed,
     ApiQuery(q): ApiQuery<PresenceQuery>,
 ) -> ApiResult<Json<Vec<Presence>>> {
     let users = parse_users(&q.users)?;
-    Ok(Json(app.logic().query_presence(&users).await?))
+    Ok(Json(app.logic().query_presence(s.user, &users).await?))
 }
 
 /// Comma-separated user ids, duplicates dropped (first occurrence kept).

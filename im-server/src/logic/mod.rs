@@ -23,6 +23,7 @@ use crate::store::{Directory, MessageStore};
 
 pub mod accounts;
 pub mod attachments;
+pub mod contacts;
 mod events;
 pub mod groups;
 pub mod messages;

@@ -54,10 +54,14 @@ impl Logic {
     }
 
     /// `user`'s standing in `conv` for a send: a member (else the error
-    /// [`Logic::check_access`] gives) who is not muted.
+    /// [`Logic::check_access`] gives) who is not muted; in a direct chat,
+    /// neither party blocking the other.
     pub(crate) async fn check_send_access(&self, user: UserId, conv: ConversationId) -> Result<()> {
-        let Some(m) = self.svc.directory.moderation().filter(|_| !matches!(conv, ConversationId::Direct(..)))
-        else {
+        if let ConversationId::Direct(..) = conv {
+            self.check_access(user, conv).await?;
+            return self.check_direct_block(user, conv).await;
+        }
+        let Some(m) = self.svc.directory.moderation() else {
             return self.check_access(user, conv).await;
         };
         match m.access(conv, user).await? {

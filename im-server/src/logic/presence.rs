@@ -10,22 +10,36 @@ use crate::broker::{Audience, Event};
 use crate::error::{Error, Result};
 
 impl Logic {
-    /// Presence of existing users among `users` (unknown ones are left out).
-    pub async fn query_presence(&self, users: &[UserId]) -> Result<Vec<Presence>> {
+    /// Presence of the users among `users` related to `caller` — the
+    /// caller, accepted contacts, fellow group members and direct peers,
+    /// none blocked either way; the others (and unknown ids) are left out.
+    pub async fn query_presence(&self, caller: UserId, users: &[UserId]) -> Result<Vec<Presence>> {
         if users.len() > im_core::limits::MAX_PRESENCE_QUERY {
             return Err(Error::new(ErrorCode::InvalidField, "too many users in one presence query"));
         }
-        let mut known = Vec::with_capacity(users.len());
+        let dir = &self.svc.directory;
+        let (contacts, blocked) = self.contact_circle(caller).await?;
+        let directs = dir.directs_of(caller).await?;
+        let my_groups: BTreeSet<_> = dir.groups_of(caller).await?.into_iter().collect();
+        let mut related = Vec::with_capacity(users.len());
         for &u in users {
-            if self.svc.directory.user(u).await?.is_some() {
-                known.push(u);
+            if related.contains(&u) || blocked.contains(&u) {
+                continue;
+            }
+            let known = u == caller
+                || contacts.contains(&u)
+                || directs.contains(&u)
+                || dir.groups_of(u).await?.iter().any(|g| my_groups.contains(g));
+            if known {
+                related.push(u);
             }
         }
-        let records = self.svc.presence.store().query(&known).await?;
+        let records = self.svc.presence.store().query(&related).await?;
         Ok(records.into_iter().map(|r| r.presence).collect())
     }
 
-    /// Who hears about `user`'s presence: fellow group members and direct peers.
+    /// Who hears about `user`'s presence: fellow group members, direct
+    /// peers and accepted contacts, except users blocked either way.
     async fn presence_audience(&self, user: UserId) -> Result<Vec<UserId>> {
         let dir = &self.svc.directory;
         let mut out = BTreeSet::new();
@@ -33,6 +47,11 @@ impl Logic {
             out.extend(dir.members(g).await?.into_iter().map(|m| m.user));
         }
         out.extend(dir.directs_of(user).await?);
+        let (contacts, blocked) = self.contact_circle(user).await?;
+        out.extend(contacts);
+        for b in blocked {
+            out.remove(&b);
+        }
         out.remove(&user);
         Ok(out.into_iter().collect())
     }
