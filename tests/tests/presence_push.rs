@@ -51,13 +51,21 @@ async fn presence_reaches_group_members_and_a_quick_reconnect_does_not_flap() {
     // Carol shares no group or chat with alice: she heard nothing.
     assert!(carol_ws.try_recv(Duration::from_millis(200)).await.unwrap().is_none());
 
-    // Query: alice offline, bob online, unknown users left out.
-    let rid = carol_ws.rid();
-    let users = vec![alice.id, bob.id, UserId(9999)];
-    match carol_ws.request(ClientFrame::QueryPresence { rid, users }).await {
+    // Query: alice offline, bob online; unknown and unrelated users left out.
+    let rid = bob_ws.rid();
+    let users = vec![alice.id, bob.id, carol.id, UserId(9999)];
+    match bob_ws.request(ClientFrame::QueryPresence { rid, users: users.clone() }).await {
         ServerFrame::PresenceList { users, .. } => {
             let got: Vec<_> = users.iter().map(|p| (p.user, p.status)).collect();
             assert_eq!(got, vec![(alice.id, PresenceStatus::Offline), (bob.id, PresenceStatus::Online)]);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Carol is related to nobody but herself.
+    let rid = carol_ws.rid();
+    match carol_ws.request(ClientFrame::QueryPresence { rid, users }).await {
+        ServerFrame::PresenceList { users, .. } => {
+            assert_eq!(users.iter().map(|p| p.user).collect::<Vec<_>>(), vec![carol.id]);
         }
         other => panic!("{other:?}"),
     }
