@@ -4,6 +4,10 @@
 //! other. Each change of a relation is told to both users' connections
 //! with a `contact` frame (protocol version 2).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use im_core::{ContactState, ConversationId, ErrorCode, Presence, ServerFrame, UserId};
 
 use super::Logic;
@@ -24,6 +28,45 @@ pub struct ContactEntry {
     /// For an accepted contact: their presence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence: Option<Presence>,
+}
+
+/// How long a node trusts what it read about a block between two users
+/// before reading it again: a block made on this node applies at once, one
+/// made on another node within this long.
+pub const BLOCK_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Most pairs remembered before the cache is emptied.
+const BLOCK_CACHE_CAP: usize = 100_000;
+
+/// Whether either of two users blocks the other, as read recently: keeps a
+/// store read (on the embedded store, one that waits for the log's sync)
+/// off every direct message.
+#[derive(Debug, Default)]
+pub(crate) struct BlockCache {
+    pairs: Mutex<HashMap<(UserId, UserId), (bool, Instant)>>,
+}
+
+impl BlockCache {
+    fn key(a: UserId, b: UserId) -> (UserId, UserId) {
+        (a.min(b), a.max(b))
+    }
+
+    fn get(&self, a: UserId, b: UserId) -> Option<bool> {
+        let pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        pairs.get(&Self::key(a, b)).filter(|(_, at)| at.elapsed() < BLOCK_CACHE_TTL).map(|(v, _)| *v)
+    }
+
+    fn put(&self, a: UserId, b: UserId, blocked: bool) {
+        let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        if pairs.len() >= BLOCK_CACHE_CAP {
+            pairs.clear();
+        }
+        pairs.insert(Self::key(a, b), (blocked, Instant::now()));
+    }
+
+    fn forget(&self, a: UserId, b: UserId) {
+        self.pairs.lock().unwrap_or_else(|p| p.into_inner()).remove(&Self::key(a, b));
+    }
 }
 
 impl Logic {
@@ -132,6 +175,7 @@ impl Logic {
         self.check_other(user, other).await?;
         let related = store.contact(user, other).await?.is_some();
         store.block(user, other, now_ms()).await?;
+        self.block_cache.forget(user, other);
         if related {
             self.tell_contact(user, other, ContactState::None).await;
         }
@@ -141,6 +185,7 @@ impl Logic {
     /// `user` lifts their block of `other` (nothing to lift is fine).
     pub async fn unblock(&self, user: UserId, other: UserId) -> Result<()> {
         self.contact_store()?.unblock(user, other).await?;
+        self.block_cache.forget(user, other);
         Ok(())
     }
 
@@ -157,8 +202,15 @@ impl Logic {
         if peer == from {
             return Ok(());
         }
-        let (mine, theirs) = store.block_between(from, peer).await?;
-        if mine || theirs {
+        let blocked = match self.block_cache.get(from, peer) {
+            Some(blocked) => blocked,
+            None => {
+                let (mine, theirs) = store.block_between(from, peer).await?;
+                self.block_cache.put(from, peer, mine || theirs);
+                mine || theirs
+            }
+        };
+        if blocked {
             return Err(self.blocked_error(from, peer, "message").await);
         }
         Ok(())

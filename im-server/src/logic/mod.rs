@@ -119,6 +119,8 @@ pub struct Logic {
     external_users: Mutex<std::collections::HashMap<String, UserId>>,
     /// Failed logins per username and address.
     login_throttle: throttle::LoginThrottle,
+    /// Blocks between pairs of users, as read recently.
+    block_cache: contacts::BlockCache,
 }
 
 impl Logic {
@@ -133,6 +135,7 @@ impl Logic {
             receipts: receipts::ReceiptQueue::default(),
             external_users: Mutex::default(),
             login_throttle: throttle::LoginThrottle::default(),
+            block_cache: contacts::BlockCache::default(),
         }
     }
 
