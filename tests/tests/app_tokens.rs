@@ -207,3 +207,58 @@ async fn a_revoked_app_token_is_refused_on_every_node() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_all_of_a_users_tokens_refuses_every_earlier_token_and_none_after() {
+    let mut cfg = ServerConfig::default();
+    cfg.server_api_keys = vec!["revoke-all-test-key-0123456".into()];
+    let server = builder(cfg)
+        .store(Arc::new(MemoryStore::new()))
+        .jwt(jwt_config(vec![]))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("server starts");
+    let api = Api::new(&server);
+    let key = "revoke-all-test-key-0123456";
+    let with_iat = |sub: &str, iat: u64| {
+        let mut c = claims(sub);
+        c["iat"] = json!(iat);
+        hs256(&c, SECRET)
+    };
+    // An app user with a dated token, connected; and one without iat.
+    let old_jwt = with_iat("ada", now_s() - 5);
+    let undated = hs256(&claims("ada"), SECRET);
+    let (c, mut ev, first) = connect(&server, &old_jwt).await;
+    let Event::Connected { user: ada, .. } = first else { panic!("{first:?}") };
+    // A password user with two sessions.
+    let bob = api.user("bob").await;
+    let bob_second = api.login("bob").await;
+
+    for user in [ada, bob.id] {
+        let (s, _) =
+            api.call("POST", &format!("/api/v1/server/users/{user}/revoke-tokens"), Some(key), None).await;
+        assert_eq!(s, 204);
+    }
+    let (e, _) = until(&mut ev, "Stopped", |e| matches!(e, Event::Stopped { .. })).await;
+    assert_eq!(
+        e,
+        Event::Stopped { reason: StopReason::Unauthorized },
+        "the connection closed, its reconnect refused"
+    );
+    for token in [&old_jwt, &undated, &bob.token, &bob_second.token] {
+        let (s, body) = api.call("GET", "/api/v1/me", Some(token), None).await;
+        assert_eq!((s, body["code"].as_str()), (401, Some("unauthorized")), "an earlier token: {token}");
+    }
+    // What comes after works.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // iat has a resolution of one second
+    let fresh = with_iat("ada", now_s());
+    let (s, me) = api.call("GET", "/api/v1/me", Some(&fresh), None).await;
+    assert_eq!((s, me["id"].as_u64()), (200, Some(ada.0)), "a token issued after the revocation");
+    let bob_again = api.login("bob").await;
+    let (s, _) = api.call("GET", "/api/v1/me", Some(&bob_again.token), None).await;
+    assert_eq!(s, 200, "a new login");
+    let (s, e) = api.call("POST", "/api/v1/server/users/999/revoke-tokens", Some(key), None).await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("no_such_user")));
+    c.shutdown().await;
+    server.shutdown().await;
+}

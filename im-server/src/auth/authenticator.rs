@@ -26,6 +26,9 @@ pub enum Identity {
         session: String,
         /// When the token expires, ms since the Unix epoch.
         expires_at: u64,
+        /// When the token was issued, ms since the Unix epoch, if it says
+        /// (JWT `iat`); revoking all of a user's tokens compares with it.
+        issued_at: Option<u64>,
     },
 }
 
@@ -108,6 +111,7 @@ mod jwt_authenticator {
                 name: claims.name,
                 session: format!("{SESSION_PREFIX}{}", claims.token_id),
                 expires_at: claims.expires_at,
+                issued_at: claims.issued_at,
             }))
         }
 

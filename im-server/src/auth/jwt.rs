@@ -205,6 +205,8 @@ pub struct JwtClaims {
     pub name: Option<String>,
     /// Expiry, ms since the Unix epoch.
     pub expires_at: u64,
+    /// Issue time (`iat`), ms since the Unix epoch, if the token says.
+    pub issued_at: Option<u64>,
     /// What names this token for revocation: `jti`, else a hash of the token.
     pub token_id: String,
 }
@@ -227,6 +229,7 @@ struct Claims {
     sub: Option<String>,
     exp: Option<f64>,
     nbf: Option<f64>,
+    iat: Option<f64>,
     iss: Option<String>,
     aud: Option<Audience>,
     jti: Option<String>,
@@ -309,6 +312,10 @@ pub fn verify(cfg: &JwtConfig, token: &str, now_ms: u64) -> Result<JwtClaims, Au
         subject,
         name: claims.name.filter(|n| !n.is_empty() && n.len() <= 128 && !n.chars().any(char::is_control)),
         expires_at: (exp * 1000.0).max(0.0).min(u64::MAX as f64) as u64,
+        issued_at: claims
+            .iat
+            .filter(|t| t.is_finite())
+            .map(|t| (t * 1000.0).max(0.0).min(u64::MAX as f64) as u64),
         token_id,
     })
 }

@@ -73,7 +73,31 @@ impl SessionTokens {
     pub async fn logout(&self, session_id: &str) -> Result<bool, AuthError> {
         Ok(self.sessions.revoke(session_id).await?)
     }
+    /// Refuses, on every node sharing the session store, every token of
+    /// `user` issued before `now` (see [`Self::revoked_before`]). Kept as a
+    /// record of the session store for [`REVOKE_ALL_TTL`].
+    pub async fn revoke_all(&self, user: UserId, now: u64) -> Result<(), AuthError> {
+        let mark = Session {
+            id: format!("{REVOKED_BEFORE}{user}"),
+            user,
+            created_at: now,
+            expires_at: now.saturating_add(REVOKE_ALL_TTL.as_millis() as u64),
+        };
+        Ok(self.sessions.create(&mark).await?)
+    }
+
+    /// Before when (ms) `user`'s tokens were all revoked; 0 if never.
+    pub async fn revoked_before(&self, user: UserId) -> Result<u64, AuthError> {
+        let mark = self.sessions.get(&format!("{REVOKED_BEFORE}{user}")).await?;
+        Ok(mark.filter(|m| m.user == user).map_or(0, |m| m.created_at))
+    }
 }
+
+/// The session-store record of [`SessionTokens::revoke_all`]: its id prefix.
+const REVOKED_BEFORE: &str = "revoked-before:";
+
+/// How long a revoke-all record is kept: longer than any token lives.
+pub const REVOKE_ALL_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
 
 #[async_trait]
 impl Authenticator for SessionTokens {

@@ -123,6 +123,7 @@ fn api() -> Router<AppState> {
         .route("/server/users", post(server_api::create_user))
         .route("/server/users/{id}", get(server_api::user))
         .route("/server/users/{id}/disconnect", post(server_api::disconnect))
+        .route("/server/users/{id}/revoke-tokens", post(server_api::revoke_user_tokens))
         .route("/server/groups", post(server_api::create_group))
         .route("/server/groups/{id}/members", post(server_api::add_member))
         .route("/server/groups/{id}/members/{user_id}", delete(server_api::remove_member))

@@ -249,6 +249,17 @@ pub(crate) async fn disconnect(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /server/users/{id}/revoke-tokens` → 204: every token of the user
+/// issued until now is refused on every node; their connections close.
+pub(crate) async fn revoke_user_tokens(
+    State(app): State<AppState>,
+    _: ServerKey,
+    ApiPath(id): ApiPath<u64>,
+) -> ApiResult<StatusCode> {
+    app.logic().revoke_all_tokens(UserId(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// `POST /server/tokens/revoke` body.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

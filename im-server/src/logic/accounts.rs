@@ -30,6 +30,11 @@ fn valid_username(name: &str) -> bool {
     (3..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// An app token without `iat` of a user whose tokens were all revoked is
+/// refused if it expires within this long after the revocation (it may
+/// have been issued before it): 24 h. Give app tokens an `iat`.
+pub const UNDATED_TOKEN_WINDOW_MS: u64 = 24 * 3600 * 1000;
+
 impl Logic {
     /// Creates an account.
     pub async fn register(&self, username: &str, password: &str) -> Result<User> {
@@ -134,19 +139,44 @@ impl Logic {
         for a in &self.svc.authenticators {
             match a.authenticate(token).await? {
                 None => continue,
-                Some(Identity::Session(session)) => return Ok(session),
-                Some(Identity::External { subject, session, expires_at, .. }) => {
+                Some(Identity::Session(session)) => {
+                    if session.created_at < self.svc.auth.revoked_before(session.user).await? {
+                        return Err(AuthError::Revoked);
+                    }
+                    return Ok(session);
+                }
+                Some(Identity::External { subject, session, expires_at, issued_at, .. }) => {
                     // Every authenticator's subjects share the `~` namespace;
                     // one of an embedder's own must pass the same check.
                     if !crate::auth::valid_subject(&subject) {
                         return Err(AuthError::Malformed);
                     }
                     let user = self.external_user(&subject).await?;
+                    let revoked = self.svc.auth.revoked_before(user).await?;
+                    let before = match issued_at {
+                        Some(t) => t < revoked,
+                        // Undated: refused if it may have been issued before.
+                        None => revoked > 0 && expires_at <= revoked.saturating_add(UNDATED_TOKEN_WINDOW_MS),
+                    };
+                    if before {
+                        return Err(AuthError::Revoked);
+                    }
                     return Ok(Session { id: session, user, created_at: now_ms(), expires_at });
                 }
             }
         }
         Err(AuthError::Malformed)
+    }
+
+    /// Revokes every token of `user` issued until now — session tokens
+    /// and app tokens alike — on every node sharing the session store, and
+    /// closes the user's connections (they reconnect, and are refused with
+    /// 401: terminal for the clients). New logins and tokens work.
+    pub async fn revoke_all_tokens(&self, user: UserId) -> Result<()> {
+        self.user(user).await?;
+        self.svc.auth.revoke_all(user, now_ms()).await.map_err(auth_error)?;
+        self.publish(Event::UserDisconnected { user }).await;
+        Ok(())
     }
 
     /// Our user for the application's user `subject`, created if new.
