@@ -18,6 +18,10 @@ pub struct User {
     pub password_hash: String,
     /// Registration time, ms since the Unix epoch.
     pub created_at: u64,
+    /// A name to show, if one was given (an app token's `name` claim, or
+    /// the server API); clients fall back to `username`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 /// A managed, capped conversation.

@@ -262,3 +262,58 @@ async fn revoking_all_of_a_users_tokens_refuses_every_earlier_token_and_none_aft
     c.shutdown().await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_claim_and_the_server_api_set_display_names_that_notices_use() {
+    let mut cfg = ServerConfig::default();
+    cfg.server_api_keys = vec!["display-name-test-key-01234".into()];
+    let server = builder(cfg)
+        .store(Arc::new(MemoryStore::new()))
+        .jwt(jwt_config(vec![]))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("server starts");
+    let api = Api::new(&server);
+    let key = "display-name-test-key-01234";
+    let mut c = claims("ada");
+    c["name"] = json!("Ada Lovelace");
+    let (s, me) = api.call("GET", "/api/v1/me", Some(&hs256(&c, SECRET)), None).await;
+    assert_eq!((s, me["display_name"].as_str()), (200, Some("Ada Lovelace")), "{me}");
+    let ada = me["id"].as_u64().unwrap();
+    c["name"] = json!("Ada L.");
+    let token = hs256(&c, SECRET);
+    api.call("GET", "/api/v1/me", Some(&token), None).await;
+    let (_, found) = api.call("GET", &format!("/api/v1/users/{ada}"), Some(&token), None).await;
+    assert_eq!(found["display_name"], "Ada L.", "a changed claim changes the name");
+
+    let (s, grace) = api
+        .call(
+            "POST",
+            "/api/v1/server/users",
+            Some(key),
+            Some(json!({"subject": "grace", "name": "Grace Hopper"})),
+        )
+        .await;
+    assert_eq!((s, grace["display_name"].as_str()), (200, Some("Grace Hopper")), "{grace}");
+    let (s, e) =
+        api.call("POST", "/api/v1/server/users", Some(key), Some(json!({"subject": "x", "name": " "}))).await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_field")));
+
+    // Notices name users by their display names.
+    let (s, group) = api.call("POST", "/api/v1/groups", Some(&token), Some(json!({"name": "g"}))).await;
+    assert_eq!(s, 201);
+    let gid = group["id"].as_u64().unwrap();
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("/api/v1/groups/{gid}/members"),
+            Some(&token),
+            Some(json!({"user_id": grace["id"]})),
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (_, page) =
+        api.call("GET", &format!("/api/v1/conversations/g:{gid}/messages"), Some(&token), None).await;
+    assert_eq!(page["messages"][0]["body"], "Ada L. added Grace Hopper");
+    server.shutdown().await;
+}

@@ -399,7 +399,7 @@ mod tests {
         cfg.issuer = Some("https://app.example".into());
         cfg.audience = Some("im".into());
         let exp = NOW / 1000 + 600;
-        let good = serde_json::json!({"sub": "user-7", "exp": exp, "iss": "https://app.example", "aud": ["x", "im"], "jti": "t1", "name": "Seven"});
+        let good = serde_json::json!({"sub": "user-7", "exp": exp, "iat": exp - 600, "iss": "https://app.example", "aud": ["x", "im"], "jti": "t1", "name": "Seven"});
         let claims = verify(&cfg, &hs256(secret, &good), NOW).unwrap();
         assert_eq!(
             claims,
@@ -407,6 +407,7 @@ mod tests {
                 subject: "user-7".into(),
                 name: Some("Seven".into()),
                 expires_at: exp * 1000,
+                issued_at: Some((exp - 600) * 1000),
                 token_id: "jti:t1".into()
             }
         );

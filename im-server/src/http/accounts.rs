@@ -25,11 +25,13 @@ pub(crate) struct UserView {
     id: UserId,
     username: String,
     created_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
 }
 
 impl From<User> for UserView {
     fn from(u: User) -> Self {
-        UserView { id: u.id, username: u.username, created_at: u.created_at }
+        UserView { id: u.id, username: u.username, created_at: u.created_at, display_name: u.display_name }
     }
 }
 

@@ -72,6 +72,9 @@ pub(crate) enum NewUser {
     Subject {
         /// The application's user id.
         subject: String,
+        /// A display name (set or changed).
+        #[serde(default)]
+        name: Option<String>,
     },
     /// An `im` account with a password.
     Account {
@@ -89,8 +92,8 @@ pub(crate) async fn create_user(
     ApiJson(body): ApiJson<NewUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     match body {
-        NewUser::Subject { subject } => {
-            Ok((StatusCode::OK, Json(app.logic().user_for_subject(&subject).await?)))
+        NewUser::Subject { subject, name } => {
+            Ok((StatusCode::OK, Json(app.logic().user_for_subject(&subject, name.as_deref()).await?)))
         }
         NewUser::Account { username, password } => {
             let mut user = app.logic().register(&username, &password).await?;

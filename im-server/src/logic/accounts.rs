@@ -30,6 +30,9 @@ fn valid_username(name: &str) -> bool {
     (3..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// Longest display name kept, in bytes.
+pub const MAX_DISPLAY_NAME: usize = 128;
+
 /// An app token without `iat` of a user whose tokens were all revoked is
 /// refused if it expires within this long after the revocation (it may
 /// have been issued before it): 24 h. Give app tokens an `iat`.
@@ -145,7 +148,7 @@ impl Logic {
                     }
                     return Ok(session);
                 }
-                Some(Identity::External { subject, session, expires_at, issued_at, .. }) => {
+                Some(Identity::External { subject, session, expires_at, issued_at, name }) => {
                     // Every authenticator's subjects share the `~` namespace;
                     // one of an embedder's own must pass the same check.
                     if !crate::auth::valid_subject(&subject) {
@@ -161,11 +164,42 @@ impl Logic {
                     if before {
                         return Err(AuthError::Revoked);
                     }
+                    if let Some(name) = name {
+                        self.keep_display_name(user, &name).await?;
+                    }
                     return Ok(Session { id: session, user, created_at: now_ms(), expires_at });
                 }
             }
         }
         Err(AuthError::Malformed)
+    }
+
+    /// Makes `name` (a token's `name` claim, or the server API's) the
+    /// display name of `user`, writing only when it changed.
+    pub(crate) async fn keep_display_name(
+        &self,
+        user: UserId,
+        name: &str,
+    ) -> std::result::Result<(), AuthError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
+            return Ok(()); // not a name to show; the username stays
+        }
+        let known =
+            |names: &std::collections::HashMap<UserId, String>| names.get(&user).is_some_and(|n| n == name);
+        if known(&self.display_names.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let stored = self.svc.directory.user(user).await?.and_then(|u| u.display_name);
+        if stored.as_deref() != Some(name) {
+            self.svc.directory.set_display_name(user, Some(name)).await?;
+        }
+        let mut names = self.display_names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.len() >= 100_000 {
+            names.clear();
+        }
+        names.insert(user, name.to_owned());
+        Ok(())
     }
 
     /// Revokes every token of `user` issued until now — session tokens

@@ -161,13 +161,7 @@ impl Logic {
 
     /// Posts a `system` notice of a membership change into the group's sequence.
     async fn notice(&self, group: GroupId, actor: UserId, event: &str, user: UserId, role: Option<Role>) {
-        let name = |u: UserId| async move {
-            match self.svc.directory.user(u).await {
-                Ok(Some(found)) => found.username,
-                _ => format!("user {u}"),
-            }
-        };
-        let (who, whom) = (name(actor).await, name(user).await);
+        let (who, whom) = (self.display_name(actor).await, self.display_name(user).await);
         let role_name = role.map(|r| r.as_str().to_owned());
         let body = match event {
             events::SYSTEM_MEMBER_ADDED => format!("{who} added {whom}"),

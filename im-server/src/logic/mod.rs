@@ -117,6 +117,9 @@ pub struct Logic {
     receipts: receipts::ReceiptQueue,
     /// Users of the application already mapped to users of ours.
     external_users: Mutex<std::collections::HashMap<String, UserId>>,
+    /// Display names last written for app users (so a token's `name` is
+    /// written only when it changes).
+    display_names: Mutex<std::collections::HashMap<UserId, String>>,
     /// Failed logins per username and address.
     login_throttle: throttle::LoginThrottle,
     /// Blocks between pairs of users, as read recently.
@@ -134,6 +137,7 @@ impl Logic {
             dummy_hash: OnceLock::new(),
             receipts: receipts::ReceiptQueue::default(),
             external_users: Mutex::default(),
+            display_names: Mutex::default(),
             login_throttle: throttle::LoginThrottle::default(),
             block_cache: contacts::BlockCache::default(),
         }

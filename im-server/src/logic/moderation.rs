@@ -275,10 +275,11 @@ impl Logic {
         self.post_notice(conv, actor, notice, body).await;
     }
 
-    /// A user's name for notices (`user N` if it cannot be read).
+    /// A user's name for notices: the display name, else the username
+    /// (`user N` if it cannot be read).
     pub(crate) async fn display_name(&self, user: UserId) -> String {
         match self.svc.directory.user(user).await {
-            Ok(Some(found)) => found.username,
+            Ok(Some(found)) => found.display_name.unwrap_or(found.username),
             _ => format!("user {user}"),
         }
     }

@@ -12,11 +12,18 @@ use crate::model::{Role, User};
 impl Logic {
     /// The user for the application's user `subject` (`~subject`), created
     /// if new — the same user an app token with that `sub` signs in as.
-    pub async fn user_for_subject(&self, subject: &str) -> Result<User> {
+    pub async fn user_for_subject(&self, subject: &str, name: Option<&str>) -> Result<User> {
         if !crate::auth::valid_subject(subject) {
             return Err(Error::new(ErrorCode::InvalidField, "subject: 1 to 63 visible ASCII characters"));
         }
-        let id = self.external_user(subject).await.map_err(|e| Error::new(e.error_code(), e.to_string()))?;
+        let auth = |e: crate::auth::AuthError| Error::new(e.error_code(), e.to_string());
+        if name.is_some_and(|n| n.trim().is_empty() || n.len() > super::accounts::MAX_DISPLAY_NAME) {
+            return Err(Error::new(ErrorCode::InvalidField, "name: 1 to 128 bytes"));
+        }
+        let id = self.external_user(subject).await.map_err(auth)?;
+        if let Some(name) = name {
+            self.keep_display_name(id, name).await.map_err(auth)?;
+        }
         self.user(id).await
     }
 

@@ -15,6 +15,14 @@ pub(crate) async fn contacts<S: Directory>(store: Arc<S>) {
         ids.push(store.create_user(name, "x", 0).await.unwrap().id);
     }
     let (ann, ben, cat) = (ids[0], ids[1], ids[2]);
+
+    // Display names (kept with the user; here because these are the users).
+    assert!(store.set_display_name(ann, Some("Ann Arbor")).await.unwrap());
+    assert_eq!(store.user(ann).await.unwrap().unwrap().display_name.as_deref(), Some("Ann Arbor"));
+    assert_eq!(store.user_by_name("ann").await.unwrap().unwrap().display_name.as_deref(), Some("Ann Arbor"));
+    assert!(store.set_display_name(ann, None).await.unwrap());
+    assert_eq!(store.user(ann).await.unwrap().unwrap().display_name, None);
+    assert!(!store.set_display_name(im_core::UserId(999_999), Some("x")).await.unwrap(), "no such user");
     let c = store.contacts().expect("a built-in store keeps contacts");
 
     assert_eq!(c.request_contact(ann, ben, 10).await.unwrap(), Ok(Requested));

@@ -383,6 +383,12 @@ pub trait Directory: Send + Sync + 'static {
     /// The users `user` has a direct conversation with, ordered by id.
     async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>>;
 
+    /// Sets (or, with `None`, clears) a user's display name; whether the
+    /// user exists. The default keeps no display names (`Ok(false)`).
+    async fn set_display_name(&self, _user: UserId, _name: Option<&str>) -> StoreResult<bool> {
+        Ok(false)
+    }
+
     /// Mutes, bans and room moderators, if this directory keeps them
     /// (every built-in store does; the default: none, so nobody is ever
     /// muted or banned and moderation requests answer `unavailable`).

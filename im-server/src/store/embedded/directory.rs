@@ -118,6 +118,10 @@ impl Directory for EmbeddedStore {
         self.read(move |txn| Ok(seconds(txn, DIRECTS, user.0)?.into_iter().map(UserId).collect())).await
     }
 
+    async fn set_display_name(&self, user: UserId, name: Option<&str>) -> StoreResult<bool> {
+        self.call_bool(Op::SetDisplayName { user, name: name.map(str::to_owned) }).await
+    }
+
     fn moderation(&self) -> Option<&dyn crate::store::ModerationStore> {
         Some(self)
     }

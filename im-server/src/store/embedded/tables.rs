@@ -102,7 +102,7 @@ impl<'t> Tables<'t> {
                     return Ok(Err(StoreError::Conflict));
                 }
                 let id = UserId(self.next_id("user")?);
-                let user = User { id, username, password_hash, created_at: now };
+                let user = User { id, username, password_hash, created_at: now, display_name: None };
                 self.users.insert(id.0, serde_json::to_vec(&user)?.as_slice())?;
                 self.usernames.insert(user.username.as_str(), id.0)?;
                 Reply::User(user)
@@ -262,6 +262,15 @@ impl<'t> Tables<'t> {
             Op::Unblock { user, other } => {
                 self.blocked_by.remove((other.0, user.0))?;
                 Reply::Bool(self.blocks.remove((user.0, other.0))?.is_some())
+            }
+            Op::SetDisplayName { user, name } => {
+                let Some(old) = self.users.get(user.0)?.map(|g| g.value().to_vec()) else {
+                    return Ok(Ok(Reply::Bool(false)));
+                };
+                let mut found: User = serde_json::from_slice(&old)?;
+                found.display_name = name;
+                self.users.insert(user.0, serde_json::to_vec(&found)?.as_slice())?;
+                Reply::Bool(true)
             }
             Op::FeedStart => Reply::Bool(super::feed::start(
                 &mut self.counters,

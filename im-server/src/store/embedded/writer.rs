@@ -146,6 +146,10 @@ pub(super) enum Op {
         user: UserId,
         other: UserId,
     },
+    SetDisplayName {
+        user: UserId,
+        name: Option<String>,
+    },
     /// See [`crate::store::FeedStore::feed_start`].
     FeedStart,
     /// Not logged, like `MarkRead` (a lost advance delivers again).

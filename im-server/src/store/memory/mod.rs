@@ -333,6 +333,7 @@ impl Directory for MemoryStore {
             username: username.to_owned(),
             password_hash: password_hash.to_owned(),
             created_at: now,
+            display_name: None,
         };
         d.by_name.insert(username.to_owned(), id);
         d.users.insert(id, user.clone());
@@ -459,6 +460,17 @@ impl Directory for MemoryStore {
     async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>> {
         let d = lock(&self.directory);
         Ok(d.directs.get(&user).map(|s| s.iter().copied().collect()).unwrap_or_default())
+    }
+
+    async fn set_display_name(&self, user: UserId, name: Option<&str>) -> StoreResult<bool> {
+        let mut d = lock(&self.directory);
+        Ok(match d.users.get_mut(&user) {
+            Some(u) => {
+                u.display_name = name.map(str::to_owned);
+                true
+            }
+            None => false,
+        })
     }
 
     fn moderation(&self) -> Option<&dyn crate::store::ModerationStore> {

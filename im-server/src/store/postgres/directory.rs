@@ -21,6 +21,7 @@ fn user(row: &Row) -> StoreResult<User> {
         username: col(row, 1)?,
         password_hash: col(row, 2)?,
         created_at: untime(col(row, 3)?),
+        display_name: col(row, 4)?,
     })
 }
 
@@ -52,7 +53,7 @@ impl Directory for PgStore {
                 "WITH n AS (UPDATE {S}.im_counters SET last_id = last_id + 1 WHERE name = 'users' RETURNING last_id)
                  INSERT INTO {S}.users (id, username, password_hash, created_at)
                  SELECT last_id, $1, $2, $3 FROM n
-                 RETURNING id, username, password_hash, created_at",
+                 RETURNING id, username, password_hash, created_at, display_name",
             ))
             .await
             .map_err(db_err)?;
@@ -67,7 +68,7 @@ impl Directory for PgStore {
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
         let rows = self
             .rows(
-                "SELECT id, username, password_hash, created_at FROM {S}.users WHERE id = $1",
+                "SELECT id, username, password_hash, created_at, display_name FROM {S}.users WHERE id = $1",
                 &[&key(id.0)],
             )
             .await?;
@@ -77,7 +78,7 @@ impl Directory for PgStore {
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
         let rows = self
             .rows(
-                "SELECT id, username, password_hash, created_at FROM {S}.users WHERE username = $1",
+                "SELECT id, username, password_hash, created_at, display_name FROM {S}.users WHERE username = $1",
                 &[&username],
             )
             .await?;
@@ -297,6 +298,12 @@ impl Directory for PgStore {
             .await?;
         first_ids(&rows, UserId)
     }
+    async fn set_display_name(&self, user: UserId, name: Option<&str>) -> StoreResult<bool> {
+        let n =
+            self.exec("UPDATE {S}.users SET display_name = $2 WHERE id = $1", &[&key(user.0), &name]).await?;
+        Ok(n > 0)
+    }
+
     fn moderation(&self) -> Option<&dyn crate::store::ModerationStore> {
         Some(self)
     }

@@ -255,6 +255,11 @@ CREATE TABLE {S}.blocks (
 CREATE INDEX blocks_by_blocked ON {S}.blocks (blocked_id, user_id);
 ",
     },
+    Migration {
+        version: 11,
+        name: "display names",
+        sql: "ALTER TABLE {S}.users ADD COLUMN display_name text;",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL
