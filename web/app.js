@@ -2,13 +2,18 @@
 // sessionStorage, a stable device id in localStorage), the screens, and
 // the ImClient (/js/im-client.js) whose events feed the state in
 // ui/store.js. Rendering lives in ui/sidebar.js and ui/pane.js, dialogs in
-// ui/dialogs.js, the sign-in screen in ui/auth.js, HTTP in ui/api.js.
+// ui/dialogs.js, the sign-in screen in ui/auth.js, HTTP in ui/api.js;
+// contacts in ui/contacts.js, blocks in ui/blocks.js, moderation in
+// ui/moderation.js.
 
 import { ImClient } from '/js/im-client.js';
 import * as api from './ui/api.js';
 import { initAuth, showAuth } from './ui/auth.js';
+import { initBlocks, loadBlocks } from './ui/blocks.js';
+import { contactEvent, initContacts, loadContacts, resetContacts } from './ui/contacts.js';
 import { browseRooms, leaveConv, loadGroupInfo, newDirectChat, newGroup, newRoom, showMembers } from './ui/dialogs.js';
 import { $, toast } from './ui/dom.js';
+import { initModeration, noteNotice, resetModeration } from './ui/moderation.js';
 import { initPane, markReadIfVisible, messageArrived, openConv, renderPane } from './ui/pane.js';
 import { initSidebar, renderConn, renderList, renderMe, renderTitle } from './ui/sidebar.js';
 import {
@@ -74,6 +79,8 @@ function clearSession() {
 
 async function startMain(me, token) {
   resetState();
+  resetContacts();
+  resetModeration();
   api.setToken(token);
   S.me = { id: me.id, username: me.username };
   S.token = token;
@@ -84,7 +91,7 @@ async function startMain(me, token) {
   openConv(null);
   notify('list', 'conn', 'title');
   startClient();
-  await Promise.all([loadInbox(), refreshGroups(true)]);
+  await Promise.all([loadInbox(), refreshGroups(true), loadContacts(), loadBlocks()]);
   refreshRooms();
   if (S.client?.connected) queryPresence(S.client); // the peers known now
   const wanted = decodeURIComponent(location.hash.slice(1));
@@ -157,6 +164,9 @@ function startClient() {
     S.conn = { state: 'syncing', until: 0 };
     notify('conn', 'messages');
     queryPresence(client);
+    // Contact changes while disconnected came as no event: ask again (also the contacts' presence).
+    loadContacts();
+    loadBlocks();
   }));
   client.on('synced', mine(() => {
     S.conn = { state: 'connected', until: 0 };
@@ -167,6 +177,7 @@ function startClient() {
     const known = S.convs.has(m.conv);
     const c = addMessage(m);
     c.typing.delete(m.from);
+    if (m.kind === 'system') noteNotice(m); // a moderation action: the sanctions known here
     if (!known) {
       if (c.kind === 'group') refreshGroups(true);
       if (c.kind === 'room') refreshRooms(true);
@@ -197,6 +208,7 @@ function startClient() {
     }
     notify('list', 'head', 'title');
   }));
+  client.on('contact', mine(contactEvent));
   client.on('typing', mine(({ conv, user, typing }) => {
     if (user === S.me.id) return;
     const c = S.convs.get(conv);
@@ -312,6 +324,9 @@ function boot() {
     await startMain({ id: session.user_id, username }, session.token);
   });
   initSidebar({ open: openFromList, retry: reconnect });
+  initContacts();
+  initBlocks();
+  initModeration();
   initPane({
     leave: leaveConv,
     members: showMembers,

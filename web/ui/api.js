@@ -151,3 +151,14 @@ export function historyPage(conv, { before, limit } = {}) {
   const qs = q.toString();
   return api('GET', `/api/v1/conversations/${encodeURIComponent(conv)}/messages${qs ? `?${qs}` : ''}`);
 }
+
+// Contacts and blocks (§9.1, §9.2), moderation (§8.5).
+export const contacts = () => api('GET', '/api/v1/contacts');
+export const askContact = (user) => api('POST', `/api/v1/contacts/${encodeURIComponent(user)}`);
+export const endContact = (user) => api('DELETE', `/api/v1/contacts/${encodeURIComponent(user)}`);
+export const blocks = () => api('GET', '/api/v1/blocks');
+export const block = (user) => api('PUT', `/api/v1/blocks/${encodeURIComponent(user)}`);
+export const unblock = (user) => api('DELETE', `/api/v1/blocks/${encodeURIComponent(user)}`);
+export const roomModerators = (room) => api('GET', `/api/v1/rooms/${encodeURIComponent(room)}/moderators`);
+export const sanctions = (conv) => api('GET', `/api/v1/conversations/${encodeURIComponent(conv)}/sanctions`);
+export const sanction = (conv, body) => api('POST', `/api/v1/conversations/${encodeURIComponent(conv)}/sanctions`, { body });

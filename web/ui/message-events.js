@@ -5,10 +5,11 @@
 // and Recall for one's own messages (Recall also for a group's owner and
 // admins), and system notices as centered lines. The events themselves are
 // never drawn (store.js applies them to the messages they name). All text
-// goes in as text nodes.
+// goes in as text nodes. A moderator's Mute / Kick / Ban: moderation.js.
 
 import { describeError } from './api.js';
 import { $, h, toast } from './dom.js';
+import { modKey, modTools, noticeText } from './moderation.js';
 import { convNumber, notify, S, userName } from './store.js';
 
 /** What "+" offers. */
@@ -65,7 +66,7 @@ export function canRecall(c, m) {
 
 /** What a message's row shows besides its body, as a string: a changed key redraws the row. */
 export function eventKey(c, m) {
-  return [m.edited ?? '', m.recalled ?? '', JSON.stringify(m.reactions ?? null), canEdit(c, m), canRecall(c, m), c.editing?.id === m.id].join('|');
+  return [m.edited ?? '', m.recalled ?? '', JSON.stringify(m.reactions ?? null), canEdit(c, m), canRecall(c, m), c.editing?.id === m.id, modKey(c, m)].join('|');
 }
 
 // ------------------------------------------------------------ rendering
@@ -80,9 +81,9 @@ export function editedMark(m) {
   return m.edited != null && m.recalled == null ? h('span', { class: 'edited-mark', title: 'This message was edited' }, 'edited') : null;
 }
 
-/** A system notice ("alice added bob"): a centered grey line with the server's text. */
+/** A system notice ("alice added bob", "alice muted bob until 14:05"): a centered grey line with the server's text. */
 export function noticeRow(m, title) {
-  return h('div', { class: 'notice', id: `msg-${m.id}`, role: 'note', title }, h('span', null, m.body || 'Group changed'));
+  return h('div', { class: 'notice', id: `msg-${m.id}`, role: 'note', title }, h('span', null, noticeText(m)));
 }
 
 /** A message's row: its bubble, the reaction bar under it, and its actions (shown on hover, focus or a tap). */
@@ -154,6 +155,7 @@ function tools(c, m, onEdit) {
     plus,
     canEdit(c, m) ? h('button', { type: 'button', class: 'tool', onclick: () => onEdit(c, m) }, 'Edit') : null,
     canRecall(c, m) ? h('button', { type: 'button', class: 'tool danger', onclick: () => recall(c, m) }, 'Recall') : null,
+    modTools(c, m),
     picker,
   );
 }

@@ -9,6 +9,7 @@
 
 import { attachmentDraft } from '/js/im-client.js';
 import { describeError, historyPage } from './api.js';
+import { sendErrorOverrides } from './blocks.js';
 import { $, avatar, fileSize, fullTime, h, lastSeen, sameDay, setChildren, timeShort, toast, dayLabel } from './dom.js';
 import { INLINE_IMAGES, renderBody } from './message.js';
 import {
@@ -276,7 +277,7 @@ async function send(c, draft) {
     c.pending = c.pending.filter((x) => x !== p); // the stored message came as a `message` event
   } catch (e) {
     p.status = 'failed';
-    p.error = describeError(e);
+    p.error = describeError(e, sendErrorOverrides(c)); // a refused direct message says why (blocks.js)
   }
   notify('messages', 'list');
 }
@@ -443,7 +444,7 @@ async function sendFile(c, p) {
       c.pending = c.pending.filter((x) => x !== p);
     } else {
       p.status = 'failed';
-      p.error = uploadError(e);
+      p.error = uploadError(e, c);
       // A file that is too large or of a refused type stays refused.
       p.retryable = !['body_too_large', 'unsupported_media_type', 'invalid_field'].includes(e?.code);
     }
@@ -451,11 +452,11 @@ async function sendFile(c, p) {
   notify('messages', 'list');
 }
 
-function uploadError(e) {
+function uploadError(e, c) {
   if (e?.code === 'body_too_large') {
     return Number.isFinite(e.max) ? `the file is too large (at most ${fileSize(e.max)})` : 'the file is too large';
   }
-  return describeError(e).replace(/\.$/, '');
+  return describeError(e, sendErrorOverrides(c)).replace(/\.$/, '');
 }
 
 /** Progress of an upload: changes its bubble in place (no redraw of the list for every step). */

@@ -20,6 +20,9 @@ export const S = {
   groups: new Map(), // group id -> {id, name, owner, members?}
   rooms: new Map(), // room id -> {id, name}
   presence: new Map(), // user id -> {status, last_active_at}
+  contacts: new Map(), // user id -> {state: requested | pending | accepted, since} (contacts.js)
+  blocks: new Set(), // the users this user blocks (blocks.js)
+  side: 'chats', // the sidebar's view: 'chats' | 'contacts'
   current: null, // the open conversation id
   conn: { state: 'connecting', until: 0 }, // connecting | syncing | connected | reconnecting | offline
   filter: '',
@@ -34,6 +37,9 @@ export function resetState() {
   S.groups.clear();
   S.rooms.clear();
   S.presence.clear();
+  S.contacts.clear();
+  S.blocks.clear();
+  S.side = 'chats';
   S.current = null;
   S.conn = { state: 'connecting', until: 0 };
   S.filter = '';
@@ -53,7 +59,7 @@ export function onRender(fn) {
   renderers.push(fn);
 }
 
-/** Marks parts dirty: 'list', 'conn', 'head', 'messages', 'typing', 'title'. */
+/** Marks parts dirty: 'list', 'conn', 'head', 'messages', 'typing', 'title', 'contacts'. */
 export function notify(...parts) {
   for (const p of parts) dirty.add(p);
   if (scheduled) return;
