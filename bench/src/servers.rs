@@ -270,6 +270,8 @@ fn im_common(cmd: &mut Command, port: u16, node: &str) {
         &rate,
         "--rate-burst",
         &rate,
+        "--user-rate-per-sec",
+        "0",
         "--max-connections",
         "200000",
     ]);

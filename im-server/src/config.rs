@@ -92,6 +92,12 @@ pub struct ServerConfig {
     /// the refusal is a plain `forbidden` "cannot message this user", the
     /// same whoever blocked whom.
     pub reveal_blocks: bool,
+    /// Messages per second one user may send over all their connections
+    /// on a node (0: no per-user limit), on top of each connection's
+    /// `limits.rate_per_sec` frames; default 100.
+    pub user_rate_per_sec: u32,
+    /// The per-user burst; default 400.
+    pub user_rate_burst: u32,
 }
 
 /// The MIME types allowed for uploads by default: media, PDF, plain text,
@@ -138,6 +144,8 @@ impl Default for ServerConfig {
             push_events: false,
             system_notices: true,
             reveal_blocks: false,
+            user_rate_per_sec: 100,
+            user_rate_burst: 400,
         }
     }
 }

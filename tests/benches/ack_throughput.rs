@@ -69,6 +69,7 @@ async fn main() {
     // The bench measures storage and fan-out, not the per-connection rate limit.
     cfg.limits.rate_per_sec = 1_000_000;
     cfg.limits.rate_burst = 1_000_000;
+    cfg.user_rate_per_sec = 0;
     let deadline = Instant::now() + TIME_LIMIT;
 
     println!("1:1 traffic, {pairs} pairs x 2 senders x {messages} messages, each awaiting its ack");

@@ -104,6 +104,7 @@ async fn run(messages: usize, round: usize, deadline: Instant) -> Round {
         // The bench measures delivery, not the per-connection rate limit.
         cfg.limits.rate_per_sec = 1_000_000;
         cfg.limits.rate_burst = 1_000_000;
+        cfg.user_rate_per_sec = 0;
     }
     let [c0, c1] = cfgs;
     let n0 = cluster.node_with(c0).await;

@@ -186,6 +186,38 @@ async fn oversized_frame_closes_with_1009_and_other_connections_carry_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_messages_share_one_rate_whatever_their_connections() {
+    let mut cfg = ServerConfig::default();
+    (cfg.limits.rate_per_sec, cfg.limits.rate_burst) = (1000, 1000);
+    (cfg.user_rate_per_sec, cfg.user_rate_burst) = (1, 6);
+    let server = start(cfg).await;
+    let api = Api::new(&server);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let g = ConversationId::Group(GroupId(api.group(&alice, "g", &[&bob]).await));
+    let mut conns = Vec::new();
+    for d in ["a1", "a2", "a3"] {
+        conns.push(Ws::open(&server, &alice, d).await);
+    }
+    // Nine sends spread over three connections: the user's burst of six passes.
+    let (mut acked, mut limited) = (0, 0);
+    for i in 0..9 {
+        let ws = &mut conns[i % 3];
+        let rid = ws.rid();
+        match ws.request(ClientFrame::send(rid, g, cmid(format!("m{i}")), "hi")).await {
+            ServerFrame::Ack { .. } => acked += 1,
+            ServerFrame::Error { code: ErrorCode::RateLimited, .. } => limited += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!((6..=7).contains(&acked), "{acked} acked, {limited} limited");
+    assert_eq!(acked + limited, 9);
+    // Another user is not affected.
+    let mut b = Ws::open(&server, &bob, "b").await;
+    b.send_message(g, "bob-1").await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_rate_limited_and_sustained_flooding_closes_with_4004() {
     let mut cfg = ServerConfig::default();
     cfg.limits.rate_per_sec = 5;

@@ -17,6 +17,7 @@ fn config() -> ServerConfig {
     let mut cfg = ServerConfig::default();
     cfg.limits.rate_per_sec = 100_000;
     cfg.limits.rate_burst = 100_000;
+    cfg.user_rate_per_sec = 0;
     cfg
 }
 

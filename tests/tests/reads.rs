@@ -315,6 +315,7 @@ async fn a_backlog_in_100_conversations_is_counted_in_one_request() {
     const EACH: usize = 5;
     let mut cfg = im_server::ServerConfig::default();
     (cfg.limits.rate_per_sec, cfg.limits.rate_burst) = (100_000, 100_000);
+    cfg.user_rate_per_sec = 0;
     let server = im_tests::start(cfg).await;
     let api = Api::new(&server);
     let (alice, dave) = (api.user("alice").await, api.user("dave").await);

@@ -75,7 +75,7 @@ impl SessionTokens {
     }
     /// Refuses, on every node sharing the session store, every token of
     /// `user` issued before `now` (see [`Self::revoked_before`]). Kept as a
-    /// record of the session store for [`REVOKE_ALL_TTL`].
+    /// record of the session store for 400 days (`REVOKE_ALL_TTL`).
     pub async fn revoke_all(&self, user: UserId, now: u64) -> Result<(), AuthError> {
         let mark = Session {
             id: format!("{REVOKED_BEFORE}{user}"),

@@ -76,6 +76,13 @@ struct Args {
     /// Burst of frames per connection.
     #[arg(long, env = "IM_RATE_BURST", default_value_t = 200)]
     rate_burst: u32,
+    /// Messages per second one user may send over all their connections
+    /// on this node (0: no per-user limit).
+    #[arg(long, env = "IM_USER_RATE_PER_SEC", default_value_t = 100)]
+    user_rate_per_sec: u32,
+    /// Burst of messages per user.
+    #[arg(long, env = "IM_USER_RATE_BURST", default_value_t = 400)]
+    user_rate_burst: u32,
     /// POST push notifications as JSON to this URL (default: log them).
     #[arg(long, env = "IM_PUSH_WEBHOOK")]
     push_webhook: Option<String>,
@@ -239,6 +246,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.limits.max_body_bytes = args.max_body_bytes.min(args.max_frame_bytes);
     cfg.limits.rate_per_sec = args.rate_per_sec;
     cfg.limits.rate_burst = args.rate_burst;
+    cfg.user_rate_per_sec = args.user_rate_per_sec;
+    cfg.user_rate_burst = args.user_rate_burst;
     cfg.admin_token = args.admin_token.clone();
     cfg.drain_window = Duration::from_secs(args.drain_window_secs);
     cfg.server_api_keys = args.server_api_key.iter().filter(|k| !k.is_empty()).cloned().collect();

@@ -18,7 +18,7 @@ use crate::state::AppState;
 
 mod connection;
 mod frames;
-mod ratelimit;
+pub(crate) mod ratelimit;
 
 /// Bytes read from the socket at a time. tungstenite's default (128 KiB)
 /// is zero-filled on the first read and kept for the connection's life: at

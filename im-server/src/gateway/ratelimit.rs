@@ -18,6 +18,11 @@ impl TokenBucket {
         Self { rate: f64::from(rate.max(1)), burst, tokens: burst, last: now }
     }
 
+    /// How long since the bucket was last used.
+    pub(crate) fn idle_for(&self, now: Instant) -> std::time::Duration {
+        now.saturating_duration_since(self.last)
+    }
+
     /// Takes one token if available.
     pub(crate) fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

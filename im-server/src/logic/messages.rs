@@ -115,6 +115,11 @@ impl Logic {
         cmid: ClientMsgId,
         draft: impl Into<Draft>,
     ) -> Result<impl std::future::Future<Output = Result<Sent<'_>>> + Send + '_> {
+        // A user's own sends (over a connection) count against their rate;
+        // the server API's posts do not.
+        if conn.is_some() && !self.user_sends.allow(from, std::time::Instant::now()) {
+            return Err(Error::new(ErrorCode::RateLimited, "too many messages from this user, slow down"));
+        }
         let mut draft = draft.into();
         let access_checked = self.svc.hooks.is_some();
         if let Some(h) = &self.svc.hooks {

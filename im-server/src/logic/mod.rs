@@ -32,6 +32,7 @@ pub mod presence;
 pub mod reads;
 pub mod receipts;
 pub mod rooms;
+mod send_limit;
 pub mod server_api;
 pub mod throttle;
 pub mod typing;
@@ -124,11 +125,14 @@ pub struct Logic {
     login_throttle: throttle::LoginThrottle,
     /// Blocks between pairs of users, as read recently.
     block_cache: contacts::BlockCache,
+    /// Messages per user.
+    user_sends: send_limit::UserSendLimit,
 }
 
 impl Logic {
     /// Logic over `svc`, configured by `cfg`.
     pub fn new(cfg: Arc<ServerConfig>, svc: Services) -> Self {
+        let (user_rate, user_burst) = (cfg.user_rate_per_sec, cfg.user_rate_burst);
         Self {
             cfg,
             svc,
@@ -140,6 +144,7 @@ impl Logic {
             display_names: Mutex::default(),
             login_throttle: throttle::LoginThrottle::default(),
             block_cache: contacts::BlockCache::default(),
+            user_sends: send_limit::UserSendLimit::new(user_rate, user_burst),
         }
     }
 
