@@ -32,9 +32,9 @@
 //! every conversation's head ([`FeedStore::feed_start`]): history from
 //! before is not replayed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use im_core::{ConversationId, Message, MessageId};
@@ -51,6 +51,9 @@ pub const HINT_QUEUE: usize = 65_536;
 
 /// Conversations one sweep asks the store for.
 const SWEEP_LIMIT: usize = 1000;
+
+/// How often conversations whose backoff ended are queued again.
+const RETRY_TICK: Duration = Duration::from_millis(100);
 
 /// Why a sink did not take a batch (it is retried).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,7 +122,7 @@ pub(crate) struct Feed {
     store: Arc<dyn MessageStore>,
     sink: Arc<dyn FeedSink>,
     cfg: FeedConfig,
-    /// This node's name: the holder of its claims.
+    /// This process: the node name and a random suffix, the holder of its claims.
     holder: String,
     metrics: Arc<Metrics>,
 }
@@ -136,6 +139,17 @@ impl Feed {
     ) -> Option<(Arc<Feed>, FeedHints, mpsc::Receiver<ConversationId>)> {
         store.feed()?;
         let (tx, rx) = mpsc::channel(HINT_QUEUE);
+        let cfg = FeedConfig {
+            batch: cfg.batch.max(1),
+            concurrency: cfg.concurrency.max(1),
+            lease: cfg.lease.max(Duration::from_secs(1)),
+            sweep: cfg.sweep.max(Duration::from_millis(10)),
+            retry_first: cfg.retry_first.max(Duration::from_millis(10)),
+            retry_max: cfg.retry_max,
+        };
+        // Unique per process: two processes of one node name (an old one
+        // still draining next to its replacement) never share a claim.
+        let holder = format!("{holder}/{:08x}", rand::random::<u32>());
         let feed = Arc::new(Feed { store, sink, cfg, holder, metrics });
         Some((feed, FeedHints { tx }, rx))
     }
@@ -155,30 +169,54 @@ impl Feed {
 
     /// Runs until the hints' senders are gone (the server stopped).
     pub(crate) async fn run(self: Arc<Self>, mut hints: mpsc::Receiver<ConversationId>) {
+        use futures_util::FutureExt;
         let mut queue = WorkQueue::default();
-        let mut tasks: JoinSet<ConversationId> = JoinSet::new();
+        // Conversations whose last delivery failed: their backoff, and when
+        // they may be tried again. A failing conversation gives its task
+        // slot back while it waits, so it never holds up the others.
+        let mut failing: HashMap<ConversationId, (Backoff, Instant)> = HashMap::new();
+        let mut tasks: JoinSet<(ConversationId, bool)> = JoinSet::new();
         let mut sweep = tokio::time::interval(self.cfg.sweep);
+        let mut retries = tokio::time::interval(RETRY_TICK.min(self.cfg.sweep));
         loop {
-            while tasks.len() < self.cfg.concurrency.max(1) {
+            while tasks.len() < self.cfg.concurrency {
                 let Some(conv) = queue.next() else { break };
                 let feed = self.clone();
                 tasks.spawn(async move {
-                    feed.deliver(conv).await;
-                    conv
+                    // A panicking sink counts as a failed delivery.
+                    let failed = std::panic::AssertUnwindSafe(feed.deliver(conv)).catch_unwind().await;
+                    (conv, failed.unwrap_or(true))
                 });
             }
+            let due = |failing: &HashMap<ConversationId, (Backoff, Instant)>, conv: &ConversationId| {
+                failing.get(conv).is_none_or(|(_, at)| *at <= Instant::now())
+            };
             tokio::select! {
                 hint = hints.recv() => match hint {
-                    Some(conv) => queue.add(conv),
+                    Some(conv) if due(&failing, &conv) => queue.add(conv),
+                    Some(_) => {}
                     None => break,
                 },
                 _ = sweep.tick() => match self.cursors().feed_backlog(SWEEP_LIMIT).await {
-                    Ok(behind) => behind.into_iter().for_each(|p| queue.add(p.conv)),
+                    Ok(behind) => behind.into_iter().filter(|p| due(&failing, &p.conv)).for_each(|p| queue.add(p.conv)),
                     Err(e) => tracing::warn!(error = %e, "message feed: sweep failed"),
                 },
+                _ = retries.tick(), if !failing.is_empty() => {
+                    let now = Instant::now();
+                    for (conv, (_, at)) in &failing {
+                        if *at <= now {
+                            queue.add(*conv);
+                        }
+                    }
+                }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok(conv) = done {
-                        queue.finished(conv);
+                    let Ok((conv, failed)) = done else { continue };
+                    queue.finished(conv);
+                    if failed {
+                        let (backoff, at) = failing.entry(conv).or_insert_with(|| (Backoff::new(&self.cfg), Instant::now()));
+                        *at = Instant::now() + backoff.next();
+                    } else {
+                        failing.remove(&conv);
                     }
                 }
             }
@@ -186,47 +224,44 @@ impl Feed {
         tasks.shutdown().await;
     }
 
-    /// Delivers `conv` from its cursor to its head, if this node can claim it.
-    async fn deliver(&self, conv: ConversationId) {
+    /// Delivers `conv` from its cursor to its head, if this node can claim
+    /// it; `true` if a delivery failed (the claim is kept for the retry).
+    async fn deliver(&self, conv: ConversationId) -> bool {
         let lease = self.cfg.lease.as_millis() as u64;
         let now = now_ms();
         let mut cursor = match self.cursors().feed_claim(conv, &self.holder, now, now + lease).await {
             Ok(Some(cursor)) => cursor,
-            Ok(None) => return, // another node delivers it
+            Ok(None) => return false, // another node delivers it
             Err(e) => {
                 tracing::warn!(%conv, error = %e, "message feed: claim failed");
-                return; // the next sweep tries again
+                return true;
             }
         };
-        let mut retry = Backoff::new(&self.cfg);
         loop {
-            let delivered = match self.store.after(conv, cursor, self.cfg.batch.max(1)).await {
+            let delivered = match self.store.after(conv, cursor, self.cfg.batch).await {
                 Ok(batch) if batch.is_empty() => {
                     let _ = self.cursors().feed_advance(conv, &self.holder, cursor, 0).await;
-                    return;
+                    return false;
                 }
                 Ok(batch) => self.offer(conv, &batch).await,
                 Err(e) => Err(FeedError(format!("reading the conversation: {e}"))),
             };
-            match delivered {
-                Ok(last) => {
-                    cursor = last;
-                    retry = Backoff::new(&self.cfg);
-                }
+            let last = match delivered {
+                Ok(last) => last,
                 Err(e) => {
                     self.metrics.feed_failure();
-                    let wait = retry.next();
-                    tracing::warn!(%conv, error = %e, retry_in = ?wait, "message feed: delivery failed");
-                    tokio::time::sleep(wait).await;
+                    tracing::warn!(%conv, error = %e, "message feed: delivery failed; retried after a backoff");
+                    return true;
                 }
-            }
-            let until = now_ms() + lease;
-            match self.cursors().feed_advance(conv, &self.holder, cursor, until).await {
+            };
+            cursor = last;
+            match self.cursors().feed_advance(conv, &self.holder, cursor, now_ms() + lease).await {
                 Ok(true) => {}
-                Ok(false) => return, // the claim lapsed and another node took it
+                Ok(false) => return false, // the claim lapsed and another node took it
                 Err(e) => {
+                    // Without a confirmed claim, stop: another node may take over.
                     tracing::warn!(%conv, error = %e, "message feed: cursor not saved; the batch may repeat");
-                    tokio::time::sleep(retry.next()).await;
+                    return true;
                 }
             }
         }
@@ -321,6 +356,70 @@ mod tests {
         q.finished(a);
         q.finished(b);
         assert_eq!(q.next(), None);
+    }
+
+    /// Fails every batch of one conversation (and panics on another).
+    struct Picky {
+        got: std::sync::Mutex<Vec<(ConversationId, MessageId)>>,
+        bad: ConversationId,
+        panics: ConversationId,
+    }
+
+    #[async_trait]
+    impl FeedSink for Picky {
+        async fn deliver(&self, conv: ConversationId, messages: &[Message]) -> Result<(), FeedError> {
+            if conv == self.panics {
+                panic!("a buggy sink");
+            }
+            if conv == self.bad {
+                return Err(FeedError("always refused".into()));
+            }
+            self.got.lock().unwrap().extend(messages.iter().map(|m| (conv, m.id)));
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_or_panicking_conversation_does_not_hold_up_the_others() {
+        use crate::store::{MemoryStore, NewMessage};
+        let store = Arc::new(MemoryStore::new());
+        let g = |n| ConversationId::Group(im_core::GroupId(n));
+        let (bad, panics, good) = (g(1), g(2), g(3));
+        let sink = Arc::new(Picky { got: Default::default(), bad, panics });
+        let cfg = FeedConfig {
+            concurrency: 1,
+            sweep: Duration::from_millis(20),
+            retry_first: Duration::from_millis(10),
+            retry_max: Duration::from_millis(40),
+            ..FeedConfig::default()
+        };
+        let (feed, hints, rx) =
+            Feed::new(store.clone(), sink.clone(), cfg, "n".into(), Arc::new(Metrics::new())).unwrap();
+        feed.start().await.unwrap();
+        let task = tokio::spawn(feed.run(rx));
+        for (i, conv) in [bad, panics, good, good].into_iter().enumerate() {
+            let msg = NewMessage {
+                conv,
+                from: im_core::UserId(1),
+                cmid: im_core::ClientMsgId::new(format!("m{i}")).unwrap(),
+                body: "x".into(),
+                ts: 0,
+                mentions: Vec::new(),
+                kind: None,
+                content: None,
+                reply_to: None,
+                target: None,
+            };
+            store.append(msg).await.unwrap();
+            hints.hint(conv);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sink.got.lock().unwrap().len() < 2 {
+            assert!(Instant::now() < deadline, "the good conversation was held up");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*sink.got.lock().unwrap(), vec![(good, 1), (good, 2)]);
+        task.abort();
     }
 
     #[test]

@@ -92,7 +92,13 @@ pub(super) async fn run(
             handle.close(CloseCode::RECONNECT);
         }
     }
-    match app.logic().session_alive(&session.id).await {
+    let alive = match app.logic().session_alive(&session.id).await {
+        // A revoke-all that raced the upgrade: its disconnect may have come
+        // before this connection was registered.
+        Ok(true) => app.logic().revoked_by_all(&session).await.map(|revoked| !revoked),
+        other => other,
+    };
+    match alive {
         Ok(true) => {}
         Ok(false) => handle.close(CloseCode::SESSION_REVOKED),
         Err(_) => handle.close(CloseCode::RECONNECT),

@@ -157,7 +157,9 @@ impl Logic {
                     let user = self.external_user(&subject).await?;
                     let revoked = self.svc.auth.revoked_before(user).await?;
                     let before = match issued_at {
-                        Some(t) => t < revoked,
+                        // `iat` counts whole seconds: a token of the
+                        // revocation's own second is let through.
+                        Some(t) => t < revoked - revoked % 1000,
                         // Undated: refused if it may have been issued before.
                         None => revoked > 0 && expires_at <= revoked.saturating_add(UNDATED_TOKEN_WINDOW_MS),
                     };
@@ -200,6 +202,11 @@ impl Logic {
         }
         names.insert(user, name.to_owned());
         Ok(())
+    }
+
+    /// Whether `session` was made before a revoke-all of its user.
+    pub async fn revoked_by_all(&self, session: &Session) -> std::result::Result<bool, AuthError> {
+        Ok(session.created_at < self.svc.auth.revoked_before(session.user).await?)
     }
 
     /// Revokes every token of `user` issued until now — session tokens

@@ -44,6 +44,9 @@ const BLOCK_CACHE_CAP: usize = 100_000;
 #[derive(Debug, Default)]
 pub(crate) struct BlockCache {
     pairs: Mutex<HashMap<(UserId, UserId), (bool, Instant)>>,
+    /// Bumped by every local block or unblock: a read that began before
+    /// one is not cached (it may predate the change).
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl BlockCache {
@@ -56,8 +59,16 @@ impl BlockCache {
         pairs.get(&Self::key(a, b)).filter(|(_, at)| at.elapsed() < BLOCK_CACHE_TTL).map(|(v, _)| *v)
     }
 
-    fn put(&self, a: UserId, b: UserId, blocked: bool) {
+    /// The change count, to pass to [`put`](Self::put) after a store read.
+    fn generation(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn put(&self, a: UserId, b: UserId, blocked: bool, read_at: u64) {
         let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation() != read_at {
+            return;
+        }
         if pairs.len() >= BLOCK_CACHE_CAP {
             pairs.clear();
         }
@@ -65,7 +76,9 @@ impl BlockCache {
     }
 
     fn forget(&self, a: UserId, b: UserId) {
-        self.pairs.lock().unwrap_or_else(|p| p.into_inner()).remove(&Self::key(a, b));
+        let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        pairs.remove(&Self::key(a, b));
     }
 }
 
@@ -205,8 +218,9 @@ impl Logic {
         let blocked = match self.block_cache.get(from, peer) {
             Some(blocked) => blocked,
             None => {
+                let read_at = self.block_cache.generation();
                 let (mine, theirs) = store.block_between(from, peer).await?;
-                self.block_cache.put(from, peer, mine || theirs);
+                self.block_cache.put(from, peer, mine || theirs, read_at);
                 mine || theirs
             }
         };

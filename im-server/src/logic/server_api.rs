@@ -17,8 +17,13 @@ impl Logic {
             return Err(Error::new(ErrorCode::InvalidField, "subject: 1 to 63 visible ASCII characters"));
         }
         let auth = |e: crate::auth::AuthError| Error::new(e.error_code(), e.to_string());
-        if name.is_some_and(|n| n.trim().is_empty() || n.len() > super::accounts::MAX_DISPLAY_NAME) {
-            return Err(Error::new(ErrorCode::InvalidField, "name: 1 to 128 bytes"));
+        let bad = |n: &str| {
+            n.trim().is_empty()
+                || n.len() > super::accounts::MAX_DISPLAY_NAME
+                || n.chars().any(char::is_control)
+        };
+        if name.is_some_and(bad) {
+            return Err(Error::new(ErrorCode::InvalidField, "name: 1 to 128 bytes, no control characters"));
         }
         let id = self.external_user(subject).await.map_err(auth)?;
         if let Some(name) = name {
