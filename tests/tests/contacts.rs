@@ -204,3 +204,31 @@ async fn contacts_and_blocks_hold_across_nodes() {
     n2.shutdown().await;
     cluster.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_contact_requests_are_capped() {
+    let server = start(ServerConfig::default()).await;
+    let api = Api::new(&server);
+    let asker = api.user("asker").await;
+    let cap = im_server::logic::contacts::MAX_OPEN_REQUESTS;
+    let mut last = None;
+    for i in 0..=cap {
+        let u = api.user(&format!("user{i:04}")).await;
+        let (s, e) = api.call("POST", &format!("/api/v1/contacts/{}", u.id), Some(&asker.token), None).await;
+        if i < cap {
+            assert_eq!(s, 200, "request {i}: {e}");
+        } else {
+            assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")), "request {i} is over the cap");
+        }
+        last = Some(u);
+    }
+    // Cancelling one makes room again.
+    let (_, list) = api.call("GET", "/api/v1/contacts", Some(&asker.token), None).await;
+    let first = list["contacts"][0]["user_id"].as_u64().unwrap();
+    let (s, _) = api.call("DELETE", &format!("/api/v1/contacts/{first}"), Some(&asker.token), None).await;
+    assert_eq!(s, 204);
+    let last = last.unwrap();
+    let (s, _) = api.call("POST", &format!("/api/v1/contacts/{}", last.id), Some(&asker.token), None).await;
+    assert_eq!(s, 200);
+    server.shutdown().await;
+}

@@ -35,6 +35,9 @@ pub struct ContactEntry {
 /// made on another node within this long.
 pub const BLOCK_CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// Most unanswered contact requests one user may have out at once.
+pub const MAX_OPEN_REQUESTS: usize = 500;
+
 /// Most pairs remembered before the cache is emptied.
 const BLOCK_CACHE_CAP: usize = 100_000;
 
@@ -130,6 +133,17 @@ impl Logic {
     pub async fn request_contact(&self, from: UserId, to: UserId) -> Result<ContactState> {
         let store = self.contact_store()?;
         self.check_other(from, to).await?;
+        let mine = store.contacts(from).await?;
+        let open = mine.iter().filter(|c| c.state == ContactState::Requested).count();
+        let new = !mine.iter().any(|c| c.user == to);
+        if new && open >= MAX_OPEN_REQUESTS {
+            return Err(Error::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{MAX_OPEN_REQUESTS} contact requests are unanswered: wait for answers or cancel some"
+                ),
+            ));
+        }
         match store.request_contact(from, to, now_ms()).await? {
             Ok(state) => {
                 self.tell_contact(from, to, state).await;
