@@ -57,3 +57,24 @@ async fn failed_logins_lock_the_username_then_the_address() {
     assert_eq!(s, 200, "another address still logs in");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_out_on_one_node_holds_on_the_others() {
+    if !im_tests::cluster::services_available().await {
+        return;
+    }
+    let cluster = im_tests::cluster::Cluster::new();
+    let (n1, n2) = (cluster.node("throttle-1").await, cluster.node("throttle-2").await);
+    Api::new(&n1).user("carol").await;
+    for _ in 0..5 {
+        let (s, _, _) = login(&n1.http_url(), "127.0.0.1", "carol", "wrong-password").await;
+        assert_eq!(s, 401);
+    }
+    // Node 2 counted nothing itself, yet refuses: the lock-out is shared.
+    let (s, retry, body) = login(&n2.http_url(), "127.0.0.1", "carol", "password-123").await;
+    assert_eq!((s, body["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert!(retry.and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| r > 0 && r <= 300));
+    n1.shutdown().await;
+    n2.shutdown().await;
+    cluster.cleanup().await;
+}

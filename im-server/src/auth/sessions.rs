@@ -86,6 +86,22 @@ impl SessionTokens {
         Ok(self.sessions.create(&mark).await?)
     }
 
+    /// Records a lock-out named `key` until `until` (ms), for every node.
+    pub async fn lock_out(&self, key: &str, until: u64) -> Result<(), AuthError> {
+        let mark = Session {
+            id: key.to_owned(),
+            user: UserId(0),
+            created_at: crate::time::now_ms(),
+            expires_at: until,
+        };
+        Ok(self.sessions.create(&mark).await?)
+    }
+
+    /// Until when (ms) `key` is locked out, if it is now.
+    pub async fn locked_out(&self, key: &str, now: u64) -> Result<Option<u64>, AuthError> {
+        Ok(self.sessions.get(key).await?.map(|m| m.expires_at).filter(|&until| until > now))
+    }
+
     /// Before when (ms) `user`'s tokens were all revoked; 0 if never.
     pub async fn revoked_before(&self, user: UserId) -> Result<u64, AuthError> {
         let mark = self.sessions.get(&format!("{REVOKED_BEFORE}{user}")).await?;

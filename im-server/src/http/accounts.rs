@@ -52,7 +52,7 @@ pub(crate) async fn login(
     ApiJson(c): ApiJson<Credentials>,
 ) -> Response {
     let from = Some(peer.ip());
-    if let Some(wait) = app.logic().login_retry_after(&c.username, from) {
+    if let Some(wait) = app.logic().login_retry_after(&c.username, from).await {
         // Locked out: say how long, in the header and the body.
         let secs = wait.as_secs().max(1);
         let body = serde_json::json!({

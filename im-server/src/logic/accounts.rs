@@ -65,12 +65,23 @@ impl Logic {
 
     /// How long a login for `username` from `from` must wait after too many
     /// failures ([`throttle`](super::throttle)), if at all.
-    pub fn login_retry_after(
+    /// A lock-out decided on another node sharing the session store counts too.
+    pub async fn login_retry_after(
         &self,
         username: &str,
         from: Option<std::net::IpAddr>,
     ) -> Option<std::time::Duration> {
-        self.login_throttle.retry_after(username, from)
+        let local = self.login_throttle.retry_after(username, from);
+        let now = now_ms();
+        let (user_key, addr_key) = super::throttle::lockout_keys(username, from);
+        let mut shared = None;
+        for key in std::iter::once(user_key).chain(addr_key) {
+            // An unreachable session store leaves the node's own counts.
+            if let Ok(Some(until)) = self.svc.auth.locked_out(&key, now).await {
+                shared = shared.max(Some(std::time::Duration::from_millis(until - now)));
+            }
+        }
+        local.max(shared)
     }
 
     /// [`login`](Self::login) from the client address `from`: refused with
@@ -82,7 +93,7 @@ impl Logic {
         password: &str,
         from: Option<std::net::IpAddr>,
     ) -> Result<Login> {
-        if let Some(wait) = self.login_throttle.retry_after(username, from) {
+        if let Some(wait) = self.login_retry_after(username, from).await {
             return Err(Error::new(
                 ErrorCode::RateLimited,
                 format!("too many failed logins; retry in {} s", wait.as_secs().max(1)),
@@ -91,7 +102,14 @@ impl Logic {
         let result = self.check_password_and_open(username, password).await;
         match &result {
             Ok(_) => self.login_throttle.succeeded(username),
-            Err(e) if e.code == ErrorCode::BadCredentials => self.login_throttle.failed(username, from),
+            Err(e) if e.code == ErrorCode::BadCredentials => {
+                let until = now_ms() + super::throttle::LOCKOUT.as_millis() as u64;
+                for key in self.login_throttle.failed(username, from) {
+                    if let Err(e) = self.svc.auth.lock_out(&key, until).await {
+                        tracing::warn!(error = %e, "a login lock-out could not be shared with the other nodes");
+                    }
+                }
+            }
             Err(_) => {}
         }
         result

@@ -3,8 +3,12 @@
 //! `rate_limited` (HTTP 429) for a lock-out time, without checking the
 //! password — so guessing costs the attacker time, not the server hashes.
 //!
-//! Counts are kept per node, in memory (bounded): a cluster multiplies an
-//! attacker's budget by its node count.
+//! Counts are kept per node, in memory (bounded); a lock-out, once a node
+//! decides it, is written to the session store ([`lockout_keys`] names
+//! it), so every node sharing the store refuses the username or address
+//! until it ends. A cluster of N nodes therefore lets an attacker spread at
+//! most N times the failures over its nodes before the first lock-out,
+//! and none after it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -49,7 +53,8 @@ impl<K: Hash + Eq + Clone> Counts<K> {
         map.get(key).and_then(|w| w.locked_until).and_then(|until| until.checked_duration_since(now))
     }
 
-    fn fail(&self, key: K, now: Instant) {
+    /// Counts a failure; whether it locked `key`.
+    fn fail(&self, key: K, now: Instant) -> bool {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
             map.retain(|_, w| {
@@ -68,7 +73,9 @@ impl<K: Hash + Eq + Clone> Counts<K> {
             w.locked_until = Some(now + LOCKOUT);
             w.failures = 0;
             w.started = now;
+            return true;
         }
+        false
     }
 
     fn forget(&self, key: &K) {
@@ -101,19 +108,34 @@ impl LoginThrottle {
         user.max(addr)
     }
 
-    /// Counts a failed login.
-    pub fn failed(&self, username: &str, from: Option<IpAddr>) {
+    /// Counts a failed login; the [`lockout_keys`] it locked.
+    pub fn failed(&self, username: &str, from: Option<IpAddr>) -> Vec<String> {
         let now = Instant::now();
-        self.usernames.fail(username.to_ascii_lowercase(), now);
-        if let Some(ip) = from {
-            self.addresses.fail(ip, now);
+        let (user_key, addr_key) = lockout_keys(username, from);
+        let mut locked = Vec::new();
+        if self.usernames.fail(username.to_ascii_lowercase(), now) {
+            locked.push(user_key);
         }
+        if let (Some(ip), Some(key)) = (from, addr_key) {
+            if self.addresses.fail(ip, now) {
+                locked.push(key);
+            }
+        }
+        locked
     }
 
     /// A successful login clears the username's failures.
     pub fn succeeded(&self, username: &str) {
         self.usernames.forget(&username.to_ascii_lowercase());
     }
+}
+
+/// The session-store names of the lock-outs of `username` and of `from`.
+pub fn lockout_keys(username: &str, from: Option<IpAddr>) -> (String, Option<String>) {
+    (
+        format!("login-locked:u:{}", username.to_ascii_lowercase()),
+        from.map(|ip| format!("login-locked:a:{ip}")),
+    )
 }
 
 #[cfg(test)]
