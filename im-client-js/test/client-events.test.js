@@ -4,27 +4,10 @@
 // leave events out.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { applyEvent, ImClient, MemoryCursorStore } from '../im-client.js';
-import { FakeServer, silentLogger, waitFor } from '../test-support/fake-server.js';
+import { applyEvent } from '../im-client.js';
+import { FakeServer, waitFor } from '../test-support/fake-server.js';
+import { makeClient } from '../test-support/make-client.js';
 
-const fast = { initialDelayMs: 5, maxDelayMs: 20, multiplier: 2, jitter: 0 };
-
-function makeClient(server) {
-  const events = [];
-  const client = new ImClient({
-    url: 'http://disp.test/dispatch',
-    token: 'tok',
-    device: 'laptop-1',
-    WebSocket: server.WebSocket,
-    fetch: server.fetch,
-    cursorStore: new MemoryCursorStore(),
-    reconnect: fast,
-    tickMs: 20,
-    logger: silentLogger,
-  });
-  client.on('*', (e) => events.push(e));
-  return { client, events };
-}
 
 const count = (events, type) => events.filter((e) => e.type === type).length;
 const sends = (server) => server.peers.flatMap((p) => p.received.filter((f) => f.type === 'send'));

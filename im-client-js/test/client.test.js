@@ -3,28 +3,10 @@
 // real but short; every wait is bounded.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ImClient, MemoryCursorStore } from '../im-client.js';
-import { FakeServer, silentLogger, waitFor } from '../test-support/fake-server.js';
+import { MemoryCursorStore } from '../im-client.js';
+import { FakeServer, waitFor } from '../test-support/fake-server.js';
+import { fast, makeClient } from '../test-support/make-client.js';
 
-const fast = { initialDelayMs: 5, maxDelayMs: 20, multiplier: 2, jitter: 0 };
-
-function makeClient(server, extra = {}) {
-  const events = [];
-  const client = new ImClient({
-    url: 'http://disp.test/dispatch',
-    token: 'tok',
-    device: 'laptop-1',
-    WebSocket: server.WebSocket,
-    fetch: server.fetch,
-    cursorStore: new MemoryCursorStore(),
-    reconnect: fast,
-    tickMs: 20,
-    logger: silentLogger,
-    ...extra,
-  });
-  client.on('*', (e) => events.push(e));
-  return { client, events };
-}
 
 const messages = (events, conv) => events.filter((e) => e.type === 'message' && (!conv || e.message.conv === conv)).map((e) => e.message.id);
 const count = (events, type) => events.filter((e) => e.type === type).length;
