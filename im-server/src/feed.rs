@@ -381,7 +381,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_or_panicking_conversation_does_not_hold_up_the_others() {
-        use crate::store::{MemoryStore, NewMessage};
+        use crate::store::MemoryStore;
         let store = Arc::new(MemoryStore::new());
         let g = |n| ConversationId::Group(im_core::GroupId(n));
         let (bad, panics, good) = (g(1), g(2), g(3));
@@ -398,18 +398,7 @@ mod tests {
         feed.start().await.unwrap();
         let task = tokio::spawn(feed.run(rx));
         for (i, conv) in [bad, panics, good, good].into_iter().enumerate() {
-            let msg = NewMessage {
-                conv,
-                from: im_core::UserId(1),
-                cmid: im_core::ClientMsgId::new(format!("m{i}")).unwrap(),
-                body: "x".into(),
-                ts: 0,
-                mentions: Vec::new(),
-                kind: None,
-                content: None,
-                reply_to: None,
-                target: None,
-            };
+            let msg = crate::store::conformance::new_msg(conv, 1, &format!("m{i}"), "x");
             store.append(msg).await.unwrap();
             hints.hint(conv);
         }

@@ -33,7 +33,9 @@
 //! [`send_queue`] (per-connection queue to the socket writer),
 //! [`broker`] (between nodes), [`store`] (messages, directory, sessions),
 //! [`presence`], [`push`], [`attachments`] (uploaded files), [`hooks`]
-//! (the application's say), [`auth`], [`http`] (business API and dispatcher),
+//! (the application's say), [`webhooks`] (hooks and the feed over HTTP),
+//! [`feed`] (every stored message, at least once, in order), [`auth`],
+//! [`http`] (business API and dispatcher),
 //! [`dispatch`] (node registry), [`state`] (shared handler state),
 //! [`metrics`]; with the `redis` feature, `redis` (cluster back-ends); with
 //! the `tls` feature (default), `tls` (certificate, key, reload).

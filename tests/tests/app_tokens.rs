@@ -72,6 +72,21 @@ async fn start(cfg: JwtConfig, store: Arc<MemoryStore>) -> RunningServer {
     builder(ServerConfig::default()).store(store).jwt(cfg).bind("127.0.0.1:0").await.expect("server starts")
 }
 
+/// The server API key of [`start_with_api_key`].
+const SERVER_API_KEY: &str = "app-tokens-test-key-0123456";
+
+/// A server accepting the app's tokens and [`SERVER_API_KEY`].
+async fn start_with_api_key() -> RunningServer {
+    let mut cfg = ServerConfig::default();
+    cfg.server_api_keys = vec![SERVER_API_KEY.into()];
+    builder(cfg)
+        .store(Arc::new(MemoryStore::new()))
+        .jwt(jwt_config(vec![]))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("server starts")
+}
+
 /// Connects with `token`; the first Connected or Stopped event.
 async fn connect(server: &RunningServer, token: &str) -> (Client, im_client::Events, Event) {
     let (c, mut ev) = Client::builder()
@@ -210,16 +225,9 @@ async fn a_revoked_app_token_is_refused_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_all_of_a_users_tokens_refuses_every_earlier_token_and_none_after() {
-    let mut cfg = ServerConfig::default();
-    cfg.server_api_keys = vec!["revoke-all-test-key-0123456".into()];
-    let server = builder(cfg)
-        .store(Arc::new(MemoryStore::new()))
-        .jwt(jwt_config(vec![]))
-        .bind("127.0.0.1:0")
-        .await
-        .expect("server starts");
+    let server = start_with_api_key().await;
     let api = Api::new(&server);
-    let key = "revoke-all-test-key-0123456";
+    let key = SERVER_API_KEY;
     let with_iat = |sub: &str, iat: u64| {
         let mut c = claims(sub);
         c["iat"] = json!(iat);
@@ -265,16 +273,9 @@ async fn revoking_all_of_a_users_tokens_refuses_every_earlier_token_and_none_aft
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_name_claim_and_the_server_api_set_display_names_that_notices_use() {
-    let mut cfg = ServerConfig::default();
-    cfg.server_api_keys = vec!["display-name-test-key-01234".into()];
-    let server = builder(cfg)
-        .store(Arc::new(MemoryStore::new()))
-        .jwt(jwt_config(vec![]))
-        .bind("127.0.0.1:0")
-        .await
-        .expect("server starts");
+    let server = start_with_api_key().await;
     let api = Api::new(&server);
-    let key = "display-name-test-key-01234";
+    let key = SERVER_API_KEY;
     let mut c = claims("ada");
     c["name"] = json!("Ada Lovelace");
     let (s, me) = api.call("GET", "/api/v1/me", Some(&hs256(&c, SECRET)), None).await;

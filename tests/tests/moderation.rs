@@ -110,11 +110,18 @@ async fn moderators_mute_kick_and_ban_in_groups_and_rooms() {
     let (s, _) = sanction(&api, &alice, g, json!({"user_id": bob.id, "action": "unban"})).await;
     assert_eq!(s, 200);
     assert_eq!(add_bob().await.0, 204, "unbanned: may be added again");
+    // A kick: removed (as DELETE /groups/{id}/members would), may come back.
+    let (s, kicked) = sanction(&api, &carol, g, json!({"user_id": bob.id, "action": "kick"})).await;
+    assert_eq!((s, kicked["banned"].as_bool()), (200, Some(false)), "{kicked}");
+    refused_with(b.send(g, "kicked").await, ErrorCode::NotMember);
+    let (s, e) = sanction(&api, &carol, g, json!({"user_id": bob.id, "action": "kick"})).await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("not_member")), "a kick of a non-member");
+    assert_eq!(add_bob().await.0, 204, "a kick is not a ban");
 
     let seen = notices(&api, &dave, g).await;
     let moderation: Vec<(String, u64)> =
         seen.into_iter().filter(|(e, _)| e != "member_added" && e != "role_changed").collect();
-    let expected = ["member_muted", "member_unmuted", "member_banned", "member_unbanned"];
+    let expected = ["member_muted", "member_unmuted", "member_banned", "member_unbanned", "member_removed"];
     assert_eq!(moderation, expected.iter().map(|e| (e.to_string(), bob.id.0)).collect::<Vec<_>>());
 
     // Rooms: the creator names a moderator, who kicks, bans and deletes.

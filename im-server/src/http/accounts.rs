@@ -65,7 +65,8 @@ pub(crate) async fn login(
         resp.extensions_mut().insert(ErrorCode::RateLimited);
         return resp;
     }
-    match app.logic().login_from(&c.username, &c.password, from).await {
+    // Checked just above: not again.
+    match app.logic().login_counted(&c.username, &c.password, from).await {
         Ok(login) => Json(login).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }

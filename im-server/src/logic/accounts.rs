@@ -99,6 +99,18 @@ impl Logic {
                 format!("too many failed logins; retry in {} s", wait.as_secs().max(1)),
             ));
         }
+        self.login_counted(username, password, from).await
+    }
+
+    /// [`login_from`](Self::login_from) for a caller that has just asked
+    /// [`login_retry_after`](Self::login_retry_after) itself: checks the
+    /// password and counts a failure.
+    pub(crate) async fn login_counted(
+        &self,
+        username: &str,
+        password: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Login> {
         let result = self.check_password_and_open(username, password).await;
         match &result {
             Ok(_) => self.login_throttle.succeeded(username),

@@ -179,11 +179,12 @@ impl Logic {
         self.post_notice(im_core::ConversationId::Group(group), actor, notice, body).await;
     }
 
-    async fn member_ids(&self, group: GroupId) -> Result<Vec<UserId>> {
+    pub(super) async fn member_ids(&self, group: GroupId) -> Result<Vec<UserId>> {
         Ok(self.svc.directory.members(group).await?.into_iter().map(|m| m.user).collect())
     }
 
-    async fn announce(
+    /// Sends the `member` push of a change to `to` and tells the hooks.
+    pub(super) async fn announce(
         &self,
         group: GroupId,
         user: UserId,

@@ -8,10 +8,9 @@
 //! people may make.
 
 use im_core::events::{self, SystemNotice};
-use im_core::{ConversationId, ErrorCode, MemberChangeKind, RoomId, ServerFrame, UserId};
+use im_core::{ConversationId, ErrorCode, MemberChangeKind, RoomId, UserId};
 
 use super::Logic;
-use crate::broker::{Audience, Event};
 use crate::error::{Error, Result};
 use crate::model::Role;
 use crate::store::{Access, ModerationStore, Sanction, StoreError};
@@ -158,21 +157,23 @@ impl Logic {
                 store.set_muted(conv, user, 0).await?;
                 events::SYSTEM_MEMBER_UNMUTED
             }
-            Sanctioning::Kick => {
-                let was = match conv {
-                    ConversationId::Group(g) => self.svc.directory.remove_member(g, user).await?,
-                    ConversationId::Room(r) => self.svc.directory.leave_room(r, user).await?,
-                    ConversationId::Direct(..) => false,
-                };
-                if !was {
-                    return Err(Error::new(ErrorCode::NotMember, format!("user {user} is not a member")));
+            Sanctioning::Kick => match conv {
+                // A group's kick is the removal of a member, notice and all.
+                ConversationId::Group(g) => {
+                    self.remove_member(actor, g, user).await?;
+                    return self.sanction_of(store, conv, user).await;
                 }
-                self.after_removal(actor, conv, user).await?;
-                match conv {
-                    ConversationId::Group(_) => events::SYSTEM_MEMBER_REMOVED,
-                    _ => events::SYSTEM_MEMBER_KICKED,
+                ConversationId::Direct(..) => {
+                    return Err(Error::new(ErrorCode::InvalidField, "direct chats have no moderators"))
                 }
-            }
+                ConversationId::Room(r) => {
+                    if !self.svc.directory.leave_room(r, user).await? {
+                        return Err(Error::new(ErrorCode::NotMember, format!("user {user} is not a member")));
+                    }
+                    self.after_removal(actor, conv, user).await?;
+                    events::SYSTEM_MEMBER_KICKED
+                }
+            },
             Sanctioning::Ban => {
                 let was = store.ban(conv, user).await.map_err(|e| match e {
                     StoreError::NotFound => Error::new(ErrorCode::NoSuchConversation, "no such conversation"),
@@ -191,8 +192,17 @@ impl Logic {
             }
         };
         self.moderation_notice(conv, actor, event, user, until).await;
-        let now = now_ms();
-        let current = store.sanctions(conv, now).await?.into_iter().find(|s| s.user == user);
+        self.sanction_of(store, conv, user).await
+    }
+
+    /// The sanction of `user` in `conv` now.
+    async fn sanction_of(
+        &self,
+        store: &dyn ModerationStore,
+        conv: ConversationId,
+        user: UserId,
+    ) -> Result<Sanction> {
+        let current = store.sanctions(conv, now_ms()).await?.into_iter().find(|s| s.user == user);
         Ok(current.unwrap_or(Sanction { user, banned: false, muted_until: 0 }))
     }
 
@@ -201,18 +211,13 @@ impl Logic {
     async fn after_removal(&self, actor: UserId, conv: ConversationId, user: UserId) -> Result<()> {
         match conv {
             ConversationId::Group(group) => {
-                let mut to: Vec<UserId> =
-                    self.svc.directory.members(group).await?.into_iter().map(|m| m.user).collect();
+                let mut to = self.member_ids(group).await?;
                 to.push(user);
-                let frame = ServerFrame::Member { group, user, change: MemberChangeKind::Removed, by: actor };
-                self.publish(Event::Deliver { to: Audience::Users(to), frame, skip: None }).await;
+                self.announce(group, user, MemberChangeKind::Removed, actor, to).await;
             }
-            ConversationId::Room(room) => {
-                self.publish(Event::RoomMembership { room, user, joined: false }).await;
-            }
+            ConversationId::Room(room) => self.announce_left(room, user).await,
             ConversationId::Direct(..) => {}
         }
-        self.tell_hooks(|| crate::hooks::Notice::Left(user, conv));
         Ok(())
     }
 

@@ -52,9 +52,15 @@ impl Logic {
             return Err(Error::new(ErrorCode::NoSuchRoom, "no such room"));
         }
         self.svc.directory.leave_room(room, user).await?;
+        self.announce_left(room, user).await;
+        Ok(())
+    }
+
+    /// What a user's leaving a room changes besides the store: every node
+    /// stops delivering it to their connections, and the hooks are told.
+    pub(super) async fn announce_left(&self, room: RoomId, user: UserId) {
         self.publish(Event::RoomMembership { room, user, joined: false }).await;
         self.tell_hooks(|| crate::hooks::Notice::Left(user, im_core::ConversationId::Room(room)));
-        Ok(())
     }
 
     /// The rooms `user` has joined.

@@ -11,7 +11,8 @@ use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, 
 use super::{DeviceRead, Directory, MessageStore, NewMessage, ReadMark, ReadState, SessionStore, StoreError};
 use crate::model::{Member, Role, Session};
 
-fn new_msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessage {
+/// A plain message to append (shared by every part of the suite).
+pub(crate) fn new_msg(conv: ConversationId, from: u64, cmid: &str, body: &str) -> NewMessage {
     NewMessage {
         conv,
         from: UserId(from),

@@ -12,18 +12,7 @@ use serde_json::json;
 use super::{MessageStore, NewMessage, StoreError};
 
 fn new(conv: ConversationId, from: u64, cmid: &str) -> NewMessage {
-    NewMessage {
-        conv,
-        from: UserId(from),
-        cmid: ClientMsgId::new(cmid).unwrap(),
-        body: String::new(),
-        ts: 1_700_000_000_000,
-        mentions: Vec::new(),
-        kind: None,
-        content: None,
-        reply_to: None,
-        target: None,
-    }
+    super::conformance::new_msg(conv, from, cmid, "")
 }
 
 fn event(conv: ConversationId, from: u64, cmid: &str, kind: &str, target: u64) -> NewMessage {

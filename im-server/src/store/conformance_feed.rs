@@ -4,23 +4,12 @@
 
 use std::sync::Arc;
 
-use im_core::{ClientMsgId, ConversationId, UserId};
+use im_core::ConversationId;
 
 use super::{Directory, FeedPosition, MessageStore, NewMessage};
 
 fn new(conv: ConversationId, cmid: &str) -> NewMessage {
-    NewMessage {
-        conv,
-        from: UserId(1),
-        cmid: ClientMsgId::new(cmid).unwrap(),
-        body: "hi".into(),
-        ts: 1_700_000_000_000,
-        mentions: Vec::new(),
-        kind: None,
-        content: None,
-        reply_to: None,
-        target: None,
-    }
+    super::conformance::new_msg(conv, 1, cmid, "hi")
 }
 
 /// Runs the feed checks against `store` (messages and directory in one).
