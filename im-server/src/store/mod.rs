@@ -22,6 +22,7 @@ use crate::model::{Group, Member, Role, Room, Session, User};
 pub mod contacts;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+pub mod erasure;
 pub mod feed;
 pub mod memory;
 pub mod moderation;
@@ -33,6 +34,8 @@ pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod conformance_contacts;
 #[cfg(test)]
+pub(crate) mod conformance_erasure;
+#[cfg(test)]
 pub(crate) mod conformance_events;
 #[cfg(test)]
 pub(crate) mod conformance_feed;
@@ -42,6 +45,7 @@ pub(crate) mod conformance_moderation;
 pub use contacts::{Contact, ContactRefusal, ContactStore};
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
+pub use erasure::{DirectoryErasure, MessageErasure, SentCursor};
 pub use feed::{FeedPosition, FeedStore};
 pub use memory::MemoryStore;
 pub use moderation::{Access, ModerationStore, Sanction};
@@ -331,6 +335,12 @@ pub trait MessageStore: ReadStore {
     fn feed(&self) -> Option<&dyn FeedStore> {
         None
     }
+
+    /// Finding what a user sent and forgetting their read state, for
+    /// erasing users (every built-in store can; the default: no).
+    fn message_erasure(&self) -> Option<&dyn MessageErasure> {
+        None
+    }
 }
 
 /// Users, groups, rooms and who belongs where.
@@ -401,6 +411,12 @@ pub trait Directory: Send + Sync + 'static {
     /// `unavailable`, nobody is blocked, and presence goes to fellow
     /// members and direct peers only).
     fn contacts(&self) -> Option<&dyn ContactStore> {
+        None
+    }
+
+    /// Erasing users, if this directory can (every built-in store can;
+    /// the default: no — erasure answers `unavailable`).
+    fn user_erasure(&self) -> Option<&dyn DirectoryErasure> {
         None
     }
 }

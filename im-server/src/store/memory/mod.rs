@@ -17,6 +17,7 @@ use super::{
 };
 
 mod contacts;
+mod erasure;
 mod feed;
 mod moderation;
 use crate::model::{Group, Member, Role, Room, Session, User};
@@ -48,6 +49,8 @@ struct Messages {
     private: BTreeSet<UserId>,
     /// Muted until, per `(user, conv)`.
     muted: HashMap<(UserId, ConversationId), u64>,
+    /// The sender index: `(from, conv, id)` of every message stored.
+    sent: BTreeSet<(UserId, ConversationId, MessageId)>,
 }
 
 impl Messages {
@@ -72,6 +75,8 @@ impl Messages {
 #[derive(Debug, Default)]
 struct Dir {
     users: BTreeMap<UserId, User>,
+    /// The last user id handed out (erased users' ids are not reused).
+    last_user: u64,
     by_name: HashMap<String, UserId>,
     groups: BTreeMap<GroupId, Group>,
     members: HashMap<GroupId, BTreeMap<UserId, Role>>,
@@ -169,6 +174,7 @@ impl MessageStore for MemoryStore {
         counted.push(before + u64::from(!message.is_event()));
         log.push(message.clone());
         keys.insert(key, id);
+        m.sent.insert((message.from, message.conv, id));
         m.raise_read(message.from, message.conv, id);
         Ok(Appended { message, duplicate: false })
     }
@@ -215,6 +221,10 @@ impl MessageStore for MemoryStore {
     }
 
     fn feed(&self) -> Option<&dyn FeedStore> {
+        Some(self)
+    }
+
+    fn message_erasure(&self) -> Option<&dyn crate::store::MessageErasure> {
         Some(self)
     }
 }
@@ -327,7 +337,8 @@ impl Directory for MemoryStore {
         if d.by_name.contains_key(username) {
             return Err(StoreError::Conflict);
         }
-        let id = UserId(d.users.last_key_value().map_or(0, |(k, _)| k.0) + 1);
+        d.last_user += 1;
+        let id = UserId(d.last_user);
         let user = User {
             id,
             username: username.to_owned(),
@@ -480,6 +491,10 @@ impl Directory for MemoryStore {
     fn contacts(&self) -> Option<&dyn crate::store::ContactStore> {
         Some(self)
     }
+
+    fn user_erasure(&self) -> Option<&dyn crate::store::DirectoryErasure> {
+        Some(self)
+    }
 }
 
 #[async_trait]
@@ -535,6 +550,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn moderation() {
         crate::store::conformance_moderation::moderation(Arc::new(MemoryStore::new())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn erasure() {
+        crate::store::conformance_erasure::erasure(Arc::new(MemoryStore::new())).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]
