@@ -311,4 +311,8 @@ impl Directory for PgStore {
     fn contacts(&self) -> Option<&dyn crate::store::ContactStore> {
         Some(self)
     }
+
+    fn user_erasure(&self) -> Option<&dyn crate::store::DirectoryErasure> {
+        Some(self)
+    }
 }

@@ -318,4 +318,8 @@ impl MessageStore for PgStore {
     fn feed(&self) -> Option<&dyn crate::store::FeedStore> {
         Some(self)
     }
+
+    fn message_erasure(&self) -> Option<&dyn crate::store::MessageErasure> {
+        Some(self)
+    }
 }

@@ -260,6 +260,16 @@ CREATE INDEX blocks_by_blocked ON {S}.blocks (blocked_id, user_id);
         name: "display names",
         sql: "ALTER TABLE {S}.users ADD COLUMN display_name text;",
     },
+    Migration {
+        version: 12,
+        name: "erasure indexes",
+        sql: "
+-- What a user sent, in (conversation, id) order: erasure pages through it.
+CREATE INDEX messages_by_sender ON {S}.messages (sender_id, conv, id);
+-- A user's mutes and bans everywhere, removed when the user is erased.
+CREATE INDEX sanctions_by_user ON {S}.sanctions (user_id);
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

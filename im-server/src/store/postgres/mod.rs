@@ -22,7 +22,8 @@
 //! and returned as the duplicate. Any other failure rolls back the same way,
 //! so ids stay gapless. The same statement raises the sender's row of
 //! `read_state` to the new id. User, group and room ids work alike on
-//! `im_counters` rows, so a taken username consumes no id.
+//! `im_counters` rows, so a taken username consumes no id and an erased
+//! user's id is never given again.
 //!
 //! # Value mapping
 //!
@@ -35,6 +36,7 @@
 
 mod contacts;
 mod directory;
+mod erasure;
 mod feed;
 mod messages;
 mod migrations;

@@ -146,6 +146,12 @@ async fn moderation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn erasure() {
+    let Some((_db, store)) = test_pg().await else { return };
+    crate::store::conformance_erasure::erasure(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn feed() {
     let Some((_db, store)) = test_pg().await else { return };
     crate::store::conformance_feed::feed(Arc::new(store)).await;
@@ -439,4 +445,46 @@ async fn upgrading_starts_read_state_at_the_heads() {
     assert_eq!(store.read_ids(UserId(2), &[g, r, d]).await.unwrap(), vec![12, 0, 3]);
     assert_eq!(store.read_ids(UserId(3), &[g, r, d]).await.unwrap(), vec![0, 40, 0]);
     assert_eq!(store.read_ids(UserId(5), &[d]).await.unwrap(), vec![3]);
+}
+
+/// A schema from before the sender index (version 11) gets it when
+/// migrated, over the messages already stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrading_indexes_stored_messages_by_sender() {
+    let Some(db) = test_db().await else { return };
+    let quoted = format!("\"{}\"", db.schema);
+    let before: Vec<_> = MIGRATIONS.iter().take_while(|m| m.version < 12).collect();
+    assert_eq!(before.len(), 11);
+    let mut sql = format!(
+        "CREATE SCHEMA {quoted}; CREATE TABLE {quoted}.im_schema_migrations (
+        version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());"
+    );
+    for m in &before {
+        sql.push_str(&super::q(m.sql, &quoted));
+        sql.push_str(&format!(
+            ";INSERT INTO {quoted}.im_schema_migrations VALUES ({}, '{}');",
+            m.version, m.name
+        ));
+    }
+    sql.push_str(&format!(
+        "INSERT INTO {quoted}.messages (conv, id, sender_id, cmid, body, ts)
+         VALUES ('r:2', 1, 7, 'a', 'x', 0), ('g:1', 1, 8, 'b', 'x', 0), ('g:1', 2, 7, 'c', 'x', 0);"
+    ));
+    db.raw().await.batch_execute(&sql).await.unwrap();
+    let store = db.store(2).await;
+    let indexes: Vec<String> = db
+        .raw()
+        .await
+        .query("SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 ORDER BY 1", &[&db.schema])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(indexes.iter().any(|i| i == "messages_by_sender"), "{indexes:?}");
+    assert!(indexes.iter().any(|i| i == "sanctions_by_user"), "{indexes:?}");
+    let e = store.message_erasure().unwrap();
+    let (g, r) = (ConversationId::Group(GroupId(1)), ConversationId::Room(RoomId(2)));
+    assert_eq!(e.sent_by(UserId(7), None, 10).await.unwrap(), vec![(g, 2), (r, 1)]);
+    assert_eq!(e.sent_by(UserId(7), Some((g, 2)), 10).await.unwrap(), vec![(r, 1)]);
 }
