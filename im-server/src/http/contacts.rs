@@ -14,7 +14,7 @@ use crate::state::AppState;
 /// `GET /contacts` answer.
 #[derive(Serialize)]
 pub(crate) struct ContactList {
-    contacts: Vec<ContactEntry>,
+    pub(crate) contacts: Vec<ContactEntry>,
 }
 
 /// `POST /contacts/{user_id}` answer: the relation now.
@@ -27,7 +27,7 @@ pub(crate) struct ContactOut {
 /// `GET /blocks` answer.
 #[derive(Serialize)]
 pub(crate) struct BlockList {
-    blocks: Vec<UserId>,
+    pub(crate) blocks: Vec<UserId>,
 }
 
 /// `GET /contacts` → the caller's contacts and requests (accepted ones with presence).

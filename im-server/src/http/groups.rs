@@ -78,3 +78,15 @@ pub(crate) async fn remove_member(
     app.logic().remove_member(s.user, GroupId(id), UserId(user)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `POST /groups/{id}/owner` → 204: the owner hands the group to member
+/// `user_id` and becomes an admin.
+pub(crate) async fn transfer(
+    State(app): State<AppState>,
+    Authed(s): Authed,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(body): ApiJson<super::server_api::NewOwner>,
+) -> ApiResult<StatusCode> {
+    app.logic().transfer_ownership(s.user, GroupId(id), body.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -79,6 +79,8 @@ mod presence;
 mod reads;
 mod rooms;
 mod server_api;
+mod server_relations;
+use server_relations as rel;
 pub mod web;
 
 pub use error::{ApiError, ApiResult};
@@ -103,6 +105,7 @@ fn api() -> Router<AppState> {
         .route("/groups/{id}", get(groups::info))
         .route("/groups/{id}/members", post(groups::add_member))
         .route("/groups/{id}/members/{user_id}", delete(groups::remove_member))
+        .route("/groups/{id}/owner", post(groups::transfer))
         .route("/rooms", post(rooms::create).get(rooms::list))
         .route("/rooms/{id}/join", post(rooms::join))
         .route("/rooms/{id}/leave", post(rooms::leave))
@@ -121,16 +124,24 @@ fn api() -> Router<AppState> {
         .route("/blocks", get(contacts::blocks))
         .route("/blocks/{user_id}", put(contacts::block).delete(contacts::unblock))
         .route("/server/users", post(server_api::create_user))
-        .route("/server/users/{id}", get(server_api::user))
+        .route("/server/users/{id}", get(server_api::user).delete(server_api::erase_user))
         .route("/server/users/{id}/disconnect", post(server_api::disconnect))
         .route("/server/users/{id}/revoke-tokens", post(server_api::revoke_user_tokens))
         .route("/server/groups", post(server_api::create_group))
         .route("/server/groups/{id}/members", post(server_api::add_member))
         .route("/server/groups/{id}/members/{user_id}", delete(server_api::remove_member))
+        .route("/server/groups/{id}/owner", post(server_api::transfer_group))
         .route("/server/rooms", post(server_api::create_room))
         .route("/server/messages", post(server_api::post_message))
         .route("/server/conversations/{conv}/messages", get(server_api::history))
         .route("/server/tokens/revoke", post(server_api::revoke))
+        .route("/server/users/{id}/contacts", get(rel::contacts))
+        .route("/server/users/{id}/contacts/{other}", put(rel::befriend).delete(rel::unfriend))
+        .route("/server/users/{id}/blocks", get(rel::blocks))
+        .route("/server/users/{id}/blocks/{other}", put(rel::block).delete(rel::unblock))
+        .route("/server/conversations/{conv}/sanctions", post(rel::sanction).get(rel::sanctions))
+        .route("/server/rooms/{id}/moderators", get(rel::moderators))
+        .route("/server/rooms/{id}/moderators/{user_id}", put(rel::appoint).delete(rel::dismiss))
         .route("/attachments", post(attachments::upload))
         .route("/attachments/config", get(attachments::config))
         .route("/attachments/uploads", post(attachments::begin))

@@ -43,7 +43,7 @@ impl From<Sanction> for SanctionOut {
 /// `GET /conversations/{conv}/sanctions` answer.
 #[derive(Serialize)]
 pub(crate) struct SanctionList {
-    sanctions: Vec<SanctionOut>,
+    pub(crate) sanctions: Vec<SanctionOut>,
 }
 
 /// `POST /conversations/{conv}/sanctions {user_id, action, duration_ms?}` → 200 the user's sanction now.
@@ -54,23 +54,35 @@ pub(crate) async fn act(
     ApiJson(body): ApiJson<SanctionBody>,
 ) -> ApiResult<Json<SanctionOut>> {
     let conv = parse_conv(&conv)?;
-    let action = match (body.action.as_str(), body.duration_ms) {
-        ("mute", d) => Sanctioning::Mute(d),
-        (_, Some(_)) => {
-            return Err(ApiError::new(ErrorCode::InvalidField, "duration_ms is only for mute"));
-        }
-        ("unmute", None) => Sanctioning::Unmute,
-        ("kick", None) => Sanctioning::Kick,
-        ("ban", None) => Sanctioning::Ban,
-        ("unban", None) => Sanctioning::Unban,
-        (other, None) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                format!("action {other:?}: expected mute, unmute, kick, ban or unban"),
-            ));
-        }
-    };
+    let action = body.action()?;
     Ok(Json(app.logic().sanction(s.user, conv, body.user_id, action).await?.into()))
+}
+
+impl SanctionBody {
+    /// The user it names.
+    pub(crate) fn user(&self) -> UserId {
+        self.user_id
+    }
+
+    /// The action it asks for.
+    pub(crate) fn action(&self) -> Result<Sanctioning, ApiError> {
+        Ok(match (self.action.as_str(), self.duration_ms) {
+            ("mute", d) => Sanctioning::Mute(d),
+            (_, Some(_)) => {
+                return Err(ApiError::new(ErrorCode::InvalidField, "duration_ms is only for mute"));
+            }
+            ("unmute", None) => Sanctioning::Unmute,
+            ("kick", None) => Sanctioning::Kick,
+            ("ban", None) => Sanctioning::Ban,
+            ("unban", None) => Sanctioning::Unban,
+            (other, None) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("action {other:?}: expected mute, unmute, kick, ban or unban"),
+                ));
+            }
+        })
+    }
 }
 
 /// `GET /conversations/{conv}/sanctions` → the banned and muted users (moderators only).
@@ -87,7 +99,7 @@ pub(crate) async fn list(
 /// `GET /rooms/{id}/moderators` answer.
 #[derive(Serialize)]
 pub(crate) struct Moderators {
-    moderators: Vec<UserId>,
+    pub(crate) moderators: Vec<UserId>,
 }
 
 /// `GET /rooms/{id}/moderators`.

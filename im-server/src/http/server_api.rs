@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use super::error::{ApiError, ApiResult};
 use super::extract::{parse_conv, ApiJson, ApiPath, ApiQuery};
 use super::messages::{HistoryBody, HistoryQuery};
+use crate::logic::erasure::{ErasedMessages, Erasure};
 use crate::logic::groups::GroupInfo;
 use crate::logic::messages::Draft;
 use crate::model::{Role, Room, User};
@@ -167,6 +168,55 @@ pub(crate) async fn remove_member(
     let owner = app.logic().group_owner(GroupId(id)).await?;
     app.logic().remove_member(owner, GroupId(id), UserId(user)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /server/groups/{id}/owner` and `POST /groups/{id}/owner` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewOwner {
+    pub(crate) user_id: UserId,
+}
+
+/// `POST /server/groups/{id}/owner` → 204: member `user_id` owns the
+/// group; the owner before becomes an admin.
+pub(crate) async fn transfer_group(
+    State(app): State<AppState>,
+    _: ServerKey,
+    ApiPath(id): ApiPath<u64>,
+    ApiJson(body): ApiJson<NewOwner>,
+) -> ApiResult<StatusCode> {
+    let owner = app.logic().group_owner(GroupId(id)).await?;
+    app.logic().transfer_ownership(owner, GroupId(id), body.user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /server/users/{id}` query: what happens to the user's messages
+/// (required: an erasure cannot be undone).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EraseQuery {
+    messages: Option<String>,
+}
+
+/// `DELETE /server/users/{id}?messages=keep|recall` → 200 with what the
+/// erasure did (see `Logic::erase_user`).
+pub(crate) async fn erase_user(
+    State(app): State<AppState>,
+    _: ServerKey,
+    ApiPath(id): ApiPath<u64>,
+    ApiQuery(q): ApiQuery<EraseQuery>,
+) -> ApiResult<Json<Erasure>> {
+    let messages = match q.messages.as_deref() {
+        Some("keep") => ErasedMessages::Keep,
+        Some("recall") => ErasedMessages::Recall,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "messages: keep or recall (what happens to the user's messages must be stated)",
+            ))
+        }
+    };
+    Ok(Json(app.logic().erase_user(UserId(id), messages).await?))
 }
 
 /// `POST /server/rooms` body.

@@ -184,8 +184,15 @@ impl Logic {
                     if !crate::auth::valid_subject(&subject) {
                         return Err(AuthError::Malformed);
                     }
-                    let user = self.external_user(&subject).await?;
-                    let revoked = self.svc.auth.revoked_before(user).await?;
+                    let mut user = self.external_user(&subject).await?;
+                    let mut revoked = self.svc.auth.revoked_before(user).await?;
+                    if revoked > 0 && self.svc.directory.user(user).await?.is_none() {
+                        // Erased (perhaps on another node): this node's
+                        // mapping is stale; the subject is a new user now.
+                        self.forget_subject(&subject);
+                        user = self.external_user(&subject).await?;
+                        revoked = self.svc.auth.revoked_before(user).await?;
+                    }
                     let before = match issued_at {
                         // `iat` counts whole seconds: a token of the
                         // revocation's own second is let through.

@@ -78,7 +78,7 @@ impl BlockCache {
         pairs.insert(Self::key(a, b), (blocked, Instant::now()));
     }
 
-    fn forget(&self, a: UserId, b: UserId) {
+    pub(super) fn forget(&self, a: UserId, b: UserId) {
         let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
         self.changes.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         pairs.remove(&Self::key(a, b));
@@ -121,7 +121,7 @@ impl Logic {
     }
 
     /// Tells both users' connections where they stand.
-    async fn tell_contact(&self, a: UserId, b: UserId, state_for_a: ContactState) {
+    pub(super) async fn tell_contact(&self, a: UserId, b: UserId, state_for_a: ContactState) {
         for (to, user, state) in [(a, b, state_for_a), (b, a, state_for_a.mirrored())] {
             let frame = ServerFrame::Contact { user, state };
             self.publish(Event::Deliver { to: Audience::Users(vec![to]), frame, skip: None }).await;
@@ -194,6 +194,31 @@ impl Logic {
                 presence: presence.iter().find(|p| p.presence.user == c.user).map(|p| p.presence),
             })
             .collect())
+    }
+
+    /// Makes `a` and `b` contacts at once, without a request (for the
+    /// application's backend mirroring its own graph); already contacts is
+    /// fine. A block either way refuses it (`forbidden`).
+    pub async fn befriend(&self, a: UserId, b: UserId) -> Result<()> {
+        let store = self.contact_store()?;
+        if self.svc.directory.user(a).await?.is_none() {
+            return Err(Error::new(ErrorCode::NoSuchUser, format!("no user {a}")));
+        }
+        self.check_other(a, b).await?;
+        let blocked =
+            || Error::new(ErrorCode::Forbidden, format!("a block between users {a} and {b}: lift it first"));
+        let now = now_ms();
+        match store.request_contact(a, b, now).await? {
+            Err(_) => return Err(blocked()),
+            Ok(ContactState::Accepted) => {}
+            Ok(_) => {
+                if store.accept_contact(b, a, now).await?.is_err() {
+                    return Err(blocked()); // blocked between the two steps
+                }
+            }
+        }
+        self.tell_contact(a, b, ContactState::Accepted).await;
+        Ok(())
     }
 
     /// `user` blocks `other` (ending any relation between them).

@@ -109,9 +109,9 @@ impl Logic {
             self.read_from_head(user, im_core::ConversationId::Group(group)).await;
             let everyone = self.member_ids(group).await?;
             self.announce(group, user, MemberChangeKind::Added, actor, everyone).await;
-            self.notice(group, actor, events::SYSTEM_MEMBER_ADDED, user, Some(role)).await;
+            self.group_notice(group, actor, events::SYSTEM_MEMBER_ADDED, user, Some(role)).await;
         } else if before != Some(role) {
-            self.notice(group, actor, events::SYSTEM_ROLE_CHANGED, user, Some(role)).await;
+            self.group_notice(group, actor, events::SYSTEM_ROLE_CHANGED, user, Some(role)).await;
         }
         Ok(())
     }
@@ -143,8 +143,30 @@ impl Logic {
             }
             self.announce(group, user, MemberChangeKind::Removed, actor, everyone).await;
             let what = if actor == user { events::SYSTEM_MEMBER_LEFT } else { events::SYSTEM_MEMBER_REMOVED };
-            self.notice(group, actor, what, user, None).await;
+            self.group_notice(group, actor, what, user, None).await;
         }
+        Ok(())
+    }
+
+    /// Makes member `to` the owner of `group`; the owner before (`actor`,
+    /// who must be the owner) becomes an admin. A notice tells the group.
+    pub async fn transfer_ownership(&self, actor: UserId, group: GroupId, to: UserId) -> Result<()> {
+        if self.role_of(actor, group).await? != Role::Owner {
+            return Err(Error::new(ErrorCode::Forbidden, "only the owner hands a group on"));
+        }
+        let store = self.svc.directory.user_erasure().ok_or_else(|| {
+            Error::new(ErrorCode::Unavailable, "this server's directory cannot change a group's owner")
+        })?;
+        if to == actor {
+            return Ok(());
+        }
+        match store.transfer_ownership(group, to).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::new(ErrorCode::NotMember, format!("user {to} is not a member"))),
+            Err(crate::store::StoreError::NotFound) => return Err(no_such_group()),
+            Err(e) => return Err(e.into()),
+        }
+        self.group_notice(group, actor, events::SYSTEM_ROLE_CHANGED, to, Some(Role::Owner)).await;
         Ok(())
     }
 
@@ -160,7 +182,14 @@ impl Logic {
     }
 
     /// Posts a `system` notice of a membership change into the group's sequence.
-    async fn notice(&self, group: GroupId, actor: UserId, event: &str, user: UserId, role: Option<Role>) {
+    pub(super) async fn group_notice(
+        &self,
+        group: GroupId,
+        actor: UserId,
+        event: &str,
+        user: UserId,
+        role: Option<Role>,
+    ) {
         let (who, whom) = (self.display_name(actor).await, self.display_name(user).await);
         let role_name = role.map(|r| r.as_str().to_owned());
         let body = match event {

@@ -24,6 +24,7 @@ use crate::store::{Directory, MessageStore};
 pub mod accounts;
 pub mod attachments;
 pub mod contacts;
+pub mod erasure;
 mod events;
 pub mod groups;
 pub mod messages;

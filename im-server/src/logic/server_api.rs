@@ -2,7 +2,7 @@
 //! key) may do beyond what a user may: act for any user, read any
 //! conversation, disconnect users and revoke tokens.
 
-use im_core::{ErrorCode, GroupId, UserId};
+use im_core::{ConversationId, ErrorCode, GroupId, UserId};
 
 use super::Logic;
 use crate::broker::Event;
@@ -40,6 +40,21 @@ impl Logic {
             .find(|m| m.role == Role::Owner)
             .map(|m| m.user)
             .ok_or_else(|| Error::new(ErrorCode::NoSuchGroup, format!("no group {group}")))
+    }
+
+    /// Who the server API acts as to moderate `conv`: a group's owner, a
+    /// room's creator (the highest rank there).
+    pub async fn chief_moderator(&self, conv: ConversationId) -> Result<UserId> {
+        match conv {
+            ConversationId::Group(g) => self.group_owner(g).await,
+            ConversationId::Room(r) => match self.svc.directory.room(r).await? {
+                Some(room) => Ok(room.created_by),
+                None => Err(Error::new(ErrorCode::NoSuchRoom, "no such room")),
+            },
+            ConversationId::Direct(..) => {
+                Err(Error::new(ErrorCode::InvalidField, "direct chats have no moderators"))
+            }
+        }
     }
 
     /// Closes every connection of `user` on every node with 3000: each

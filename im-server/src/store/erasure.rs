@@ -56,8 +56,10 @@ pub trait DirectoryErasure: Send + Sync + 'static {
 
     /// Removes `user` from the directory in one atomic step: the account
     /// (its username becomes free), every group and room membership and
-    /// room moderation, direct-chat records, contacts and blocks on both
-    /// sides, and mutes and bans of the user; whether the user existed.
+    /// room moderation, the user's own direct-chat records (their peers
+    /// keep theirs: the conversation stays in the peer's inbox, with what
+    /// is left of it), contacts and blocks on both sides, and mutes and
+    /// bans of the user; whether the user existed.
     /// Messages are not touched (see [`MessageErasure`]), nor are groups
     /// the user owned (the logic transfers them first; a group whose owner
     /// was erased keeps `owner` naming the erased id).

@@ -78,11 +78,7 @@ impl DirectoryErasure for MemoryStore {
             d.leave_room(room, user);
         }
         d.user_rooms.remove(&user);
-        for peer in d.directs.remove(&user).unwrap_or_default() {
-            if let Some(p) = d.directs.get_mut(&peer) {
-                p.remove(&user);
-            }
-        }
+        d.directs.remove(&user);
         d.contacts.retain(|&(a, b), _| a != user && b != user);
         d.blocks.retain(|&(a, b), _| a != user && b != user);
         d.muted.retain(|&(_, u), _| u != user);

@@ -14,13 +14,13 @@ use super::{bound, col, db_err, key, limit, unkey, PgStore};
 use crate::store::{DirectoryErasure, MessageErasure, SentCursor, StoreError, StoreResult};
 
 /// Every deletion of an erased user (`$1`) from the directory except the
-/// account, in one statement. Directs and contacts are stored from both
+/// account, in one statement. The peers keep their side of direct chats
+/// (the conversation stays in their inbox). Contacts are stored from both
 /// sides, so the mirrored rows are found through the user's own (by
 /// primary key) rather than by scanning `peer_id`.
 const ERASE: &str = "WITH gm AS (DELETE FROM {S}.group_members WHERE user_id = $1)
      , rm AS (DELETE FROM {S}.room_members WHERE user_id = $1)
-     , di AS (DELETE FROM {S}.directs WHERE user_id = $1 RETURNING peer_id)
-     , dm AS (DELETE FROM {S}.directs WHERE (user_id, peer_id) IN (SELECT peer_id, $1 FROM di))
+     , di AS (DELETE FROM {S}.directs WHERE user_id = $1)
      , co AS (DELETE FROM {S}.contacts WHERE user_id = $1 RETURNING peer_id)
      , cm AS (DELETE FROM {S}.contacts WHERE (user_id, peer_id) IN (SELECT peer_id, $1 FROM co))
      , bl AS (DELETE FROM {S}.blocks WHERE user_id = $1 OR blocked_id = $1)

@@ -1,0 +1,221 @@
+//! Erasing a user for the application's backend (`DELETE
+//! /api/v1/server/users/{id}`): tokens revoked, messages kept or recalled
+//! by policy, groups handed on, every membership and relation ended, and
+//! the account removed. See `docs/embedding.md` §10 for what is left.
+
+use im_core::events::{self, ReactionChange};
+use im_core::{ClientMsgId, ContactState, ErrorCode, GroupId, Message, UserId};
+use serde::Serialize;
+
+use super::messages::{Draft, Settle};
+use super::Logic;
+use crate::error::{Error, Result};
+use crate::model::Role;
+use crate::store::{DirectoryErasure, MessageErasure};
+
+/// What happens to the messages of a user who is erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErasedMessages {
+    /// They stay, under the erased user's id (which no account has any more).
+    Keep,
+    /// Each is recalled (a `recall` event in its conversation's sequence:
+    /// its content gone from storage, its edits scrubbed, attachments only
+    /// it used deleted) and the user's reactions are taken back.
+    Recall,
+}
+
+/// What an erasure did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Erasure {
+    /// The erased user.
+    pub user_id: UserId,
+    /// Messages recalled (0 when kept).
+    pub messages_recalled: u64,
+    /// Reactions taken back.
+    pub reactions_removed: u64,
+    /// Groups the user owned and handed on: the group and its new owner.
+    pub groups_handed_on: Vec<(GroupId, UserId)>,
+    /// Groups the user was a member of (handed-on ones included).
+    pub groups_left: usize,
+    /// Rooms the user had joined.
+    pub rooms_left: usize,
+    /// Contacts and contact requests ended.
+    pub contacts_removed: usize,
+}
+
+/// How many of the user's messages one [`MessageErasure::sent_by`] page holds.
+const PAGE: usize = 200;
+
+impl Logic {
+    /// Erases `user`: every token of theirs is revoked and their
+    /// connections closed on every node; their messages are kept or
+    /// recalled (`messages`); each group they owned passes to its
+    /// longest-standing admin, else member (lowest id); they leave every
+    /// group (with the usual `member` push and notice) and room; their
+    /// contacts hear the relation end; their read state is forgotten; and
+    /// the account is removed, its username free again. A repeated call
+    /// after a failure part-way resumes (recalls already made are skipped);
+    /// once the account is gone it answers `no_such_user`.
+    pub async fn erase_user(&self, user: UserId, messages: ErasedMessages) -> Result<Erasure> {
+        let unavailable = |what: &str| Error::new(ErrorCode::Unavailable, format!("this server's {what}"));
+        let directory =
+            self.svc.directory.user_erasure().ok_or_else(|| unavailable("directory cannot erase users"))?;
+        let stored = self
+            .svc
+            .messages
+            .message_erasure()
+            .ok_or_else(|| unavailable("message store cannot erase users' data"))?;
+        let account = self.user(user).await?;
+        self.revoke_all_tokens(user).await?;
+        if let Some(subject) = account.username.strip_prefix('~') {
+            self.forget_subject(subject);
+        }
+        let mut done = Erasure {
+            user_id: user,
+            messages_recalled: 0,
+            reactions_removed: 0,
+            groups_handed_on: Vec::new(),
+            groups_left: 0,
+            rooms_left: 0,
+            contacts_removed: 0,
+        };
+        if messages == ErasedMessages::Recall {
+            self.recall_all(user, stored, &mut done).await?;
+        }
+        self.leave_groups(user, directory, &mut done).await?;
+        for room in self.svc.directory.rooms_of(user).await? {
+            self.svc.directory.leave_room(room, user).await?;
+            self.announce_left(room, user).await;
+            done.rooms_left += 1;
+        }
+        if let Some(contacts) = self.svc.directory.contacts() {
+            for c in contacts.contacts(user).await? {
+                contacts.remove_contact(user, c.user).await?;
+                self.tell_contact(user, c.user, ContactState::None).await;
+                done.contacts_removed += 1;
+            }
+            for other in contacts.blocked_either_way(user).await? {
+                self.block_cache.forget(user, other);
+            }
+        }
+        stored.forget_reads(user).await?;
+        directory.erase_user(user).await?;
+        self.display_names.lock().unwrap_or_else(|p| p.into_inner()).remove(&user);
+        // A direct chat with the user is no longer one to write to (on this
+        // node; see docs/embedding.md §10 for the others).
+        self.known_directs.lock().unwrap_or_else(|p| p.into_inner()).retain(|&(a, b)| a != user && b != user);
+        tracing::info!(%user, ?messages, recalled = done.messages_recalled, "user erased");
+        Ok(done)
+    }
+
+    /// Recalls every message `user` sent and takes back their reactions.
+    async fn recall_all(&self, user: UserId, stored: &dyn MessageErasure, done: &mut Erasure) -> Result<()> {
+        let mut after = None;
+        loop {
+            let page = stored.sent_by(user, after, PAGE).await?;
+            let Some(&last) = page.last() else { return Ok(()) };
+            after = Some(last);
+            for (conv, id) in page {
+                let Some(message) = self.svc.messages.after(conv, id - 1, 1).await?.pop() else { continue };
+                if message.id != id || message.from != user {
+                    continue;
+                }
+                match message.kind() {
+                    events::REACTION if self.withdraw_reaction(user, &message).await? => {
+                        done.reactions_removed += 1;
+                    }
+                    kind if events::is_countable(kind) && !message.is_recalled() => {
+                        self.recall_for_erasure(user, &message).await?;
+                        done.messages_recalled += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Stores a recall of `message` from its sender `user`, whatever the
+    /// recall window, as a send would (live, by sync, to the feed).
+    async fn recall_for_erasure(&self, user: UserId, message: &Message) -> Result<()> {
+        let draft = Draft { kind: Some(events::RECALL.into()), target: Some(message.id), ..Draft::default() };
+        let attachment = message.content.as_ref().and_then(|c| c.get("attachment")).and_then(|a| a.as_str());
+        let settle = Settle { reference: None, release: attachment.map(|a| (a.to_owned(), message.id)) };
+        let cmid = erasure_cmid("recall", message.id)?;
+        self.submit_checked(user, None, message.conv, cmid, draft, settle).await?.await?;
+        Ok(())
+    }
+
+    /// Takes back the reaction of `user`'s reaction event `event`, if its
+    /// target still has it; whether it did.
+    async fn withdraw_reaction(&self, user: UserId, event: &Message) -> Result<bool> {
+        let (Some(target), Some(content)) = (event.target, event.content.clone()) else { return Ok(false) };
+        let Ok(change) = serde_json::from_value::<ReactionChange>(content) else { return Ok(false) };
+        if change.remove {
+            return Ok(false);
+        }
+        let conv = event.conv;
+        let Some(message) = self.svc.messages.after(conv, target - 1, 1).await?.pop() else {
+            return Ok(false);
+        };
+        let still = message.reactions.iter().any(|r| r.emoji == change.emoji && r.users.contains(&user));
+        if !still || message.is_recalled() {
+            return Ok(false);
+        }
+        let content = ReactionChange { emoji: change.emoji, remove: true };
+        let draft = Draft {
+            kind: Some(events::REACTION.into()),
+            content: Some(serde_json::to_value(content).unwrap_or_default()),
+            target: Some(target),
+            ..Draft::default()
+        };
+        let cmid = erasure_cmid("unreact", event.id)?;
+        self.submit_checked(user, None, conv, cmid, draft, Settle::default()).await?.await?;
+        Ok(true)
+    }
+
+    /// Hands on the groups `user` owns and leaves every group.
+    async fn leave_groups(
+        &self,
+        user: UserId,
+        directory: &dyn DirectoryErasure,
+        done: &mut Erasure,
+    ) -> Result<()> {
+        let dir = &self.svc.directory;
+        for group in dir.groups_of(user).await? {
+            done.groups_left += 1;
+            if dir.member_role(group, user).await? == Some(Role::Owner) {
+                let members = dir.members(group).await?;
+                let heir =
+                    |role| members.iter().filter(|m| m.user != user && m.role == role).map(|m| m.user).min();
+                let Some(heir) = heir(Role::Admin).or_else(|| heir(Role::Member)) else {
+                    continue; // alone in it: the directory's erasure ends the membership
+                };
+                if directory.transfer_ownership(group, heir).await? {
+                    self.group_notice(group, user, events::SYSTEM_ROLE_CHANGED, heir, Some(Role::Owner))
+                        .await;
+                    done.groups_handed_on.push((group, heir));
+                }
+            }
+            match self.remove_member(user, group, user).await {
+                Ok(()) => {}
+                Err(e) if e.code == ErrorCode::NotMember => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets this node's mapping of an application user to ours, so a
+    /// token for `subject` made after the erasure signs in as a new user.
+    pub(super) fn forget_subject(&self, subject: &str) {
+        self.external_users.lock().unwrap_or_else(|p| p.into_inner()).remove(subject);
+    }
+}
+
+/// The client message id of an erasure's event about message `id`
+/// (`erase-` `what` `-` id): the same on a repeated erasure, so it stores
+/// nothing twice.
+fn erasure_cmid(what: &str, id: im_core::MessageId) -> Result<ClientMsgId> {
+    ClientMsgId::new(format!("erase-{what}-{id}"))
+        .map_err(|e| Error::new(ErrorCode::Internal, format!("erasure cmid: {e}")))
+}
