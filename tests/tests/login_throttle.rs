@@ -1,7 +1,8 @@
 //! Login throttling over real HTTP: five wrong passwords lock a username
 //! (even the right password then waits, with `Retry-After`), other
 //! usernames are unaffected; fifty failures lock a client address, while
-//! another address still logs in.
+//! another address still logs in; across nodes, lock-outs hold
+//! everywhere and failures spread over the nodes add up.
 
 use std::net::IpAddr;
 
@@ -74,6 +75,41 @@ async fn a_lock_out_on_one_node_holds_on_the_others() {
     let (s, retry, body) = login(&n2.http_url(), "127.0.0.1", "carol", "password-123").await;
     assert_eq!((s, body["code"].as_str()), (429, Some("rate_limited")), "{body}");
     assert!(retry.and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| r > 0 && r <= 300));
+    n1.shutdown().await;
+    n2.shutdown().await;
+    cluster.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_spread_over_the_nodes_add_up() {
+    if !im_tests::cluster::services_available().await {
+        return;
+    }
+    let cluster = im_tests::cluster::Cluster::new();
+    let (n1, n2) = (cluster.node("spread-1").await, cluster.node("spread-2").await);
+    Api::new(&n1).user("dave").await;
+    // Three failures on one node, two on the other: five for the cluster.
+    for (node, times) in [(&n1, 3), (&n2, 2)] {
+        for _ in 0..times {
+            let (s, _, _) = login(&node.http_url(), "127.0.0.1", "dave", "wrong-password").await;
+            assert_eq!(s, 401);
+        }
+    }
+    for node in [&n1, &n2] {
+        let (s, _, body) = login(&node.http_url(), "127.0.0.1", "dave", "password-123").await;
+        assert_eq!((s, body["code"].as_str()), (429, Some("rate_limited")), "locked everywhere: {body}");
+    }
+    // A success clears the count: four failures after one do not lock.
+    Api::new(&n1).user("erin").await;
+    for _ in 0..4 {
+        login(&n2.http_url(), "127.0.0.1", "erin", "wrong-password").await;
+    }
+    let (s, _, _) = login(&n1.http_url(), "127.0.0.1", "erin", "password-123").await;
+    assert_eq!(s, 200, "four of five");
+    for _ in 0..4 {
+        let (s, _, _) = login(&n1.http_url(), "127.0.0.1", "erin", "wrong-password").await;
+        assert_eq!(s, 401, "the success started the count again");
+    }
     n1.shutdown().await;
     n2.shutdown().await;
     cluster.cleanup().await;

@@ -102,6 +102,18 @@ impl SessionTokens {
         Ok(self.sessions.get(key).await?.map(|m| m.expires_at).filter(|&until| until > now))
     }
 
+    /// Counts one more `key` on every node sharing the session store, in a
+    /// window ending at `until` (ms); the count, or `None` if the store
+    /// keeps no shared counts ([`SessionStore::bump`]).
+    pub async fn count_shared(&self, key: &str, until: u64) -> Result<Option<u64>, AuthError> {
+        Ok(self.sessions.bump(key, until, crate::time::now_ms()).await?)
+    }
+
+    /// Ends the shared count `key`.
+    pub async fn reset_shared(&self, key: &str) -> Result<(), AuthError> {
+        Ok(self.sessions.reset(key).await?)
+    }
+
     /// Before when (ms) `user`'s tokens were all revoked; 0 if never.
     pub async fn revoked_before(&self, user: UserId) -> Result<u64, AuthError> {
         let mark = self.sessions.get(&format!("{REVOKED_BEFORE}{user}")).await?;

@@ -3,7 +3,7 @@
 use im_core::{ErrorCode, UserId};
 use serde::Serialize;
 
-use super::Logic;
+use super::{throttle, Logic};
 use crate::auth::{AuthError, Identity};
 use crate::broker::Event;
 use crate::error::{Error, Result};
@@ -64,7 +64,7 @@ impl Logic {
     }
 
     /// How long a login for `username` from `from` must wait after too many
-    /// failures ([`throttle`](super::throttle)), if at all.
+    /// failures ([`throttle`]), if at all.
     /// A lock-out decided on another node sharing the session store counts too.
     pub async fn login_retry_after(
         &self,
@@ -73,7 +73,7 @@ impl Logic {
     ) -> Option<std::time::Duration> {
         let local = self.login_throttle.retry_after(username, from);
         let now = now_ms();
-        let (user_key, addr_key) = super::throttle::lockout_keys(username, from);
+        let (user_key, addr_key) = throttle::lockout_keys(username, from);
         let mut shared = None;
         for key in std::iter::once(user_key).chain(addr_key) {
             // An unreachable session store leaves the node's own counts.
@@ -113,10 +113,20 @@ impl Logic {
     ) -> Result<Login> {
         let result = self.check_password_and_open(username, password).await;
         match &result {
-            Ok(_) => self.login_throttle.succeeded(username),
+            Ok(_) => {
+                self.login_throttle.succeeded(username);
+                let (count, _) = throttle::failure_keys(username, from);
+                if let Err(e) = self.svc.auth.reset_shared(&count).await {
+                    tracing::warn!(error = %e, "a shared login failure count could not be reset");
+                }
+            }
             Err(e) if e.code == ErrorCode::BadCredentials => {
-                let until = now_ms() + super::throttle::LOCKOUT.as_millis() as u64;
-                for key in self.login_throttle.failed(username, from) {
+                let until = now_ms() + throttle::LOCKOUT.as_millis() as u64;
+                let mut locked = self.login_throttle.failed(username, from);
+                locked.extend(self.count_shared_failure(username, from).await);
+                locked.sort();
+                locked.dedup();
+                for key in locked {
                     if let Err(e) = self.svc.auth.lock_out(&key, until).await {
                         tracing::warn!(error = %e, "a login lock-out could not be shared with the other nodes");
                     }
@@ -125,6 +135,34 @@ impl Logic {
             Err(_) => {}
         }
         result
+    }
+
+    /// Counts a failed login in the session store's shared counts, when it
+    /// keeps them; the lock-out keys whose count reached its limit (each
+    /// count then starts again).
+    async fn count_shared_failure(&self, username: &str, from: Option<std::net::IpAddr>) -> Vec<String> {
+        let window_end = now_ms() + throttle::WINDOW.as_millis() as u64;
+        let (user_lock, addr_lock) = throttle::lockout_keys(username, from);
+        let (user_count, addr_count) = throttle::failure_keys(username, from);
+        let kinds = [
+            (Some(user_count), Some(user_lock), throttle::MAX_FAILURES_PER_USERNAME),
+            (addr_count, addr_lock, throttle::MAX_FAILURES_PER_ADDRESS),
+        ];
+        let mut locked = Vec::new();
+        for (count, lock, max) in kinds {
+            let (Some(count), Some(lock)) = (count, lock) else { continue };
+            match self.svc.auth.count_shared(&count, window_end).await {
+                Ok(Some(n)) if n >= u64::from(max) => {
+                    locked.push(lock);
+                    if let Err(e) = self.svc.auth.reset_shared(&count).await {
+                        tracing::warn!(error = %e, "a shared login failure count could not be reset");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "a login failure could not be counted for the cluster"),
+            }
+        }
+        locked
     }
 
     async fn check_password_and_open(&self, username: &str, password: &str) -> Result<Login> {

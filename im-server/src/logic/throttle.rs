@@ -3,12 +3,13 @@
 //! `rate_limited` (HTTP 429) for a lock-out time, without checking the
 //! password — so guessing costs the attacker time, not the server hashes.
 //!
-//! Counts are kept per node, in memory (bounded); a lock-out, once a node
-//! decides it, is written to the session store ([`lockout_keys`] names
-//! it), so every node sharing the store refuses the username or address
-//! until it ends. A cluster of N nodes therefore lets an attacker spread at
-//! most N times the failures over its nodes before the first lock-out,
-//! and none after it.
+//! Each node counts failures in memory (bounded), and, when the session
+//! store keeps shared counters (Redis, PostgreSQL: [`failure_keys`] names
+//! them), in the store too, so failures spread over the nodes of a
+//! cluster add up: whichever count reaches the limit first locks. A
+//! lock-out is written to the session store ([`lockout_keys`] names it),
+//! so every node sharing the store refuses the username or address until
+//! it ends.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -135,6 +136,15 @@ pub fn lockout_keys(username: &str, from: Option<IpAddr>) -> (String, Option<Str
     (
         format!("login-locked:u:{}", username.to_ascii_lowercase()),
         from.map(|ip| format!("login-locked:a:{ip}")),
+    )
+}
+
+/// The session-store names of the shared failure counts of `username`
+/// and of `from`.
+pub fn failure_keys(username: &str, from: Option<IpAddr>) -> (String, Option<String>) {
+    (
+        format!("login-failures:u:{}", username.to_ascii_lowercase()),
+        from.map(|ip| format!("login-failures:a:{ip}")),
     )
 }
 

@@ -4,7 +4,8 @@
 //! A session is the string `{prefix}:session:{id}` holding its JSON, with a
 //! Redis expiry at the session's `expires_at`: Redis deletes expired
 //! sessions by itself, so [`purge_expired`](SessionStore::purge_expired)
-//! has nothing to do.
+//! has nothing to do. A shared counter ([`SessionStore::bump`]) is the
+//! integer `{prefix}:counter:{key}`, expiring at the end of its window.
 
 use async_trait::async_trait;
 
@@ -27,6 +28,10 @@ impl RedisSessions {
 
     fn key(&self, id: &str) -> String {
         self.redis.key(format_args!("session:{id}"))
+    }
+
+    fn counter_key(&self, key: &str) -> String {
+        self.redis.key(format_args!("counter:{key}"))
     }
 }
 
@@ -67,6 +72,37 @@ impl SessionStore for RedisSessions {
     async fn purge_expired(&self, _now: u64) -> StoreResult<usize> {
         Ok(0)
     }
+
+    /// `{prefix}:counter:{key}`: `SET … 0 PXAT expires_at NX` then `INCR`,
+    /// in one transaction, so the window starts with the first count.
+    async fn bump(&self, key: &str, expires_at: u64, now: u64) -> StoreResult<Option<u64>> {
+        if expires_at <= now {
+            return Ok(Some(1));
+        }
+        let key = self.counter_key(key);
+        let (n,): (u64,) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(0)
+            .arg("PXAT")
+            .arg(expires_at)
+            .arg("NX")
+            .ignore()
+            .incr(&key, 1)
+            .query_async(&mut self.redis.conn())
+            .await
+            .map_err(backend)?;
+        Ok(Some(n))
+    }
+
+    async fn reset(&self, key: &str) -> StoreResult<()> {
+        redis::cmd("DEL")
+            .arg(self.counter_key(key))
+            .query_async::<()>(&mut self.redis.conn())
+            .await
+            .map_err(backend)
+    }
 }
 
 // The shared `store::conformance::sessions` suite is not run here: it
@@ -86,6 +122,14 @@ mod tests {
 
     fn session(id: &str, user: u64, expires_at: u64) -> Session {
         Session { id: id.to_owned(), user: UserId(user), created_at: now_ms(), expires_at }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn shared_counters() {
+        let Some((redis, _)) = test_redis().await else { return };
+        let (a, b) = (RedisSessions::new(redis.clone()), RedisSessions::new(another_node(&redis).await));
+        crate::store::conformance::shared_counters(Arc::new(a), Arc::new(b)).await;
+        delete_test_keys(&redis).await;
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -459,3 +459,25 @@ pub(crate) async fn sessions(store: Arc<dyn SessionStore>) {
     assert_eq!(store.purge_expired(u64::MAX).await.unwrap(), 1);
     assert_eq!(store.get("cc03").await.unwrap(), None);
 }
+
+/// Shared counters of a session store that keeps them
+/// ([`SessionStore::bump`]): they count per key, start again after a reset
+/// or once their window ends, and are seen through another handle (node).
+pub(crate) async fn shared_counters(store: Arc<dyn SessionStore>, other_node: Arc<dyn SessionStore>) {
+    let now = crate::time::now_ms();
+    let later = now + 60_000;
+    assert_eq!(store.bump("c:a", later, now).await.unwrap(), Some(1));
+    assert_eq!(other_node.bump("c:a", later, now).await.unwrap(), Some(2), "one count for every node");
+    assert_eq!(store.bump("c:a", later, now).await.unwrap(), Some(3));
+    assert_eq!(store.bump("c:b", later, now).await.unwrap(), Some(1), "per key");
+    other_node.reset("c:a").await.unwrap();
+    assert_eq!(store.bump("c:a", later, now).await.unwrap(), Some(1), "a reset starts again");
+    store.reset("c:never").await.unwrap();
+
+    let now = crate::time::now_ms();
+    assert_eq!(store.bump("c:w", now + 150, now).await.unwrap(), Some(1));
+    assert_eq!(store.bump("c:w", now + 150, now).await.unwrap(), Some(2));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let now = crate::time::now_ms();
+    assert_eq!(store.bump("c:w", now + 60_000, now).await.unwrap(), Some(1), "the window ended");
+}

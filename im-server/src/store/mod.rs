@@ -432,4 +432,19 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn revoke(&self, id: &str) -> StoreResult<bool>;
     /// Deletes sessions that expired before `now`; returns how many.
     async fn purge_expired(&self, now: u64) -> StoreResult<usize>;
+
+    /// Adds one to the shared counter `key` and returns its count, for
+    /// limits counted across every node sharing this store (failed logins):
+    /// a counter that does not exist, or whose window ended, starts again
+    /// at 1 and lasts until `expires_at` (ms). `None`: this store keeps no
+    /// shared counters, and each node counts alone — exact when only one
+    /// node uses the store (the default; the embedded and in-memory stores).
+    async fn bump(&self, _key: &str, _expires_at: u64, _now: u64) -> StoreResult<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Removes the shared counter `key` (none is fine).
+    async fn reset(&self, _key: &str) -> StoreResult<()> {
+        Ok(())
+    }
 }

@@ -270,6 +270,19 @@ CREATE INDEX messages_by_sender ON {S}.messages (sender_id, conv, id);
 CREATE INDEX sanctions_by_user ON {S}.sanctions (user_id);
 ",
     },
+    Migration {
+        version: 13,
+        name: "shared counters",
+        sql: "
+-- Counts shared by the nodes (failed logins per username and address),
+-- each until the end of its window (ms).
+CREATE TABLE {S}.shared_counters (
+    key        text   PRIMARY KEY,
+    n          bigint NOT NULL,
+    expires_at bigint NOT NULL
+);
+",
+    },
 ];
 
 /// Applies the pending migrations to `schema` (raw name; `quoted` is its SQL

@@ -301,7 +301,29 @@ impl SessionStore for PgStore {
     }
 
     async fn purge_expired(&self, now: u64) -> StoreResult<usize> {
+        self.exec("DELETE FROM {S}.shared_counters WHERE expires_at <= $1", &[&time(now)]).await?;
         let n = self.exec("DELETE FROM {S}.sessions WHERE expires_at < $1", &[&time(now)]).await?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// One upsert: a counter whose window ended starts again at 1.
+    async fn bump(&self, key: &str, expires_at: u64, now: u64) -> StoreResult<Option<u64>> {
+        let rows = self
+            .rows(
+                "INSERT INTO {S}.shared_counters AS c (key, n, expires_at) VALUES ($1, 1, $2)
+                 ON CONFLICT (key) DO UPDATE SET
+                     n = CASE WHEN c.expires_at <= $3 THEN 1 ELSE c.n + 1 END,
+                     expires_at = CASE WHEN c.expires_at <= $3 THEN EXCLUDED.expires_at ELSE c.expires_at END
+                 RETURNING n",
+                &[&key, &time(expires_at), &time(now)],
+            )
+            .await?;
+        let n: i64 = rows.first().map(|r| col(r, 0)).transpose()?.unwrap_or(1);
+        Ok(Some(u64::try_from(n).unwrap_or(0)))
+    }
+
+    async fn reset(&self, key: &str) -> StoreResult<()> {
+        self.exec("DELETE FROM {S}.shared_counters WHERE key = $1", &[&key]).await?;
+        Ok(())
     }
 }

@@ -175,6 +175,13 @@ async fn sessions() {
     conformance::sessions(Arc::new(store)).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_counters() {
+    let Some((db, store)) = test_pg().await else { return };
+    let other = db.store(2).await;
+    conformance::shared_counters(Arc::new(store), Arc::new(other)).await;
+}
+
 /// Two pools (two nodes) appending to one conversation at once: ids are
 /// exactly 1..=N, each sender's messages keep their order, and a message
 /// resent through both nodes at once is stored once.
