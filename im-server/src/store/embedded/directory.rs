@@ -129,6 +129,10 @@ impl Directory for EmbeddedStore {
     fn contacts(&self) -> Option<&dyn crate::store::ContactStore> {
         Some(self)
     }
+
+    fn user_erasure(&self) -> Option<&dyn crate::store::DirectoryErasure> {
+        Some(self)
+    }
 }
 
 #[async_trait]

@@ -36,6 +36,7 @@ use crate::model::{Group, Member, Role, Room, Session, User};
 
 mod contacts;
 mod directory;
+mod erasure;
 mod feed;
 mod log;
 mod moderation;
@@ -268,6 +269,7 @@ impl EmbeddedStore {
         };
         let txn = db.begin_write().map_err(DbError::from)?;
         tables::create_tables(&txn)?;
+        erasure::backfill(&txn)?;
         if !had_read_state {
             let set = reads::backfill(&txn)?;
             if set > 0 {
@@ -510,6 +512,10 @@ impl MessageStore for EmbeddedStore {
     }
 
     fn feed(&self) -> Option<&dyn crate::store::FeedStore> {
+        Some(self)
+    }
+
+    fn message_erasure(&self) -> Option<&dyn crate::store::MessageErasure> {
         Some(self)
     }
 }

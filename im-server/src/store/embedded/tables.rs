@@ -16,31 +16,32 @@ pub(super) struct Tables<'t> {
     messages: Table<'t, (&'static str, u64), Bytes>,
     msg_keys: Table<'t, (&'static str, u64, &'static str), u64>,
     counters: Table<'t, &'static str, u64>,
-    users: Table<'t, u64, Bytes>,
-    usernames: Table<'t, &'static str, u64>,
-    groups: Table<'t, u64, Bytes>,
-    members: Table<'t, (u64, u64), u8>,
-    user_groups: Table<'t, (u64, u64), ()>,
+    pub(super) users: Table<'t, u64, Bytes>,
+    pub(super) usernames: Table<'t, &'static str, u64>,
+    pub(super) groups: Table<'t, u64, Bytes>,
+    pub(super) members: Table<'t, (u64, u64), u8>,
+    pub(super) user_groups: Table<'t, (u64, u64), ()>,
     rooms: Table<'t, u64, Bytes>,
     room_members: Table<'t, (u64, u64), ()>,
-    user_rooms: Table<'t, (u64, u64), ()>,
-    directs: Table<'t, (u64, u64), ()>,
+    pub(super) user_rooms: Table<'t, (u64, u64), ()>,
+    pub(super) directs: Table<'t, (u64, u64), ()>,
     sessions: Table<'t, &'static str, Bytes>,
     session_expiry: Table<'t, (u64, &'static str), ()>,
-    reads: Table<'t, (u64, &'static str), u64>,
-    device_reads: Table<'t, (u64, &'static str, &'static str), u64>,
-    delivered: Table<'t, (u64, &'static str), u64>,
-    receipts_off: Table<'t, u64, ()>,
-    muted: Table<'t, (u64, &'static str), u64>,
+    pub(super) reads: Table<'t, (u64, &'static str), u64>,
+    pub(super) device_reads: Table<'t, (u64, &'static str, &'static str), u64>,
+    pub(super) delivered: Table<'t, (u64, &'static str), u64>,
+    pub(super) receipts_off: Table<'t, u64, ()>,
+    pub(super) muted: Table<'t, (u64, &'static str), u64>,
     event_counts: Table<'t, &'static str, u64>,
     edits: Table<'t, (&'static str, u64, u64), ()>,
     feed_cursors: Table<'t, &'static str, u64>,
-    member_mutes: Table<'t, (&'static str, u64), u64>,
-    bans: Table<'t, (&'static str, u64), ()>,
+    pub(super) member_mutes: Table<'t, (&'static str, u64), u64>,
+    pub(super) bans: Table<'t, (&'static str, u64), ()>,
     room_moderators: Table<'t, (u64, u64), ()>,
     pub(super) contacts: Table<'t, (u64, u64), u64>,
     pub(super) blocks: Table<'t, (u64, u64), u64>,
     pub(super) blocked_by: Table<'t, (u64, u64), ()>,
+    sent_by: Table<'t, (u64, &'static str, u64), ()>,
 }
 
 /// Creates every table that does not exist yet.
@@ -79,6 +80,7 @@ impl<'t> Tables<'t> {
             contacts: txn.open_table(super::contacts::CONTACTS)?,
             blocks: txn.open_table(super::contacts::BLOCKS)?,
             blocked_by: txn.open_table(super::contacts::BLOCKED_BY)?,
+            sent_by: txn.open_table(super::erasure::SENT_BY)?,
         })
     }
 
@@ -272,6 +274,11 @@ impl<'t> Tables<'t> {
                 self.users.insert(user.0, serde_json::to_vec(&found)?.as_slice())?;
                 Reply::Bool(true)
             }
+            Op::ForgetReads(user) => Reply::Count(super::erasure::forget_reads(self, user)?),
+            Op::TransferOwnership { group, to } => {
+                return Ok(super::erasure::transfer_ownership(self, group, to)?.map(Reply::Bool))
+            }
+            Op::EraseUser(user) => Reply::Bool(super::erasure::erase_user(self, user)?),
             Op::FeedStart => Reply::Bool(super::feed::start(
                 &mut self.counters,
                 &mut self.feed_cursors,
@@ -315,6 +322,7 @@ impl<'t> Tables<'t> {
         let value = encode_msg(&message, id - events)?;
         self.messages.insert((c.as_str(), id), value.as_slice())?;
         self.msg_keys.insert((c.as_str(), message.from.0, message.cmid.as_str()), id)?;
+        self.sent_by.insert((message.from.0, c.as_str(), id), ())?;
         reads::raise(&mut self.reads, message.from, &c, id)?;
         if let Some(log) = log {
             log.push(&c, id, &value);
@@ -353,7 +361,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Ends `user`'s membership of `group`; whether they were a member.
-    fn remove_member(&mut self, group: GroupId, user: UserId) -> Result<bool, DbError> {
+    pub(super) fn remove_member(&mut self, group: GroupId, user: UserId) -> Result<bool, DbError> {
         let was = self.members.remove((group.0, user.0))?.is_some();
         if was {
             self.user_groups.remove((user.0, group.0))?;
@@ -362,7 +370,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Ends `user`'s membership (and moderation) of `room`; whether they were in it.
-    fn leave_room(&mut self, room: RoomId, user: UserId) -> Result<bool, DbError> {
+    pub(super) fn leave_room(&mut self, room: RoomId, user: UserId) -> Result<bool, DbError> {
         let was = self.room_members.remove((room.0, user.0))?.is_some();
         self.user_rooms.remove((user.0, room.0))?;
         self.room_moderators.remove((room.0, user.0))?;

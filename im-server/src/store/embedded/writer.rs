@@ -150,6 +150,15 @@ pub(super) enum Op {
         user: UserId,
         name: Option<String>,
     },
+    /// See [`crate::store::MessageErasure::forget_reads`].
+    ForgetReads(UserId),
+    /// See [`crate::store::DirectoryErasure::transfer_ownership`].
+    TransferOwnership {
+        group: GroupId,
+        to: UserId,
+    },
+    /// See [`crate::store::DirectoryErasure::erase_user`].
+    EraseUser(UserId),
     /// See [`crate::store::FeedStore::feed_start`].
     FeedStart,
     /// Not logged, like `MarkRead` (a lost advance delivers again).
@@ -467,6 +476,7 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
         let mut messages = txn.open_table(MESSAGES)?;
         let mut keys = txn.open_table(MSG_KEYS)?;
         let mut read = txn.open_table(READS)?;
+        let mut sent_by = txn.open_table(super::erasure::SENT_BY)?;
         for r in records {
             if let Some(stored) = messages.get((r.conv.as_str(), r.id))? {
                 if stored.value() != r.value.as_slice() {
@@ -480,6 +490,7 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
             let m: MsgIn = serde_json::from_slice(&r.value)?;
             messages.insert((r.conv.as_str(), r.id), r.value.as_slice())?;
             keys.insert((r.conv.as_str(), m.f, m.c.as_str()), r.id)?;
+            sent_by.insert((m.f, r.conv.as_str(), r.id), ())?;
             reads::raise(&mut read, UserId(m.f), &r.conv, r.id)?;
             restored += 1;
         }
