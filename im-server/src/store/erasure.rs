@@ -27,7 +27,9 @@ pub trait MessageErasure: Send + Sync + 'static {
     /// Up to `limit` messages and events `user` sent, across every
     /// conversation, in the store's own order of `(conversation, id)`
     /// (ascending ids within a conversation), starting after `after`
-    /// (`None`: from the start). An index, not a scan: the cost is the page.
+    /// (`None`: from the start). The cost is the page, or, for a store that
+    /// indexes only the conversations a user wrote in (the embedded store),
+    /// reading those conversations' messages from the cursor on.
     async fn sent_by(
         &self,
         user: UserId,

@@ -4,6 +4,7 @@
 use im_core::{ConversationId, GroupId, Message, RoomId, UserId};
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::erasure::SenderConvs;
 use super::log::MessageLog;
 use super::reads::{self, DELIVERED, DEVICE_READS, MUTED, READS, RECEIPTS_OFF};
 use super::writer::{Op, Reply};
@@ -41,7 +42,7 @@ pub(super) struct Tables<'t> {
     pub(super) contacts: Table<'t, (u64, u64), u64>,
     pub(super) blocks: Table<'t, (u64, u64), u64>,
     pub(super) blocked_by: Table<'t, (u64, u64), ()>,
-    sent_by: Table<'t, (u64, &'static str, u64), ()>,
+    sender_convs: Table<'t, (u64, &'static str), ()>,
 }
 
 /// Creates every table that does not exist yet.
@@ -80,7 +81,7 @@ impl<'t> Tables<'t> {
             contacts: txn.open_table(super::contacts::CONTACTS)?,
             blocks: txn.open_table(super::contacts::BLOCKS)?,
             blocked_by: txn.open_table(super::contacts::BLOCKED_BY)?,
-            sent_by: txn.open_table(super::erasure::SENT_BY)?,
+            sender_convs: txn.open_table(super::erasure::SENDER_CONVS)?,
         })
     }
 
@@ -92,13 +93,17 @@ impl<'t> Tables<'t> {
 
     /// Applies one op. The inner `Err` is the op's own refusal, checked before
     /// it writes anything; the outer `Err` is fatal for the whole batch.
+    /// `senders` is the writer's memory of the sender index (see
+    /// [`SenderConvs`]), whose pairs an append adds to stay fresh until
+    /// the batch commits.
     pub(super) fn apply(
         &mut self,
         op: Op,
         log: Option<&mut MessageLog>,
+        senders: &mut SenderConvs,
     ) -> Result<StoreResult<Reply>, DbError> {
         Ok(Ok(match op {
-            Op::Append(m) => return self.append(m, log),
+            Op::Append(m) => return self.append(m, log, senders),
             Op::CreateUser { username, password_hash, now } => {
                 if self.usernames.get(username.as_str())?.is_some() {
                     return Ok(Err(StoreError::Conflict));
@@ -293,7 +298,12 @@ impl<'t> Tables<'t> {
         }))
     }
 
-    fn append(&mut self, m: NewMessage, log: Option<&mut MessageLog>) -> Result<StoreResult<Reply>, DbError> {
+    fn append(
+        &mut self,
+        m: NewMessage,
+        log: Option<&mut MessageLog>,
+        senders: &mut SenderConvs,
+    ) -> Result<StoreResult<Reply>, DbError> {
         let c = m.conv.to_string();
         let key = (c.as_str(), m.from.0, m.cmid.as_str());
         if let Some(id) = self.msg_keys.get(key)?.map(|g| g.value()) {
@@ -322,7 +332,7 @@ impl<'t> Tables<'t> {
         let value = encode_msg(&message, id - events)?;
         self.messages.insert((c.as_str(), id), value.as_slice())?;
         self.msg_keys.insert((c.as_str(), message.from.0, message.cmid.as_str()), id)?;
-        self.sent_by.insert((message.from.0, c.as_str(), id), ())?;
+        senders.note(&mut self.sender_convs, message.from.0, &c)?;
         reads::raise(&mut self.reads, message.from, &c, id)?;
         if let Some(log) = log {
             log.push(&c, id, &value);

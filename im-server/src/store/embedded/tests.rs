@@ -497,6 +497,7 @@ async fn a_file_written_before_read_state_starts_at_the_heads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_written_before_the_sender_index_is_indexed_once() {
+    use redb::TableHandle as _;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("im.redb");
     let (alice, bob) = (UserId(1), UserId(2));
@@ -509,33 +510,117 @@ async fn a_file_written_before_the_sender_index_is_indexed_once() {
         }
         s.append(new_msg(d, alice.0, "d-alice")).await.unwrap();
     }
-    // What a file of an older version looks like: no index, no marker.
+    // What a file of an older version looks like: no index, no marker, and
+    // (written by the version that indexed every message) the per-message
+    // index with its marker.
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        assert!(txn.delete_table(erasure::SENT_BY).unwrap());
-        assert!(txn.open_table(COUNTERS).unwrap().remove("sent_by_indexed").unwrap().is_some());
+        assert!(txn.delete_table(erasure::SENDER_CONVS).unwrap());
+        let mut counters = txn.open_table(COUNTERS).unwrap();
+        assert!(counters.remove(erasure::INDEXED).unwrap().is_some());
+        counters.insert(erasure::OLD_INDEXED, 1).unwrap();
+        drop(counters);
+        let mut old = txn.open_table(erasure::OLD_SENT_BY).unwrap();
+        old.insert((alice.0, g.to_string().as_str(), 1), ()).unwrap();
+        drop(old);
         txn.commit().unwrap();
     }
     let s = EmbeddedStore::open(&path).unwrap();
     let e = s.message_erasure().unwrap();
     assert_eq!(e.sent_by(alice, None, 10).await.unwrap(), vec![(d, 4), (g, 1), (g, 2), (g, 3)]);
     assert_eq!(e.sent_by(bob, None, 10).await.unwrap(), vec![(d, 1), (d, 2), (d, 3)]);
+    assert_eq!(e.sent_by(alice, Some((d, 4)), 2).await.unwrap(), vec![(g, 1), (g, 2)]);
+    // A cursor past a conversation's end, or at the largest id, goes on with the next.
+    assert_eq!(e.sent_by(alice, Some((d, 99)), 10).await.unwrap(), vec![(g, 1), (g, 2), (g, 3)]);
+    assert_eq!(e.sent_by(alice, Some((d, u64::MAX)), 1).await.unwrap(), vec![(g, 1)]);
+    assert_eq!(e.sent_by(alice, None, 0).await.unwrap(), vec![]);
     // New messages are indexed as they come.
     s.append(new_msg(g, bob.0, "g-bob")).await.unwrap();
-    assert_eq!(e.sent_by(bob, Some((d, 3)), 10).await.unwrap(), vec![(g, 4)]);
+    s.append(new_msg(g, alice.0, "g-alice")).await.unwrap();
+    s.append(new_msg(g, bob.0, "g-bob-2")).await.unwrap();
+    assert_eq!(e.sent_by(bob, Some((d, 3)), 10).await.unwrap(), vec![(g, 4), (g, 6)]);
+    assert_eq!(e.sent_by(alice, Some((g, 3)), 10).await.unwrap(), vec![(g, 5)]);
     drop(s);
+    // The per-message index and its marker are gone.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let names: Vec<String> = txn.list_tables().unwrap().map(|t| t.name().to_owned()).collect();
+        assert!(!names.iter().any(|n| n == "sent_by"), "{names:?}");
+        assert!(names.iter().any(|n| n == "sender_convs"), "{names:?}");
+        assert!(txn.open_table(COUNTERS).unwrap().get(erasure::OLD_INDEXED).unwrap().is_none());
+    }
     // Indexed once: a later open does not scan the messages again (a row
     // taken out behind its back stays out).
     {
         let db = redb::Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
-        let mut index = txn.open_table(erasure::SENT_BY).unwrap();
-        assert!(index.remove((bob.0, g.to_string().as_str(), 4)).unwrap().is_some());
+        let mut index = txn.open_table(erasure::SENDER_CONVS).unwrap();
+        assert!(index.remove((bob.0, g.to_string().as_str())).unwrap().is_some());
         drop(index);
         txn.commit().unwrap();
     }
     let s = EmbeddedStore::open(&path).unwrap();
     let e = s.message_erasure().unwrap();
     assert_eq!(e.sent_by(bob, None, 10).await.unwrap(), vec![(d, 1), (d, 2), (d, 3)]);
+}
+
+/// The writer's memory of the sender index: a pair is written once, is
+/// trusted only after its batch committed, and a failed batch's pairs are
+/// forgotten (so the next batch writes them again).
+#[test]
+fn the_sender_memory_trusts_only_committed_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = redb::Database::create(dir.path().join("im.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    tables::create_tables(&txn).unwrap();
+    txn.commit().unwrap();
+    let mut senders = erasure::SenderConvs::remembering(5);
+    let has = |db: &redb::Database, pair: (u64, &str)| {
+        let txn = db.begin_read().unwrap();
+        let index = txn.open_table(erasure::SENDER_CONVS).unwrap();
+        index.get(pair).unwrap().is_some()
+    };
+    // A batch that fails: its pair is not in the table, nor remembered.
+    let txn = db.begin_write().unwrap();
+    senders.note(&mut txn.open_table(erasure::SENDER_CONVS).unwrap(), 1, "g:1").unwrap();
+    txn.abort().unwrap();
+    senders.discard();
+    assert!(!has(&db, (1, "g:1")));
+    // The next batch writes it; once committed, it is remembered.
+    let txn = db.begin_write().unwrap();
+    senders.note(&mut txn.open_table(erasure::SENDER_CONVS).unwrap(), 1, "g:1").unwrap();
+    txn.commit().unwrap();
+    senders.committed();
+    assert!(has(&db, (1, "g:1")));
+    // Remembered: the writer no longer looks at the table for it (shown by
+    // taking the row out behind its back), but does for another pair.
+    let txn = db.begin_write().unwrap();
+    {
+        let mut index = txn.open_table(erasure::SENDER_CONVS).unwrap();
+        index.remove((1, "g:1")).unwrap();
+        senders.note(&mut index, 1, "g:1").unwrap();
+        senders.note(&mut index, 2, "g:1").unwrap();
+        senders.note(&mut index, 1, "r:1").unwrap();
+    }
+    txn.commit().unwrap();
+    senders.committed();
+    assert!(!has(&db, (1, "g:1")));
+    assert!(has(&db, (2, "g:1")) && has(&db, (1, "r:1")));
+    // Past its bound the memory starts over: the table is consulted again.
+    let txn = db.begin_write().unwrap();
+    {
+        let mut index = txn.open_table(erasure::SENDER_CONVS).unwrap();
+        for user in 0..3 {
+            senders.note(&mut index, 1_000 + user, "r:2").unwrap();
+        }
+    }
+    txn.commit().unwrap();
+    senders.committed();
+    let txn = db.begin_write().unwrap();
+    senders.note(&mut txn.open_table(erasure::SENDER_CONVS).unwrap(), 1, "g:1").unwrap();
+    txn.commit().unwrap();
+    senders.committed();
+    assert!(has(&db, (1, "g:1")), "forgotten, so written again");
 }

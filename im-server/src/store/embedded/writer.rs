@@ -20,6 +20,7 @@ use im_core::{ConversationId, GroupId, MessageId, RoomId, UserId};
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use super::erasure::SenderConvs;
 use super::log::{MessageLog, Record};
 use super::reads::{self, READS};
 use super::syncer::{self, SyncJob, Visibility};
@@ -205,6 +206,9 @@ pub(super) struct Writer {
     /// were not committed, so nothing more may be written until a restart.
     broken: Option<String>,
     visibility: Arc<Visibility>,
+    /// Which (sender, conversation) pairs the sender index is known to
+    /// hold: an append of a known pair writes nothing of the index.
+    senders: SenderConvs,
     /// The syncer thread and its queue (taken at shutdown).
     syncer: Option<(mpsc::Sender<SyncJob>, JoinHandle<()>)>,
 }
@@ -235,6 +239,7 @@ impl Writer {
             logged_since: None,
             broken: None,
             visibility,
+            senders: SenderConvs::default(),
             syncer: Some((jobs, thread)),
         })
     }
@@ -343,6 +348,10 @@ impl Writer {
             && self.logged + ops.len() <= CHECKPOINT_APPENDS
             && self.logged_commits < CHECKPOINT_COMMITS
             && self.logged_since.is_none_or(|since| since.elapsed() < CHECKPOINT_INTERVAL);
+        // The memory of the sender index takes in a batch's pairs only once
+        // its transaction has committed (below); every failure drops them
+        // (and, to be sure, so does the start of the next batch).
+        self.senders.discard();
         let mut txn = self.db.begin_write()?;
         if logged {
             txn.set_durability(Durability::None)?;
@@ -352,17 +361,22 @@ impl Writer {
             let mut t = Tables::open(&txn)?;
             let mut log = logged.then_some(&mut self.log);
             for op in ops {
-                results.push(t.apply(op, log.as_deref_mut())?);
+                results.push(t.apply(op, log.as_deref_mut(), &mut self.senders)?);
             }
             Ok::<(), DbError>(())
         })();
         if let Err(e) = applied {
             self.log.discard();
+            self.senders.discard();
             return Err(e);
         }
         if !logged {
             self.log.discard();
-            txn.commit()?;
+            if let Err(e) = txn.commit() {
+                self.senders.discard();
+                return Err(e.into());
+            }
+            self.senders.committed();
             self.after_durable_commit();
             if erases {
                 if let Err(e) = self.log.erase() {
@@ -376,6 +390,7 @@ impl Writer {
         let fresh = self.log.pending_records();
         let mark = self.log.end();
         if let Err(e) = self.log.write_unsynced() {
+            self.senders.discard();
             if self.log.sync_failed() {
                 self.fail(format!("message log sync failed ({e}); restart the server"));
             } else {
@@ -387,10 +402,12 @@ impl Writer {
         // that see it wait for its sync.
         let seq = self.visibility.announce();
         if let Err(e) = txn.commit() {
+            self.senders.discard();
             self.undo_log_write(mark);
             self.hand_to_syncer(SyncJob { seq, answers: Vec::new() });
             return Err(e.into());
         }
+        self.senders.committed();
         self.logged += fresh;
         self.logged_commits += 1;
         self.logged_since.get_or_insert_with(Instant::now);
@@ -476,7 +493,9 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
         let mut messages = txn.open_table(MESSAGES)?;
         let mut keys = txn.open_table(MSG_KEYS)?;
         let mut read = txn.open_table(READS)?;
-        let mut sent_by = txn.open_table(super::erasure::SENT_BY)?;
+        let mut sender_convs = txn.open_table(super::erasure::SENDER_CONVS)?;
+        // The pairs this replay has made sure of (each is written once).
+        let mut seen = std::collections::HashSet::new();
         for r in records {
             if let Some(stored) = messages.get((r.conv.as_str(), r.id))? {
                 if stored.value() != r.value.as_slice() {
@@ -490,7 +509,9 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
             let m: MsgIn = serde_json::from_slice(&r.value)?;
             messages.insert((r.conv.as_str(), r.id), r.value.as_slice())?;
             keys.insert((r.conv.as_str(), m.f, m.c.as_str()), r.id)?;
-            sent_by.insert((m.f, r.conv.as_str(), r.id), ())?;
+            if seen.insert((m.f, r.conv.as_str())) {
+                sender_convs.insert((m.f, r.conv.as_str()), ())?;
+            }
             reads::raise(&mut read, UserId(m.f), &r.conv, r.id)?;
             restored += 1;
         }
