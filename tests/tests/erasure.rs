@@ -1,10 +1,10 @@
 //! Erasing a user through the server API, over real HTTP and WebSocket,
-//! on the in-memory store: with `messages=recall` every message becomes a
-//! tombstone that other devices see live and by sync, the user's reactions
-//! are taken back, the group they owned passes on, their contacts and
-//! memberships end, their tokens stop working and the name is free; with
-//! `messages=keep` the messages stay. Handing a group on is tested through
-//! the user API too.
+//! on the in-memory and the embedded store: with `messages=recall` every
+//! message becomes a tombstone that other devices see live and by sync,
+//! the user's reactions are taken back, the group they owned passes on,
+//! their contacts and memberships end, their tokens stop working and the
+//! name is free; with `messages=keep` the messages stay. Handing a group
+//! on is tested through the user API too.
 
 use im_client::core::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, RoomId, ServerFrame};
 use im_client::{Client, Event};
@@ -22,6 +22,10 @@ fn config() -> ServerConfig {
 
 async fn memory() -> RunningServer {
     im_tests::start(config()).await
+}
+
+async fn embedded(dir: &std::path::Path) -> RunningServer {
+    im_tests::builder(config()).embedded(dir).expect("store opens").bind("127.0.0.1:0").await.unwrap()
 }
 
 async fn server(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -230,6 +234,14 @@ async fn recall_everything(srv: &RunningServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erasing_with_recall_leaves_tombstones_everywhere_on_the_memory_store() {
     let srv = memory().await;
+    recall_everything(&srv).await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_with_recall_leaves_tombstones_everywhere_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = embedded(dir.path()).await;
     recall_everything(&srv).await;
     srv.shutdown().await;
 }
