@@ -4,7 +4,7 @@
 //! the account removed. See `docs/embedding.md` §10 for what is left.
 
 use im_core::events::{self, ReactionChange};
-use im_core::{ClientMsgId, ContactState, ErrorCode, GroupId, Message, UserId};
+use im_core::{ClientMsgId, ContactState, ConversationId, ErrorCode, GroupId, Message, MessageId, UserId};
 use serde::Serialize;
 
 use super::messages::{Draft, Settle};
@@ -12,6 +12,7 @@ use super::Logic;
 use crate::error::{Error, Result};
 use crate::model::Role;
 use crate::store::{DirectoryErasure, MessageErasure};
+use crate::time::now_ms;
 
 /// What happens to the messages of a user who is erased.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +50,17 @@ const PAGE: usize = 200;
 impl Logic {
     /// Erases `user`: every token of theirs is revoked and their
     /// connections closed on every node; their messages are kept or
-    /// recalled (`messages`); each group they owned passes to its
-    /// longest-standing admin, else member (lowest id); they leave every
-    /// group (with the usual `member` push and notice) and room; their
-    /// contacts hear the relation end; their read state is forgotten; and
-    /// the account is removed, its username free again. A repeated call
-    /// after a failure part-way resumes (recalls already made are skipped);
-    /// once the account is gone it answers `no_such_user`.
+    /// recalled (`messages`); each group they owned passes to its admin
+    /// with the lowest user id, else its member with the lowest id; they
+    /// leave every group (with the usual `member` push and notice) and
+    /// room; their contacts hear the relation end; their read state is
+    /// forgotten; and the account is removed, its username free again.
+    /// Then tokens are revoked once more (a login made while the erasure
+    /// ran is refused from now on) and, with `Recall`, a last pass recalls
+    /// what such a session sent meanwhile. A repeated call after a failure
+    /// part-way resumes (recalls already made are skipped); once the
+    /// account is gone it answers `no_such_user`. One erasure of a user at
+    /// a time per node (`conflict` for a second).
     pub async fn erase_user(&self, user: UserId, messages: ErasedMessages) -> Result<Erasure> {
         let unavailable = |what: &str| Error::new(ErrorCode::Unavailable, format!("this server's {what}"));
         let directory =
@@ -65,6 +70,7 @@ impl Logic {
             .messages
             .message_erasure()
             .ok_or_else(|| unavailable("message store cannot erase users' data"))?;
+        let _running = ErasureGuard::take(&self.erasing, user)?;
         let account = self.user(user).await?;
         self.revoke_all_tokens(user).await?;
         if let Some(subject) = account.username.strip_prefix('~') {
@@ -100,7 +106,22 @@ impl Logic {
         }
         stored.forget_reads(user).await?;
         directory.erase_user(user).await?;
+        // A session opened while this ran (a login, a fresh app token) is
+        // refused from now on, and its connections close; what it sent is
+        // recalled by a last pass.
+        self.svc
+            .auth
+            .revoke_all(user, now_ms())
+            .await
+            .map_err(|e| Error::new(e.error_code(), e.to_string()))?;
+        self.publish(crate::broker::Event::UserDisconnected { user }).await;
+        if messages == ErasedMessages::Recall {
+            self.recall_all(user, stored, &mut done).await?;
+        }
         self.display_names.lock().unwrap_or_else(|p| p.into_inner()).remove(&user);
+        if let Some(subject) = account.username.strip_prefix('~') {
+            self.forget_subject(subject);
+        }
         // A direct chat with the user is no longer one to write to (on this
         // node; see docs/embedding.md §10 for the others).
         self.known_directs.lock().unwrap_or_else(|p| p.into_inner()).retain(|&(a, b)| a != user && b != user);
@@ -116,8 +137,8 @@ impl Logic {
             let Some(&last) = page.last() else { return Ok(()) };
             after = Some(last);
             for (conv, id) in page {
-                let Some(message) = self.svc.messages.after(conv, id - 1, 1).await?.pop() else { continue };
-                if message.id != id || message.from != user {
+                let Some(message) = self.message_at(conv, id).await? else { continue };
+                if message.from != user {
                     continue;
                 }
                 match message.kind() {
@@ -137,11 +158,37 @@ impl Logic {
     /// Stores a recall of `message` from its sender `user`, whatever the
     /// recall window, as a send would (live, by sync, to the feed).
     async fn recall_for_erasure(&self, user: UserId, message: &Message) -> Result<()> {
-        let draft = Draft { kind: Some(events::RECALL.into()), target: Some(message.id), ..Draft::default() };
+        let draft =
+            || Draft { kind: Some(events::RECALL.into()), target: Some(message.id), ..Draft::default() };
         let attachment = message.content.as_ref().and_then(|c| c.get("attachment")).and_then(|a| a.as_str());
-        let settle = Settle { reference: None, release: attachment.map(|a| (a.to_owned(), message.id)) };
-        let cmid = erasure_cmid("recall", message.id)?;
-        self.submit_checked(user, None, message.conv, cmid, draft, settle).await?.await?;
+        let settle = || Settle { reference: None, release: attachment.map(|a| (a.to_owned(), message.id)) };
+        self.store_erasure_event(user, message.conv, "recall", message.id, draft, settle).await
+    }
+
+    /// Stores the erasure's event `draft` about message `about` under the
+    /// fixed cmid `erase-<what>-<about>`, so a repeated erasure stores it
+    /// once; if that cmid turns out to be a message of the user's own
+    /// (a client may pick any cmid), stores it under a fresh one.
+    async fn store_erasure_event(
+        &self,
+        user: UserId,
+        conv: ConversationId,
+        what: &str,
+        about: MessageId,
+        draft: impl Fn() -> Draft,
+        settle: impl Fn() -> Settle,
+    ) -> Result<()> {
+        let kind = draft().kind.unwrap_or_default();
+        let cmid = erasure_cmid(&format!("erase-{what}-{about}"))?;
+        let sent = self.submit_checked(user, None, conv, cmid, draft(), settle()).await?.await?;
+        let stored = &sent.appended.message;
+        if !sent.appended.duplicate || (stored.kind() == kind && stored.target == Some(about)) {
+            return Ok(());
+        }
+        drop(sent);
+        let fresh: u64 = rand::random();
+        let cmid = erasure_cmid(&format!("erase-{what}-{about}-{fresh:016x}"))?;
+        self.submit_checked(user, None, conv, cmid, draft(), settle()).await?.await?;
         Ok(())
     }
 
@@ -154,23 +201,27 @@ impl Logic {
             return Ok(false);
         }
         let conv = event.conv;
-        let Some(message) = self.svc.messages.after(conv, target - 1, 1).await?.pop() else {
-            return Ok(false);
-        };
+        let Some(message) = self.message_at(conv, target).await? else { return Ok(false) };
         let still = message.reactions.iter().any(|r| r.emoji == change.emoji && r.users.contains(&user));
         if !still || message.is_recalled() {
             return Ok(false);
         }
-        let content = ReactionChange { emoji: change.emoji, remove: true };
-        let draft = Draft {
+        let content =
+            serde_json::to_value(ReactionChange { emoji: change.emoji, remove: true }).unwrap_or_default();
+        let draft = || Draft {
             kind: Some(events::REACTION.into()),
-            content: Some(serde_json::to_value(content).unwrap_or_default()),
+            content: Some(content.clone()),
             target: Some(target),
             ..Draft::default()
         };
-        let cmid = erasure_cmid("unreact", event.id)?;
-        self.submit_checked(user, None, conv, cmid, draft, Settle::default()).await?.await?;
+        self.store_erasure_event(user, conv, "unreact", event.id, draft, Settle::default).await?;
         Ok(true)
+    }
+
+    /// Message `id` of `conv`, if stored.
+    async fn message_at(&self, conv: ConversationId, id: MessageId) -> Result<Option<Message>> {
+        let Some(before) = id.checked_sub(1) else { return Ok(None) };
+        Ok(self.svc.messages.after(conv, before, 1).await?.pop().filter(|m| m.id == id))
     }
 
     /// Hands on the groups `user` owns and leaves every group.
@@ -212,10 +263,29 @@ impl Logic {
     }
 }
 
-/// The client message id of an erasure's event about message `id`
-/// (`erase-` `what` `-` id): the same on a repeated erasure, so it stores
-/// nothing twice.
-fn erasure_cmid(what: &str, id: im_core::MessageId) -> Result<ClientMsgId> {
-    ClientMsgId::new(format!("erase-{what}-{id}"))
-        .map_err(|e| Error::new(ErrorCode::Internal, format!("erasure cmid: {e}")))
+/// A client message id the erasure makes (`erase-…`).
+fn erasure_cmid(text: &str) -> Result<ClientMsgId> {
+    ClientMsgId::new(text).map_err(|e| Error::new(ErrorCode::Internal, format!("erasure cmid: {e}")))
+}
+
+/// Marks a user as being erased on this node while it lives.
+struct ErasureGuard<'a> {
+    running: &'a std::sync::Mutex<std::collections::HashSet<UserId>>,
+    user: UserId,
+}
+
+impl<'a> ErasureGuard<'a> {
+    /// Takes the mark, or `conflict` if another erasure of `user` runs here.
+    fn take(running: &'a std::sync::Mutex<std::collections::HashSet<UserId>>, user: UserId) -> Result<Self> {
+        if !running.lock().unwrap_or_else(|p| p.into_inner()).insert(user) {
+            return Err(Error::new(ErrorCode::Conflict, format!("user {user} is being erased")));
+        }
+        Ok(ErasureGuard { running, user })
+    }
+}
+
+impl Drop for ErasureGuard<'_> {
+    fn drop(&mut self) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.user);
+    }
 }

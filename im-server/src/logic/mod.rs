@@ -128,6 +128,8 @@ pub struct Logic {
     block_cache: contacts::BlockCache,
     /// Messages per user.
     user_sends: send_limit::UserSendLimit,
+    /// Users being erased on this node.
+    erasing: Mutex<std::collections::HashSet<UserId>>,
 }
 
 impl Logic {
@@ -145,6 +147,7 @@ impl Logic {
             display_names: Mutex::default(),
             login_throttle: throttle::LoginThrottle::default(),
             block_cache: contacts::BlockCache::default(),
+            erasing: Mutex::default(),
             user_sends: send_limit::UserSendLimit::new(user_rate, user_burst),
         }
     }

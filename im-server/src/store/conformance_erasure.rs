@@ -117,14 +117,28 @@ pub(crate) async fn erasure<S: MessageStore + Directory>(store: Arc<S>) {
     assert_eq!(store.group(group).await.unwrap().unwrap().owner, gus);
     let owners = store.members(group).await.unwrap().into_iter().filter(|m| m.role == Role::Owner).count();
     assert_eq!(owners, 1, "exactly one owner");
+    assert!(!store.remove_member(group, gus).await.unwrap(), "the owner is never removed");
+    assert!(!store.add_member(group, gus, Role::Member, 10).await.unwrap());
+    assert_eq!(
+        store.member_role(group, gus).await.unwrap(),
+        Some(Role::Owner),
+        "nor demoted by a role change"
+    );
 
     // Relations on every side, then the erasure.
     let c = store.contacts().expect("a built-in store keeps contacts");
     c.request_contact(eve, fay, 1).await.unwrap().unwrap();
     c.accept_contact(fay, eve, 2).await.unwrap().unwrap();
     c.request_contact(eve, gus, 3).await.unwrap().unwrap();
-    c.block(gus, eve, 4).await.unwrap();
-    c.block(eve, fay, 5).await.unwrap();
+    // Blocks by and of eve, with users she has no other relation with.
+    let (hal, ivy) = (
+        store.create_user("hal", "x", 0).await.unwrap().id,
+        store.create_user("ivy", "x", 0).await.unwrap().id,
+    );
+    c.block(hal, eve, 4).await.unwrap();
+    c.block(eve, ivy, 5).await.unwrap();
+    assert_eq!(c.contacts(fay).await.unwrap().len(), 1, "fay's contact stands until the erasure");
+    assert_eq!(c.contacts(gus).await.unwrap().len(), 1, "so does gus's request");
     let m = store.moderation().expect("a built-in store keeps moderation");
     m.set_room_moderator(room, eve, true).await.unwrap();
     store.add_member(other_group, eve, Role::Member, 10).await.unwrap();
@@ -146,10 +160,11 @@ pub(crate) async fn erasure<S: MessageStore + Directory>(store: Arc<S>) {
     assert_eq!(c.contacts(eve).await.unwrap(), vec![]);
     assert_eq!(c.contacts(fay).await.unwrap(), vec![], "the contact is gone for fay");
     assert_eq!(c.contacts(gus).await.unwrap(), vec![], "and the request for gus");
-    assert_eq!(c.blocks(gus).await.unwrap(), vec![], "gus's block of eve is gone");
+    assert_eq!(c.blocks(hal).await.unwrap(), vec![], "hal's block of eve is gone");
     assert_eq!(c.blocks(eve).await.unwrap(), vec![]);
-    assert_eq!(c.block_between(eve, fay).await.unwrap(), (false, false));
-    assert_eq!(c.blocked_either_way(fay).await.unwrap(), vec![]);
+    assert_eq!(c.block_between(eve, ivy).await.unwrap(), (false, false), "and eve's of ivy");
+    assert_eq!(c.blocked_either_way(ivy).await.unwrap(), vec![]);
+    assert_eq!(c.blocked_either_way(hal).await.unwrap(), vec![]);
     assert_eq!(m.sanctions(ConversationId::Group(other_group), 0).await.unwrap(), vec![], "her ban is gone");
     assert_eq!(m.sanctions(g, 0).await.unwrap(), vec![], "and her mute");
     assert_eq!(store.after(g, 0, 100).await.unwrap(), messages_before, "messages are the logic's to recall");

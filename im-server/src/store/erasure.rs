@@ -21,7 +21,7 @@ pub type SentCursor = (ConversationId, MessageId);
 /// The message side of erasing a user. Every built-in store implements it;
 /// a message store of an embedder's that does not cannot erase users'
 /// messages ([`MessageStore::message_erasure`](super::MessageStore::message_erasure) is
-/// `None`, and erasure with `messages=recall` answers `unavailable`).
+/// `None`, and erasure answers `unavailable`, with either policy).
 #[async_trait]
 pub trait MessageErasure: Send + Sync + 'static {
     /// Up to `limit` messages and events `user` sent, across every

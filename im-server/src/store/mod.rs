@@ -358,12 +358,17 @@ pub trait Directory: Send + Sync + 'static {
     /// A group by id.
     async fn group(&self, id: GroupId) -> StoreResult<Option<Group>>;
     /// Adds `user` (or changes their role if already a member, without
-    /// counting against the cap). Returns `true` if the user was not a member
+    /// counting against the cap; the owner's role never changes here, so
+    /// a role change racing an ownership transfer cannot demote the new
+    /// owner). Returns `true` if the user was not a member
     /// before. `GroupFull` if that would make more than `cap` members,
     /// `NotFound` if the group does not exist, `Banned` if a new member
     /// is banned from it.
     async fn add_member(&self, group: GroupId, user: UserId, role: Role, cap: usize) -> StoreResult<bool>;
-    /// Removes `user`; returns whether they were a member.
+    /// Removes `user`; returns whether they were a member. The owner is
+    /// never removed (`false`): ownership moves first
+    /// ([`DirectoryErasure::transfer_ownership`]), so a removal racing a
+    /// transfer cannot leave the group without its owner.
     async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<bool>;
     /// The user's role in the group, if a member.
     async fn member_role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>>;

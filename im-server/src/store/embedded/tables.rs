@@ -126,8 +126,12 @@ impl<'t> Tables<'t> {
                 if self.groups.get(group.0)?.is_none() {
                     return Ok(Err(StoreError::NotFound));
                 }
-                if self.members.get((group.0, user.0))?.is_some() {
-                    self.members.insert((group.0, user.0), role_code(role))?;
+                let existing = self.members.get((group.0, user.0))?.map(|g| g.value());
+                if let Some(code) = existing {
+                    // The owner's role never changes here (ownership moves by transfer).
+                    if code != role_code(Role::Owner) {
+                        self.members.insert((group.0, user.0), role_code(role))?;
+                    }
                     return Ok(Ok(Reply::Bool(false)));
                 }
                 if self.bans.get((ConversationId::Group(group).to_string().as_str(), user.0))?.is_some() {
@@ -145,7 +149,11 @@ impl<'t> Tables<'t> {
                 self.user_groups.insert((user.0, group.0), ())?;
                 Reply::Bool(true)
             }
-            Op::RemoveMember { group, user } => Reply::Bool(self.remove_member(group, user)?),
+            Op::RemoveMember { group, user } => {
+                let owner =
+                    self.members.get((group.0, user.0))?.is_some_and(|g| g.value() == role_code(Role::Owner));
+                Reply::Bool(!owner && self.remove_member(group, user)?)
+            }
             Op::CreateRoom { name, created_by, now } => {
                 let id = RoomId(self.next_id("room")?);
                 let room = Room { id, name, created_by, created_at: now };

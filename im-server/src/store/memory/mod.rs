@@ -382,7 +382,9 @@ impl Directory for MemoryStore {
         let banned = d.banned.contains(&(ConversationId::Group(group), user));
         let members = d.members.entry(group).or_default();
         if let Some(r) = members.get_mut(&user) {
-            *r = role;
+            if *r != Role::Owner {
+                *r = role;
+            }
             return Ok(false);
         }
         if banned {
@@ -397,7 +399,11 @@ impl Directory for MemoryStore {
     }
 
     async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<bool> {
-        Ok(lock(&self.directory).remove_member(group, user))
+        let mut d = lock(&self.directory);
+        if d.members.get(&group).and_then(|m| m.get(&user)) == Some(&Role::Owner) {
+            return Ok(false);
+        }
+        Ok(d.remove_member(group, user))
     }
 
     async fn member_role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>> {

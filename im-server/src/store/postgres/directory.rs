@@ -125,9 +125,10 @@ impl Directory for PgStore {
             return Err(StoreError::NotFound);
         }
         let update = tx
-            .prepare_cached(
-                &self.sql("UPDATE {S}.group_members SET role = $3 WHERE group_id = $1 AND user_id = $2"),
-            )
+            .prepare_cached(&self.sql(
+                "UPDATE {S}.group_members SET role = CASE WHEN role = 'owner' THEN role ELSE $3 END
+                     WHERE group_id = $1 AND user_id = $2",
+            ))
             .await
             .map_err(db_err)?;
         if tx.execute(&update, &[&g, &u, &role]).await.map_err(db_err)? > 0 {
@@ -158,7 +159,7 @@ impl Directory for PgStore {
     async fn remove_member(&self, group: GroupId, user: UserId) -> StoreResult<bool> {
         let n = self
             .exec(
-                "DELETE FROM {S}.group_members WHERE group_id = $1 AND user_id = $2",
+                "DELETE FROM {S}.group_members WHERE group_id = $1 AND user_id = $2 AND role <> 'owner'",
                 &[&key(group.0), &key(user.0)],
             )
             .await?;

@@ -4,7 +4,9 @@
 //! group's row lock, as adding a member and banning do; erasing a user
 //! holds the user's row lock (as contact changes do) and the rows of every
 //! group and room they belong to (as bans do), so it applies before or
-//! after each of those changes, never in between.
+//! after each of those changes to those rows. (A membership or contact
+//! made for the user in a group they were not in yet, racing the erasure,
+//! can outlive it: the stores do not check that a user row exists.)
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
@@ -91,8 +93,9 @@ impl DirectoryErasure for PgStore {
         let (g, to) = (key(group.0), key(to.0));
         let mut client = self.conn().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        // The row lock adding a member and banning take: the new owner
-        // cannot be removed or banned between the check and the change.
+        // The row lock adding a member and banning take: the new owner is
+        // not banned or added between the check and the change (and a
+        // removal never removes an owner: Directory::remove_member).
         let lock = tx
             .prepare_cached(&self.sql("SELECT owner_id FROM {S}.groups WHERE id = $1 FOR UPDATE"))
             .await

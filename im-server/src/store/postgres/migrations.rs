@@ -265,9 +265,10 @@ CREATE INDEX blocks_by_blocked ON {S}.blocks (blocked_id, user_id);
         name: "erasure indexes",
         sql: "
 -- What a user sent, in (conversation, id) order: erasure pages through it.
-CREATE INDEX messages_by_sender ON {S}.messages (sender_id, conv, id);
+-- IF NOT EXISTS: an operator may build it beforehand, CONCURRENTLY (docs/deploy.md).
+CREATE INDEX IF NOT EXISTS messages_by_sender ON {S}.messages (sender_id, conv, id);
 -- A user's mutes and bans everywhere, removed when the user is erased.
-CREATE INDEX sanctions_by_user ON {S}.sanctions (user_id);
+CREATE INDEX IF NOT EXISTS sanctions_by_user ON {S}.sanctions (user_id);
 ",
     },
     Migration {
