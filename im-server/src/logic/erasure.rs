@@ -136,6 +136,7 @@ impl Logic {
             let page = stored.sent_by(user, after, PAGE).await?;
             let Some(&last) = page.last() else { return Ok(()) };
             after = Some(last);
+            let mut to_recall = Vec::new();
             for (conv, id) in page {
                 let Some(message) = self.message_at(conv, id).await? else { continue };
                 if message.from != user {
@@ -145,24 +146,46 @@ impl Logic {
                     events::REACTION if self.withdraw_reaction(user, &message).await? => {
                         done.reactions_removed += 1;
                     }
-                    kind if events::is_countable(kind) && !message.is_recalled() => {
-                        self.recall_for_erasure(user, &message).await?;
-                        done.messages_recalled += 1;
-                    }
+                    kind if events::is_countable(kind) && !message.is_recalled() => to_recall.push(message),
                     _ => {}
                 }
             }
+            done.messages_recalled += self.recall_for_erasure(user, &to_recall).await?;
         }
     }
 
-    /// Stores a recall of `message` from its sender `user`, whatever the
-    /// recall window, as a send would (live, by sync, to the feed).
-    async fn recall_for_erasure(&self, user: UserId, message: &Message) -> Result<()> {
+    /// Stores a recall of each of `messages` (all from `user`), whatever
+    /// the recall window, as sends would (live, by sync, to the feed):
+    /// submitted together, so they share the store's group commits, then
+    /// completed in order. A recall whose cmid turns out to be a message
+    /// of the user's own (a client may pick any cmid) is stored again
+    /// under a fresh one. How many it recalled.
+    async fn recall_for_erasure(&self, user: UserId, messages: &[Message]) -> Result<u64> {
         let draft =
-            || Draft { kind: Some(events::RECALL.into()), target: Some(message.id), ..Draft::default() };
-        let attachment = message.content.as_ref().and_then(|c| c.get("attachment")).and_then(|a| a.as_str());
-        let settle = || Settle { reference: None, release: attachment.map(|a| (a.to_owned(), message.id)) };
-        self.store_erasure_event(user, message.conv, "recall", message.id, draft, settle).await
+            |m: &Message| Draft { kind: Some(events::RECALL.into()), target: Some(m.id), ..Draft::default() };
+        let settle = |m: &Message| {
+            let attachment = m.content.as_ref().and_then(|c| c.get("attachment")).and_then(|a| a.as_str());
+            Settle { reference: None, release: attachment.map(|a| (a.to_owned(), m.id)) }
+        };
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let cmid = erasure_cmid(&format!("erase-recall-{}", m.id))?;
+            pending.push(self.submit_checked(user, None, m.conv, cmid, draft(m), settle(m)).await?);
+        }
+        let mut claimed = Vec::new();
+        for (m, completes) in messages.iter().zip(pending) {
+            let sent = completes.await?;
+            let stored = &sent.appended.message;
+            if sent.appended.duplicate && !(stored.kind() == events::RECALL && stored.target == Some(m.id)) {
+                claimed.push(m);
+            }
+        }
+        for m in claimed {
+            let fresh: u64 = rand::random();
+            let cmid = erasure_cmid(&format!("erase-recall-{}-{fresh:016x}", m.id))?;
+            self.submit_checked(user, None, m.conv, cmid, draft(m), settle(m)).await?.await?;
+        }
+        Ok(messages.len() as u64)
     }
 
     /// Stores the erasure's event `draft` about message `about` under the

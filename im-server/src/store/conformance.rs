@@ -463,6 +463,7 @@ pub(crate) async fn sessions(store: Arc<dyn SessionStore>) {
 /// Shared counters of a session store that keeps them
 /// ([`SessionStore::bump`]): they count per key, start again after a reset
 /// or once their window ends, and are seen through another handle (node).
+#[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) async fn shared_counters(store: Arc<dyn SessionStore>, other_node: Arc<dyn SessionStore>) {
     let now = crate::time::now_ms();
     let later = now + 60_000;
