@@ -9,6 +9,10 @@
 //! its ack (so this measures acknowledged, durably stored messages), while
 //! reading what its peer sends. Each configuration runs 3 times; the median
 //! is reported, with the embedded/memory ratio. Bounded in count and time.
+//!
+//! `ACK_BENCH_STORES=memory` (or `embedded`) runs one store only, and
+//! `ACK_BENCH_ROUNDS=1` one round: for an instruction count under
+//! `valgrind --tool=callgrind` (docs/benchmarks.md §4).
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +20,7 @@ use im_core::{ClientFrame, ConversationId, ServerFrame};
 use im_server::{RunningServer, ServerConfig};
 use im_tests::{builder, cmid, Api, Ws};
 
+/// Rounds per store unless `ACK_BENCH_ROUNDS` says otherwise.
 const ROUNDS: usize = 3;
 const TIME_LIMIT: Duration = Duration::from_secs(120);
 
@@ -71,12 +76,14 @@ async fn main() {
     cfg.limits.rate_burst = 1_000_000;
     cfg.user_rate_per_sec = 0;
     let deadline = Instant::now() + TIME_LIMIT;
+    let stores = std::env::var("ACK_BENCH_STORES").unwrap_or_else(|_| "memory,embedded".into());
+    let rounds = std::env::var("ACK_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS);
 
     println!("1:1 traffic, {pairs} pairs x 2 senders x {messages} messages, each awaiting its ack");
     let mut results = Vec::new();
-    for store in ["memory", "embedded"] {
+    for store in ["memory", "embedded"].into_iter().filter(|s| stores.split(',').any(|x| x == *s)) {
         let mut rates = Vec::new();
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             if Instant::now() > deadline {
                 break;
             }
@@ -94,5 +101,7 @@ async fn main() {
         println!("{store:8} median: {m:.0} acked msg/s");
         results.push(m);
     }
-    println!("embedded / memory = {:.2}", results[1] / results[0]);
+    if let [memory, embedded] = results[..] {
+        println!("embedded / memory = {:.2}", embedded / memory);
+    }
 }
