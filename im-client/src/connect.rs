@@ -10,6 +10,7 @@ use im_core::{
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
@@ -17,6 +18,10 @@ use url::Url;
 use crate::error::StopReason;
 use crate::http::{self, HttpFailure};
 use crate::options::{Auth, Config, Endpoint};
+
+/// How much the socket reads at a time (tungstenite zero-fills this much
+/// before every read).
+const READ_BUFFER: usize = 8 * 1024;
 
 /// The WebSocket of one connection.
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -148,17 +153,21 @@ async fn handshake(
     let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| AttemptError::TokenRefused(StopReason::Unauthorized))?;
     req.headers_mut().insert("authorization", bearer);
-    // Chat frames are small and latency-bound: no Nagle delay.
+    // Chat frames are small and latency-bound: no Nagle delay. tungstenite
+    // zero-fills its whole read buffer before every read, so a small one
+    // (its default is 128 KiB) saves that per received frame; larger frames
+    // (sync pages) are read in several chunks.
+    let config = Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER));
     #[cfg(feature = "tls")]
     let opened = tokio_tungstenite::connect_async_tls_with_config(
         req,
-        None,
+        config,
         true,
         Some(tokio_tungstenite::Connector::Rustls(tls)),
     )
     .await;
     #[cfg(not(feature = "tls"))]
-    let opened = tokio_tungstenite::connect_async_with_config(req, None, true).await;
+    let opened = tokio_tungstenite::connect_async_with_config(req, config, true).await;
     match opened {
         Ok((socket, _)) => Ok(socket),
         Err(WsError::Http(resp)) => match resp.status().as_u16() {

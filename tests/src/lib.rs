@@ -214,7 +214,14 @@ impl Ws {
     async fn connect_url(url: String, token: &str) -> Ws {
         let mut req = url.into_client_request().expect("request");
         req.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-        let (socket, _) = tokio_tungstenite::connect_async(req).await.expect("websocket connects");
+        // tungstenite zero-fills its whole read buffer before every read: the
+        // default 128 KiB made this client most of the CPU an in-process
+        // benchmark spent (docs/benchmarks.md §4).
+        let config =
+            tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4 * 1024);
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false)
+            .await
+            .expect("websocket connects");
         let mut ws = Ws { socket, hello: ServerFrame::Pong { rid: None }, next_rid: 1 };
         ws.hello = ws.recv().await;
         assert_eq!(ws.hello.type_name(), "hello", "first frame must be hello");

@@ -28,7 +28,7 @@ pub trait MessageErasure: Send + Sync + 'static {
     /// conversation, in the store's own order of `(conversation, id)`
     /// (ascending ids within a conversation), starting after `after`
     /// (`None`: from the start). The cost is the page, or, for a store that
-    /// indexes only the conversations a user wrote in (the embedded store),
+    /// indexes only the conversations a user wrote in (the embedded and the in-memory store),
     /// reading those conversations' messages from the cursor on.
     async fn sent_by(
         &self,

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, GroupId, MessageId, UserId};
+use im_core::{ConversationId, GroupId, UserId};
 
 use super::{lock, MemoryStore};
 use crate::model::Role;
@@ -19,12 +19,27 @@ impl MessageErasure for MemoryStore {
         limit: usize,
     ) -> StoreResult<Vec<SentCursor>> {
         let m = lock(&self.messages);
-        let start = match after {
-            Some((conv, id)) => Bound::Excluded((user, conv, id)),
-            None => Bound::Included((user, ConversationId::Direct(UserId(0), UserId(0)), 0)),
+        let Some(convs) = m.senders.get(&user) else { return Ok(Vec::new()) };
+        let from = match after {
+            Some((conv, _)) => Bound::Included(conv),
+            None => Bound::Unbounded,
         };
-        let upto = Bound::Included((user, ConversationId::Room(im_core::RoomId(u64::MAX)), MessageId::MAX));
-        Ok(m.sent.range((start, upto)).take(limit).map(|&(_, conv, id)| (conv, id)).collect())
+        let mut out = Vec::new();
+        for &conv in convs.range((from, Bound::Unbounded)) {
+            // Message `id` is at index `id - 1`: start after the cursor's id.
+            let skip = match after {
+                Some((c, id)) if c == conv => usize::try_from(id).unwrap_or(usize::MAX),
+                _ => 0,
+            };
+            let log = m.convs.get(&conv).map(Vec::as_slice).unwrap_or_default();
+            for msg in log.iter().skip(skip).filter(|msg| msg.from == user) {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                out.push((conv, msg.id));
+            }
+        }
+        Ok(out)
     }
 
     async fn forget_reads(&self, user: UserId) -> StoreResult<usize> {

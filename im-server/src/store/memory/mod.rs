@@ -50,8 +50,9 @@ struct Messages {
     private: BTreeSet<UserId>,
     /// Muted until, per `(user, conv)`.
     muted: HashMap<(UserId, ConversationId), u64>,
-    /// The sender index: `(from, conv, id)` of every message stored.
-    sent: BTreeSet<(UserId, ConversationId, MessageId)>,
+    /// The sender index: the conversations each user has sent in (a
+    /// lookup per append, an insert only for a new pair).
+    senders: HashMap<UserId, BTreeSet<ConversationId>>,
 }
 
 impl Messages {
@@ -175,7 +176,9 @@ impl MessageStore for MemoryStore {
         counted.push(before + u64::from(!message.is_event()));
         log.push(message.clone());
         keys.insert(key, id);
-        m.sent.insert((message.from, message.conv, id));
+        if !m.senders.get(&message.from).is_some_and(|convs| convs.contains(&message.conv)) {
+            m.senders.entry(message.from).or_default().insert(message.conv);
+        }
         m.raise_read(message.from, message.conv, id);
         Ok(Appended { message, duplicate: false })
     }
