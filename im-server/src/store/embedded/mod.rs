@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::{
@@ -40,15 +40,20 @@ mod erasure;
 mod feed;
 mod log;
 mod moderation;
+mod ops;
 mod reads;
+mod record;
 mod syncer;
 mod tables;
 mod writer;
 
+use record::{decode_counted, decode_msg, encode_msg, MsgIn};
+
 use log::MessageLog;
+use ops::{Op, Reply};
 use syncer::Visibility;
 use tables::last_id;
-use writer::{Job, Op, Reply, Writer};
+use writer::{Job, Writer};
 pub use writer::{CHECKPOINT_APPENDS, CHECKPOINT_COMMITS, CHECKPOINT_INTERVAL, MAX_BATCH};
 
 /// Requests that may wait for the writer before callers wait to enqueue.
@@ -102,112 +107,6 @@ impl From<DbError> for StoreError {
     fn from(e: DbError) -> Self {
         StoreError::Backend(e.0)
     }
-}
-
-/// A message's stored value; `conv` and `id` are its key. Optional keys
-/// are left out when empty, so values written before they existed decode
-/// unchanged and the message log's record format stays the same.
-#[derive(Serialize)]
-struct MsgOut<'a> {
-    f: u64,
-    c: &'a str,
-    b: &'a str,
-    t: u64,
-    #[serde(skip_serializing_if = "<[UserId]>::is_empty")]
-    m: &'a [UserId],
-    /// Kind, when not text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    k: Option<&'a str>,
-    /// Content object.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    x: Option<&'a serde_json::Value>,
-    /// Reply target.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    r: Option<u64>,
-    /// Event target.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    g: Option<u64>,
-    /// Newest edit applied.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    e: Option<u64>,
-    /// The recall that emptied it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    v: Option<u64>,
-    /// Reactions.
-    #[serde(skip_serializing_if = "<[im_core::events::Reaction]>::is_empty")]
-    a: &'a [im_core::events::Reaction],
-    /// Countable messages up to this one, when not the id (a conversation
-    /// with events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    n: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct MsgIn {
-    f: u64,
-    c: ClientMsgId,
-    b: String,
-    t: u64,
-    /// Mentions (absent in values stored before they existed, and when none).
-    #[serde(default)]
-    m: Vec<UserId>,
-    #[serde(default)]
-    k: Option<String>,
-    #[serde(default)]
-    x: Option<serde_json::Value>,
-    #[serde(default)]
-    r: Option<u64>,
-    #[serde(default)]
-    g: Option<u64>,
-    #[serde(default)]
-    e: Option<u64>,
-    #[serde(default)]
-    v: Option<u64>,
-    #[serde(default)]
-    a: Vec<im_core::events::Reaction>,
-    #[serde(default)]
-    n: Option<u64>,
-}
-
-/// The stored value of `m`, with `n` countable messages up to it.
-fn encode_msg(m: &Message, n: u64) -> Result<Vec<u8>, DbError> {
-    Ok(serde_json::to_vec(&MsgOut {
-        f: m.from.0,
-        c: m.cmid.as_str(),
-        b: &m.body,
-        t: m.ts,
-        m: &m.mentions,
-        k: m.kind.as_deref(),
-        x: m.content.as_ref(),
-        r: m.reply_to,
-        g: m.target,
-        e: m.edited,
-        v: m.recalled,
-        a: &m.reactions,
-        n: (n != m.id).then_some(n),
-    })?)
-}
-
-/// A stored message and the countable messages up to it.
-fn decode_counted(conv: ConversationId, id: MessageId, bytes: &[u8]) -> Result<(Message, u64), DbError> {
-    let m: MsgIn = serde_json::from_slice(bytes)?;
-    let n = m.n.unwrap_or(id);
-    let message = Message {
-        mentions: m.m,
-        kind: m.k,
-        content: m.x,
-        reply_to: m.r,
-        target: m.g,
-        edited: m.e,
-        recalled: m.v,
-        reactions: m.a,
-        ..Message::new(conv, id, UserId(m.f), m.c, m.b, m.t)
-    };
-    Ok((message, n))
-}
-
-fn decode_msg(conv: ConversationId, id: MessageId, bytes: &[u8]) -> Result<Message, DbError> {
-    decode_counted(conv, id, bytes).map(|(m, _)| m)
 }
 
 fn role_code(role: Role) -> u8 {

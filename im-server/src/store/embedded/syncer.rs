@@ -20,7 +20,7 @@ use std::sync::{Condvar, Mutex};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use super::writer::Reply;
+use super::ops::Reply;
 use crate::store::{StoreError, StoreResult};
 
 /// An answer to send once its batch is synced.

@@ -6,8 +6,8 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::erasure::SenderConvs;
 use super::log::MessageLog;
+use super::ops::{Op, Reply};
 use super::reads::{self, DELIVERED, DEVICE_READS, MUTED, READS, RECEIPTS_OFF};
-use super::writer::{Op, Reply};
 use super::*;
 
 type Bytes = &'static [u8];

@@ -1,3 +1,4 @@
+use super::record::MsgOut;
 use super::*;
 use crate::store::conformance;
 use crate::store::ReadStore;
