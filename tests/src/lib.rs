@@ -367,6 +367,48 @@ pub fn reply_rid(f: &ServerFrame) -> Option<u64> {
     }
 }
 
+/// A `send` frame of event `kind` (`reaction`, `edit`, `recall`) about
+/// message `target`, with client message id `t-{tag}`.
+#[allow(clippy::too_many_arguments)]
+pub fn event_frame(
+    rid: u64,
+    conv: ConversationId,
+    tag: &str,
+    kind: &str,
+    target: MessageId,
+    body: &str,
+    content: Option<Value>,
+) -> ClientFrame {
+    ClientFrame::Send {
+        rid,
+        conv,
+        cmid: cmid(tag),
+        body: body.into(),
+        mentions: Vec::new(),
+        kind: Some(kind.into()),
+        content,
+        reply_to: None,
+        target: Some(target),
+    }
+}
+
+/// Sends an event from `ws` and returns its id (panics on an error).
+pub async fn send_event(
+    ws: &mut Ws,
+    conv: ConversationId,
+    tag: &str,
+    kind: &str,
+    target: MessageId,
+    body: &str,
+    content: Option<Value>,
+) -> MessageId {
+    let rid = ws.rid();
+    match ws.request(event_frame(rid, conv, tag, kind, target, body, content)).await {
+        ServerFrame::Ack { id, .. } => id,
+        other => panic!("{kind} {tag}: {other:?}"),
+    }
+}
+
 /// A unique client message id for tests.
 pub fn cmid(tag: impl std::fmt::Display) -> im_core::ClientMsgId {
     im_core::ClientMsgId::new(format!("t-{tag}")).expect("valid cmid")

@@ -9,7 +9,7 @@
 use im_client::core::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, RoomId, ServerFrame};
 use im_client::{Client, Event};
 use im_server::{RunningServer, ServerConfig};
-use im_tests::{Api, TestUser, Ws};
+use im_tests::{send_event, Api, TestUser, Ws};
 use serde_json::{json, Value};
 
 const KEY: &str = "server-api-key-for-erasure-tests-0123";
@@ -30,30 +30,6 @@ async fn embedded(dir: &std::path::Path) -> RunningServer {
 
 async fn server(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     api.call(method, &format!("/api/v1/server{path}"), Some(KEY), body).await
-}
-
-/// Sends an event frame (`kind`, `target`, `content`, `body`) and returns its id.
-async fn event(
-    ws: &mut Ws,
-    conv: ConversationId,
-    kind: &str,
-    target: u64,
-    content: Value,
-    body: &str,
-) -> u64 {
-    let rid = ws.rid();
-    let mut frame = json!({
-        "type": "send", "rid": rid, "conv": conv.to_string(), "cmid": format!("{kind}-{target}-{rid}"),
-        "body": body, "kind": kind, "target": target,
-    });
-    if !content.is_null() {
-        frame["content"] = content;
-    }
-    ws.send_text(frame.to_string()).await;
-    match ws.recv_until(|f| im_tests::reply_rid(f) == Some(rid)).await {
-        ServerFrame::Ack { id, .. } => id,
-        other => panic!("{kind}: {other:?}"),
-    }
 }
 
 async fn history(api: &Api, conv: ConversationId) -> Vec<Value> {
@@ -124,8 +100,8 @@ async fn scene(srv: &RunningServer) -> Scene {
         }
         other => panic!("{other:?}"),
     }
-    let edit = event(&mut ws, g, "edit", eve_sent[0].1, Value::Null, "eve-g, edited").await;
-    event(&mut ws, g, "reaction", fay_msg, json!({"emoji": "👍"}), "").await;
+    let edit = send_event(&mut ws, g, "eve-edit", "edit", eve_sent[0].1, "eve-g, edited", None).await;
+    send_event(&mut ws, g, "eve-react", "reaction", fay_msg, "", Some(json!({"emoji": "👍"}))).await;
     ws.close().await;
     Scene { eve, fay, gus, group, room, eve_sent, fay_msg, edit }
 }

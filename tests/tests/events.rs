@@ -11,47 +11,8 @@ use im_core::events::{self, EDIT, REACTION, RECALL};
 use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, MessageId, ServerFrame, UserId};
 use im_server::{RunningServer, ServerConfig};
 use im_tests::cluster::{services_available, Cluster};
-use im_tests::{cmid, start, start_embedded, Api, TestUser, Ws};
-use serde_json::{json, Value};
-
-fn event(
-    rid: u64,
-    conv: ConversationId,
-    tag: &str,
-    kind: &str,
-    target: MessageId,
-    body: &str,
-    content: Option<Value>,
-) -> ClientFrame {
-    ClientFrame::Send {
-        rid,
-        conv,
-        cmid: cmid(tag),
-        body: body.into(),
-        mentions: Vec::new(),
-        kind: Some(kind.into()),
-        content,
-        reply_to: None,
-        target: Some(target),
-    }
-}
-
-/// Sends an event from `ws` and returns its id (panics on an error).
-async fn send_event(
-    ws: &mut Ws,
-    conv: ConversationId,
-    tag: &str,
-    kind: &str,
-    target: MessageId,
-    body: &str,
-    content: Option<Value>,
-) -> MessageId {
-    let rid = ws.rid();
-    match ws.request(event(rid, conv, tag, kind, target, body, content)).await {
-        ServerFrame::Ack { id, .. } => id,
-        other => panic!("{kind} {tag}: {other:?}"),
-    }
-}
+use im_tests::{cmid, event_frame as event, send_event, start, start_embedded, Api, TestUser, Ws};
+use serde_json::json;
 
 /// Sends an event that must be refused with `code`.
 async fn refused(ws: &mut Ws, frame: ClientFrame, code: ErrorCode) {
