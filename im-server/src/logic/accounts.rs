@@ -224,12 +224,13 @@ impl Logic {
                     }
                     let mut user = self.external_user(&subject).await?;
                     let mut revoked = self.svc.auth.revoked_before(user).await?;
-                    if revoked > 0 && self.svc.directory.user(user).await?.is_none() {
-                        // Erased (perhaps on another node): this node's
-                        // mapping is stale; the subject is a new user now.
-                        self.forget_subject(&subject);
-                        user = self.external_user(&subject).await?;
-                        revoked = self.svc.auth.revoked_before(user).await?;
+                    // Only a user with a revoke-all record can have been erased.
+                    if revoked > 0 {
+                        let current = self.still_external_user(&subject, user).await?;
+                        if current != user {
+                            user = current;
+                            revoked = self.svc.auth.revoked_before(user).await?;
+                        }
                     }
                     let before = match issued_at {
                         // `iat` counts whole seconds: a token of the
@@ -322,6 +323,27 @@ impl Logic {
         }
         cache.insert(subject.to_owned(), user.id);
         Ok(user.id)
+    }
+
+    /// `user`, this node's mapping of `subject`, if that account still
+    /// exists; otherwise the mapping was stale (the account was erased,
+    /// perhaps on another node) and the subject is resolved again, as a
+    /// new user.
+    pub(crate) async fn still_external_user(
+        &self,
+        subject: &str,
+        user: UserId,
+    ) -> std::result::Result<UserId, AuthError> {
+        if self.svc.directory.user(user).await?.is_some() {
+            return Ok(user);
+        }
+        self.forget_subject(subject);
+        self.external_user(subject).await
+    }
+
+    /// Forgets this node's mapping of an application user to ours.
+    pub(super) fn forget_subject(&self, subject: &str) {
+        self.external_users.lock().unwrap_or_else(|p| p.into_inner()).remove(subject);
     }
 
     /// Whether a session is still live (not revoked since it was checked).

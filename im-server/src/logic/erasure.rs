@@ -73,9 +73,6 @@ impl Logic {
         let _running = ErasureGuard::take(&self.erasing, user)?;
         let account = self.user(user).await?;
         self.revoke_all_tokens(user).await?;
-        if let Some(subject) = account.username.strip_prefix('~') {
-            self.forget_subject(subject);
-        }
         let mut done = Erasure {
             user_id: user,
             messages_recalled: 0,
@@ -155,63 +152,53 @@ impl Logic {
     }
 
     /// Stores a recall of each of `messages` (all from `user`), whatever
-    /// the recall window, as sends would (live, by sync, to the feed):
-    /// submitted together, so they share the store's group commits, then
-    /// completed in order. A recall whose cmid turns out to be a message
-    /// of the user's own (a client may pick any cmid) is stored again
-    /// under a fresh one. How many it recalled.
+    /// the recall window, as sends would (live, by sync, to the feed).
+    /// How many it recalled.
     async fn recall_for_erasure(&self, user: UserId, messages: &[Message]) -> Result<u64> {
-        let draft =
-            |m: &Message| Draft { kind: Some(events::RECALL.into()), target: Some(m.id), ..Draft::default() };
-        let settle = |m: &Message| {
+        let recalls = messages.iter().map(|m| {
             let attachment = m.content.as_ref().and_then(|c| c.get("attachment")).and_then(|a| a.as_str());
-            Settle { reference: None, release: attachment.map(|a| (a.to_owned(), m.id)) }
-        };
-        let mut pending = Vec::with_capacity(messages.len());
-        for m in messages {
-            let cmid = erasure_cmid(&format!("erase-recall-{}", m.id))?;
-            pending.push(self.submit_checked(user, None, m.conv, cmid, draft(m), settle(m)).await?);
-        }
-        let mut claimed = Vec::new();
-        for (m, completes) in messages.iter().zip(pending) {
-            let sent = completes.await?;
-            let stored = &sent.appended.message;
-            if sent.appended.duplicate && !(stored.kind() == events::RECALL && stored.target == Some(m.id)) {
-                claimed.push(m);
+            ErasureEvent {
+                conv: m.conv,
+                what: "recall",
+                about: m.id,
+                draft: Draft { kind: Some(events::RECALL.into()), target: Some(m.id), ..Draft::default() },
+                settle: Settle { reference: None, release: attachment.map(|a| (a.to_owned(), m.id)) },
             }
-        }
-        for m in claimed {
-            let fresh: u64 = rand::random();
-            let cmid = erasure_cmid(&format!("erase-recall-{}-{fresh:016x}", m.id))?;
-            self.submit_checked(user, None, m.conv, cmid, draft(m), settle(m)).await?.await?;
-        }
+        });
+        self.store_erasure_events(user, recalls.collect()).await?;
         Ok(messages.len() as u64)
     }
 
-    /// Stores the erasure's event `draft` about message `about` under the
-    /// fixed cmid `erase-<what>-<about>`, so a repeated erasure stores it
-    /// once; if that cmid turns out to be a message of the user's own
-    /// (a client may pick any cmid), stores it under a fresh one.
-    async fn store_erasure_event(
-        &self,
-        user: UserId,
-        conv: ConversationId,
-        what: &str,
-        about: MessageId,
-        draft: impl Fn() -> Draft,
-        settle: impl Fn() -> Settle,
-    ) -> Result<()> {
-        let kind = draft().kind.unwrap_or_default();
-        let cmid = erasure_cmid(&format!("erase-{what}-{about}"))?;
-        let sent = self.submit_checked(user, None, conv, cmid, draft(), settle()).await?.await?;
-        let stored = &sent.appended.message;
-        if !sent.appended.duplicate || (stored.kind() == kind && stored.target == Some(about)) {
-            return Ok(());
+    /// Stores the erasure's `events` from `user`: submitted together, so
+    /// they share the store's group commits, then completed in order. Each
+    /// has the fixed cmid `erase-<what>-<about>`, so a repeated erasure
+    /// stores it once; one whose cmid turns out to be a message of the
+    /// user's own (a client may pick any cmid) is stored again under a
+    /// fresh one.
+    async fn store_erasure_events(&self, user: UserId, events: Vec<ErasureEvent>) -> Result<()> {
+        let mut pending = Vec::with_capacity(events.len());
+        for e in &events {
+            let cmid = erasure_cmid(&format!("erase-{}-{}", e.what, e.about))?;
+            pending.push(
+                self.submit_checked(user, None, e.conv, cmid, e.draft.clone(), e.settle.clone()).await?,
+            );
         }
-        drop(sent);
-        let fresh: u64 = rand::random();
-        let cmid = erasure_cmid(&format!("erase-{what}-{about}-{fresh:016x}"))?;
-        self.submit_checked(user, None, conv, cmid, draft(), settle()).await?.await?;
+        let mut claimed = Vec::new();
+        for (e, completes) in events.iter().zip(pending) {
+            let sent = completes.await?;
+            let stored = &sent.appended.message;
+            // The store's answer is this event only if kind and target match.
+            let own = stored.kind() == e.draft.kind.as_deref().unwrap_or_default()
+                && stored.target == e.draft.target;
+            if sent.appended.duplicate && !own {
+                claimed.push(e);
+            }
+        }
+        for e in claimed {
+            let fresh: u64 = rand::random();
+            let cmid = erasure_cmid(&format!("erase-{}-{}-{fresh:016x}", e.what, e.about))?;
+            self.submit_checked(user, None, e.conv, cmid, e.draft.clone(), e.settle.clone()).await?.await?;
+        }
         Ok(())
     }
 
@@ -231,13 +218,19 @@ impl Logic {
         }
         let content =
             serde_json::to_value(ReactionChange { emoji: change.emoji, remove: true }).unwrap_or_default();
-        let draft = || Draft {
-            kind: Some(events::REACTION.into()),
-            content: Some(content.clone()),
-            target: Some(target),
-            ..Draft::default()
+        let withdrawal = ErasureEvent {
+            conv,
+            what: "unreact",
+            about: event.id,
+            draft: Draft {
+                kind: Some(events::REACTION.into()),
+                content: Some(content),
+                target: Some(target),
+                ..Draft::default()
+            },
+            settle: Settle::default(),
         };
-        self.store_erasure_event(user, conv, "unreact", event.id, draft, Settle::default).await?;
+        self.store_erasure_events(user, vec![withdrawal]).await?;
         Ok(true)
     }
 
@@ -278,12 +271,16 @@ impl Logic {
         }
         Ok(())
     }
+}
 
-    /// Forgets this node's mapping of an application user to ours, so a
-    /// token for `subject` made after the erasure signs in as a new user.
-    pub(super) fn forget_subject(&self, subject: &str) {
-        self.external_users.lock().unwrap_or_else(|p| p.into_inner()).remove(subject);
-    }
+/// An event the erasure stores: its draft, about message `about` of
+/// `conv` (`what` names it in the cmid).
+struct ErasureEvent {
+    conv: ConversationId,
+    what: &'static str,
+    about: MessageId,
+    draft: Draft,
+    settle: Settle,
 }
 
 /// A client message id the erasure makes (`erase-…`).

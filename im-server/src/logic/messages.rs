@@ -42,7 +42,7 @@ pub struct Draft {
 }
 
 /// What the attachments need once a message is stored.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Settle {
     /// The attachment the message uses: its reference gets the message id.
     pub reference: Option<String>,

@@ -25,12 +25,8 @@ impl Logic {
         if name.is_some_and(bad) {
             return Err(Error::new(ErrorCode::InvalidField, "name: 1 to 128 bytes, no control characters"));
         }
-        let mut id = self.external_user(subject).await.map_err(auth)?;
-        if self.svc.directory.user(id).await?.is_none() {
-            // Erased, perhaps on another node: this node's mapping is stale.
-            self.forget_subject(subject);
-            id = self.external_user(subject).await.map_err(auth)?;
-        }
+        let id = self.external_user(subject).await.map_err(auth)?;
+        let id = self.still_external_user(subject, id).await.map_err(auth)?;
         if let Some(name) = name {
             self.keep_display_name(id, name).await.map_err(auth)?;
         }
