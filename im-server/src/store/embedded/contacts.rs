@@ -35,20 +35,21 @@ fn unpack(v: u64) -> (ContactState, u64) {
     (state, v >> 2)
 }
 
-fn blocked(t: &Tables<'_>, a: UserId, b: UserId) -> Result<bool, DbError> {
-    Ok(t.blocks.get((a.0, b.0))?.is_some() || t.blocks.get((b.0, a.0))?.is_some())
+fn blocked(t: &mut Tables<'_>, a: UserId, b: UserId) -> Result<bool, DbError> {
+    let blocks = t.blocks.open()?;
+    Ok(blocks.get((a.0, b.0))?.is_some() || blocks.get((b.0, a.0))?.is_some())
 }
 
 fn relate(t: &mut Tables<'_>, a: UserId, b: UserId, state: ContactState, now: u64) -> Result<(), DbError> {
-    t.contacts.insert((a.0, b.0), pack(state, now))?;
-    t.contacts.insert((b.0, a.0), pack(state.mirrored(), now))?;
+    t.contacts.open()?.insert((a.0, b.0), pack(state, now))?;
+    t.contacts.open()?.insert((b.0, a.0), pack(state.mirrored(), now))?;
     Ok(())
 }
 
 /// Ends the relation of `a` and `b`; whether there was one.
 pub(super) fn unrelate(t: &mut Tables<'_>, a: UserId, b: UserId) -> Result<bool, DbError> {
-    let was = t.contacts.remove((a.0, b.0))?.is_some();
-    t.contacts.remove((b.0, a.0))?;
+    let was = t.contacts.open()?.remove((a.0, b.0))?.is_some();
+    t.contacts.open()?.remove((b.0, a.0))?;
     Ok(was)
 }
 
@@ -62,7 +63,7 @@ pub(super) fn request(
     if blocked(t, from, to)? {
         return Ok(Err(ContactRefusal::Blocked));
     }
-    let current = t.contacts.get((from.0, to.0))?.map(|g| unpack(g.value()).0);
+    let current = t.contacts.open()?.get((from.0, to.0))?.map(|g| unpack(g.value()).0);
     Ok(Ok(match current {
         Some(ContactState::Pending) => {
             relate(t, from, to, ContactState::Accepted, now)?;
@@ -83,7 +84,7 @@ pub(super) fn accept(
     from: UserId,
     now: u64,
 ) -> Result<Result<(), ContactRefusal>, DbError> {
-    let current = t.contacts.get((user.0, from.0))?.map(|g| unpack(g.value()).0);
+    let current = t.contacts.open()?.get((user.0, from.0))?.map(|g| unpack(g.value()).0);
     Ok(match current {
         Some(ContactState::Pending) => {
             relate(t, user, from, ContactState::Accepted, now)?;
@@ -97,8 +98,8 @@ pub(super) fn accept(
 /// The writer's side of [`ContactStore::block`].
 pub(super) fn block(t: &mut Tables<'_>, user: UserId, other: UserId, now: u64) -> Result<bool, DbError> {
     unrelate(t, user, other)?;
-    t.blocked_by.insert((other.0, user.0), ())?;
-    Ok(t.blocks.insert((user.0, other.0), now)?.is_none())
+    t.blocked_by.open()?.insert((other.0, user.0), ())?;
+    Ok(t.blocks.open()?.insert((user.0, other.0), now)?.is_none())
 }
 
 fn contact_reply(r: Reply) -> StoreResult<Result<ContactState, ContactRefusal>> {

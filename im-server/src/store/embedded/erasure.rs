@@ -227,12 +227,14 @@ fn forget_pairs(
 /// The writer's side of [`MessageErasure::forget_reads`].
 pub(super) fn forget_reads(t: &mut Tables<'_>, user: UserId) -> Result<usize, DbError> {
     let mut convs: BTreeSet<String> = BTreeSet::new();
-    convs.extend(forget_pairs(&mut t.reads, user)?);
-    convs.extend(forget_pairs(&mut t.delivered, user)?);
-    convs.extend(forget_pairs(&mut t.muted, user)?);
+    convs.extend(forget_pairs(t.reads.open()?, user)?);
+    convs.extend(forget_pairs(t.delivered.open()?, user)?);
+    convs.extend(forget_pairs(t.muted.open()?, user)?);
     let mut devices = Vec::new();
-    for item in
-        t.device_reads.range::<(u64, &str, &str)>((Bound::Included((user.0, "", "")), Bound::Unbounded))?
+    for item in t
+        .device_reads
+        .open()?
+        .range::<(u64, &str, &str)>((Bound::Included((user.0, "", "")), Bound::Unbounded))?
     {
         let (k, _) = item?;
         let (u, c, d) = k.value();
@@ -242,10 +244,10 @@ pub(super) fn forget_reads(t: &mut Tables<'_>, user: UserId) -> Result<usize, Db
         devices.push((c.to_owned(), d.to_owned()));
     }
     for (c, d) in devices {
-        t.device_reads.remove((user.0, c.as_str(), d.as_str()))?;
+        t.device_reads.open()?.remove((user.0, c.as_str(), d.as_str()))?;
         convs.insert(c);
     }
-    t.receipts_off.remove(user.0)?;
+    t.receipts_off.open()?.remove(user.0)?;
     Ok(convs.len())
 }
 
@@ -256,21 +258,21 @@ pub(super) fn transfer_ownership(
     group: GroupId,
     to: UserId,
 ) -> Result<StoreResult<bool>, DbError> {
-    let Some(stored) = t.groups.get(group.0)?.map(|g| g.value().to_vec()) else {
+    let Some(stored) = t.groups.open()?.get(group.0)?.map(|g| g.value().to_vec()) else {
         return Ok(Err(StoreError::NotFound));
     };
-    if t.members.get((group.0, to.0))?.is_none() {
+    if t.members.open()?.get((group.0, to.0))?.is_none() {
         return Ok(Ok(false));
     }
     let mut found: Group = serde_json::from_slice(&stored)?;
     let old = found.owner;
     if old != to {
-        if t.members.get((group.0, old.0))?.is_some() {
-            t.members.insert((group.0, old.0), role_code(Role::Admin))?;
+        if t.members.open()?.get((group.0, old.0))?.is_some() {
+            t.members.open()?.insert((group.0, old.0), role_code(Role::Admin))?;
         }
-        t.members.insert((group.0, to.0), role_code(Role::Owner))?;
+        t.members.open()?.insert((group.0, to.0), role_code(Role::Owner))?;
         found.owner = to;
-        t.groups.insert(group.0, serde_json::to_vec(&found)?.as_slice())?;
+        t.groups.open()?.insert(group.0, serde_json::to_vec(&found)?.as_slice())?;
     }
     Ok(Ok(true))
 }
@@ -279,34 +281,34 @@ pub(super) fn transfer_ownership(
 /// the user's in the directory (of direct chats, the user's own side
 /// only), in the op's transaction.
 pub(super) fn erase_user(t: &mut Tables<'_>, user: UserId) -> Result<bool, DbError> {
-    let Some(stored) = t.users.remove(user.0)?.map(|g| g.value().to_vec()) else { return Ok(false) };
+    let Some(stored) = t.users.open()?.remove(user.0)?.map(|g| g.value().to_vec()) else { return Ok(false) };
     let account: User = serde_json::from_slice(&stored)?;
-    if t.usernames.get(account.username.as_str())?.map(|g| g.value()) == Some(user.0) {
-        t.usernames.remove(account.username.as_str())?;
+    if t.usernames.open()?.get(account.username.as_str())?.map(|g| g.value()) == Some(user.0) {
+        t.usernames.open()?.remove(account.username.as_str())?;
     }
-    for group in seconds_of(&t.user_groups, user.0)? {
+    for group in seconds_of(&*t.user_groups.open()?, user.0)? {
         t.remove_member(GroupId(group), user)?;
     }
-    for room in seconds_of(&t.user_rooms, user.0)? {
+    for room in seconds_of(&*t.user_rooms.open()?, user.0)? {
         t.leave_room(im_core::RoomId(room), user)?;
     }
     // Only the user's own side: the peer keeps the conversation in their inbox.
-    for peer in seconds_of(&t.directs, user.0)? {
-        t.directs.remove((user.0, peer))?;
+    for peer in seconds_of(&*t.directs.open()?, user.0)? {
+        t.directs.open()?.remove((user.0, peer))?;
     }
-    for other in seconds_of(&t.contacts, user.0)? {
+    for other in seconds_of(&*t.contacts.open()?, user.0)? {
         super::contacts::unrelate(t, user, UserId(other))?;
     }
-    for blocked in seconds_of(&t.blocks, user.0)? {
-        t.blocks.remove((user.0, blocked))?;
-        t.blocked_by.remove((blocked, user.0))?;
+    for blocked in seconds_of(&*t.blocks.open()?, user.0)? {
+        t.blocks.open()?.remove((user.0, blocked))?;
+        t.blocked_by.open()?.remove((blocked, user.0))?;
     }
-    for blocker in seconds_of(&t.blocked_by, user.0)? {
-        t.blocked_by.remove((user.0, blocker))?;
-        t.blocks.remove((blocker, user.0))?;
+    for blocker in seconds_of(&*t.blocked_by.open()?, user.0)? {
+        t.blocked_by.open()?.remove((user.0, blocker))?;
+        t.blocks.open()?.remove((blocker, user.0))?;
     }
-    remove_user_rows(&mut t.member_mutes, user)?;
-    remove_user_rows(&mut t.bans, user)?;
+    remove_user_rows(t.member_mutes.open()?, user)?;
+    remove_user_rows(t.bans.open()?, user)?;
     Ok(true)
 }
 

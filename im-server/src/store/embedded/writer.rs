@@ -214,7 +214,7 @@ impl Writer {
         }
         let mut results = Vec::with_capacity(ops.len());
         let applied = (|| {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables::open(&txn);
             let mut log = logged.then_some(&mut self.log);
             for op in ops {
                 results.push(t.apply(op, log.as_deref_mut(), &mut self.senders)?);
