@@ -218,6 +218,42 @@ async fn a_users_messages_share_one_rate_whatever_their_connections() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rate_limited_answer_arrives_before_the_4004_close() {
+    let mut cfg = ServerConfig::default();
+    cfg.limits.rate_per_sec = 1;
+    cfg.limits.rate_burst = 10;
+    let server = start(cfg).await;
+    let alice = Api::new(&server).user("alice").await;
+    for frames in [21u64, 25, 30] {
+        let mut ws = Ws::open(&server, &alice, &format!("f{frames}")).await;
+        // One write of all frames: 10 pass on the burst, the next 10 are
+        // refused one by one, the 21st closes the connection.
+        let text: Vec<String> = (0..frames).map(|i| format!("{{\"type\":\"ping\",\"rid\":{i}}}")).collect();
+        for t in &text {
+            if ws.send_raw(WsMessage::Text(t.clone().into())).await.is_err() {
+                break;
+            }
+        }
+        let (mut pongs, mut limited) = (Vec::new(), Vec::new());
+        let ended = loop {
+            match ws.try_recv(Duration::from_secs(10)).await {
+                Ok(Some(ServerFrame::Pong { rid })) => pongs.push(rid.unwrap()),
+                Ok(Some(ServerFrame::Error { code: ErrorCode::RateLimited, rid, .. })) => {
+                    limited.push(rid.unwrap())
+                }
+                Ok(Some(other)) => panic!("{other:?}"),
+                Ok(None) => panic!("not closed"),
+                Err(ended) => break ended,
+            }
+        };
+        assert_eq!(ended, Ended::Closed(CloseCode::POLICY_VIOLATION), "{frames} frames");
+        assert_eq!(pongs, (0..10).collect::<Vec<_>>(), "{frames} frames");
+        assert_eq!(limited, (10..20).collect::<Vec<_>>(), "{frames} frames: every refusal before the close");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_rate_limited_and_sustained_flooding_closes_with_4004() {
     let mut cfg = ServerConfig::default();
     cfg.limits.rate_per_sec = 5;

@@ -345,6 +345,21 @@ async fn write_batch(
     Ok(n)
 }
 
+/// Writes whatever the send queue still holds, a batch at a time.
+async fn write_queued(
+    sink: &mut SplitSink<WebSocket, Message>,
+    handle: &ConnHandle,
+    batch: &mut Vec<Utf8Bytes>,
+) {
+    batch.clear();
+    loop {
+        handle.queue().take_ready(batch, WRITE_BATCH);
+        if batch.is_empty() || write_batch(sink, batch).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     handle: Arc<ConnHandle>,
@@ -400,6 +415,14 @@ async fn write_loop(
     handle.queue().close();
     let code = handle.close_code().unwrap_or(NORMAL);
     if code != NORMAL && !app.is_crashed() {
+        // What was queued before the close goes out first, above all the
+        // errors that explain it (the `rate_limited` answers before a 4004),
+        // as far as the client reads it within half the close timeout. A
+        // slow consumer's backlog is why it is closed: it is dropped.
+        if code != CloseCode::SLOW_CONSUMER {
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT / 2, write_queued(&mut sink, &handle, &mut batch)).await;
+        }
         let frame = CloseFrame { code: code.0, reason: Utf8Bytes::from_static(code.name()) };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
