@@ -40,7 +40,7 @@ async fn handshake_refuses_bad_tokens_before_the_upgrade_and_accepts_all_token_p
     assert_eq!(
         handshake_status(&url, &[("cookie", format!("theme=dark; im_token={t}"))]).await,
         101,
-        "cookie"
+        "cookie without Origin: a native client (section 3.4)"
     );
     assert_eq!(handshake_status(&format!("{url}?token={t}"), &[]).await, 101, "query");
     assert_eq!(
@@ -94,6 +94,13 @@ async fn hello_announces_protocol_and_unsupported_version_closes_with_4003() {
         }
     };
     assert_eq!(CloseCode(code), CloseCode::UNSUPPORTED_PROTOCOL);
+    // A `v` that is no number is a malformed parameter: 400 before the upgrade.
+    for v in ["abc", "", "1.0", "-1", "+1"] {
+        let url = format!("{}?token={}&v={v}", server.ws_url(), alice.token);
+        assert_eq!(handshake_status(&url, &[]).await, 400, "v={v}");
+    }
+    let url = format!("{}?token={}&v=99999999999", server.ws_url(), alice.token);
+    assert_eq!(handshake_status(&url, &[]).await, 101, "a number, only not one spoken here");
     server.shutdown().await;
 }
 

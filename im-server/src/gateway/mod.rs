@@ -134,9 +134,13 @@ pub async fn ws_handler(
             return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &reason)
         }
     }
-    // Absent: version 1. Unsupported: the connection is closed with 4003.
+    // Absent: version 1. Not a number: refused like any malformed
+    // parameter. A number this server does not speak: closed with 4003.
     let version = match params.version.as_deref() {
         None => Some(1),
+        Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) => {
+            return refuse(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, "v: a protocol version number")
+        }
         Some(v) => v
             .parse::<u32>()
             .ok()
