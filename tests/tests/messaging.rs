@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, RoomId, ServerFrame};
+use im_core::{
+    ClientFrame, ConversationId, ErrorCode, GroupId, MemberChangeKind, Message, RoomId, ServerFrame, UserId,
+};
 use im_tests::{cmid, start_default, Api, Ws};
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -262,5 +264,59 @@ async fn history_pages_backwards_in_ascending_order() {
         }
     }
     assert_eq!(all, (1..=25).collect::<Vec<_>>());
+    server.shutdown().await;
+}
+
+/// The `member` frames a connection receives within `QUIET`, as
+/// `(user, change, by)`.
+async fn member_frames(ws: &mut Ws, group: GroupId) -> Vec<(UserId, MemberChangeKind, UserId)> {
+    let got = ws.frames_within(QUIET).await;
+    got.into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::Member { group: g, user, change, by } if g == group => Some((user, change, by)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_reach_every_member_also_at_creation() {
+    use MemberChangeKind::{Added, Removed};
+    let server = start_default().await;
+    let api = Api::new(&server);
+    let (alice, bob, carol, dave) =
+        (api.user("alice").await, api.user("bob").await, api.user("carol").await, api.user("dave").await);
+    let mut a = Ws::open(&server, &alice, "a").await;
+    let mut b = Ws::open(&server, &bob, "b").await;
+    let mut c = Ws::open(&server, &carol, "c").await;
+    let mut d = Ws::open(&server, &dave, "d").await;
+    let g = GroupId(api.group(&alice, "team", &[&bob, &carol]).await);
+    // Creation: each member hears of all three, the owner first.
+    let created = vec![(alice.id, Added, alice.id), (bob.id, Added, alice.id), (carol.id, Added, alice.id)];
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(member_frames(ws, g).await, created);
+    }
+    assert_eq!(member_frames(&mut d, g).await, vec![], "no frame to a non-member");
+    // A later addition reaches the old members and the new one.
+    let (s, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/groups/{}/members", g.0),
+            Some(&alice.token),
+            Some(serde_json::json!({"user_id": dave.id.0})),
+        )
+        .await;
+    assert_eq!(s, 204, "{body}");
+    for ws in [&mut a, &mut b, &mut c, &mut d] {
+        assert_eq!(member_frames(ws, g).await, vec![(dave.id, Added, alice.id)]);
+    }
+    // A removal reaches the remaining members and the removed one.
+    let (s, body) = api
+        .call("DELETE", &format!("/api/v1/groups/{}/members/{}", g.0, carol.id.0), Some(&alice.token), None)
+        .await;
+    assert_eq!(s, 204, "{body}");
+    for ws in [&mut a, &mut b, &mut c, &mut d] {
+        assert_eq!(member_frames(ws, g).await, vec![(carol.id, Removed, alice.id)]);
+    }
     server.shutdown().await;
 }

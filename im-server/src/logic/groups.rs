@@ -47,10 +47,13 @@ impl Logic {
             dir.add_member(group.id, u, Role::Member, cap).await?;
         }
         let members = dir.members(group.id).await?;
-        // Each member hears of their own addition once (O(members)); the
-        // member list is one `GET /groups/{id}` away.
-        for m in &members {
-            self.announce(group.id, m.user, MemberChangeKind::Added, owner, vec![m.user]).await;
+        // Every member hears of every member's addition (the owner's
+        // first), as for any later change: N frames to each of N members,
+        // at most the group cap squared once per group.
+        let everyone: Vec<UserId> = members.iter().map(|m| m.user).collect();
+        let (first, rest): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| m.user == owner);
+        for m in first.into_iter().chain(rest) {
+            self.announce(group.id, m.user, MemberChangeKind::Added, owner, everyone.clone()).await;
         }
         Ok(GroupInfo { group, members })
     }

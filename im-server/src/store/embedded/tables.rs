@@ -14,7 +14,7 @@ type Bytes = &'static [u8];
 
 /// A table of a write transaction, opened on first use: a batch of
 /// appends touches 4 of the store's 29 tables, and every open table costs
-/// its open and its flush at commit (~5.7 k instructions per batch for
+/// its open and its flush at commit (~5.5 k instructions per batch for
 /// each one, measured with callgrind).
 pub(super) struct Lazy<'t, K: Key + 'static, V: Value + 'static> {
     txn: &'t WriteTransaction,
