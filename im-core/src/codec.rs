@@ -48,6 +48,12 @@ pub const SERVER_FRAME_TYPES: &[&str] = &[
     "pong",
 ];
 
+/// Deepest nesting of JSON arrays and objects a frame may have (the frame
+/// object itself is level 1); a deeper frame is answered `bad_frame` with
+/// the detail "JSON nested deeper than 127 levels". It is the JSON
+/// parser's own recursion limit, which also applies to HTTP bodies.
+pub const MAX_JSON_DEPTH: usize = 127;
+
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {detail}")]
@@ -97,6 +103,13 @@ fn decode<T: DeserializeOwned>(text: &str, known_types: &[&str]) -> Result<T, De
 fn classify(text: &str, known_types: &[&str], err: &serde_json::Error) -> DecodeError {
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
+        Err(_) if nesting_exceeds(text, MAX_JSON_DEPTH) => {
+            return DecodeError {
+                code: ErrorCode::BadFrame,
+                rid: None,
+                detail: format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+            }
+        }
         Err(_) => {
             return DecodeError { code: ErrorCode::BadFrame, rid: None, detail: "not valid JSON".into() }
         }
@@ -122,6 +135,36 @@ fn classify(text: &str, known_types: &[&str], err: &serde_json::Error) -> Decode
     }
 }
 
+/// Whether arrays and objects in `text` nest deeper than `max` before the
+/// first point where the text stops being JSON (strings are skipped, so
+/// brackets inside them do not count).
+fn nesting_exceeds(text: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -133,6 +176,32 @@ fn truncate(s: &str, max: usize) -> &str {
 mod tests {
     use super::*;
     use crate::ids::{ConversationId, GroupId};
+
+    /// A `send` frame whose custom content nests to `levels` in all (the
+    /// frame object is level 1, `content` level 2), with brackets in a
+    /// string that must not count.
+    fn nested_send(levels: usize) -> String {
+        let inner = levels - 2;
+        format!(
+            r#"{{"type":"send","rid":1,"conv":"g:1","cmid":"c1","body":"[[{{","kind":"x.deep","content":{{"a":{}{}}}}}"#,
+            "[".repeat(inner),
+            "]".repeat(inner)
+        )
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_decodes_and_deeper_is_named_as_such() {
+        let frame = decode_client(&nested_send(MAX_JSON_DEPTH)).expect("127 levels decode");
+        assert!(matches!(frame, ClientFrame::Send { .. }));
+        let err = decode_client(&nested_send(MAX_JSON_DEPTH + 1)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadFrame);
+        assert_eq!(err.detail, "JSON nested deeper than 127 levels");
+        let err = decode_client(&"[".repeat(100_000)).unwrap_err();
+        assert_eq!(err.detail, "JSON nested deeper than 127 levels");
+        // Broken JSON that is not deep stays "not valid JSON".
+        assert_eq!(decode_client(r#"{"type":"ping","x":"[[[[["#).unwrap_err().detail, "not valid JSON");
+        assert!(!nesting_exceeds(r#"{"a":"\"[[[[[[[["}"#, 2), "escaped quotes keep the string open");
+    }
 
     #[test]
     fn decodes_a_send() {

@@ -58,6 +58,15 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
     }
     ws.send_raw(WsMessage::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(next_error(&mut ws).await, (None, ErrorCode::BadFrame), "binary frame");
+    // Valid JSON nested past the limit: its own message, not "not valid JSON".
+    let deep = format!(r#"{{"type":"ping","rid":8,"x":{}{}}}"#, "[".repeat(500), "]".repeat(500));
+    ws.send_text(deep).await;
+    match ws.recv_until(|f| matches!(f, ServerFrame::Error { .. })).await {
+        ServerFrame::Error { code, message, .. } => {
+            assert_eq!((code, message.as_str()), (ErrorCode::BadFrame, "JSON nested deeper than 127 levels"))
+        }
+        other => panic!("{other:?}"),
+    }
 
     // Requests that parse but are not allowed.
     let big = "x".repeat(im_core::limits::DEFAULT_MAX_BODY_BYTES + 1);
@@ -162,7 +171,7 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
         other => panic!("{other:?}"),
     }
     let errors = server.state().metrics().render();
-    assert!(errors.contains("im_errors_total{code=\"bad_frame\"} 3"), "errors counted by code:\n{errors}");
+    assert!(errors.contains("im_errors_total{code=\"bad_frame\"} 4"), "errors counted by code:\n{errors}");
     server.shutdown().await;
 }
 

@@ -88,8 +88,21 @@ async fn the_backend_sets_up_a_group_and_posts_as_a_bot() {
         json!({"conv": conv.to_string(), "from": bot["id"], "cmid": "release-1.2", "body": "im 1.2 is out"});
     let (s, first) = server(&api, "POST", "/messages", Some(post.clone())).await;
     assert_eq!((s, first["duplicate"].as_bool()), (201, Some(false)), "{first}");
-    let (s, second) = server(&api, "POST", "/messages", Some(post)).await;
+    let (s, second) = server(&api, "POST", "/messages", Some(post.clone())).await;
     assert_eq!((s, second["duplicate"].as_bool()), (200, Some(true)));
+    // Content nested past the JSON parser's limit is named as such (and
+    // nothing is stored: the next page below holds the one message).
+    let mut deep = json!("leaf");
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let mut too_deep = post.clone();
+    too_deep["cmid"] = json!("deep-1");
+    too_deep["kind"] = json!("x.deep");
+    too_deep["content"] = json!({ "v": deep });
+    let (s, refused) = server(&api, "POST", "/messages", Some(too_deep)).await;
+    assert_eq!((s, refused["code"].as_str()), (400, Some("bad_frame")), "{refused}");
+    assert_eq!(refused["message"], "the request body nests JSON deeper than 127 levels");
     assert_eq!(second["message"]["id"], first["message"]["id"], "stored once");
     let (e, _) =
         until(&mut ev, "the bot's message", |e| matches!(e, Event::Message(m) if !m.is_event())).await;
