@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use futures_util::StreamExt;
+use futures::StreamExt;
 use im_client::core::{ConversationId, GroupId, RoomId, UserId};
 use im_client::{Client, Event, FileCursorStore, MemberChangeKind, PresenceStatus};
 use serde_json::{json, Value};

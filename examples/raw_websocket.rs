@@ -9,7 +9,7 @@
 //! delivery round trip, then a sync by `cur_max_message_id` — each JSON frame
 //! printed as it travels. `docs/protocol.md` is the full spec.
 
-use futures_util::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use im_server::{Server, ServerConfig};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;

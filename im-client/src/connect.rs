@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures::StreamExt;
 use im_core::{
     codec, CloseCode, CloseReaction, ServerFrame, UserId, WireLimits, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };

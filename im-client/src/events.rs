@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
+use futures::Stream;
 use im_core::{CloseCode, ConversationId, GroupId, MemberChangeKind, Message, MessageId, Presence, UserId};
 use tokio::sync::mpsc;
 

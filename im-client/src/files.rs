@@ -24,7 +24,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use futures_util::StreamExt;
+use futures::StreamExt;
 use im_core::content::{Content, Media};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -164,7 +164,7 @@ fn transport(e: reqwest::Error) -> FileError {
 /// `data` as a stream of chunks that reports progress as each is taken.
 fn body_with_progress(data: Arc<Vec<u8>>, progress: Arc<Mutex<dyn FnMut(u64, u64) + Send>>) -> reqwest::Body {
     let total = data.len() as u64;
-    let chunks = futures_util::stream::iter((0..data.len().div_ceil(CHUNK)).map(move |i| {
+    let chunks = futures::stream::iter((0..data.len().div_ceil(CHUNK)).map(move |i| {
         let end = ((i + 1) * CHUNK).min(data.len());
         let chunk = data[i * CHUNK..end].to_vec();
         if let Ok(mut report) = progress.lock() {

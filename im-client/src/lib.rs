@@ -56,7 +56,7 @@
 //!   ended by the client when not refreshed.
 //!
 //! ```no_run
-//! use futures_util::StreamExt;
+//! use futures::StreamExt;
 //! use im_client::{Client, Event, FileCursorStore};
 //! use im_client::core::{ConversationId, GroupId};
 //!

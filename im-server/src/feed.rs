@@ -169,7 +169,7 @@ impl Feed {
 
     /// Runs until the hints' senders are gone (the server stopped).
     pub(crate) async fn run(self: Arc<Self>, mut hints: mpsc::Receiver<ConversationId>) {
-        use futures_util::FutureExt;
+        use futures::FutureExt;
         let mut queue = WorkQueue::default();
         // Conversations whose last delivery failed: their backoff, and when
         // they may be tried again. A failing conversation gives its task

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
-use futures_util::task::AtomicWaker;
+use futures::task::AtomicWaker;
 
 /// A drained queue whose buffer grew past this many frames gives the buffer back.
 const KEEP_CAPACITY: usize = 16;

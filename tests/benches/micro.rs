@@ -160,7 +160,7 @@ mod store {
         rt.block_on(async {
             // Concurrent appends share commits: filling takes a moment, not 2000 fsyncs.
             let handles: Vec<_> = (0..2000).map(|i| store.submit_append(new_message(i))).collect();
-            for h in futures_util::future::join_all(handles).await {
+            for h in futures::future::join_all(handles).await {
                 h.unwrap().await.unwrap();
             }
         });

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use im_core::{codec, ClientFrame, CloseCode, ConversationId, MessageId, ServerFrame, UserId};
 use im_server::auth::PasswordHasher;
 use im_server::{RunningServer, Server, ServerBuilder, ServerConfig};

@@ -864,7 +864,7 @@ async fn a_receiving_client_reports_delivery_by_itself_and_reads_show_as_receipt
 /// refuses `v=2` with 4003, and greets `v=1` with `hello`.
 #[allow(clippy::result_large_err)] // tungstenite's handshake callback type
 async fn version_1_only_server() -> (String, Arc<Mutex<Vec<String>>>) {
-    use futures_util::{SinkExt, StreamExt};
+    use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
     use tokio_tungstenite::tungstenite::protocol::frame::{coding::CloseCode as WsCode, CloseFrame};
     use tokio_tungstenite::tungstenite::Message as WsMessage;

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures::StreamExt;
 use im_client::{Client, Event, Events};
 use im_core::{ClientFrame, CloseCode, ConversationId, GroupId, PresenceStatus, RoomId, ServerFrame};
 use im_server::RunningServer;

@@ -85,7 +85,7 @@ async fn hello_announces_protocol_and_unsupported_version_closes_with_4003() {
     }
     let url = format!("{}?token={}&v=99", server.ws_url(), alice.token);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    use futures_util::StreamExt;
+    use futures::StreamExt;
     let code = loop {
         match socket.next().await {
             Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f)))) => break u16::from(f.code),

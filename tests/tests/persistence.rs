@@ -91,7 +91,7 @@ async fn kill_9_loses_no_acknowledged_message() {
     let addr = free_loopback_addr();
     let mut child = spawn_child_server(dir.path(), &addr).await;
     let api = Api::at(format!("http://{addr}"));
-    let users: Vec<TestUser> = futures_util::future::join_all((0..SENDERS).map(|i| {
+    let users: Vec<TestUser> = futures::future::join_all((0..SENDERS).map(|i| {
         let api = &api;
         async move { api.user(&format!("sender{i}")).await }
     }))

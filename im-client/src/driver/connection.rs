@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
 use im_core::{codec, ClientFrame, CloseCode};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
@@ -199,7 +199,7 @@ impl AttachmentStore for FsAttachments {
         };
         file.seek(SeekFrom::Start(range.start)).await?;
         let remaining = range.end.saturating_sub(range.start);
-        let chunks = futures_util::stream::try_unfold((file, remaining), |(mut file, left)| async move {
+        let chunks = futures::stream::try_unfold((file, remaining), |(mut file, left)| async move {
             if left == 0 {
                 return Ok(None);
             }
@@ -305,7 +305,7 @@ mod tests {
     use super::*;
 
     fn body(chunks: Vec<&'static [u8]>) -> ByteStream {
-        Box::pin(futures_util::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))))
+        Box::pin(futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from_static(c)))))
     }
 
     fn new() -> NewAttachment {
@@ -359,7 +359,7 @@ mod tests {
         let before = files_in(store.root());
         let err = store.put(new(), body(vec![b"0123456789", b"0123456789"]), 15).await.unwrap_err();
         assert!(matches!(err, AttachmentError::TooLarge { max: 15 }), "{err:?}");
-        let failing: ByteStream = Box::pin(futures_util::stream::iter(vec![
+        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
             Ok(Bytes::from_static(b"partial")),
             Err(io::Error::other("client went away")),
         ]));

@@ -14,7 +14,7 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::Stream;
+use futures::Stream;
 use im_core::{ConversationId, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 

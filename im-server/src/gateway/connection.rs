@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
 use im_core::{codec, ClientFrame, CloseCode, ErrorCode, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;

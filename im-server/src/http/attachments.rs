@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::TryStreamExt;
+use futures::TryStreamExt;
 use im_core::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 

@@ -148,7 +148,7 @@ impl Logic {
     /// conversation, however many of its members read), up to
     /// 16 conversations at a time.
     pub async fn run_receipts(&self) {
-        use futures_util::StreamExt;
+        use futures::StreamExt;
         let mut every = tokio::time::interval(Duration::from_millis(RECEIPT_INTERVAL_MS));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -157,7 +157,7 @@ impl Logic {
             for (conv, user) in self.receipts.take() {
                 by_conv.entry(conv).or_default().push(user);
             }
-            futures_util::stream::iter(by_conv)
+            futures::stream::iter(by_conv)
                 .for_each_concurrent(FLUSH_CONCURRENCY, |(conv, users)| async move {
                     if let Err(e) = self.publish_receipts(conv, users).await {
                         tracing::debug!(%conv, error = %e.message, "receipts not published");

@@ -169,7 +169,7 @@ mod tests {
                 drop(turn);
             }
         });
-        futures_util::future::join_all(finishing).await;
+        futures::future::join_all(finishing).await;
         assert_eq!(*published.lock().unwrap(), vec![0, 1, 2, 3, 4]);
     }
 
@@ -192,7 +192,7 @@ mod tests {
         {
             let waiting = fourth.wait();
             tokio::pin!(waiting);
-            assert!(futures_util::FutureExt::now_or_never(waiting.as_mut()).is_none(), "not its turn yet");
+            assert!(futures::FutureExt::now_or_never(waiting.as_mut()).is_none(), "not its turn yet");
         }
         drop(fourth);
         drop(third);

@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
+use futures::StreamExt;
 use im_core::{RoomId, UserId};
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::{Client, Script};

@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
+use futures::TryStreamExt;
 use im_core::{ConversationId, UserId};
 
 use super::{
