@@ -103,7 +103,7 @@ fn decode<T: DeserializeOwned>(text: &str, known_types: &[&str]) -> Result<T, De
 fn classify(text: &str, known_types: &[&str], err: &serde_json::Error) -> DecodeError {
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(_) if nesting_exceeds(text, MAX_JSON_DEPTH) => {
+        Err(e) if is_depth_limit(&e.to_string()) => {
             return DecodeError {
                 code: ErrorCode::BadFrame,
                 rid: None,
@@ -135,34 +135,14 @@ fn classify(text: &str, known_types: &[&str], err: &serde_json::Error) -> Decode
     }
 }
 
-/// Whether arrays and objects in `text` nest deeper than `max` before the
-/// first point where the text stops being JSON (strings are skipped, so
-/// brackets inside them do not count).
-fn nesting_exceeds(text: &str, max: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
+/// Whether a JSON parser error message is the depth limit's
+/// ([`MAX_JSON_DEPTH`]): "[path: ]recursion limit exceeded at line L column
+/// C". A path, as HTTP body extractors prefix it, holds the input's own
+/// keys, so only the end of the message is trusted.
+pub fn is_depth_limit(message: &str) -> bool {
+    let Some((_, at)) = message.rsplit_once("recursion limit exceeded at line ") else { return false };
+    let Some((line, column)) = at.split_once(" column ") else { return false };
+    [line, column].iter().all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -200,7 +180,15 @@ mod tests {
         assert_eq!(err.detail, "JSON nested deeper than 127 levels");
         // Broken JSON that is not deep stays "not valid JSON".
         assert_eq!(decode_client(r#"{"type":"ping","x":"[[[[["#).unwrap_err().detail, "not valid JSON");
-        assert!(!nesting_exceeds(r#"{"a":"\"[[[[[[[["}"#, 2), "escaped quotes keep the string open");
+    }
+
+    #[test]
+    fn only_the_parsers_own_message_counts_as_the_depth_limit() {
+        assert!(is_depth_limit("recursion limit exceeded at line 1 column 128"));
+        assert!(is_depth_limit("a.b[0]: recursion limit exceeded at line 3 column 9"));
+        let forged = "recursion limit exceeded at line 1 column 2: EOF while parsing at line 1 column 30";
+        assert!(!is_depth_limit(forged), "a key that spells the message");
+        assert!(!is_depth_limit("EOF while parsing a value at line 1 column 1"));
     }
 
     #[test]

@@ -50,10 +50,10 @@ impl Logic {
         // Every member hears of every member's addition (the owner's
         // first), as for any later change: N frames to each of N members,
         // at most the group cap squared once per group.
-        let everyone: Vec<UserId> = members.iter().map(|m| m.user).collect();
-        let (first, rest): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| m.user == owner);
-        for m in first.into_iter().chain(rest) {
-            self.announce(group.id, m.user, MemberChangeKind::Added, owner, everyone.clone()).await;
+        let mut everyone: Vec<UserId> = members.iter().map(|m| m.user).collect();
+        everyone.sort_by_key(|&u| u != owner);
+        for &user in &everyone {
+            self.announce(group.id, user, MemberChangeKind::Added, owner, everyone.clone()).await;
         }
         Ok(GroupInfo { group, members })
     }
