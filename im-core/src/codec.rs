@@ -136,8 +136,8 @@ fn classify(text: &str, known_types: &[&str], err: &serde_json::Error) -> Decode
 }
 
 /// Whether a JSON parser error message is the depth limit's
-/// ([`MAX_JSON_DEPTH`]): "[path: ]recursion limit exceeded at line L column
-/// C". A path, as HTTP body extractors prefix it, holds the input's own
+/// ([`MAX_JSON_DEPTH`]): "recursion limit exceeded at line L column
+/// C", perhaps after a path. A path, as HTTP body extractors prefix it, holds the input's own
 /// keys, so only the end of the message is trusted.
 pub fn is_depth_limit(message: &str) -> bool {
     let Some((_, at)) = message.rsplit_once("recursion limit exceeded at line ") else { return false };
