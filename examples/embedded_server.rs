@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use im_core::{Message, UserId};
+use im_protocol::{Message, UserId};
 use im_server::push::{PushError, PushNotifier};
 use im_server::{Server, ServerConfig};
 

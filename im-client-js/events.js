@@ -1,5 +1,5 @@
 // events.js — events in a conversation's id sequence: reactions, edits,
-// recalls and system notices (a port of im_core::events).
+// recalls and system notices (a port of im_protocol::events).
 //
 // An event is a message of its own kind with its own id, so sync and dedupe
 // deliver it like any message, exactly once and in order. `reaction`,

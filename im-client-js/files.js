@@ -20,7 +20,7 @@ import { ImError } from './errors.js';
 
 const ATTACHMENT_ID_RE = /^at_[A-Za-z0-9_-]{22}$/;
 
-/** Whether `id` is an attachment id (`at_` and 22 base64url characters), as `im_core::content::is_attachment_id`. */
+/** Whether `id` is an attachment id (`at_` and 22 base64url characters), as `im_protocol::content::is_attachment_id`. */
 export function isAttachmentId(id) {
   return typeof id === 'string' && ATTACHMENT_ID_RE.test(id);
 }

@@ -20,7 +20,7 @@
 // * attachments over HTTP (files.js, a port of files.rs): upload with
 //   progress by the flow the server names (direct or presigned), download,
 //   URLs for <img>, and the content of a message carrying one;
-// * events (events.js, a port of im_core::events): reactions, edits and
+// * events (events.js, a port of im_protocol::events): reactions, edits and
 //   recalls sent through the outbox like any message, `applyEvent` to change
 //   a shown message in place; events never count as unread.
 //

@@ -274,6 +274,9 @@ fn im_common(cmd: &mut Command, port: u16, node: &str) {
         "0",
         "--max-connections",
         "200000",
+        // Every load generator connection comes from 127.0.0.1.
+        "--max-connections-per-ip",
+        "0",
     ]);
 }
 

@@ -1,5 +1,5 @@
 // Tests of events (events.js): applying reactions, edits and recalls to a
-// message (the rules of im_core::events::apply), reading an event's
+// message (the rules of im_protocol::events::apply), reading an event's
 // content, and the drafts of react/unreact/edit/recall.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

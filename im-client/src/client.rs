@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use im_core::{
+use im_protocol::{
     ClientFrame, ConversationId, InboxEntry, Message, MessageId, Presence, Receipt, RequestId, RoomId,
     ServerFrame, UserId,
 };
@@ -241,7 +241,7 @@ impl Client {
 
     /// Reacts to message `target` of `conv` with `emoji` (an event in
     /// the conversation's sequence: every device applies it to the message
-    /// with [`im_core::events::apply`]; history shows the summary).
+    /// with [`im_protocol::events::apply`]; history shows the summary).
     pub async fn react(
         &self,
         conv: ConversationId,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use im_core::{
+use im_protocol::{
     codec, CloseCode, CloseReaction, ServerFrame, UserId, WireLimits, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::net::TcpStream;

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use im_core::{ConversationId, MessageId};
+use im_protocol::{ConversationId, MessageId};
 use serde::{Deserialize, Serialize};
 
 /// Durable storage of a device's sync cursors (one per conversation).
@@ -170,7 +170,7 @@ impl Drop for FileCursorStore {
 
 #[cfg(test)]
 mod tests {
-    use im_core::{GroupId, UserId};
+    use im_protocol::{GroupId, UserId};
 
     use super::*;
 

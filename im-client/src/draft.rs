@@ -1,8 +1,8 @@
 //! [`Draft`]: a message to send — text, or another kind of content, maybe
 //! replying to an earlier message and mentioning users.
 
-use im_core::events::{Change, Edit, ReactionChange};
-use im_core::{ClientFrame, ClientMsgId, Content, ConversationId, Message, MessageId, RequestId, UserId};
+use im_protocol::events::{Change, Edit, ReactionChange};
+use im_protocol::{ClientFrame, ClientMsgId, Content, ConversationId, Message, MessageId, RequestId, UserId};
 
 /// A message to send with [`Client::send_draft`](crate::Client::send_draft).
 ///
@@ -16,7 +16,7 @@ use im_core::{ClientFrame, ClientMsgId, Content, ConversationId, Message, Messag
 ///     .reply_to(17)
 ///     .mention(&[UserId(5)]);
 ///
-/// // Events change message 17 in place on every device (see `im_core::events`).
+/// // Events change message 17 in place on every device (see `im_protocol::events`).
 /// let thumbs = Draft::react(17, "👍");
 /// let fix = Draft::edit(17, "Lunch at 12:30?");
 /// let gone = Draft::recall(17);
@@ -112,7 +112,7 @@ impl Draft {
     /// The `send` frame of this draft.
     pub(crate) fn frame(&self, rid: RequestId, conv: ConversationId, cmid: ClientMsgId) -> ClientFrame {
         let (kind, content) = self.content.to_parts();
-        let kind = Some(kind).filter(|k| k != im_core::content::TEXT);
+        let kind = Some(kind).filter(|k| k != im_protocol::content::TEXT);
         ClientFrame::Send {
             rid,
             conv,
@@ -138,7 +138,7 @@ impl Draft {
         let (kind, content) = self.content.to_parts();
         Message {
             mentions: self.mentions.clone(),
-            kind: Some(kind).filter(|k| k != im_core::content::TEXT),
+            kind: Some(kind).filter(|k| k != im_protocol::content::TEXT),
             content,
             reply_to: self.reply_to,
             target: self.target,

@@ -1,6 +1,6 @@
 //! Errors, one type per operation, each an enum a caller can match on.
 
-use im_core::{CloseCode, ErrorCode};
+use im_protocol::{CloseCode, ErrorCode};
 
 /// Why [`Client::send`](crate::Client::send) failed. A send that is merely
 /// delayed (disconnected, rate limited, server busy) does not fail: it is

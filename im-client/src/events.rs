@@ -6,7 +6,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use im_core::{CloseCode, ConversationId, GroupId, MemberChangeKind, Message, MessageId, Presence, UserId};
+use im_protocol::{
+    CloseCode, ConversationId, GroupId, MemberChangeKind, Message, MessageId, Presence, UserId,
+};
 use tokio::sync::mpsc;
 
 use crate::error::StopReason;

@@ -25,7 +25,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use im_core::content::{Content, Media};
+use im_protocol::content::{Content, Media};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -286,7 +286,7 @@ impl Files {
         mut progress: impl FnMut(u64, Option<u64>),
     ) -> Result<Vec<u8>, FileError> {
         let token = self.token()?;
-        if !im_core::content::is_attachment_id(id) {
+        if !im_protocol::content::is_attachment_id(id) {
             return Err(FileError::Refused {
                 status: 404,
                 code: "no_such_attachment".into(),

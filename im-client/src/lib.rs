@@ -17,7 +17,7 @@
 //!   dead, also when TCP reports nothing.
 //! * **Delay-retry reconnect** — exponential backoff with jitter (the
 //!   `backoff` crate), obeying the server's close codes
-//!   ([`im_core::CloseCode::reaction`]): same node, back to the dispatcher,
+//!   ([`im_protocol::CloseCode::reaction`]): same node, back to the dispatcher,
 //!   or stop ([`Event::Stopped`]).
 //! * **Incremental sync** — per-conversation `cur_max_message_id` cursors,
 //!   kept in a [`CursorStore`] ([`FileCursorStore`] survives restarts); on
@@ -119,9 +119,9 @@ mod state;
 pub mod tls;
 mod typing;
 
-pub use im_core as core;
+pub use im_protocol as core;
 /// The protocol types an app uses most, re-exported from [`core`].
-pub use im_core::{
+pub use im_protocol::{
     CloseCode, Content, ConversationId, ErrorCode, GroupId, InboxEntry, MemberChangeKind, Message, MessageId,
     Presence, PresenceStatus, Receipt, RoomId, UserId,
 };

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use im_core::{ClientFrame, ClientMsgId, ConversationId, RequestId};
+use im_protocol::{ClientFrame, ClientMsgId, ConversationId, RequestId};
 
 use crate::draft::Draft;
 
@@ -153,7 +153,7 @@ impl CmidGen {
 
 #[cfg(test)]
 mod tests {
-    use im_core::GroupId;
+    use im_protocol::GroupId;
 
     use super::*;
 

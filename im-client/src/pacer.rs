@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use im_core::WireLimits;
+use im_protocol::WireLimits;
 
 /// Share of the server's rate and burst the client allows itself, leaving
 /// room for pings and for clock skew between the two buckets.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use im_core::{ConversationId, InboxEntry, MessageId};
+use im_protocol::{ConversationId, InboxEntry, MessageId};
 
 /// One conversation's read state as this client knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -148,7 +148,7 @@ impl ReadBook {
 
 #[cfg(test)]
 mod tests {
-    use im_core::{GroupId, RoomId};
+    use im_protocol::{GroupId, RoomId};
 
     use super::*;
 

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use im_core::limits::{DEFAULT_MAX_SYNC_CURSORS, RECEIPT_INTERVAL_MS};
-use im_core::{ClientFrame, ConversationId, ErrorCode, MessageId, RequestId};
+use im_protocol::limits::{DEFAULT_MAX_SYNC_CURSORS, RECEIPT_INTERVAL_MS};
+use im_protocol::{ClientFrame, ConversationId, ErrorCode, MessageId, RequestId};
 
 /// Read-state requests waiting to go out, and those in flight.
 #[derive(Debug, Default)]
@@ -180,7 +180,7 @@ impl ReadSync {
 
 #[cfg(test)]
 mod tests {
-    use im_core::{GroupId, RoomId};
+    use im_protocol::{GroupId, RoomId};
 
     use super::*;
 

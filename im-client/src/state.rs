@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use im_core::{ClientFrame, ConversationId, ConversationKind, Message, MessageId, RequestId};
+use im_protocol::{ClientFrame, ConversationId, ConversationKind, Message, MessageId, RequestId};
 
 /// Most live messages held back waiting for a gap to fill (beyond it they
 /// are dropped; the sync brings them).
@@ -204,7 +204,7 @@ impl SyncState {
 
 #[cfg(test)]
 mod tests {
-    use im_core::{GroupId, RoomId};
+    use im_protocol::{GroupId, RoomId};
 
     use super::*;
 
@@ -241,8 +241,8 @@ mod tests {
         Message::new(
             conv,
             id,
-            im_core::UserId(1),
-            im_core::ClientMsgId::new(format!("c{id}")).unwrap(),
+            im_protocol::UserId(1),
+            im_protocol::ClientMsgId::new(format!("c{id}")).unwrap(),
             format!("m{id}"),
             0,
         )

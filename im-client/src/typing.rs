@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use im_core::limits::{TYPING_EXPIRY_MS, TYPING_REFRESH_MS};
-use im_core::{ConversationId, UserId};
+use im_protocol::limits::{TYPING_EXPIRY_MS, TYPING_REFRESH_MS};
+use im_protocol::{ConversationId, UserId};
 
 /// How long after the app's last `typing(conv, true)` the client sends
 /// `typing: false` by itself (the user paused).
@@ -126,7 +126,7 @@ impl TypingIn {
 
 #[cfg(test)]
 mod tests {
-    use im_core::GroupId;
+    use im_protocol::GroupId;
 
     use super::*;
 

@@ -57,6 +57,22 @@ impl CloseCode {
     /// Standard 1007: a text frame was not valid UTF-8.
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
 
+    /// Every close code this crate names, in the order of the spec's table.
+    pub const NAMED: [CloseCode; 12] = [
+        CloseCode::RECONNECT,
+        CloseCode::SLOW_CONSUMER,
+        CloseCode::HEARTBEAT_TIMEOUT,
+        CloseCode::SHUTDOWN,
+        CloseCode::DRAIN,
+        CloseCode::UNAUTHORIZED,
+        CloseCode::SESSION_REVOKED,
+        CloseCode::BANNED,
+        CloseCode::UNSUPPORTED_PROTOCOL,
+        CloseCode::POLICY_VIOLATION,
+        CloseCode::FRAME_TOO_BIG,
+        CloseCode::INVALID_PAYLOAD,
+    ];
+
     /// What a client must do after this close.
     pub fn reaction(self) -> CloseReaction {
         match self.0 {
@@ -111,5 +127,13 @@ mod tests {
         assert_eq!(CloseCode(3499).reaction(), CloseReaction::Reconnect);
         assert_eq!(CloseCode(3999).reaction(), CloseReaction::ReconnectViaDispatcher);
         assert_eq!(CloseCode(4999).reaction(), CloseReaction::Stop);
+    }
+
+    #[test]
+    fn named_lists_exactly_the_codes_that_have_a_name() {
+        let named: Vec<u16> = (0..=u16::MAX).filter(|&v| CloseCode(v).name() != "other").collect();
+        let mut listed: Vec<u16> = CloseCode::NAMED.iter().map(|c| c.0).collect();
+        listed.sort_unstable();
+        assert_eq!(named, listed);
     }
 }

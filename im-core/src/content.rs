@@ -10,7 +10,7 @@
 //! working.
 //!
 //! ```
-//! use im_core::content::{Content, Location};
+//! use im_protocol::content::{Content, Location};
 //!
 //! let pin = Content::Location(Location { lat: 52.52, lon: 13.405, name: Some("Berlin".into()) });
 //! let (kind, value) = pin.to_parts();

@@ -166,4 +166,46 @@ mod tests {
             assert!((400..600).contains(&code.http_status()));
         }
     }
+
+    /// A distinct index per variant. The match is exhaustive, so a new
+    /// variant does not compile until it gets the next index here, and then
+    /// the test below fails until it is also in [`ErrorCode::ALL`] (and so in
+    /// the spec test's view of the documentation).
+    fn index(code: ErrorCode) -> usize {
+        match code {
+            ErrorCode::BadFrame => 0,
+            ErrorCode::UnknownType => 1,
+            ErrorCode::InvalidField => 2,
+            ErrorCode::BodyTooLarge => 3,
+            ErrorCode::NotMember => 4,
+            ErrorCode::NoSuchConversation => 5,
+            ErrorCode::NoSuchRoom => 6,
+            ErrorCode::NoSuchGroup => 7,
+            ErrorCode::NoSuchUser => 8,
+            ErrorCode::Forbidden => 9,
+            ErrorCode::GroupFull => 10,
+            ErrorCode::RateLimited => 11,
+            ErrorCode::Unauthorized => 12,
+            ErrorCode::BadCredentials => 13,
+            ErrorCode::Conflict => 14,
+            ErrorCode::Internal => 15,
+            ErrorCode::Unavailable => 16,
+            ErrorCode::NoSuchAttachment => 17,
+            ErrorCode::UnsupportedMediaType => 18,
+            ErrorCode::NoSuchMessage => 19,
+            ErrorCode::TooLate => 20,
+            ErrorCode::Muted => 21,
+            ErrorCode::Banned => 22,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_variant_once() {
+        const VARIANTS: usize = 23;
+        let mut seen = [false; VARIANTS];
+        for code in ErrorCode::ALL {
+            assert!(!std::mem::replace(&mut seen[index(*code)], true), "{code} is listed twice");
+        }
+        assert!(seen.iter().all(|s| *s), "ErrorCode::ALL misses a variant");
+    }
 }

@@ -13,8 +13,8 @@
 //! place.
 //!
 //! ```
-//! use im_core::events::{self, Change};
-//! use im_core::{ClientMsgId, ConversationId, GroupId, Message, UserId};
+//! use im_protocol::events::{self, Change};
+//! use im_protocol::{ClientMsgId, ConversationId, GroupId, Message, UserId};
 //!
 //! let conv = ConversationId::Group(GroupId(42));
 //! let msg = |id, from, kind: Option<&str>, content, target| Message {

@@ -1,4 +1,6 @@
-//! # im-core — the wire protocol of `im`
+//! # im-protocol — the wire protocol of `im`
+//!
+//! (The package is `im-protocol`; its folder in the repository is `im-core`.)
 //!
 //! Types, codec and limits shared by the `im` server and clients; no async
 //! runtime, no I/O. Frames are JSON text, one object per WebSocket message,
@@ -7,7 +9,7 @@
 //! test round-trips every example of that spec through this crate.
 //!
 //! ```
-//! use im_core::{codec, ClientFrame, ClientMsgId, ConversationId, GroupId, ServerFrame};
+//! use im_protocol::{codec, ClientFrame, ClientMsgId, ConversationId, GroupId, ServerFrame};
 //!
 //! // A client asks to store a message in group 42…
 //! let send = ClientFrame::send(1, ConversationId::Group(GroupId(42)), ClientMsgId::new("5f1c-01").unwrap(), "hello");
@@ -17,11 +19,11 @@
 //! // …and the server decodes it, or explains precisely what is wrong.
 //! assert_eq!(codec::decode_client(&text).unwrap(), send);
 //! let err = codec::decode_client(r#"{"type":"shout","rid":2}"#).unwrap_err();
-//! assert_eq!(err.code, im_core::ErrorCode::UnknownType);
+//! assert_eq!(err.code, im_protocol::ErrorCode::UnknownType);
 //! assert_eq!(err.rid, Some(2));
 //!
 //! // Close codes tell a client how to react.
-//! use im_core::{CloseCode, CloseReaction};
+//! use im_protocol::{CloseCode, CloseReaction};
 //! assert_eq!(CloseCode::DRAIN.reaction(), CloseReaction::ReconnectViaDispatcher);
 //! # let _ = ServerFrame::Pong { rid: None };
 //! ```

@@ -10,7 +10,7 @@
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use im_core::{RoomId, ServerFrame, UserId};
+use im_protocol::{RoomId, ServerFrame, UserId};
 use serde::{Deserialize, Serialize};
 
 /// Who an event's frame is for.
@@ -110,6 +110,14 @@ pub trait Broker: Send + Sync + 'static {
     /// member of `room`: a broker with per-room channels subscribes or
     /// unsubscribes. Must not block.
     fn room_interest(&self, _room: RoomId, _interested: bool) {}
+
+    /// Whether events come from other nodes too, so one conversation's
+    /// messages can arrive interleaved and the server puts a
+    /// [`Reorder`](crate::reorder::Reorder) step in front of the hub. `true`
+    /// unless the broker is in-process only.
+    fn spans_nodes(&self) -> bool {
+        true
+    }
 }
 
 /// The in-process broker of a single node.
@@ -137,5 +145,9 @@ impl Broker for LocalBroker {
 
     async fn subscribe(&self, sink: Arc<dyn EventSink>) -> Result<(), BrokerError> {
         self.sink.set(sink).map_err(|_| BrokerError::AlreadySubscribed)
+    }
+
+    fn spans_nodes(&self) -> bool {
+        false
     }
 }

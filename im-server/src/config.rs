@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use im_core::WireLimits;
+use im_protocol::WireLimits;
 
 /// Everything that tunes a server. Start from [`ServerConfig::default`] and
 /// change fields; new fields arrive with defaults, so this struct is
@@ -53,6 +53,20 @@ pub struct ServerConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// Most concurrent WebSocket connections; more are refused with 503.
     pub max_connections: usize,
+    /// Most open TCP connections (HTTP and WebSocket) from one client
+    /// address, an IPv6 /64 counting as one; more are closed on arrival.
+    /// 0: no cap. Behind a reverse proxy every client has the proxy's
+    /// address: raise it or set 0 there, and cap per client at the proxy.
+    pub max_connections_per_ip: usize,
+    /// Longest time a client may take to send a request's head (request
+    /// line and headers), also the WebSocket handshake; a slower one is
+    /// disconnected (slowloris). It also closes an idle keep-alive
+    /// connection that does not start its next request within it.
+    pub header_read_timeout: Duration,
+    /// With several nodes, how long a message that arrives ahead of its
+    /// conversation's next id is held for the missing ones
+    /// ([`Reorder`](crate::reorder::Reorder)); zero: no reordering.
+    pub reorder_window: Duration,
     /// Push notifications in flight at once; more are dropped and counted.
     pub push_max_in_flight: usize,
     /// At shutdown, how long to wait for connections to close.
@@ -131,6 +145,9 @@ impl Default for ServerConfig {
             token_ttl: Duration::from_secs(30 * 24 * 3600),
             allowed_origins: None,
             max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            header_read_timeout: Duration::from_secs(15),
+            reorder_window: Duration::from_millis(300),
             push_max_in_flight: 64,
             shutdown_timeout: Duration::from_secs(10),
             registry_ttl: Duration::from_secs(10),

@@ -3,7 +3,7 @@
 //! The WebSocket gateway turns it into an `error` frame, the HTTP API into a
 //! JSON body with the code's HTTP status.
 
-use im_core::ErrorCode;
+use im_protocol::ErrorCode;
 
 use crate::attachments::AttachmentError;
 use crate::store::StoreError;

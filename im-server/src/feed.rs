@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use im_core::{ConversationId, Message, MessageId};
+use im_protocol::{ConversationId, Message, MessageId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -342,7 +342,8 @@ mod tests {
 
     #[test]
     fn a_conversation_being_delivered_is_queued_again_not_twice() {
-        let (a, b) = (ConversationId::Group(im_core::GroupId(1)), ConversationId::Group(im_core::GroupId(2)));
+        let (a, b) =
+            (ConversationId::Group(im_protocol::GroupId(1)), ConversationId::Group(im_protocol::GroupId(2)));
         let mut q = WorkQueue::default();
         q.add(a);
         q.add(a);
@@ -383,7 +384,7 @@ mod tests {
     async fn a_failing_or_panicking_conversation_does_not_hold_up_the_others() {
         use crate::store::MemoryStore;
         let store = Arc::new(MemoryStore::new());
-        let g = |n| ConversationId::Group(im_core::GroupId(n));
+        let g = |n| ConversationId::Group(im_protocol::GroupId(n));
         let (bad, panics, good) = (g(1), g(2), g(3));
         let sink = Arc::new(Picky { got: Default::default(), bad, panics });
         let cfg = FeedConfig {

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use async_trait::async_trait;
-//! use im_core::{ConversationId, UserId};
+//! use im_protocol::{ConversationId, UserId};
 //! use im_server::hooks::{Hooks, Verdict};
 //! use im_server::logic::messages::Draft;
 //!
@@ -33,7 +33,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, Message, PresenceStatus, UserId};
+use im_protocol::{ConversationId, Message, PresenceStatus, UserId};
 use tokio::sync::mpsc;
 
 use crate::logic::messages::Draft;

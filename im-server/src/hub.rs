@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use im_core::{codec, CloseCode, RoomId, ServerFrame, UserId};
+use im_protocol::{codec, CloseCode, RoomId, ServerFrame, UserId};
 use tokio::sync::Notify;
 
 use crate::broker::{Audience, ConnRef, Event, EventSink};
@@ -171,6 +171,21 @@ struct Index {
     user_rooms: HashMap<UserId, HashSet<RoomId>>,
 }
 
+/// Entry counts of the hub's indexes ([`Hub::index_sizes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubIndexSizes {
+    /// Users with a connection here.
+    pub users: usize,
+    /// Connections registered here.
+    pub connections: usize,
+    /// Rooms with a local member.
+    pub rooms: usize,
+    /// Local (room, member) pairs.
+    pub room_members: usize,
+    /// Local users with a joined room.
+    pub user_rooms: usize,
+}
+
 /// This node's connections and local fan-out.
 pub struct Hub {
     node: Arc<str>,
@@ -288,6 +303,19 @@ impl Hub {
         self.read().users.values().map(Vec::len).sum()
     }
 
+    /// How many entries each of the hub's indexes holds, for leak checks
+    /// and diagnostics: all zero on a node with no connection.
+    pub fn index_sizes(&self) -> HubIndexSizes {
+        let idx = self.read();
+        HubIndexSizes {
+            users: idx.users.len(),
+            connections: idx.users.values().map(Vec::len).sum(),
+            rooms: idx.rooms.len(),
+            room_members: idx.rooms.values().map(HashSet::len).sum(),
+            user_rooms: idx.user_rooms.len(),
+        }
+    }
+
     /// Whether `user` has a connection on this node.
     pub fn is_local(&self, user: UserId) -> bool {
         self.read().users.contains_key(&user)
@@ -383,6 +411,10 @@ impl EventSink for Hub {
                     }
                     if let Some(r) = idx.user_rooms.get_mut(&user) {
                         r.remove(&room);
+                        // A user who left their last room has no entry.
+                        if r.is_empty() {
+                            idx.user_rooms.remove(&user);
+                        }
                     }
                 }
             }

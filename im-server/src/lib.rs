@@ -1,7 +1,7 @@
 //! # im-server — the `im` chat server framework
 //!
 //! A complete instant-messaging server as a library: a WebSocket gateway
-//! speaking the [`im_core`] protocol, the business HTTP API (accounts,
+//! speaking the [`im_protocol`] protocol, the business HTTP API (accounts,
 //! groups, rooms, history, presence), a dispatcher endpoint, and seams —
 //! traits — for storage, sessions, presence, broker and push, each with an
 //! in-process implementation and an embedded persistent store. The
@@ -41,6 +41,7 @@
 //! the `tls` feature (default), `tls` (certificate, key, reload).
 #![warn(missing_docs)]
 
+mod accept;
 pub mod attachments;
 pub mod auth;
 pub mod broker;
@@ -59,6 +60,7 @@ pub mod presence;
 pub mod push;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod reorder;
 pub mod send_queue;
 pub mod server;
 pub mod state;

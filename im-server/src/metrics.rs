@@ -7,7 +7,7 @@
 //! and copies nothing. Label values come from closed sets (frame types,
 //! error and close code names), which also keeps cardinality bounded.
 
-use im_core::{CloseCode, ErrorCode};
+use im_protocol::{CloseCode, ErrorCode};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -58,6 +58,7 @@ pub struct Metrics {
     deliveries: Counter,
     errors: Family<CodeLabel, Counter>,
     closes: Family<ReasonLabel, Counter>,
+    connections_refused: Family<ReasonLabel, Counter>,
     queue_overflows: Counter,
     push_notifications: Family<ResultLabel, Counter>,
     http_requests: Family<StatusLabel, Counter>,
@@ -85,6 +86,7 @@ impl Metrics {
             deliveries: Counter::default(),
             errors: Family::default(),
             closes: Family::default(),
+            connections_refused: Family::default(),
             queue_overflows: Counter::default(),
             push_notifications: Family::default(),
             http_requests: Family::default(),
@@ -114,6 +116,11 @@ impl Metrics {
         m.registry.register("deliveries", "Frames queued to a connection by fan-out", m.deliveries.clone());
         m.registry.register("errors", "Error frames and responses, by error code", m.errors.clone());
         m.registry.register("closes", "Connections closed by the server, by close reason", m.closes.clone());
+        m.registry.register(
+            "connections_refused",
+            "TCP connections closed on arrival, by reason (per_ip_cap)",
+            m.connections_refused.clone(),
+        );
         m.registry.register(
             "queue_overflows",
             "Connections whose send queue overflowed (slow consumers)",
@@ -197,6 +204,11 @@ impl Metrics {
     /// The server closed a connection with `code`.
     pub fn close(&self, code: CloseCode) {
         self.closes.get_or_create(&ReasonLabel { reason: code.name() }).inc();
+    }
+
+    /// A TCP connection was closed on arrival, for `reason`.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// A connection's send queue overflowed.

@@ -1,9 +1,9 @@
 //! Records the server keeps: users, groups, members, rooms, sessions.
 //!
 //! These are storage and HTTP API types; the wire protocol's types live in
-//! `im_core`.
+//! `im_protocol`.
 
-use im_core::{GroupId, RoomId, UserId};
+use im_protocol::{GroupId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A registered account.

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::{Presence, PresenceStatus, UserId};
+use im_protocol::{Presence, PresenceStatus, UserId};
 use tokio::sync::mpsc;
 
 use crate::broker::ConnRef;

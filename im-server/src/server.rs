@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
-use im_core::CloseCode;
+use crate::accept::{serve_http, ConnectionsPerIp, TcpAcceptor};
+use im_protocol::CloseCode;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -300,7 +300,14 @@ impl ServerBuilder {
                 b.room_interest(room, interested);
             }
         }));
-        broker.subscribe(hub.clone() as Arc<dyn EventSink>).await?;
+        // With several nodes, one conversation's messages can arrive
+        // interleaved: put them back in id order before the hub.
+        let sink: Arc<dyn EventSink> = if broker.spans_nodes() && !cfg.reorder_window.is_zero() {
+            crate::reorder::Reorder::new(hub.clone(), cfg.reorder_window)
+        } else {
+            hub.clone()
+        };
+        broker.subscribe(sink).await?;
         let (presence, presence_changes) =
             PresenceTracker::new(presence_store, cfg.presence_grace, PRESENCE_QUEUE);
         let session_tokens = SessionTokens::new(TokenSigner::new(&secret), sessions.clone());
@@ -434,50 +441,24 @@ impl ServerBuilder {
             background.push(tokio::spawn(feed.run(hints)));
         }
 
-        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(false);
         let router = crate::http::router(state.clone());
-        let stopped = async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        };
+        let per_ip = ConnectionsPerIp::new(cfg.max_connections_per_ip);
+        let tcp = TcpAcceptor::new(listener, per_ip, state.metrics().clone());
+        let header_timeout = cfg.header_read_timeout;
         let http = match tls {
             #[cfg(feature = "tls")]
             Some(tls) => {
-                let listener = crate::tls::TlsListener::new(listener, tls)?;
-                // A no-op tap gives the TLS listener axum's `SocketAddr` connect info.
-                tokio::spawn(serve_http(listener.tap_io(|_| {}), router, stopped))
+                let listener = crate::tls::TlsListener::new(tcp, tls);
+                tokio::spawn(serve_http(listener, router, header_timeout, stop_rx))
             }
             #[cfg(not(feature = "tls"))]
             Some(never) => match never {},
-            None => {
-                // Chat frames are small and latency-bound: Nagle's algorithm plus the
-                // peer's delayed ACK would hold them for ~40 ms.
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY could not be set");
-                    }
-                });
-                tokio::spawn(serve_http(listener, router, stopped))
-            }
+            None => tokio::spawn(serve_http(tcp, router, header_timeout, stop_rx)),
         };
         let scheme = if state.serves_tls() { "HTTPS and WSS" } else { "HTTP and WebSocket" };
         tracing::info!(%addr, node = %cfg.node_name, "im-server listening ({scheme} on /ws)");
         Ok(RunningServer { addr, state, messages, stop_tx, http, background })
-    }
-}
-
-/// Serves the router on `listener` until `stopped` resolves.
-async fn serve_http<L>(
-    listener: L,
-    router: axum::Router,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stopped);
-    if let Err(e) = serve.await {
-        tracing::error!(error = %e, "http server failed");
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use im_core::CloseCode;
+use im_protocol::CloseCode;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::ServerConfig;

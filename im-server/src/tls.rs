@@ -24,13 +24,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::serve::Listener as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use crate::accept::{Counted, TcpAcceptor};
 
 /// Longest time a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,18 +158,18 @@ fn build(
 /// finished. Handshakes run in their own tasks, bounded in number and
 /// time, so a slow or silent client never holds up the others.
 pub(crate) struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Receiver<(TlsStream<Counted<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
     acceptor_task: JoinHandle<()>,
 }
 
 impl TlsListener {
     /// Starts accepting on `tcp` with `config`.
-    pub(crate) fn new(tcp: TcpListener, config: TlsConfig) -> io::Result<Self> {
-        let local = tcp.local_addr()?;
+    pub(crate) fn new(tcp: TcpAcceptor, config: TlsConfig) -> Self {
+        let local = tcp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let acceptor_task = tokio::spawn(accept_loop(tcp, config, tx));
-        Ok(Self { ready, local, acceptor_task })
+        Self { ready, local, acceptor_task }
     }
 }
 
@@ -178,7 +181,7 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Counted<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -195,31 +198,20 @@ impl axum::serve::Listener for TlsListener {
 }
 
 async fn accept_loop(
-    tcp: TcpListener,
+    mut tcp: TcpAcceptor,
     config: TlsConfig,
-    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    ready: mpsc::Sender<(TlsStream<Counted<TcpStream>>, SocketAddr)>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     loop {
-        let (stream, peer) = match tcp.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: wait, as axum does.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        // Within the per-address cap, with TCP_NODELAY set.
+        let (stream, peer) = tcp.accept().await;
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             // Full of handshakes in progress: shed this one, keep accepting.
             tracing::debug!(%peer, "TLS handshakes at their limit: connection closed");
             drop(stream);
             continue;
         };
-        // Chat frames are small and latency-bound (see `server.rs`).
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
-        }
         let (acceptor, ready) = (config.acceptor(), ready.clone());
         tokio::spawn(async move {
             let _permit = permit;

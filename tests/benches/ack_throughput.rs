@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use im_core::{ClientFrame, ConversationId, ServerFrame};
+use im_protocol::{ClientFrame, ConversationId, ServerFrame};
 use im_server::{RunningServer, ServerConfig};
 use im_tests::{builder, cmid, Api, Ws};
 
@@ -75,6 +75,8 @@ async fn main() {
     cfg.limits.rate_per_sec = 1_000_000;
     cfg.limits.rate_burst = 1_000_000;
     cfg.user_rate_per_sec = 0;
+    // Every client connects from 127.0.0.1.
+    cfg.max_connections_per_ip = 0;
     let deadline = Instant::now() + TIME_LIMIT;
     let stores = std::env::var("ACK_BENCH_STORES").unwrap_or_else(|_| "memory,embedded".into());
     let rounds = std::env::var("ACK_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS);

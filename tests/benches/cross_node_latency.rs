@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use im_core::{ClientFrame, ConversationId, GroupId, ServerFrame};
+use im_protocol::{ClientFrame, ConversationId, GroupId, ServerFrame};
 use im_tests::cluster::{services_available, Cluster};
 use im_tests::{cmid, Api, Ws};
 use tokio::sync::watch;

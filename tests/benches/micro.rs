@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use divan::Bencher;
-use im_core::{codec, ClientMsgId, ConversationId, Message, RoomId, ServerFrame, UserId};
+use im_protocol::{codec, ClientMsgId, ConversationId, Message, RoomId, ServerFrame, UserId};
 use im_server::broker::{Audience, Event, EventSink};
 use im_server::hub::{ConnHandle, Hub};
 use im_server::metrics::Metrics;

@@ -1,11 +1,11 @@
 //! Harness of the end-to-end suites: start a real server on loopback, drive
 //! its HTTP API with reqwest and its WebSocket with a minimal
-//! tokio-tungstenite client that speaks `im_core` frames.
+//! tokio-tungstenite client that speaks `im_protocol` frames.
 
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use im_core::{codec, ClientFrame, CloseCode, ConversationId, MessageId, ServerFrame, UserId};
+use im_protocol::{codec, ClientFrame, CloseCode, ConversationId, MessageId, ServerFrame, UserId};
 use im_server::auth::PasswordHasher;
 use im_server::{RunningServer, Server, ServerBuilder, ServerConfig};
 use serde_json::{json, Value};
@@ -182,7 +182,7 @@ impl Api {
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A minimal WebSocket client speaking `im_core` frames.
+/// A minimal WebSocket client speaking `im_protocol` frames.
 pub struct Ws {
     socket: Socket,
     /// The `hello` frame the server sent first.
@@ -410,6 +410,6 @@ pub async fn send_event(
 }
 
 /// A unique client message id for tests.
-pub fn cmid(tag: impl std::fmt::Display) -> im_core::ClientMsgId {
-    im_core::ClientMsgId::new(format!("t-{tag}")).expect("valid cmid")
+pub fn cmid(tag: impl std::fmt::Display) -> im_protocol::ClientMsgId {
+    im_protocol::ClientMsgId::new(format!("t-{tag}")).expect("valid cmid")
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, ServerFrame};
+use im_protocol::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, ServerFrame};
 use im_server::attachments::FsAttachments;
 use im_server::{RunningServer, ServerConfig};
 use im_tests::{builder, cmid, Api, TestUser, Ws};
@@ -112,7 +112,7 @@ async fn an_uploaded_image_reaches_members_and_only_members() {
         http.upload(&alice, "image/png", "?name=cat.png&width=640&height=480", bytes.clone()).await;
     assert_eq!(status, 201, "{info}");
     let id = info["id"].as_str().unwrap().to_string();
-    assert!(im_core::content::is_attachment_id(&id), "{id}");
+    assert!(im_protocol::content::is_attachment_id(&id), "{id}");
     assert_eq!(info["size"], bytes.len() as u64);
     assert_eq!(info["sha256"], sha256_hex(&bytes));
     assert_eq!((info["mime"].as_str(), info["name"].as_str()), (Some("image/png"), Some("cat.png")));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use im_core::{ClientFrame, ConversationId, GroupId, ServerFrame};
+use im_protocol::{ClientFrame, ConversationId, GroupId, ServerFrame};
 use im_server::attachments::S3Attachments;
 use im_server::{RunningServer, ServerConfig};
 use im_tests::s3::MotoServer;

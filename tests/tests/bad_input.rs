@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use im_core::{ClientFrame, CloseCode, ConversationId, ErrorCode, GroupId, RoomId, ServerFrame, UserId};
+use im_protocol::{ClientFrame, CloseCode, ConversationId, ErrorCode, GroupId, RoomId, ServerFrame, UserId};
 use im_server::ServerConfig;
 use im_tests::{cmid, start, start_default, Api, Ended, Ws};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -69,7 +69,7 @@ async fn malformed_frames_get_specific_errors_and_store_nothing() {
     }
 
     // Requests that parse but are not allowed.
-    let big = "x".repeat(im_core::limits::DEFAULT_MAX_BODY_BYTES + 1);
+    let big = "x".repeat(im_protocol::limits::DEFAULT_MAX_BODY_BYTES + 1);
     let carol = api.user("carol").await;
     let stranger_group = GroupId(api.group(&carol, "private", &[]).await);
     let requests = vec![
@@ -182,8 +182,10 @@ async fn oversized_frame_closes_with_1009_and_other_connections_carry_on() {
     let alice = api.user("alice").await;
     let mut ws = Ws::open(&server, &alice, "a").await;
     let mut other = Ws::open(&server, &alice, "b").await;
-    let huge =
-        format!("{{\"type\":\"ping\",\"pad\":\"{}\"}}", "x".repeat(im_core::limits::DEFAULT_MAX_FRAME_BYTES));
+    let huge = format!(
+        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(im_protocol::limits::DEFAULT_MAX_FRAME_BYTES)
+    );
     ws.send_text(huge).await;
     assert_eq!(ws.closed().await, Ended::Closed(CloseCode::FRAME_TOO_BIG));
     let rid = other.rid();

@@ -822,7 +822,7 @@ async fn typing_is_refreshed_for_the_app_and_expires_on_the_receiver() {
     // Receiver-side expiry: a `true` never refreshed (sent on a raw socket) ends after 6 s.
     let mut raw = im_tests::Ws::connect_v(&url, &alice.token, "raw", 2).await;
     let rid = raw.rid();
-    raw.request(im_core::ClientFrame::Typing { rid, conv, typing: true }).await;
+    raw.request(im_protocol::ClientFrame::Typing { rid, conv, typing: true }).await;
     let (e, _) =
         until(&mut b_events, "Typing true", |e| matches!(e, Event::Typing { typing: true, .. })).await;
     assert!(matches!(e, Event::Typing { user, .. } if user == alice.id));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use im_client::{Client, Event, Events};
-use im_core::{ClientFrame, CloseCode, ConversationId, GroupId, PresenceStatus, RoomId, ServerFrame};
+use im_protocol::{ClientFrame, CloseCode, ConversationId, GroupId, PresenceStatus, RoomId, ServerFrame};
 use im_server::RunningServer;
 use im_tests::cluster::{services_available, Cluster};
 use im_tests::{cmid, Api, Ended, TestUser, Ws};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use im_core::{ClientFrame, CloseCode, ConversationId, RoomId, ServerFrame};
+use im_protocol::{ClientFrame, CloseCode, ConversationId, RoomId, ServerFrame};
 use im_server::ServerConfig;
 use im_tests::{cmid, start, start_default, Api, Ended, Ws};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -71,7 +71,7 @@ async fn hello_announces_protocol_and_unsupported_version_closes_with_4003() {
     // Without `v`: version 1; each supported version is spoken as asked.
     let ws = Ws::open(&server, &alice, "d1").await;
     assert!(matches!(ws.hello, ServerFrame::Hello { protocol: 1, .. }), "{:?}", ws.hello);
-    for v in im_core::MIN_PROTOCOL_VERSION..=im_core::PROTOCOL_VERSION {
+    for v in im_protocol::MIN_PROTOCOL_VERSION..=im_protocol::PROTOCOL_VERSION {
         let ws = Ws::connect_v(&server.ws_url(), &alice.token, "dv", v).await;
         assert!(matches!(ws.hello, ServerFrame::Hello { protocol, .. } if protocol == v), "{:?}", ws.hello);
     }

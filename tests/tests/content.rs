@@ -4,8 +4,8 @@
 //! wrong shapes, unknown kinds and replies to nothing are refused and
 //! store nothing.
 
-use im_core::content::{Content, Location, Media};
-use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, MessageId, ServerFrame};
+use im_protocol::content::{Content, Location, Media};
+use im_protocol::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, MessageId, ServerFrame};
 use im_tests::{cmid, start_default, Api, Ws};
 use serde_json::{json, Value};
 
@@ -97,10 +97,10 @@ async fn kinds_content_and_replies_reach_every_device_as_sent() {
     }
     assert_eq!(history(&mut b, conv).await, live);
     // A client that knows nothing of kinds still has the fallback body.
-    let raw = im_core::codec::encode_server(&ServerFrame::Message(live[1].clone()));
+    let raw = im_protocol::codec::encode_server(&ServerFrame::Message(live[1].clone()));
     let v: Value = serde_json::from_str(&raw).unwrap();
     assert_eq!((v["body"].as_str(), v["kind"].as_str()), (Some("[image]"), Some("image")));
-    let plain = im_core::codec::encode_server(&ServerFrame::Message(live[0].clone()));
+    let plain = im_protocol::codec::encode_server(&ServerFrame::Message(live[0].clone()));
     assert!(!plain.contains("kind") && !plain.contains("content") && !plain.contains("reply_to"), "{plain}");
 }
 
@@ -116,7 +116,7 @@ async fn wrong_content_and_replies_to_nothing_are_refused_and_store_nothing() {
         a.request(send(conv, rid, "ok", None, None, None)).await,
         ServerFrame::Ack { id: 1, .. }
     ));
-    let big = json!({"blob": "x".repeat(im_core::limits::DEFAULT_MAX_BODY_BYTES)});
+    let big = json!({"blob": "x".repeat(im_protocol::limits::DEFAULT_MAX_BODY_BYTES)});
     let cases: Vec<(ClientFrame, ErrorCode)> = vec![
         (
             send(conv, 10, "a", Some("image"), Some(json!({"url": "javascript:alert(1)"})), None),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use im_core::CloseCode;
+use im_protocol::CloseCode;
 use im_server::dispatch::{LocalRegistry, NodeRegistry};
 use im_server::store::MemoryStore;
 use im_server::ServerConfig;

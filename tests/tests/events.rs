@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use im_core::events::{self, EDIT, REACTION, RECALL};
-use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, MessageId, ServerFrame, UserId};
+use im_protocol::events::{self, EDIT, REACTION, RECALL};
+use im_protocol::{ClientFrame, ConversationId, ErrorCode, GroupId, Message, MessageId, ServerFrame, UserId};
 use im_server::{RunningServer, ServerConfig};
 use im_tests::cluster::{services_available, Cluster};
 use im_tests::{cmid, event_frame as event, send_event, start, start_embedded, Api, TestUser, Ws};

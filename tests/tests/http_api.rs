@@ -2,7 +2,7 @@
 //! groups and their rights, rooms, history, presence, bad input, and the
 //! dispatcher / health / metrics endpoints.
 
-use im_core::{ConversationId, GroupId, UserId};
+use im_protocol::{ConversationId, GroupId, UserId};
 use im_server::ServerConfig;
 use im_tests::{cmid, start, start_default, Api, TestUser};
 use serde_json::{json, Value};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use im_core::{
+use im_protocol::{
     ClientFrame, ConversationId, ErrorCode, GroupId, MemberChangeKind, Message, RoomId, ServerFrame, UserId,
 };
 use im_tests::{cmid, start_default, Api, Ws};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use im_core::{codec, ClientFrame, ConversationId, GroupId, RoomId, ServerFrame};
+use im_protocol::{codec, ClientFrame, ConversationId, GroupId, RoomId, ServerFrame};
 use im_server::store::EmbeddedStore;
 use im_server::ServerConfig;
 use im_tests::{builder, cmid, start_embedded, Api, TestUser, Ws, WAIT};
@@ -260,7 +260,7 @@ fn free_loopback_addr() -> String {
 }
 
 /// Every message of `conv`, ascending, paging back through history.
-async fn whole_history(ws: &mut Ws, conv: ConversationId) -> Vec<im_core::Message> {
+async fn whole_history(ws: &mut Ws, conv: ConversationId) -> Vec<im_protocol::Message> {
     let mut all = Vec::new();
     let mut before = None;
     loop {

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use im_core::{ClientFrame, ConversationId, RoomId, ServerFrame};
+use im_protocol::{ClientFrame, ConversationId, RoomId, ServerFrame};
 use im_server::{RunningServer, ServerConfig};
 use im_tests::{builder, cmid, Api, Ws};
 

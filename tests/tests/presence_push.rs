@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::{
+use im_protocol::{
     ClientFrame, ConversationId, GroupId, Message, MessageId, PresenceStatus, ServerFrame, UserId,
 };
 use im_server::push::{PushError, PushNotifier, PushRecipient};

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, InboxEntry, MessageId, RoomId, ServerFrame};
+use im_protocol::{
+    ClientFrame, ConversationId, ErrorCode, GroupId, InboxEntry, MessageId, RoomId, ServerFrame,
+};
 use im_tests::{start_default, start_embedded, Api, TestUser, Ws};
 use serde_json::json;
 
@@ -345,9 +347,9 @@ async fn a_backlog_in_100_conversations_is_counted_in_one_request() {
 
     let rid = d.rid();
     let request = ClientFrame::Inbox { rid, after: None, limit: None };
-    let request_bytes = im_core::codec::encode_client(&request).len();
+    let request_bytes = im_protocol::codec::encode_client(&request).len();
     let reply = d.request(request).await;
-    let reply_bytes = im_core::codec::encode_server(&reply).len();
+    let reply_bytes = im_protocol::codec::encode_server(&reply).len();
     let ServerFrame::InboxPage { entries, has_more, .. } = reply else { panic!("{reply:?}") };
     assert!(!has_more, "one page holds 100 conversations");
     let got: std::collections::BTreeMap<_, _> = entries.iter().map(|e| (e.conv, e.unread)).collect();
@@ -360,7 +362,7 @@ async fn a_backlog_in_100_conversations_is_counted_in_one_request() {
     loop {
         let rid = d.rid();
         let reply = d.request(ClientFrame::Sync { rid, cursors: cursors.clone(), limit: None }).await;
-        sync_bytes += im_core::codec::encode_server(&reply).len();
+        sync_bytes += im_protocol::codec::encode_server(&reply).len();
         rounds += 1;
         let ServerFrame::SyncPage { messages: page, has_more, .. } = reply else { panic!("{reply:?}") };
         messages += page.len();

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use im_core::{
+use im_protocol::{
     ClientFrame, ConversationId, ErrorCode, GroupId, MessageId, Receipt, RoomId, ServerFrame, UserId,
 };
 use im_server::ServerConfig;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use im_core::{ClientFrame, ConversationId, ErrorCode, GroupId, RoomId, ServerFrame, UserId};
+use im_protocol::{ClientFrame, ConversationId, ErrorCode, GroupId, RoomId, ServerFrame, UserId};
 use im_tests::{start_default, Api, Ws};
 
 fn typing_frames(frames: &[ServerFrame]) -> Vec<(ConversationId, UserId, bool)> {

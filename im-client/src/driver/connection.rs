@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
-use im_core::{codec, ClientFrame, CloseCode};
+use im_protocol::{codec, ClientFrame, CloseCode};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;

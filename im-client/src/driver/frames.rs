@@ -1,6 +1,6 @@
 //! What each server frame does to the client's state.
 
-use im_core::{ErrorCode, MemberChangeKind, Message, RequestId, ServerFrame, UserId};
+use im_protocol::{ErrorCode, MemberChangeKind, Message, RequestId, ServerFrame, UserId};
 
 use super::{Driver, Ended};
 use crate::client::SendReceipt;

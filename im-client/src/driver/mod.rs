@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::{codec, ClientFrame, CloseCode, CloseReaction, RequestId, ServerFrame, UserId, WireLimits};
+use im_protocol::{codec, ClientFrame, CloseCode, CloseReaction, RequestId, ServerFrame, UserId, WireLimits};
 use tokio::sync::{mpsc, oneshot};
 use url::Url;
 
@@ -94,13 +94,13 @@ struct Driver {
     /// This user's typing, to refresh and stop.
     typing_out: TypingOut,
     /// Typing refreshes and stops due to be written.
-    typing_due: Vec<(im_core::ConversationId, bool)>,
+    typing_due: Vec<(im_protocol::ConversationId, bool)>,
     /// Others' typing, to expire.
     typing_in: TypingIn,
     /// Requests whose answers nobody waits for (typing refreshes), by `rid`.
     quiet: HashSet<RequestId>,
     /// Unread counts changed by the app's own marks, to tell it.
-    pending_unread: Vec<(im_core::ConversationId, crate::read_book::Change)>,
+    pending_unread: Vec<(im_protocol::ConversationId, crate::read_book::Change)>,
     /// Paces frames under the server's rate limit.
     pacer: Pacer,
     backoff: Backoff,
@@ -323,8 +323,8 @@ impl Driver {
     /// connection with 1009, and resending it would loop.
     fn check_size(
         &self,
-        conv: im_core::ConversationId,
-        cmid: &im_core::ClientMsgId,
+        conv: im_protocol::ConversationId,
+        cmid: &im_protocol::ClientMsgId,
         draft: &crate::draft::Draft,
     ) -> Result<(), SendError> {
         let max = self.limits.max_body_bytes;

@@ -2,7 +2,7 @@
 //! [`ReadBook`](crate::read_book::ReadBook) current and telling the app
 //! what changed.
 
-use im_core::{ConversationId, InboxEntry, Message, MessageId, UserId};
+use im_protocol::{ConversationId, InboxEntry, Message, MessageId, UserId};
 
 use super::{Driver, Ended};
 use crate::events::Event;

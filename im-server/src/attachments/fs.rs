@@ -75,7 +75,7 @@ impl FsAttachments {
     /// Paths of the bytes and the metadata of `id`, after checking its shape
     /// (so an id from a request can never name another file).
     fn paths(&self, id: &str) -> Result<(PathBuf, PathBuf), AttachmentError> {
-        if !im_core::content::is_attachment_id(id) {
+        if !im_protocol::content::is_attachment_id(id) {
             return Err(AttachmentError::NotFound);
         }
         let dir = self.root.join("blobs").join(&id[3..5]);
@@ -300,7 +300,7 @@ impl AttachmentStore for FsAttachments {
 
 #[cfg(test)]
 mod tests {
-    use im_core::{ConversationId, GroupId, UserId};
+    use im_protocol::{ConversationId, GroupId, UserId};
 
     use super::*;
 

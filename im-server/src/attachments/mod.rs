@@ -15,7 +15,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
-use im_core::{ConversationId, MessageId, UserId};
+use im_protocol::{ConversationId, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 
 mod fs;
@@ -59,7 +59,7 @@ pub struct Reference {
 /// A stored attachment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentMeta {
-    /// `at_…` ([`im_core::content::is_attachment_id`]).
+    /// `at_…` ([`im_protocol::content::is_attachment_id`]).
     pub id: String,
     /// The uploader.
     pub owner: UserId,
@@ -267,7 +267,7 @@ pub fn new_attachment_id() -> String {
     let bits: [u8; 16] = rand::random();
     format!(
         "{}{}",
-        im_core::content::ATTACHMENT_ID_PREFIX,
+        im_protocol::content::ATTACHMENT_ID_PREFIX,
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bits)
     )
 }
@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn ids_are_well_formed_and_distinct() {
         let (a, b) = (new_attachment_id(), new_attachment_id());
-        assert!(im_core::content::is_attachment_id(&a), "{a}");
+        assert!(im_protocol::content::is_attachment_id(&a), "{a}");
         assert_ne!(a, b);
     }
 

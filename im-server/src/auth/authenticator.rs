@@ -4,7 +4,7 @@
 //! first that knows the token's kind decides.
 
 use async_trait::async_trait;
-use im_core::UserId;
+use im_protocol::UserId;
 
 use super::AuthError;
 use crate::model::Session;
@@ -57,7 +57,7 @@ mod jwt_authenticator {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use im_core::UserId;
+    use im_protocol::UserId;
 
     use super::{Authenticator, Identity};
     use crate::auth::jwt::{self, JwtConfig};

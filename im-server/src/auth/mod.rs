@@ -23,7 +23,7 @@ use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use im_core::{CloseCode, ErrorCode, UserId};
+use im_protocol::{CloseCode, ErrorCode, UserId};
 use sha2::Sha256;
 
 mod authenticator;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::UserId;
+use im_protocol::UserId;
 
 use super::{AuthError, Authenticator, Identity, TokenSigner};
 use crate::model::Session;

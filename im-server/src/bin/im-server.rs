@@ -52,6 +52,17 @@ struct Args {
     /// Most concurrent WebSocket connections.
     #[arg(long, env = "IM_MAX_CONNECTIONS", default_value_t = 100_000)]
     max_connections: usize,
+    /// Most open connections from one client address (an IPv6 /64 counts
+    /// as one); 0: no cap. Raise it or set 0 behind a reverse proxy.
+    #[arg(long, env = "IM_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    max_connections_per_ip: usize,
+    /// Longest time a client may take to send a request's head, seconds.
+    #[arg(long, env = "IM_HEADER_READ_TIMEOUT_SECS", default_value_t = 15)]
+    header_read_timeout_secs: u64,
+    /// With Redis: how long a message that arrives ahead of its
+    /// conversation's next id waits for the missing ones, ms (0: off).
+    #[arg(long, env = "IM_REORDER_WINDOW_MS", default_value_t = 300)]
+    reorder_window_ms: u64,
     /// Client ping interval announced in `hello`, seconds.
     #[arg(long, env = "IM_HEARTBEAT_SECS", default_value_t = 15)]
     heartbeat_secs: u64,
@@ -65,10 +76,10 @@ struct Args {
     #[arg(long, env = "IM_SEND_QUEUE", default_value_t = 1024)]
     send_queue: usize,
     /// Largest frame read, bytes.
-    #[arg(long, env = "IM_MAX_FRAME_BYTES", default_value_t = im_core::limits::DEFAULT_MAX_FRAME_BYTES)]
+    #[arg(long, env = "IM_MAX_FRAME_BYTES", default_value_t = im_protocol::limits::DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
     /// Largest message body, bytes.
-    #[arg(long, env = "IM_MAX_BODY_BYTES", default_value_t = im_core::limits::DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "IM_MAX_BODY_BYTES", default_value_t = im_protocol::limits::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
     /// Frames per second per connection.
     #[arg(long, env = "IM_RATE_PER_SEC", default_value_t = 50)]
@@ -238,6 +249,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.max_group_members = args.max_group_members;
     cfg.receipts_live_max_members = args.receipts_live_max_members;
     cfg.max_connections = args.max_connections;
+    cfg.max_connections_per_ip = args.max_connections_per_ip;
+    cfg.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs.max(1));
+    cfg.reorder_window = Duration::from_millis(args.reorder_window_ms);
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
     cfg.idle_timeout = Duration::from_secs(args.idle_timeout_secs.max(args.heartbeat_secs + 1));
     cfg.presence_grace = Duration::from_secs(args.presence_grace_secs);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use im_core::{codec, ClientFrame, CloseCode, ErrorCode, ServerFrame};
+use im_protocol::{codec, ClientFrame, CloseCode, ErrorCode, ServerFrame};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite;
 

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use im_core::{ClientFrame, ServerFrame};
+use im_protocol::{ClientFrame, ServerFrame};
 
 use crate::error::Error;
 use crate::hub::ConnHandle;
@@ -63,12 +63,12 @@ async fn respond(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> Serve
     let rid = frame.rid();
     if frame.since_version() > conn.protocol() {
         let detail = format!("{} needs protocol version {}", frame.type_name(), frame.since_version());
-        return failed(conn.id, rid, Error::new(im_core::ErrorCode::UnknownType, detail));
+        return failed(conn.id, rid, Error::new(im_protocol::ErrorCode::UnknownType, detail));
     }
     let result = match frame {
         // Never reaches here: `start` takes sends before calling this.
         ClientFrame::Send { .. } => {
-            Err(Error::new(im_core::ErrorCode::Internal, "send is pipelined by start"))
+            Err(Error::new(im_protocol::ErrorCode::Internal, "send is pipelined by start"))
         }
         ClientFrame::Sync { rid, cursors, limit } => logic
             .sync(user, &cursors, limit)
@@ -107,10 +107,10 @@ async fn respond(app: &AppState, conn: &ConnHandle, frame: ClientFrame) -> Serve
             .await
             .map(|receipts| ServerFrame::ReceiptList { rid, conv, receipts }),
         ClientFrame::Ping { rid } => Ok(ServerFrame::Pong { rid }),
-        // A frame type added to im-core but not yet handled here.
+        // A frame type added to im-protocol but not yet handled here.
         #[allow(unreachable_patterns)]
         other => Err(Error::new(
-            im_core::ErrorCode::UnknownType,
+            im_protocol::ErrorCode::UnknownType,
             format!("{} is not supported by this server", other.type_name()),
         )),
     };

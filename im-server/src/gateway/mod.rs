@@ -12,7 +12,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
-use im_core::ErrorCode;
+use im_protocol::ErrorCode;
 
 use crate::state::AppState;
 
@@ -144,7 +144,7 @@ pub async fn ws_handler(
         Some(v) => v
             .parse::<u32>()
             .ok()
-            .filter(|v| (im_core::MIN_PROTOCOL_VERSION..=im_core::PROTOCOL_VERSION).contains(v)),
+            .filter(|v| (im_protocol::MIN_PROTOCOL_VERSION..=im_protocol::PROTOCOL_VERSION).contains(v)),
     };
     let Ok(permit) = app.connection_permits().clone().try_acquire_owned() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "too many connections");

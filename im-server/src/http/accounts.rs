@@ -4,7 +4,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use im_core::{ErrorCode, UserId};
+use im_protocol::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};

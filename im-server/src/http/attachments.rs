@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
-use im_core::{ErrorCode, UserId};
+use im_protocol::{ErrorCode, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use im_core::{ContactState, UserId};
+use im_protocol::{ContactState, UserId};
 use serde::Serialize;
 
 use super::error::ApiResult;

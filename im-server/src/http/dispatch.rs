@@ -10,7 +10,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::Json;
-use im_core::ErrorCode;
+use im_protocol::ErrorCode;
 use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};

@@ -13,7 +13,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use im_core::ErrorCode;
+use im_protocol::ErrorCode;
 use serde::Serialize;
 
 use crate::error::Error;

@@ -8,7 +8,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use im_core::ErrorCode;
+use im_protocol::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -98,9 +98,9 @@ fn json_rejection(r: &JsonRejection) -> ApiError {
             format!("the request body is over {} bytes", super::MAX_BODY_BYTES),
         ),
         // The parser's recursion limit: the body may be valid JSON, only too deep.
-        JsonRejection::JsonSyntaxError(e) if im_core::codec::is_depth_limit(&inner(e)) => ApiError::new(
+        JsonRejection::JsonSyntaxError(e) if im_protocol::codec::is_depth_limit(&inner(e)) => ApiError::new(
             ErrorCode::BadFrame,
-            format!("the request body nests JSON deeper than {} levels", im_core::codec::MAX_JSON_DEPTH),
+            format!("the request body nests JSON deeper than {} levels", im_protocol::codec::MAX_JSON_DEPTH),
         ),
         JsonRejection::JsonSyntaxError(e) => {
             ApiError::new(ErrorCode::BadFrame, detail(&format!("the request body is not JSON: {}", inner(e))))
@@ -179,8 +179,8 @@ fn detail(text: &str) -> String {
 
 /// A conversation id from a path segment; a malformed one answers 400
 /// `invalid_field`.
-pub(crate) fn parse_conv(s: &str) -> Result<im_core::ConversationId, ApiError> {
-    s.parse().map_err(|e: im_core::ids::ParseConversationIdError| {
+pub(crate) fn parse_conv(s: &str) -> Result<im_protocol::ConversationId, ApiError> {
+    s.parse().map_err(|e: im_protocol::ids::ParseConversationIdError| {
         ApiError::new(ErrorCode::InvalidField, e.to_string())
     })
 }

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use im_core::{GroupId, UserId};
+use im_protocol::{GroupId, UserId};
 use serde::Deserialize;
 
 use super::error::ApiResult;

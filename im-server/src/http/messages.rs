@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use im_core::{Message, MessageId};
+use im_protocol::{Message, MessageId};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiResult;

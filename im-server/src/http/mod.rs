@@ -61,7 +61,7 @@ use axum::middleware::{from_fn_with_state, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 use axum::Router;
-use im_core::ErrorCode;
+use im_protocol::ErrorCode;
 
 use crate::state::AppState;
 

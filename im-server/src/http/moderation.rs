@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use im_core::{ErrorCode, RoomId, UserId};
+use im_protocol::{ErrorCode, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use im_core::ErrorCode;
+use im_protocol::ErrorCode;
 
 use super::error::ApiError;
 use crate::metrics::CONTENT_TYPE;
@@ -40,7 +40,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// `GET /openapi.json` → the OpenAPI 3 description of every route
 /// (`docs/openapi.json`, embedded at build time).
 pub(crate) async fn openapi() -> Response {
-    let spec = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"));
+    let spec = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/openapi.json"));
     ([(axum::http::header::CONTENT_TYPE, "application/json")], spec).into_response()
 }
 

@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use axum::Json;
-use im_core::limits::MAX_PRESENCE_QUERY;
-use im_core::{ErrorCode, Presence, UserId};
+use im_protocol::limits::MAX_PRESENCE_QUERY;
+use im_protocol::{ErrorCode, Presence, UserId};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::Json;
-use im_core::{ConversationId, ErrorCode, InboxEntry, MessageId};
+use im_protocol::{ConversationId, ErrorCode, InboxEntry, MessageId};
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
@@ -59,7 +59,7 @@ pub(crate) struct ReceiptsSetting {
 #[derive(Serialize)]
 pub(crate) struct ReceiptsBody {
     /// Every member who shares receipts, by user id.
-    receipts: Vec<im_core::Receipt>,
+    receipts: Vec<im_protocol::Receipt>,
 }
 
 /// `GET /conversations/{conv}/receipts` → `{receipts}`.
@@ -158,7 +158,11 @@ pub(crate) async fn get(
     state(&app, s.user, conv).await
 }
 
-async fn state(app: &AppState, user: im_core::UserId, conv: ConversationId) -> ApiResult<Json<ReadState>> {
+async fn state(
+    app: &AppState,
+    user: im_protocol::UserId,
+    conv: ConversationId,
+) -> ApiResult<Json<ReadState>> {
     let (read, devices) = app.logic().read_state(user, conv).await?;
     let devices = devices.into_iter().map(|d| DeviceReadBody { device: d.device, read: d.read }).collect();
     Ok(Json(ReadState { read, devices }))

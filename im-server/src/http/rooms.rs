@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use im_core::{ErrorCode, RoomId};
+use im_protocol::{ErrorCode, RoomId};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use im_core::{ClientMsgId, ConversationId, ErrorCode, GroupId, Message, MessageId, UserId};
+use im_protocol::{ClientMsgId, ConversationId, ErrorCode, GroupId, Message, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

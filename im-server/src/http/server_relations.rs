@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use im_core::{RoomId, UserId};
+use im_protocol::{RoomId, UserId};
 
 use super::contacts::{BlockList, ContactList};
 use super::error::ApiResult;
@@ -125,7 +125,7 @@ pub(crate) async fn dismiss(
 }
 
 async fn set_moderator(app: AppState, room: u64, user: u64, on: bool) -> ApiResult<StatusCode> {
-    let conv = im_core::ConversationId::Room(RoomId(room));
+    let conv = im_protocol::ConversationId::Room(RoomId(room));
     let creator = app.logic().chief_moderator(conv).await?;
     app.logic().set_room_moderator(creator, RoomId(room), UserId(user), on).await?;
     Ok(StatusCode::NO_CONTENT)

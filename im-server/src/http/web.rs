@@ -48,7 +48,7 @@ macro_rules! asset {
         Asset {
             path: $path,
             mime: $mime,
-            body: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../", $file)),
+            body: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/", $file)),
         }
     };
 }

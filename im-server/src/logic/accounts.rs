@@ -1,6 +1,6 @@
 //! Accounts: registration, login (argon2), token sessions, logout.
 
-use im_core::{ErrorCode, UserId};
+use im_protocol::{ErrorCode, UserId};
 use serde::Serialize;
 
 use super::{throttle, Logic};

@@ -1,8 +1,8 @@
 //! Attachment rules: what may be uploaded, who may download, and how a
 //! message that names an attachment is checked and completed.
 
-use im_core::content::MAX_NAME_LEN;
-use im_core::{ConversationId, ErrorCode, MessageId, UserId};
+use im_protocol::content::MAX_NAME_LEN;
+use im_protocol::{ConversationId, ErrorCode, MessageId, UserId};
 use serde_json::Value;
 
 use super::Logic;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use im_core::{ContactState, ConversationId, ErrorCode, Presence, ServerFrame, UserId};
+use im_protocol::{ContactState, ConversationId, ErrorCode, Presence, ServerFrame, UserId};
 
 use super::Logic;
 use crate::broker::{Audience, Event};

@@ -3,8 +3,10 @@
 //! by policy, groups handed on, every membership and relation ended, and
 //! the account removed. See `docs/embedding.md` §10 for what is left.
 
-use im_core::events::{self, ReactionChange};
-use im_core::{ClientMsgId, ContactState, ConversationId, ErrorCode, GroupId, Message, MessageId, UserId};
+use im_protocol::events::{self, ReactionChange};
+use im_protocol::{
+    ClientMsgId, ContactState, ConversationId, ErrorCode, GroupId, Message, MessageId, UserId,
+};
 use serde::Serialize;
 
 use super::messages::{Draft, Settle};

@@ -2,8 +2,8 @@
 //! recall must pass before [`Logic::send`] stores it, and the system
 //! notices the server posts itself (see `docs/rich-messages.md`).
 
-use im_core::events::{self, Change, SystemNotice};
-use im_core::{ClientMsgId, ConversationId, ErrorCode, Message, MessageId, UserId};
+use im_protocol::events::{self, Change, SystemNotice};
+use im_protocol::{ClientMsgId, ConversationId, ErrorCode, Message, MessageId, UserId};
 
 use super::messages::{Draft, Settle};
 use super::Logic;
@@ -81,13 +81,16 @@ impl Logic {
                 }
                 if let Some(content) = &edit.content {
                     let target_kind = target.kind();
-                    if matches!(target_kind, im_core::content::TEXT | "image" | "file" | "audio" | "video") {
+                    if matches!(
+                        target_kind,
+                        im_protocol::content::TEXT | "image" | "file" | "audio" | "video"
+                    ) {
                         return Err(Error::new(
                             ErrorCode::InvalidField,
                             format!("the content of a {target_kind} message cannot be edited (its body can)"),
                         ));
                     }
-                    im_core::Content::from_parts(target_kind, Some(content))
+                    im_protocol::Content::from_parts(target_kind, Some(content))
                         .map_err(|e| Error::new(ErrorCode::InvalidField, e.0))?;
                 }
             }

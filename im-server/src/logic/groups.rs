@@ -1,7 +1,7 @@
 //! Groups: managed membership with owner/admin rights and a member cap.
 
-use im_core::events;
-use im_core::{ErrorCode, GroupId, MemberChangeKind, ServerFrame, UserId};
+use im_protocol::events;
+use im_protocol::{ErrorCode, GroupId, MemberChangeKind, ServerFrame, UserId};
 use serde::Serialize;
 
 use super::Logic;
@@ -109,7 +109,7 @@ impl Logic {
                 e => e.into(),
             })?;
         if added {
-            self.read_from_head(user, im_core::ConversationId::Group(group)).await;
+            self.read_from_head(user, im_protocol::ConversationId::Group(group)).await;
             let everyone = self.member_ids(group).await?;
             self.announce(group, user, MemberChangeKind::Added, actor, everyone).await;
             self.group_notice(group, actor, events::SYSTEM_MEMBER_ADDED, user, Some(role)).await;
@@ -208,7 +208,7 @@ impl Logic {
             name: None,
             until: None,
         };
-        self.post_notice(im_core::ConversationId::Group(group), actor, notice, body).await;
+        self.post_notice(im_protocol::ConversationId::Group(group), actor, notice, body).await;
     }
 
     pub(super) async fn member_ids(&self, group: GroupId) -> Result<Vec<UserId>> {
@@ -226,7 +226,7 @@ impl Logic {
     ) {
         let frame = ServerFrame::Member { group, user, change, by };
         self.publish(Event::Deliver { to: Audience::Users(to), frame, skip: None }).await;
-        let conv = im_core::ConversationId::Group(group);
+        let conv = im_protocol::ConversationId::Group(group);
         self.tell_hooks(|| match change {
             MemberChangeKind::Added => crate::hooks::Notice::Joined(user, conv),
             MemberChangeKind::Removed => crate::hooks::Notice::Left(user, conv),

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use im_core::{ClientMsgId, ConversationId, ErrorCode, Message, MessageId, ServerFrame, UserId};
+use im_protocol::{ClientMsgId, ConversationId, ErrorCode, Message, MessageId, ServerFrame, UserId};
 
 use super::sequencer::Turn;
 use super::Logic;
@@ -28,10 +28,10 @@ pub struct Sent<'a> {
 pub struct Draft {
     /// The text (for a kind other than text: a caption or fallback text).
     pub body: String,
-    /// Users mentioned (at most [`im_core::limits::MAX_MENTIONS`], each
+    /// Users mentioned (at most [`im_protocol::limits::MAX_MENTIONS`], each
     /// once, members of the conversation).
     pub mentions: Vec<UserId>,
-    /// The kind (`None` or `"text"`: plain text; see [`im_core::content`]).
+    /// The kind (`None` or `"text"`: plain text; see [`im_protocol::content`]).
     pub kind: Option<String>,
     /// The content object of that kind.
     pub content: Option<serde_json::Value>,
@@ -152,12 +152,12 @@ impl Logic {
         }
         self.check_mentions(conv, &draft.mentions).await?;
         let mut settle = Settle::default();
-        if let im_core::Content::Event(change) = &typed {
+        if let im_protocol::Content::Event(change) = &typed {
             // A resend of a stored event is answered as a duplicate by the
             // store, whatever its target has become since.
             if self.svc.messages.sent(conv, from, &cmid).await?.is_none() {
                 let checked = self.check_event(from, conv, change, &draft).await?;
-                if matches!(change, im_core::events::Change::Recall) {
+                if matches!(change, im_protocol::events::Change::Recall) {
                     settle.release = checked.attachment().map(|a| (a, checked.target.id));
                 }
             }
@@ -208,7 +208,7 @@ impl Logic {
     ) -> Result<impl std::future::Future<Output = Result<Sent<'_>>> + Send + '_> {
         let Draft { body, mentions, kind, content, reply_to, target } = draft;
         // Events other than the app's ask are never pushed (nor are notices).
-        let pushed = !kind.as_deref().is_some_and(im_core::events::is_event_kind) || self.cfg.push_events;
+        let pushed = !kind.as_deref().is_some_and(im_protocol::events::is_event_kind) || self.cfg.push_events;
         // Submit under the conversation's stripe lock, so the store places
         // messages in the order their publication turns are handed out.
         let (pending, turn, audience) = {
@@ -294,7 +294,7 @@ impl Logic {
         if mentions.is_empty() {
             return Ok(());
         }
-        let max = im_core::limits::MAX_MENTIONS;
+        let max = im_protocol::limits::MAX_MENTIONS;
         if mentions.len() > max {
             return Err(Error::new(ErrorCode::InvalidField, format!("at most {max} mentions")));
         }
@@ -347,7 +347,7 @@ impl Logic {
         cursors: &BTreeMap<ConversationId, MessageId>,
         limit: Option<u32>,
     ) -> Result<SyncPage> {
-        if cursors.len() > im_core::limits::DEFAULT_MAX_SYNC_CURSORS {
+        if cursors.len() > im_protocol::limits::DEFAULT_MAX_SYNC_CURSORS {
             return Err(Error::new(ErrorCode::InvalidField, "too many cursors"));
         }
         let page = page_size(limit, self.cfg.limits.sync_page_max)?;
@@ -455,10 +455,10 @@ impl Logic {
 fn checked_content(
     kind: Option<String>,
     content: Option<serde_json::Value>,
-) -> Result<(Option<String>, Option<serde_json::Value>, im_core::Content)> {
-    let kind = kind.filter(|k| k != im_core::content::TEXT);
-    let name = kind.as_deref().unwrap_or(im_core::content::TEXT);
-    let typed = im_core::Content::from_parts(name, content.as_ref())
+) -> Result<(Option<String>, Option<serde_json::Value>, im_protocol::Content)> {
+    let kind = kind.filter(|k| k != im_protocol::content::TEXT);
+    let name = kind.as_deref().unwrap_or(im_protocol::content::TEXT);
+    let typed = im_protocol::Content::from_parts(name, content.as_ref())
         .map_err(|e| Error::new(ErrorCode::InvalidField, e.0))?;
     Ok((kind, content, typed))
 }

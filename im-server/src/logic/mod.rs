@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use im_core::{ConversationId, ErrorCode, UserId};
+use im_protocol::{ConversationId, ErrorCode, UserId};
 
 use crate::auth::{Authenticator, PasswordHasher, SessionTokens};
 use crate::broker::{Broker, Event};

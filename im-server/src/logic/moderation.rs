@@ -7,8 +7,8 @@
 //! `banned`. Deleting a member's message is a recall, which the same
 //! people may make.
 
-use im_core::events::{self, SystemNotice};
-use im_core::{ConversationId, ErrorCode, MemberChangeKind, RoomId, UserId};
+use im_protocol::events::{self, SystemNotice};
+use im_protocol::{ConversationId, ErrorCode, MemberChangeKind, RoomId, UserId};
 
 use super::Logic;
 use crate::error::{Error, Result};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use im_core::{ErrorCode, Presence, ServerFrame, UserId};
+use im_protocol::{ErrorCode, Presence, ServerFrame, UserId};
 use tokio::sync::mpsc;
 
 use super::Logic;
@@ -14,7 +14,7 @@ impl Logic {
     /// caller, accepted contacts, fellow group members and direct peers,
     /// none blocked either way; the others (and unknown ids) are left out.
     pub async fn query_presence(&self, caller: UserId, users: &[UserId]) -> Result<Vec<Presence>> {
-        if users.len() > im_core::limits::MAX_PRESENCE_QUERY {
+        if users.len() > im_protocol::limits::MAX_PRESENCE_QUERY {
             return Err(Error::new(ErrorCode::InvalidField, "too many users in one presence query"));
         }
         let dir = &self.svc.directory;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use im_core::{ConversationId, ErrorCode, InboxEntry, Message, MessageId, ServerFrame, UserId};
+use im_protocol::{ConversationId, ErrorCode, InboxEntry, Message, MessageId, ServerFrame, UserId};
 
 use super::Logic;
 use crate::broker::{Audience, ConnRef, Event};
@@ -118,7 +118,7 @@ impl Logic {
 
     /// One page of `user`'s conversations (direct chats, groups, joined
     /// rooms) after `after`, in ascending conversation id order, at most
-    /// `limit` (capped at [`im_core::limits::INBOX_PAGE_MAX`]).
+    /// `limit` (capped at [`im_protocol::limits::INBOX_PAGE_MAX`]).
     pub async fn inbox(
         &self,
         user: UserId,
@@ -127,8 +127,8 @@ impl Logic {
     ) -> Result<InboxPage> {
         let page = match limit {
             Some(0) => return Err(Error::new(ErrorCode::InvalidField, "limit must be at least 1")),
-            Some(n) => n.min(im_core::limits::INBOX_PAGE_MAX) as usize,
-            None => im_core::limits::INBOX_PAGE_MAX as usize,
+            Some(n) => n.min(im_protocol::limits::INBOX_PAGE_MAX) as usize,
+            None => im_protocol::limits::INBOX_PAGE_MAX as usize,
         };
         let dir = &self.svc.directory;
         let mut convs: BTreeSet<ConversationId> = BTreeSet::new();

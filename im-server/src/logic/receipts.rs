@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use im_core::limits::RECEIPT_INTERVAL_MS;
-use im_core::{ConversationId, ErrorCode, MessageId, Receipt, ServerFrame, UserId};
+use im_protocol::limits::RECEIPT_INTERVAL_MS;
+use im_protocol::{ConversationId, ErrorCode, MessageId, Receipt, ServerFrame, UserId};
 
 use super::Logic;
 use crate::broker::{Audience, Event};
@@ -65,7 +65,7 @@ impl Logic {
     /// chats and groups of the user; other conversations are skipped, ids
     /// above a head count as the head). Raises the user's delivered ids.
     pub async fn received(&self, user: UserId, cursors: &BTreeMap<ConversationId, MessageId>) -> Result<()> {
-        if cursors.len() > im_core::limits::DEFAULT_MAX_SYNC_CURSORS {
+        if cursors.len() > im_protocol::limits::DEFAULT_MAX_SYNC_CURSORS {
             return Err(Error::new(ErrorCode::InvalidField, "too many cursors"));
         }
         let dir = &self.svc.directory;

@@ -1,6 +1,6 @@
 //! Rooms: open membership, no cap, live delivery to joined members.
 
-use im_core::{ErrorCode, RoomId, UserId};
+use im_protocol::{ErrorCode, RoomId, UserId};
 
 use super::Logic;
 use crate::broker::Event;
@@ -36,13 +36,13 @@ impl Logic {
     /// before does not count as unread); joining again changes nothing.
     pub async fn join_room(&self, user: UserId, room: RoomId) -> Result<()> {
         match self.svc.directory.join_room(room, user).await {
-            Ok(true) => self.read_from_head(user, im_core::ConversationId::Room(room)).await,
+            Ok(true) => self.read_from_head(user, im_protocol::ConversationId::Room(room)).await,
             Ok(false) => {}
             Err(StoreError::NotFound) => return Err(Error::new(ErrorCode::NoSuchRoom, "no such room")),
             Err(e) => return Err(e.into()),
         }
         self.publish(Event::RoomMembership { room, user, joined: true }).await;
-        self.tell_hooks(|| crate::hooks::Notice::Joined(user, im_core::ConversationId::Room(room)));
+        self.tell_hooks(|| crate::hooks::Notice::Joined(user, im_protocol::ConversationId::Room(room)));
         Ok(())
     }
 
@@ -60,7 +60,7 @@ impl Logic {
     /// stops delivering it to their connections, and the hooks are told.
     pub(super) async fn announce_left(&self, room: RoomId, user: UserId) {
         self.publish(Event::RoomMembership { room, user, joined: false }).await;
-        self.tell_hooks(|| crate::hooks::Notice::Left(user, im_core::ConversationId::Room(room)));
+        self.tell_hooks(|| crate::hooks::Notice::Left(user, im_protocol::ConversationId::Room(room)));
     }
 
     /// The rooms `user` has joined.

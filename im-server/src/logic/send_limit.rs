@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use im_core::UserId;
+use im_protocol::UserId;
 
 use crate::gateway::ratelimit::TokenBucket;
 

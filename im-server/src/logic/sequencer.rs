@@ -27,7 +27,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hash};
 use std::sync::Mutex as SyncMutex;
 
-use im_core::ConversationId;
+use im_protocol::ConversationId;
 use tokio::sync::{oneshot, Mutex, MutexGuard};
 
 const STRIPES: usize = 1024;
@@ -144,7 +144,7 @@ impl Sequencer {
 mod tests {
     use std::sync::{Arc, Mutex as StdMutex};
 
-    use im_core::RoomId;
+    use im_protocol::RoomId;
 
     use super::*;
 

@@ -2,7 +2,7 @@
 //! key) may do beyond what a user may: act for any user, read any
 //! conversation, disconnect users and revoke tokens.
 
-use im_core::{ConversationId, ErrorCode, GroupId, UserId};
+use im_protocol::{ConversationId, ErrorCode, GroupId, UserId};
 
 use super::Logic;
 use crate::broker::Event;

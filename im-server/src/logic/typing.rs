@@ -1,6 +1,6 @@
 //! Typing notices: forwarded live to the other members, never stored.
 
-use im_core::{ConversationId, ErrorCode, ServerFrame, UserId};
+use im_protocol::{ConversationId, ErrorCode, ServerFrame, UserId};
 
 use super::Logic;
 use crate::broker::{Audience, ConnRef, Event};

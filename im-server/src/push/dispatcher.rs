@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::{ConversationId, Message, MessageId, UserId};
+use im_protocol::{ConversationId, Message, MessageId, UserId};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{PushNotifier, PushRecipient};
@@ -284,7 +284,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let m = message(); // g:1 #5
         for i in 1..=5 {
-            let cmid = im_core::ClientMsgId::new(format!("c{i}")).unwrap();
+            let cmid = im_protocol::ClientMsgId::new(format!("c{i}")).unwrap();
             let new = crate::store::NewMessage {
                 conv: m.conv,
                 from: UserId(3),
@@ -312,7 +312,7 @@ mod tests {
 
         // Nobody left: no call at all.
         dispatcher.dispatch_to_offline(vec![UserId(8)], m.clone(), Arc::new(MemoryPresence::new()), store);
-        dispatcher.dispatch_read(UserId(7), ConversationId::Room(im_core::RoomId(1)), 5); // never for rooms
+        dispatcher.dispatch_read(UserId(7), ConversationId::Room(im_protocol::RoomId(1)), 5); // never for rooms
         dispatcher.dispatch_read(UserId(7), m.conv, 5);
         for _ in 0..200 {
             if !recorder.reads.lock().unwrap().is_empty() {

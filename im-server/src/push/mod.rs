@@ -14,7 +14,7 @@
 //! notifications on the user's other devices.
 
 use async_trait::async_trait;
-use im_core::{ConversationId, Message, MessageId, UserId};
+use im_protocol::{ConversationId, Message, MessageId, UserId};
 
 mod dispatcher;
 #[cfg(feature = "webhook")]
@@ -108,7 +108,7 @@ impl PushNotifier for LogPush {
 
 #[cfg(test)]
 mod tests {
-    use im_core::{ClientMsgId, ConversationId, GroupId};
+    use im_protocol::{ClientMsgId, ConversationId, GroupId};
 
     use super::*;
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, Message, MessageId, UserId};
+use im_protocol::{ConversationId, Message, MessageId, UserId};
 
 use super::{PushError, PushNotifier, PushRecipient};
 

@@ -32,10 +32,20 @@
 //!
 //! Publishing goes over the node's one multiplexed command connection and
 //! [`publish`](Broker::publish) returns only once Redis has taken every
-//! `PUBLISH` of the event, so the events one task publishes (the logic holds
-//! a per-conversation lock around store-then-publish) reach each node in
+//! `PUBLISH` of the event, or once the event is in the node's publish
+//! backlog, so the events one task publishes (the logic holds a
+//! per-conversation lock around store-then-publish) reach each node in
 //! publish order; Redis delivers a connection's publications to a subscriber
 //! in that order, across channels too.
+//!
+//! # Redis away while publishing
+//!
+//! An event Redis does not take (unreachable, or no answer within 2 s) is
+//! kept in a bounded backlog and published again, oldest first, by a task
+//! with backoff; while the backlog is not empty, new events queue behind it
+//! (see the `publisher` module). So other nodes' clients get what was stored
+//! during a short outage live, in order, once Redis is back, instead of at
+//! their next gap sync.
 //!
 //! # Subscription loss
 //!
@@ -50,22 +60,23 @@
 //! from pub/sub, so the hub tells its connections to reconnect and sync
 //! (history is stored, nothing is lost).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use im_core::{RoomId, UserId};
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
-use redis::{Client, Script};
-use serde::{Deserialize, Serialize};
+use im_protocol::RoomId;
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::Client;
+use serde::Deserialize;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
 
+use super::publisher::{node_channel, Publisher};
 use super::Redis;
-use crate::broker::{Audience, Broker, BrokerError, Event, EventSink};
+use crate::broker::{Broker, BrokerError, Event, EventSink};
 
 /// First delay before a reconnect attempt that follows a failed one.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -80,28 +91,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const ROOM_QUEUE: usize = 1024;
 /// Channels per `SUBSCRIBE` / `UNSUBSCRIBE` command.
 const CHANNELS_PER_COMMAND: usize = 512;
-/// Users per route-table lookup (one script call each).
-const ROUTE_BATCH: usize = 256;
-
-/// The live nodes of each user: for each key, the node parts of the members
-/// whose expiry score is above the Redis server's clock (the clock the
-/// presence code scores with), so nodes with skewed clocks still agree.
-const ROUTES_LUA: &str = r"
-local t = redis.call('TIME')
-local min = '(' .. string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-local out = {}
-for i, key in ipairs(KEYS) do
-  out[i] = redis.call('ZRANGEBYSCORE', key, min, '+inf')
-end
-return out
-";
-
-/// What travels on a channel: the event and the node that published it.
-#[derive(Serialize)]
-struct EnvelopeRef<'a> {
-    origin: &'a str,
-    event: &'a Event,
-}
 
 #[derive(Deserialize)]
 struct Envelope {
@@ -152,9 +141,7 @@ impl Shared {
 /// ```
 pub struct RedisBroker {
     shared: Arc<Shared>,
-    conn: ConnectionManager,
-    prefix: Arc<str>,
-    routes: Script,
+    publisher: Arc<Publisher>,
     rooms_tx: mpsc::Sender<RoomId>,
     rooms_rx: Mutex<Option<mpsc::Receiver<RoomId>>>,
     sink: OnceLock<Arc<dyn EventSink>>,
@@ -165,7 +152,7 @@ impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
             .field("node", &self.shared.node)
-            .field("prefix", &self.prefix)
+            .field("backlog", &self.publisher.backlog_len())
             .finish_non_exhaustive()
     }
 }
@@ -189,11 +176,10 @@ impl RedisBroker {
             wake: Notify::new(),
             ping_interval: PING_INTERVAL,
         };
+        let publisher = Publisher::new(redis.conn(), prefix, shared.node.clone());
         Self {
             shared: Arc::new(shared),
-            conn: redis.conn(),
-            prefix,
-            routes: Script::new(ROUTES_LUA),
+            publisher,
             rooms_tx,
             rooms_rx: Mutex::new(Some(rooms_rx)),
             sink: OnceLock::new(),
@@ -216,59 +202,15 @@ impl RedisBroker {
         &self.shared.node
     }
 
-    /// The nodes other than this one holding live connections of `users`,
-    /// each with its users (in the order given).
-    async fn remote_nodes(&self, users: &[UserId]) -> Result<BTreeMap<String, Vec<UserId>>, BrokerError> {
-        let mut by_node: BTreeMap<String, Vec<UserId>> = BTreeMap::new();
-        let mut conn = self.conn.clone();
-        for batch in users.chunks(ROUTE_BATCH) {
-            let mut call = self.routes.prepare_invoke();
-            for user in batch {
-                call.key(format!("{}:pconn:{user}", self.prefix));
-            }
-            let rows: Vec<Vec<String>> = call.invoke_async(&mut conn).await.map_err(backend)?;
-            for (&user, members) in batch.iter().zip(rows) {
-                for member in members {
-                    let Some((node, _conn)) = member.rsplit_once('|') else { continue };
-                    if node == self.shared.node {
-                        continue;
-                    }
-                    let users = by_node.entry(node.to_owned()).or_default();
-                    if users.last() != Some(&user) {
-                        users.push(user);
-                    }
-                }
-            }
-        }
-        Ok(by_node)
+    /// Events waiting to be published again after Redis failed to take
+    /// them (see [`publisher`](super::publisher)).
+    pub fn backlog_len(&self) -> usize {
+        self.publisher.backlog_len()
     }
 
-    /// `PUBLISH`es every `(channel, payload)` in one round trip, in order.
-    async fn send(&self, messages: Vec<(String, String)>) -> Result<(), BrokerError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for (channel, payload) in messages {
-            pipe.publish(channel, payload).ignore();
-        }
-        pipe.query_async::<()>(&mut self.conn.clone()).await.map_err(backend)
-    }
-
-    fn encode(&self, event: &Event) -> Result<String, BrokerError> {
-        serde_json::to_string(&EnvelopeRef { origin: &self.shared.node, event })
-            .map_err(|e| BrokerError::Backend(format!("encoding an event: {e}")))
-    }
-
-    /// Publishes `event` unchanged to the node channel of each of `user`'s
-    /// other nodes.
-    async fn to_nodes_of(&self, user: UserId, event: &Event) -> Result<(), BrokerError> {
-        let nodes = self.remote_nodes(&[user]).await?;
-        if nodes.is_empty() {
-            return Ok(());
-        }
-        let payload = self.encode(event)?;
-        self.send(nodes.keys().map(|n| (node_channel(&self.prefix, n), payload.clone())).collect()).await
+    /// Events dropped because the publish backlog was full.
+    pub fn backlog_dropped(&self) -> u64 {
+        self.publisher.dropped()
     }
 }
 
@@ -287,27 +229,7 @@ impl Broker for RedisBroker {
         if let Some(sink) = self.sink.get() {
             sink.handle(event.clone());
         }
-        match &event {
-            Event::Deliver { to: Audience::Room(room), .. } => {
-                let payload = self.encode(&event)?;
-                self.send(vec![(self.shared.room_channel(*room), payload)]).await
-            }
-            Event::Deliver { to: Audience::Users(users), frame, skip } => {
-                let mut messages = Vec::new();
-                for (node, users) in self.remote_nodes(users).await? {
-                    let part = Event::Deliver {
-                        to: Audience::Users(users),
-                        frame: frame.clone(),
-                        skip: skip.clone(),
-                    };
-                    messages.push((node_channel(&self.prefix, &node), self.encode(&part)?));
-                }
-                self.send(messages).await
-            }
-            Event::RoomMembership { user, .. }
-            | Event::SessionRevoked { user, .. }
-            | Event::UserDisconnected { user } => self.to_nodes_of(*user, &event).await,
-        }
+        self.publisher.publish(event).await
     }
 
     async fn subscribe(&self, sink: Arc<dyn EventSink>) -> Result<(), BrokerError> {
@@ -533,10 +455,6 @@ async fn reconnect(shared: &Shared) -> Subscription {
     }
 }
 
-fn node_channel(prefix: &str, node: &str) -> String {
-    format!("{prefix}:node:{node}")
-}
-
 fn backend(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Backend(format!("redis: {e}"))
 }
@@ -550,12 +468,12 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Instant;
 
-    use im_core::{ClientMsgId, ConversationId, Message, MessageId, ServerFrame};
+    use im_protocol::{ClientMsgId, ConversationId, Message, MessageId, ServerFrame, UserId};
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::broadcast;
 
     use super::*;
-    use crate::broker::ConnRef;
+    use crate::broker::{Audience, ConnRef};
     use crate::redis::{delete_test_keys, test_redis, RedisConfig};
 
     /// Records what a node's hub would receive.
@@ -851,10 +769,12 @@ mod tests {
         delete_test_keys(&redis).await;
     }
 
-    /// A TCP proxy to Redis whose connections the test can cut.
+    /// A TCP proxy to Redis whose connections the test can cut, and which
+    /// can be taken down (new connections are closed at once).
     struct Proxy {
         url: String,
         cut: broadcast::Sender<()>,
+        down: Arc<AtomicBool>,
     }
 
     async fn proxy(redis: &Redis) -> Option<Proxy> {
@@ -874,8 +794,13 @@ mod tests {
         let url = format!("redis://{auth}{}/{}", listener.local_addr().unwrap(), settings.db());
         let (cut, _) = broadcast::channel(1);
         let cuts = cut.clone();
+        let down = Arc::new(AtomicBool::new(false));
+        let is_down = down.clone();
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let target = target.clone();
                 let mut cut = cuts.subscribe();
                 tokio::spawn(async move {
@@ -887,7 +812,7 @@ mod tests {
                 });
             }
         });
-        Some(Proxy { url, cut })
+        Some(Proxy { url, cut, down })
     }
 
     #[tokio::test]
@@ -915,6 +840,45 @@ mod tests {
         assert_eq!(ids(&rb.wait_len(3).await), [1, 2, 3]);
         assert_eq!(rb.lost.load(Ordering::SeqCst), 1);
         drop(b);
+        delete_test_keys(&redis).await;
+    }
+
+    #[tokio::test]
+    async fn events_redis_did_not_take_are_published_in_order_once_it_is_back() {
+        let Some((redis, prefix)) = test_redis().await else { return };
+        let Some(proxy) = proxy(&redis).await else { return };
+        let via_proxy = Redis::connect(&RedisConfig { url: proxy.url.clone(), prefix }).await.unwrap();
+        // `a` publishes through the proxy; `b` holds the recipients.
+        let (a, _ra) = node(&via_proxy, "a").await;
+        let (b, rb) = node(&redis, "b").await;
+        place(&redis, 1, "b").await;
+        b.room_interest(RoomId(4), true);
+        wait_numsub(&redis, "room:4", 1).await;
+        a.publish(to_users(&[1], 1)).await.unwrap();
+        assert_eq!(ids(&rb.wait_len(1).await), [1]);
+
+        // Redis goes away for `a`: its publishes are kept, none is lost.
+        proxy.down.store(true, Ordering::SeqCst);
+        proxy.cut.send(()).unwrap();
+        for id in 2..=7 {
+            let event = if id % 2 == 0 { to_users(&[1], id) } else { to_room(4, id) };
+            a.publish(event).await.expect("kept for a retry");
+        }
+        assert!(a.backlog_len() > 0, "the events wait in the backlog");
+        assert_eq!(ids(&rb.events()), [1], "nothing reached b while Redis was away");
+
+        // Back: the backlog goes out in publish order, then empties.
+        proxy.down.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rb.len() < 7 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(ids(&rb.events()), [1, 2, 3, 4, 5, 6, 7], "every kept event, in order, once");
+        wait_until(|| a.backlog_len() == 0).await;
+        // Publishing goes straight to Redis again.
+        a.publish(to_users(&[1], 8)).await.unwrap();
+        assert_eq!(ids(&rb.wait_len(8).await), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(a.backlog_dropped(), 0);
         delete_test_keys(&redis).await;
     }
 

@@ -38,6 +38,7 @@ use crate::store::{StoreError, StoreResult};
 
 pub mod broker;
 pub mod presence;
+mod publisher;
 pub mod registry;
 pub mod sessions;
 

@@ -41,7 +41,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::{Presence, PresenceStatus, UserId};
+use im_protocol::{Presence, PresenceStatus, UserId};
 use redis::Script;
 
 use super::{backend, ms, Redis};

@@ -115,7 +115,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use im_core::UserId;
+    use im_protocol::UserId;
 
     use super::*;
     use crate::redis::{another_node, delete_test_keys, test_redis};

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
+use im_protocol::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
 use super::{DeviceRead, Directory, MessageStore, NewMessage, ReadMark, ReadState, SessionStore, StoreError};
 use crate::model::{Member, Role, Session};
@@ -179,7 +179,7 @@ pub(crate) async fn reads(store: Arc<dyn MessageStore>) {
     assert_eq!(store.read_ids(bob, &[d]).await.unwrap(), vec![7]);
 
     // At most MAX_DEVICE_READS devices: a new one replaces the lowest report.
-    let cap = im_core::limits::MAX_DEVICE_READS;
+    let cap = im_protocol::limits::MAX_DEVICE_READS;
     for i in 0..cap {
         store.mark_read(alice, g, Some(&format!("dev{i:02}")), 10 + i as u64).await.unwrap();
     }

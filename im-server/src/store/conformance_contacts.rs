@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use im_core::ContactState::{Accepted, Pending, Requested};
+use im_protocol::ContactState::{Accepted, Pending, Requested};
 
 use super::{Contact, ContactRefusal, Directory};
 
@@ -22,7 +22,7 @@ pub(crate) async fn contacts<S: Directory>(store: Arc<S>) {
     assert_eq!(store.user_by_name("ann").await.unwrap().unwrap().display_name.as_deref(), Some("Ann Arbor"));
     assert!(store.set_display_name(ann, None).await.unwrap());
     assert_eq!(store.user(ann).await.unwrap().unwrap().display_name, None);
-    assert!(!store.set_display_name(im_core::UserId(999_999), Some("x")).await.unwrap(), "no such user");
+    assert!(!store.set_display_name(im_protocol::UserId(999_999), Some("x")).await.unwrap(), "no such user");
     let c = store.contacts().expect("a built-in store keeps contacts");
 
     assert_eq!(c.request_contact(ann, ben, 10).await.unwrap(), Ok(Requested));

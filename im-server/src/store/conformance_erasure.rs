@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use im_core::{ConversationId, UserId};
+use im_protocol::{ConversationId, UserId};
 
 use super::conformance::new_msg;
 use super::{Directory, MessageStore, SentCursor, StoreError};
@@ -67,7 +67,7 @@ pub(crate) async fn erasure<S: MessageStore + Directory>(store: Arc<S>) {
         sent.push((conv, from));
     }
     let mut reaction = new_msg(g, eve.0, "react", "");
-    reaction.kind = Some(im_core::events::REACTION.into());
+    reaction.kind = Some(im_protocol::events::REACTION.into());
     reaction.content = Some(serde_json::json!({ "emoji": "👍" }));
     reaction.target = Some(2);
     let reaction_id = store.append(reaction).await.unwrap().message.id;
@@ -107,7 +107,7 @@ pub(crate) async fn erasure<S: MessageStore + Directory>(store: Arc<S>) {
     assert_eq!(store.member_role(group, eve).await.unwrap(), Some(Role::Owner), "nothing changed");
     assert!(dir.transfer_ownership(group, eve).await.unwrap(), "the owner already");
     assert!(matches!(
-        dir.transfer_ownership(im_core::GroupId(999_999), fay).await,
+        dir.transfer_ownership(im_protocol::GroupId(999_999), fay).await,
         Err(StoreError::NotFound)
     ));
     assert!(dir.transfer_ownership(group, gus).await.unwrap());

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use im_core::events::{EDIT, REACTION, RECALL, SYSTEM};
-use im_core::{ClientMsgId, ConversationId, GroupId, Message, UserId};
+use im_protocol::events::{EDIT, REACTION, RECALL, SYSTEM};
+use im_protocol::{ClientMsgId, ConversationId, GroupId, Message, UserId};
 use serde_json::json;
 
 use super::{MessageStore, NewMessage, StoreError};

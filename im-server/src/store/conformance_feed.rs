@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use im_core::ConversationId;
+use im_protocol::ConversationId;
 
 use super::{Directory, FeedPosition, MessageStore, NewMessage};
 

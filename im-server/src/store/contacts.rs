@@ -8,7 +8,7 @@
 //! two, and refuses requests either way while it lasts.
 
 use async_trait::async_trait;
-use im_core::{ContactState, UserId};
+use im_protocol::{ContactState, UserId};
 
 use super::StoreResult;
 

@@ -10,7 +10,7 @@
 //! each is atomic, and repeating one is harmless.
 
 use async_trait::async_trait;
-use im_core::{ConversationId, GroupId, MessageId, UserId};
+use im_protocol::{ConversationId, GroupId, MessageId, UserId};
 
 use super::StoreResult;
 

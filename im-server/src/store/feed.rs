@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, MessageId};
+use im_protocol::{ConversationId, MessageId};
 
 use super::StoreResult;
 
@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn a_claim_is_exclusive_until_it_lapses_or_is_released() {
         let claims = LocalClaims::default();
-        let c = ConversationId::Group(im_core::GroupId(1));
+        let c = ConversationId::Group(im_protocol::GroupId(1));
         assert!(claims.claim(c, "a", 0, 100));
         assert!(!claims.claim(c, "b", 50, 150), "a's claim lasts");
         assert!(claims.claim(c, "a", 50, 150), "a renews its own");

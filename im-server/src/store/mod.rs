@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
+use im_protocol::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
 use crate::model::{Group, Member, Role, Room, Session, User};
 
@@ -126,13 +126,13 @@ pub(crate) struct EventEffect {
     pub recalled: bool,
 }
 
-/// Applies `event` to `target` (see [`im_core::events::apply`]) and scrubs
+/// Applies `event` to `target` (see [`im_protocol::events::apply`]) and scrubs
 /// an edit of a message that is recalled (one recalled in a race with the
 /// edit), so no copy of the recalled content is stored.
 pub(crate) fn apply_event(target: &mut Message, event: &mut Message) -> EventEffect {
-    let target_changed = im_core::events::apply(target, event);
+    let target_changed = im_protocol::events::apply(target, event);
     if let Some(recall) = target.recalled {
-        if event.kind() == im_core::events::EDIT {
+        if event.kind() == im_protocol::events::EDIT {
             scrub_edit(event, recall);
         }
     }
@@ -203,7 +203,7 @@ pub trait ReadStore: Send + Sync + 'static {
     /// Raises `user`'s read id in `conv` to at least `id`, and, when
     /// `device` is given, that device's own report likewise; one atomic
     /// step that never lowers either. Per user and conversation at most
-    /// [`im_core::limits::MAX_DEVICE_READS`] device reports are kept: a
+    /// [`im_protocol::limits::MAX_DEVICE_READS`] device reports are kept: a
     /// further device replaces the report with the lowest id. The caller
     /// checks that `id` is at most the conversation's head.
     async fn mark_read(
@@ -252,7 +252,7 @@ pub trait ReadStore: Send + Sync + 'static {
 
     /// For each `(conv, id)`: how many messages of `conv` up to and
     /// including `id` count as unread — every kind but the events
-    /// ([`im_core::events::is_countable`]) — in the order given; 0 for id 0.
+    /// ([`im_protocol::events::is_countable`]) — in the order given; 0 for id 0.
     /// Unread is then `countable(head) - countable(read id)`. The caller
     /// names ids that are stored (at most the head).
     async fn countable(&self, at: &[(ConversationId, MessageId)]) -> StoreResult<Vec<u64>>;
@@ -271,7 +271,7 @@ pub trait MessageStore: ReadStore {
     /// is durable (as durable as the back-end is).
     ///
     /// An event (`msg.target` set) changes its target in the same atomic
-    /// step, as [`im_core::events::apply`] says, so `before` and `after`
+    /// step, as [`im_protocol::events::apply`] says, so `before` and `after`
     /// return every message in its current state; a recall also empties
     /// the target's earlier edits. `NotFound` if the target is not stored.
     async fn append(&self, msg: NewMessage) -> StoreResult<Appended>;

@@ -10,7 +10,7 @@
 //! [`StoreError::Banned`](super::StoreError::Banned)) until unbanned.
 
 use async_trait::async_trait;
-use im_core::{ConversationId, RoomId, UserId};
+use im_protocol::{ConversationId, RoomId, UserId};
 
 use super::StoreResult;
 use crate::model::Role;

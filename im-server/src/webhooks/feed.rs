@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, Message};
+use im_protocol::{ConversationId, Message};
 
 use super::Poster;
 use crate::feed::{FeedError, FeedSink};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, MessageId, PresenceStatus, UserId};
+use im_protocol::{ConversationId, MessageId, PresenceStatus, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{HookCall, Poster, WebhookConfig, WhenDown};

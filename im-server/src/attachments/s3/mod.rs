@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use im_core::{ConversationId, UserId};
+use im_protocol::{ConversationId, UserId};
 
 use super::{
     new_attachment_id, AttachmentError, AttachmentMeta, AttachmentStore, ByteStream, NewAttachment,
@@ -373,7 +373,7 @@ impl AttachmentStore for S3Attachments {
     }
 
     async fn finish_upload(&self, id: &str, owner: UserId) -> Result<AttachmentMeta, AttachmentError> {
-        if !im_core::content::is_attachment_id(id) {
+        if !im_protocol::content::is_attachment_id(id) {
             return Err(AttachmentError::NotFound);
         }
         if let Some(done) = self.meta(id).await? {
@@ -428,7 +428,7 @@ impl AttachmentStore for S3Attachments {
     }
 
     async fn meta(&self, id: &str) -> Result<Option<AttachmentMeta>, AttachmentError> {
-        if !im_core::content::is_attachment_id(id) {
+        if !im_protocol::content::is_attachment_id(id) {
             return Ok(None);
         }
         let Some(mut meta) = self.get_json::<AttachmentMeta>(&self.key(&format!("meta/{id}.json"))).await?
@@ -440,7 +440,7 @@ impl AttachmentStore for S3Attachments {
     }
 
     async fn read(&self, id: &str, range: Range<u64>) -> Result<ByteStream, AttachmentError> {
-        if !im_core::content::is_attachment_id(id) || range.is_empty() {
+        if !im_protocol::content::is_attachment_id(id) || range.is_empty() {
             return Err(AttachmentError::NotFound);
         }
         let bytes = format!("bytes={}-{}", range.start, range.end - 1);
@@ -474,7 +474,7 @@ impl AttachmentStore for S3Attachments {
     }
 
     async fn delete(&self, id: &str) -> Result<bool, AttachmentError> {
-        if !im_core::content::is_attachment_id(id) {
+        if !im_protocol::content::is_attachment_id(id) {
             return Ok(false);
         }
         let existed = self.get_json::<AttachmentMeta>(&self.key(&format!("meta/{id}.json"))).await?.is_some()
@@ -518,7 +518,7 @@ impl AttachmentStore for S3Attachments {
     }
 
     async fn remove_reference(&self, id: &str, reference: Reference) -> Result<bool, AttachmentError> {
-        if !im_core::content::is_attachment_id(id) {
+        if !im_protocol::content::is_attachment_id(id) {
             return Ok(false);
         }
         let conv = reference.conv;
@@ -537,7 +537,7 @@ impl AttachmentStore for S3Attachments {
     }
 
     async fn delete_orphan(&self, id: &str, created_before_ms: u64) -> Result<bool, AttachmentError> {
-        if !im_core::content::is_attachment_id(id) {
+        if !im_protocol::content::is_attachment_id(id) {
             return Ok(false);
         }
         let meta: Option<AttachmentMeta> = self.get_json(&self.key(&format!("meta/{id}.json"))).await?;

@@ -3,7 +3,7 @@
 //! index `blocked_by`, all changed by the writer in one transaction.
 
 use async_trait::async_trait;
-use im_core::{ContactState, UserId};
+use im_protocol::{ContactState, UserId};
 use redb::{ReadableTable, TableDefinition};
 
 use super::tables::Tables;

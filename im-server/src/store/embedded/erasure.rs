@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, GroupId, UserId};
+use im_protocol::{ConversationId, GroupId, UserId};
 use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::Deserialize;
 
@@ -290,7 +290,7 @@ pub(super) fn erase_user(t: &mut Tables<'_>, user: UserId) -> Result<bool, DbErr
         t.remove_member(GroupId(group), user)?;
     }
     for room in seconds_of(&*t.user_rooms.open()?, user.0)? {
-        t.leave_room(im_core::RoomId(room), user)?;
+        t.leave_room(im_protocol::RoomId(room), user)?;
     }
     // Only the user's own side: the peer keeps the conversation in their inbox.
     for peer in seconds_of(&*t.directs.open()?, user.0)? {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, GroupId, MessageId, RoomId, UserId};
+use im_protocol::{ConversationId, GroupId, MessageId, RoomId, UserId};
 use redb::{ReadableTable, Table, TableDefinition};
 
 use super::tables::last_id;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
-use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
+use im_protocol::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
 use serde::Deserialize;
 use tokio::sync::{oneshot, Semaphore};

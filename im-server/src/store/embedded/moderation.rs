@@ -3,7 +3,7 @@
 //! one read transaction each.
 
 use async_trait::async_trait;
-use im_core::{ConversationId, RoomId, UserId};
+use im_protocol::{ConversationId, RoomId, UserId};
 use redb::TableDefinition;
 
 use super::{role_of, seconds, EmbeddedStore, Op, MEMBERS, ROOM_MEMBERS};

@@ -1,7 +1,7 @@
 //! What the writer thread is asked to do ([`Op`]) and what it answers
 //! ([`Reply`]): every mutation of the embedded store is one of these.
 
-use im_core::{ConversationId, GroupId, MessageId, RoomId, UserId};
+use im_protocol::{ConversationId, GroupId, MessageId, RoomId, UserId};
 
 use super::*;
 
@@ -146,6 +146,6 @@ pub(super) enum Reply {
     Count(usize),
     Read(ReadMark),
     Flags(Vec<bool>),
-    Contact(Result<im_core::ContactState, crate::store::ContactRefusal>),
+    Contact(Result<im_protocol::ContactState, crate::store::ContactRefusal>),
     Unit,
 }

@@ -5,7 +5,7 @@
 use std::ops::Bound;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, MessageId, UserId};
+use im_protocol::{ConversationId, MessageId, UserId};
 use redb::{ReadableTable, Table, TableDefinition};
 
 use super::{DbError, EmbeddedStore, Op, Reply};
@@ -49,11 +49,11 @@ pub(super) fn backfill(txn: &redb::WriteTransaction) -> Result<usize, DbError> {
     let mut pairs: Vec<(UserId, ConversationId)> = Vec::new();
     for item in txn.open_table(MEMBERS)?.iter()? {
         let (g, u) = item?.0.value();
-        pairs.push((UserId(u), ConversationId::Group(im_core::GroupId(g))));
+        pairs.push((UserId(u), ConversationId::Group(im_protocol::GroupId(g))));
     }
     for item in txn.open_table(ROOM_MEMBERS)?.iter()? {
         let (r, u) = item?.0.value();
-        pairs.push((UserId(u), ConversationId::Room(im_core::RoomId(r))));
+        pairs.push((UserId(u), ConversationId::Room(im_protocol::RoomId(r))));
     }
     for item in txn.open_table(DIRECTS)?.iter()? {
         let (a, b) = item?.0.value();
@@ -121,7 +121,7 @@ pub(super) fn raise_device(
         return Ok(());
     }
     let reports = device_reports(devices, user, conv)?;
-    if reports.len() >= im_core::limits::MAX_DEVICE_READS {
+    if reports.len() >= im_protocol::limits::MAX_DEVICE_READS {
         // The first lowest in device order, as every store picks it.
         if let Some(lowest) = reports.iter().min_by_key(|r| r.read) {
             devices.remove((user.0, conv, lowest.device.as_str()))?;

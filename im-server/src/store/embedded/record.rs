@@ -1,7 +1,7 @@
 //! How a message is stored: its value in the `messages` table and in the
 //! message log, with short keys, optional ones left out when empty.
 
-use im_core::{ClientMsgId, ConversationId, Message, MessageId, UserId};
+use im_protocol::{ClientMsgId, ConversationId, Message, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::DbError;
@@ -36,8 +36,8 @@ pub(super) struct MsgOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) v: Option<u64>,
     /// Reactions.
-    #[serde(skip_serializing_if = "<[im_core::events::Reaction]>::is_empty")]
-    pub(super) a: &'a [im_core::events::Reaction],
+    #[serde(skip_serializing_if = "<[im_protocol::events::Reaction]>::is_empty")]
+    pub(super) a: &'a [im_protocol::events::Reaction],
     /// Countable messages up to this one, when not the id (a conversation
     /// with events).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,7 +67,7 @@ pub(super) struct MsgIn {
     #[serde(default)]
     pub(super) v: Option<u64>,
     #[serde(default)]
-    pub(super) a: Vec<im_core::events::Reaction>,
+    pub(super) a: Vec<im_protocol::events::Reaction>,
     #[serde(default)]
     pub(super) n: Option<u64>,
 }

@@ -1,7 +1,7 @@
 //! The tables of the embedded store, opened for writing, and what each
 //! writer request does to them.
 
-use im_core::{ConversationId, GroupId, Message, RoomId, UserId};
+use im_protocol::{ConversationId, GroupId, Message, RoomId, UserId};
 use redb::{Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
 
 use super::erasure::SenderConvs;
@@ -337,7 +337,7 @@ impl<'t> Tables<'t> {
                 Reply::Contact(super::contacts::request(self, from, to, now)?)
             }
             Op::AcceptContact { user, from, now } => Reply::Contact(
-                super::contacts::accept(self, user, from, now)?.map(|()| im_core::ContactState::Accepted),
+                super::contacts::accept(self, user, from, now)?.map(|()| im_protocol::ContactState::Accepted),
             ),
             Op::RemoveContact { user, other } => Reply::Bool(super::contacts::unrelate(self, user, other)?),
             Op::Block { user, other, now } => Reply::Bool(super::contacts::block(self, user, other, now)?),
@@ -428,7 +428,7 @@ impl<'t> Tables<'t> {
         if effect.target_changed {
             self.messages.open()?.insert((c, target), encode_msg(&old, n)?.as_slice())?;
         }
-        if event.kind() == im_core::events::EDIT {
+        if event.kind() == im_protocol::events::EDIT {
             self.edits.open()?.insert((c, target, event.id), ())?;
         }
         if effect.recalled {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use im_core::UserId;
+use im_protocol::UserId;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
@@ -199,7 +199,7 @@ impl Writer {
         // A recall erases content, which must not stay in the log's bytes either.
         let erases = ops
             .iter()
-            .any(|op| matches!(op, Op::Append(m) if m.kind.as_deref() == Some(im_core::events::RECALL)));
+            .any(|op| matches!(op, Op::Append(m) if m.kind.as_deref() == Some(im_protocol::events::RECALL)));
         let logged = loggable
             && self.logged + ops.len() <= CHECKPOINT_APPENDS
             && self.logged_commits < CHECKPOINT_COMMITS

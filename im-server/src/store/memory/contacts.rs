@@ -1,7 +1,7 @@
 //! The in-memory store's [`ContactStore`], in the directory's maps.
 
 use async_trait::async_trait;
-use im_core::{ContactState, UserId};
+use im_protocol::{ContactState, UserId};
 
 use super::{lock, Dir, MemoryStore};
 use crate::store::{Contact, ContactRefusal, ContactStore, StoreResult};

@@ -2,7 +2,7 @@
 //! belongs where, in the directory's maps.
 
 use async_trait::async_trait;
-use im_core::{ConversationId, GroupId, RoomId, UserId};
+use im_protocol::{ConversationId, GroupId, RoomId, UserId};
 
 use super::{lock, MemoryStore};
 use crate::model::{Group, Member, Role, Room, User};

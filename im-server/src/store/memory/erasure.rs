@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, GroupId, UserId};
+use im_protocol::{ConversationId, GroupId, UserId};
 
 use super::{lock, MemoryStore};
 use crate::model::Role;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use im_core::{ConversationId, MessageId};
+use im_protocol::{ConversationId, MessageId};
 
 use super::{lock, MemoryStore};
 use crate::store::feed::LocalClaims;

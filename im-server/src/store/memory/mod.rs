@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use im_core::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
+use im_protocol::{ClientMsgId, ConversationId, GroupId, Message, MessageId, RoomId, UserId};
 
 use super::{
     Appended, DeviceRead, FeedStore, MessageStore, NewMessage, ReadMark, ReadState, ReadStore, SessionStore,
@@ -94,7 +94,7 @@ struct Dir {
     /// Each room's moderators (members only).
     moderators: HashMap<RoomId, BTreeSet<UserId>>,
     /// Contact relations `(user, other)` → state from `user`'s side, since.
-    contacts: BTreeMap<(UserId, UserId), (im_core::ContactState, u64)>,
+    contacts: BTreeMap<(UserId, UserId), (im_protocol::ContactState, u64)>,
     /// Blocks `(blocker, blocked)` → since.
     blocks: BTreeMap<(UserId, UserId), u64>,
 }
@@ -165,7 +165,7 @@ impl MessageStore for MemoryStore {
             if effect.recalled {
                 let recall = message.id;
                 for m in log.iter_mut().skip(index(target)) {
-                    if m.target == Some(target) && m.kind() == im_core::events::EDIT {
+                    if m.target == Some(target) && m.kind() == im_protocol::events::EDIT {
                         super::scrub_edit(m, recall);
                     }
                 }
@@ -248,7 +248,7 @@ impl ReadStore for MemoryStore {
             match reports.get_mut(device) {
                 Some(read) => *read = (*read).max(id),
                 None => {
-                    if reports.len() >= im_core::limits::MAX_DEVICE_READS {
+                    if reports.len() >= im_protocol::limits::MAX_DEVICE_READS {
                         let lowest = reports.iter().min_by_key(|(_, &read)| read).map(|(d, _)| d.clone());
                         if let Some(lowest) = lowest {
                             reports.remove(&lowest);

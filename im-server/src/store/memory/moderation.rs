@@ -1,7 +1,7 @@
 //! The in-memory store's [`ModerationStore`], in the directory's maps.
 
 use async_trait::async_trait;
-use im_core::{ConversationId, RoomId, UserId};
+use im_protocol::{ConversationId, RoomId, UserId};
 
 use super::{lock, MemoryStore};
 use crate::store::{Access, ModerationStore, Sanction, StoreResult};

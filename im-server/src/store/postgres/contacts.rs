@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Transaction};
-use im_core::{ContactState, UserId};
+use im_protocol::{ContactState, UserId};
 
 use super::{col, db_err, first_ids, key, time, unkey, untime, PgStore};
 use crate::store::{Contact, ContactRefusal, ContactStore, StoreError, StoreResult};

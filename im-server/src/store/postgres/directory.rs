@@ -4,7 +4,7 @@
 //! direct pairs.
 
 use async_trait::async_trait;
-use im_core::{ConversationId, GroupId, RoomId, UserId};
+use im_protocol::{ConversationId, GroupId, RoomId, UserId};
 use tokio_postgres::Row;
 
 use deadpool_postgres::GenericClient;

@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use im_core::{ConversationId, GroupId, UserId};
+use im_protocol::{ConversationId, GroupId, UserId};
 
 use super::{bound, col, db_err, key, limit, unkey, PgStore};
 use crate::store::{DirectoryErasure, MessageErasure, SentCursor, StoreError, StoreResult};

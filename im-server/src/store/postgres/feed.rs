@@ -3,7 +3,7 @@
 //! one node at a time.
 
 use async_trait::async_trait;
-use im_core::{ConversationId, MessageId};
+use im_protocol::{ConversationId, MessageId};
 
 use super::{col, db_err, key, limit, unkey, PgStore};
 use crate::store::{FeedPosition, FeedStore, StoreError, StoreResult};

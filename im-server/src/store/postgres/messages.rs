@@ -2,7 +2,7 @@
 //! one transaction with its target's row lock), pages, heads.
 
 use async_trait::async_trait;
-use im_core::{ClientMsgId, ConversationId, Message, MessageId, UserId};
+use im_protocol::{ClientMsgId, ConversationId, Message, MessageId, UserId};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -33,7 +33,7 @@ fn message_at(conv: ConversationId, row: &Row, at: usize) -> StoreResult<Message
     };
     Ok(Message {
         mentions: col::<Vec<i64>>(row, at + 5)?.into_iter().map(|u| UserId(unkey(u))).collect(),
-        kind: Some(col::<String>(row, at + 6)?).filter(|k| k != im_core::content::TEXT),
+        kind: Some(col::<String>(row, at + 6)?).filter(|k| k != im_protocol::content::TEXT),
         content: json(col(row, at + 7)?, "content")?,
         reply_to: col::<Option<i64>>(row, at + 8)?.map(unkey),
         target: col::<Option<i64>>(row, at + 9)?.map(unkey),
@@ -88,10 +88,10 @@ impl PgStore {
         let conv = msg.conv.to_string();
         let (from, ts) = (key(msg.from.0), time(msg.ts));
         let mentions: Vec<i64> = msg.mentions.iter().map(|u| key(u.0)).collect();
-        let kind = msg.kind.as_deref().unwrap_or(im_core::content::TEXT);
+        let kind = msg.kind.as_deref().unwrap_or(im_protocol::content::TEXT);
         let content = msg.content.as_ref().map(ToString::to_string);
         let (reply_to, target) = (msg.reply_to.map(key), msg.target.map(key));
-        let event = i64::from(im_core::events::is_event_kind(kind));
+        let event = i64::from(im_protocol::events::is_event_kind(kind));
         let params: [&(dyn ToSql + Sync); 11] = [
             &conv,
             &from,
@@ -132,7 +132,7 @@ impl PgStore {
             &m.conv.to_string(),
             &key(m.id),
             &m.body,
-            &m.kind.as_deref().unwrap_or(im_core::content::TEXT),
+            &m.kind.as_deref().unwrap_or(im_protocol::content::TEXT),
             &m.content.as_ref().map(ToString::to_string),
             &mentions,
             &m.reply_to.map(key),

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use im_core::{ConversationId, RoomId, UserId};
+use im_protocol::{ConversationId, RoomId, UserId};
 
 use super::{col, db_err, first_ids, key, role_of, unkey, PgStore};
 use crate::store::{Access, ModerationStore, Sanction, StoreError, StoreResult};

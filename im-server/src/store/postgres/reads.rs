@@ -6,7 +6,7 @@
 //! (see the append in `mod.rs`).
 
 use async_trait::async_trait;
-use im_core::{ConversationId, MessageId, UserId};
+use im_protocol::{ConversationId, MessageId, UserId};
 
 use super::{bound, col, db_err, key, unkey, PgStore};
 use crate::store::{DeviceRead, ReadMark, ReadState, ReadStore, StoreResult};
@@ -87,7 +87,7 @@ impl ReadStore for PgStore {
             if tx.execute(&update, &[&u, &c, &device, &id]).await.map_err(db_err)? == 0 {
                 // A new device: make room by dropping the lowest report
                 // (ties: the first device in byte order, as every store).
-                let cap = i64::try_from(im_core::limits::MAX_DEVICE_READS).unwrap_or(i64::MAX);
+                let cap = i64::try_from(im_protocol::limits::MAX_DEVICE_READS).unwrap_or(i64::MAX);
                 let evict = tx
                     .prepare_cached(&self.sql(
                         "DELETE FROM {S}.device_reads WHERE user_id = $1 AND conv = $2 AND device = (

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use im_core::{ClientMsgId, ConversationId, GroupId, MessageId, RoomId, UserId};
+use im_protocol::{ClientMsgId, ConversationId, GroupId, MessageId, RoomId, UserId};
 use tokio_postgres::NoTls;
 
 use super::migrations::{self, MIGRATIONS};
