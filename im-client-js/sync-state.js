@@ -45,6 +45,13 @@ export class SyncState {
     /** @type {Map<string, Map<number, object>>} messages ahead of a gap, per conversation */
     this._ahead = new Map();
     this._aheadLen = 0;
+    /**
+     * The held messages when the sync in flight was sent: a sync that ends
+     * with one of them still held was not given its conversation (the user
+     * left the group or the room), so the gap cannot fill.
+     * @type {Array<[string, number]>}
+     */
+    this._covered = [];
   }
 
   /** A copy of every cursor. */
@@ -135,6 +142,7 @@ export class SyncState {
     this._paused = false;
     this._ahead.clear();
     this._aheadLen = 0;
+    this._covered = [];
   }
 
   /** The connection is gone. */
@@ -157,6 +165,8 @@ export class SyncState {
     if (!this._wanted || this._paused || this._inFlight !== null) return null;
     this._wanted = false;
     this._inFlight = rid;
+    this._covered = [];
+    for (const [conv, held] of this._ahead) for (const id of held.keys()) this._covered.push([conv, id]);
     const frame = { type: 'sync', rid, cursors: this.cursors() };
     if (limit != null) frame.limit = limit;
     return frame;
@@ -165,11 +175,23 @@ export class SyncState {
   /**
    * The page of sync `rid` was processed. Returns true when the device is
    * caught up: no more pages and no gap left open (held messages the sync
-   * did not reach mean another sync).
+   * did not reach mean another sync). Messages held since before the sync
+   * was sent that its last page left held are dropped instead: the server
+   * no longer gives their conversation, and asking again would loop (the
+   * cursor stays, so nothing is skipped).
    */
   pageDone(rid, hasMore) {
     if (!this.isSync(rid)) return false;
     this._inFlight = null;
+    if (!hasMore) {
+      for (const [conv, id] of this._covered) {
+        const held = this._ahead.get(conv);
+        if (!held) continue;
+        if (held.delete(id)) this._aheadLen -= 1;
+        if (held.size === 0) this._ahead.delete(conv);
+      }
+      this._covered = [];
+    }
     if (hasMore || this._ahead.size > 0) this._wanted = true;
     return !this._wanted;
   }

@@ -75,6 +75,23 @@ test('a gap the sync did not fill asks for another sync with advanced cursors', 
   assert.notEqual(s.nextSync(3), null);
 });
 
+test('a gap the sync no longer gives ends the sync instead of looping', () => {
+  // Message 2 of a group came ahead of 1, then the user was removed from
+  // the group: syncs no longer give it and 1 never comes. (Found by the
+  // Rust client's property tests; the same rule here.)
+  const s = new SyncState({ [G]: 0 });
+  const app = [];
+  s.connected();
+  feed(s, msg(G, 2), app);
+  const { rid } = s.nextSync(1);
+  assert.equal(s.pageDone(rid, false), true, 'held since before the sync, which did not fill the gap: dropped');
+  assert.equal(s.nextSync(2), null, 'no sync loop');
+  assert.equal(s.cursor(G), 0, 'nothing was skipped');
+  feed(s, msg(G, 2), app);
+  feed(s, msg(G, 1), app);
+  assert.deepEqual(app, [1, 2]);
+});
+
 test('pages continue while has_more, one at a time; stale pages are ignored; failures pause', () => {
   const s = new SyncState();
   s.connected();

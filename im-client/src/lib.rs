@@ -112,6 +112,8 @@ mod http;
 mod options;
 mod outbox;
 mod pacer;
+#[cfg(test)]
+mod proptests;
 mod read_book;
 mod read_sync;
 mod state;

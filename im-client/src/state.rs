@@ -47,6 +47,10 @@ pub(crate) struct SyncState {
     /// Messages that arrived ahead of a gap, per conversation, by id.
     ahead: BTreeMap<ConversationId, BTreeMap<MessageId, Message>>,
     ahead_len: usize,
+    /// The held messages when the sync in flight was sent: a sync that
+    /// ends with one of them still held was not given its conversation
+    /// (the user left the group or the room), so the gap cannot fill.
+    covered: Vec<(ConversationId, MessageId)>,
 }
 
 impl SyncState {
@@ -145,6 +149,7 @@ impl SyncState {
         self.paused = false;
         self.ahead.clear();
         self.ahead_len = 0;
+        self.covered.clear();
     }
 
     /// The connection is gone.
@@ -169,17 +174,33 @@ impl SyncState {
         }
         self.wanted = false;
         self.in_flight = Some(rid);
+        self.covered = self.ahead.iter().flat_map(|(c, held)| held.keys().map(|id| (*c, *id))).collect();
         Some(ClientFrame::Sync { rid, cursors: self.cursors.clone(), limit })
     }
 
     /// The page of sync `rid` was processed. Returns `true` when the device
     /// is caught up: no more pages, and no gap left open (held messages the
-    /// sync did not reach mean another sync).
+    /// sync did not reach mean another sync). Messages held since before
+    /// the sync was sent that its last page left held are dropped instead:
+    /// the server no longer gives their conversation, and asking again
+    /// would loop.
     pub(crate) fn page_done(&mut self, rid: RequestId, has_more: bool) -> bool {
         if self.in_flight != Some(rid) {
             return false;
         }
         self.in_flight = None;
+        if !has_more {
+            for (conv, id) in std::mem::take(&mut self.covered) {
+                let Some(held) = self.ahead.get_mut(&conv) else { continue };
+                if held.remove(&id).is_some() {
+                    self.ahead_len -= 1;
+                    tracing::debug!(%conv, id, "held message dropped: the sync does not give its conversation");
+                }
+                if held.is_empty() {
+                    self.ahead.remove(&conv);
+                }
+            }
+        }
         if has_more || !self.ahead.is_empty() {
             self.wanted = true;
         }
@@ -305,6 +326,26 @@ mod tests {
         // Outside a sync, a gap asks for one right away.
         feed(&mut s, msg(G, 8), &mut app);
         assert!(s.next_sync(3, None).is_some());
+    }
+
+    #[test]
+    fn a_gap_the_sync_no_longer_gives_ends_the_sync_instead_of_looping() {
+        // Regression (found by `proptests::sync`): message 2 of a group came
+        // ahead of 1, then the user was removed from the group, so syncs no
+        // longer give it and 1 never comes. Each page left 2 held, and
+        // `page_done` asked for another sync, forever.
+        let mut s = SyncState::new(BTreeMap::from([(G, 0)]));
+        let mut app = Vec::new();
+        s.connected();
+        feed(&mut s, msg(G, 2), &mut app);
+        let Some(ClientFrame::Sync { rid, .. }) = s.next_sync(1, None) else { panic!("sync") };
+        assert!(s.page_done(rid, false), "held since before the sync, which did not fill the gap: dropped");
+        assert!(s.next_sync(2, None).is_none(), "no sync loop");
+        // Nothing was skipped: the cursor stayed, and the messages still come in order.
+        assert_eq!(s.cursor(G), 0);
+        feed(&mut s, msg(G, 2), &mut app);
+        feed(&mut s, msg(G, 1), &mut app);
+        assert_eq!(app, vec![1, 2]);
     }
 
     #[test]

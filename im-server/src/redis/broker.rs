@@ -14,12 +14,12 @@
 //!
 //! # Routing
 //!
-//! - `Deliver` to [`Audience::Users`]: the users' nodes are read from the
+//! - `Deliver` to [`Audience::Users`](crate::broker::Audience::Users): the users' nodes are read from the
 //!   presence route table `{prefix}:pconn:{user}` (members `"{node}|{conn}"`,
 //!   live while their score, an expiry on the Redis server's clock, is in
 //!   the future) with one script call per batch of users. Each *other* node
 //!   gets one `PUBLISH` to its node channel carrying only its users.
-//! - `Deliver` to [`Audience::Room`]: one `PUBLISH` to the room channel.
+//! - `Deliver` to [`Audience::Room`](crate::broker::Audience::Room): one `PUBLISH` to the room channel.
 //! - `RoomMembership`, `SessionRevoked` and `UserDisconnected`: to the user's nodes, like users.
 //!
 //! Every event is also handed to this node's own sink directly, at once and
@@ -203,7 +203,7 @@ impl RedisBroker {
     }
 
     /// Events waiting to be published again after Redis failed to take
-    /// them (see [`publisher`](super::publisher)).
+    /// them (the module docs, "Redis away while publishing").
     pub fn backlog_len(&self) -> usize {
         self.publisher.backlog_len()
     }
