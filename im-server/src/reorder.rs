@@ -12,6 +12,13 @@
 //! messages go out after the window and clients close the gap by sync as
 //! before.
 //!
+//! A node takes its position in a conversation from the first message of
+//! it that reaches it (after [`IDLE_FORGET`] without one, again): an
+//! earlier id that arrives after that first one passes late, and the
+//! client closes the gap as before. Holding every first message for the
+//! window instead would delay the first message of every quiet
+//! conversation.
+//!
 //! Only `message` frames are ordered; every other event passes straight
 //! through. A message at or below the expected id (a late one, or a
 //! duplicate) passes too: clients drop duplicates by id. A conversation

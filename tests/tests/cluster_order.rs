@@ -49,6 +49,17 @@ async fn senders_on_two_nodes_interleave_and_every_listener_gets_ids_in_order() 
         Ws::open(&nodes[1], &bob, "b-listen").await,
         Ws::open(&nodes[2], &carol, "c-listen").await,
     ];
+    // One message first, seen by every listener: a node takes its position
+    // in a conversation from the first message of it that reaches it (see
+    // im_server::reorder), so the step has one before the race starts.
+    let mut senders =
+        [Ws::open(&nodes[0], &alice, "a-send").await, Ws::open(&nodes[1], &bob, "b-send").await];
+    let rid = senders[0].rid();
+    let first = senders[0].request(ClientFrame::send(rid, group, cmid("first"), "first")).await;
+    assert!(matches!(first, ServerFrame::Ack { id: 1, .. }), "{first:?}");
+    for ws in listeners.iter_mut() {
+        assert_eq!(live_ids(ws, group, 1).await, [1]);
+    }
     // Senders on n0 and n1, each with several sends in flight, so the two
     // nodes store (and publish) in the group at the same moments.
     let mut senders =
@@ -81,13 +92,17 @@ async fn senders_on_two_nodes_interleave_and_every_listener_gets_ids_in_order() 
     let total = (2 * PER_SENDER) as usize;
     let mut all: Vec<u64> = acked.concat();
     all.sort_unstable();
-    assert_eq!(all, (1..=total as u64).collect::<Vec<_>>(), "ids are gapless and unique");
+    assert_eq!(all, (2..=total as u64 + 1).collect::<Vec<_>>(), "ids are gapless and unique");
     let interleaved = acked.iter().all(|a| a.windows(2).any(|w| w[1] != w[0] + 1));
     println!("acked ids interleaved between the nodes: {interleaved}");
 
     for (i, ws) in listeners.iter_mut().enumerate() {
         let ids = live_ids(ws, group, total).await;
-        assert_eq!(ids, (1..=total as u64).collect::<Vec<_>>(), "listener {i} got every id once, in order");
+        assert_eq!(
+            ids,
+            (2..=total as u64 + 1).collect::<Vec<_>>(),
+            "listener {i} got every id once, in order"
+        );
         let extra = ws.try_recv(Duration::from_millis(300)).await.unwrap();
         assert!(!matches!(extra, Some(ServerFrame::Message(_))), "no duplicate delivery: {extra:?}");
     }
