@@ -27,9 +27,6 @@ const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol.md");
 /// Fewest ```json examples the spec must hold (one per frame type, and more).
 const MIN_EXAMPLES: usize = 18;
 
-/// Every named close code of `im_protocol::close`.
-const NAMED_CLOSE_CODES: &[CloseCode] = &CloseCode::NAMED;
-
 fn spec() -> String {
     std::fs::read_to_string(SPEC_PATH).unwrap_or_else(|e| panic!("cannot read {SPEC_PATH}: {e}"))
 }
@@ -174,7 +171,7 @@ fn every_error_code_is_documented_with_its_http_status() {
 #[test]
 fn every_close_code_is_documented_with_its_reaction() {
     let doc = spec();
-    for code in NAMED_CLOSE_CODES {
+    for code in CloseCode::NAMED {
         let value = code.0.to_string();
         assert!(doc.contains(&value), "close code {value} is not mentioned");
         let row = table_row(&doc, &value).unwrap_or_else(|| panic!("close code {value} has no table row"));
@@ -234,10 +231,10 @@ fn every_documented_code_exists_in_im_protocol() {
         );
     }
     let closes = documented_codes(&doc, "## 11. Close codes");
-    assert!(closes.len() >= NAMED_CLOSE_CODES.len(), "the close-code table was read: {closes:?}");
+    assert!(closes.len() >= CloseCode::NAMED.len(), "the close-code table was read: {closes:?}");
     for value in closes {
         assert!(
-            NAMED_CLOSE_CODES.iter().any(|c| c.0.to_string() == value),
+            CloseCode::NAMED.iter().any(|c| c.0.to_string() == value),
             "docs/protocol.md §11 documents close code {value}, which im_protocol::CloseCode does not name"
         );
     }
