@@ -10,7 +10,7 @@
 #
 # Needs: rustup with a nightly toolchain (FUZZ_TOOLCHAIN, default nightly)
 # and a C++ compiler (libfuzzer-sys builds libFuzzer). cargo-fuzz is
-# installed into <repo>/target/tools if it is not there yet.
+# installed with `cargo install` (into CARGO_HOME) if it is not on PATH.
 set -euo pipefail
 
 fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -21,15 +21,12 @@ seconds="${FUZZ_SECONDS:-30}"
 toolchain="${FUZZ_TOOLCHAIN:-nightly}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 cargo_fuzz_version="${CARGO_FUZZ_VERSION:-0.13.2}"
-tools="$root/target/tools"
-
-# The pinned cargo-fuzz on PATH, else one built into target/tools.
+# The pinned cargo-fuzz on PATH, else installed with `cargo install` into
+# CARGO_HOME (so a machine builds it once, not in every fresh clone).
 if [ "$(cargo-fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]; then
-    if [ ! -x "$tools/bin/cargo-fuzz" ]; then
-        echo "== installing cargo-fuzz $cargo_fuzz_version into $tools"
-        cargo install --locked --root "$tools" --version "$cargo_fuzz_version" cargo-fuzz
-    fi
-    export PATH="$tools/bin:$PATH"
+    echo "== installing cargo-fuzz $cargo_fuzz_version into ${CARGO_HOME:-$HOME/.cargo}"
+    cargo install --quiet --locked --force --version "$cargo_fuzz_version" cargo-fuzz
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 
 if ! cargo "+$toolchain" --version >/dev/null 2>&1; then

@@ -216,7 +216,7 @@ impl Metrics {
         self.queue_overflows.inc();
     }
 
-    /// A push dispatch finished with `result`: `"sent"`, `"failed"` or `"dropped"`.
+    /// A push dispatch finished with `result`: `"sent"`, `"failed"`, `"dropped"`, or `"presence_unknown"` (sent to all, presence unreadable).
     pub fn push(&self, result: &'static str) {
         self.push_notifications.get_or_create(&ResultLabel { result }).inc();
     }

@@ -158,6 +158,14 @@ impl PresenceStore for MemoryPresence {
     }
 }
 
+/// How long a connection's own presence write (connect, touch, disconnect)
+/// may hold that connection up. A slower store (Redis away) is not waited
+/// for: the write is given up and logged, and the next
+/// [`refresh`](PresenceTracker::refresh) registers the connection again, so
+/// an outage of the presence store never holds a handshake's `hello`, a
+/// connection's frames or its close for longer than this.
+pub const CONNECTION_WRITE_DEADLINE: Duration = Duration::from_secs(1);
+
 /// Applies the grace-period policy on top of a [`PresenceStore`] and reports
 /// each online/offline transition once on its channel.
 pub struct PresenceTracker {
@@ -185,21 +193,26 @@ impl PresenceTracker {
         &self.store
     }
 
-    /// Connection `conn` of `user` opened.
+    /// Connection `conn` of `user` opened. Waits at most
+    /// [`CONNECTION_WRITE_DEADLINE`] for the store.
     pub async fn connected(&self, user: UserId, conn: &ConnRef) {
         let now = now_ms();
-        match self.store.connected(user, conn, now).await {
+        match within_deadline(self.store.connected(user, conn, now)).await {
             Ok(true) => self.report(Presence { user, status: PresenceStatus::Online, last_active_at: now }),
             Ok(false) => {}
-            Err(e) => tracing::warn!(%user, error = %e, "presence: connect not recorded"),
+            Err(e) => {
+                tracing::warn!(%user, error = %e, "presence: connect not recorded (the next refresh records it)")
+            }
         }
     }
 
     /// A connection of `user` closed; if it was the last, the user goes
-    /// offline after the grace period unless they reconnect first.
+    /// offline after the grace period unless they reconnect first. Waits at
+    /// most [`CONNECTION_WRITE_DEADLINE`] for the store (a shared store
+    /// then expires the connection by itself).
     pub async fn disconnected(self: &Arc<Self>, user: UserId, conn: &ConnRef) {
         let now = now_ms();
-        match self.store.disconnected(user, conn, now).await {
+        match within_deadline(self.store.disconnected(user, conn, now)).await {
             Ok(Some(epoch)) => {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
@@ -220,9 +233,10 @@ impl PresenceTracker {
         }
     }
 
-    /// Records activity of `conn` now.
+    /// Records activity of `conn` now. Waits at most
+    /// [`CONNECTION_WRITE_DEADLINE`] for the store.
     pub async fn touch(&self, user: UserId, conn: &ConnRef) {
-        if let Err(e) = self.store.touch(user, conn, now_ms()).await {
+        if let Err(e) = within_deadline(self.store.touch(user, conn, now_ms())).await {
             tracing::warn!(%user, error = %e, "presence: touch failed");
         }
     }
@@ -256,6 +270,17 @@ impl PresenceTracker {
     }
 }
 
+/// `write`, or a [`StoreError::Backend`](crate::store::StoreError::Backend)
+/// once [`CONNECTION_WRITE_DEADLINE`] has passed.
+async fn within_deadline<T>(write: impl std::future::Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    match tokio::time::timeout(CONNECTION_WRITE_DEADLINE, write).await {
+        Ok(result) => result,
+        Err(_) => {
+            Err(crate::store::StoreError::Backend(format!("no answer within {CONNECTION_WRITE_DEADLINE:?}")))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,6 +291,41 @@ mod tests {
 
     fn tracker(grace_ms: u64) -> (Arc<PresenceTracker>, mpsc::Receiver<Presence>) {
         PresenceTracker::new(Arc::new(MemoryPresence::new()), Duration::from_millis(grace_ms), 16)
+    }
+
+    /// A store that never answers (Redis cut off).
+    struct Unanswering;
+
+    #[async_trait]
+    impl PresenceStore for Unanswering {
+        async fn connected(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<bool> {
+            std::future::pending().await
+        }
+        async fn disconnected(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<Option<u64>> {
+            std::future::pending().await
+        }
+        async fn settle(&self, _: UserId, _: u64) -> StoreResult<bool> {
+            std::future::pending().await
+        }
+        async fn touch(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<()> {
+            std::future::pending().await
+        }
+        async fn query(&self, _: &[UserId]) -> StoreResult<Vec<PresenceRecord>> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_that_does_not_answer_holds_a_connection_up_only_until_the_deadline() {
+        let (t, mut rx) = PresenceTracker::new(Arc::new(Unanswering), Duration::from_millis(10), 16);
+        let u = UserId(1);
+        let started = tokio::time::Instant::now();
+        t.connected(u, &conn(1)).await;
+        t.touch(u, &conn(1)).await;
+        t.disconnected(u, &conn(1)).await;
+        // Paused time: exactly three deadlines passed, nothing more.
+        assert_eq!(started.elapsed(), CONNECTION_WRITE_DEADLINE * 3);
+        assert!(rx.try_recv().is_err(), "nothing reported for writes that were given up");
     }
 
     #[tokio::test(start_paused = true)]

@@ -105,6 +105,10 @@ struct Args {
     /// PostgreSQL) sessions with other nodes. Needs the `redis` feature.
     #[arg(long, env = "IM_REDIS_URL")]
     redis_url: Option<String>,
+    /// Every Redis key and channel starts with `PREFIX:`. All nodes of a
+    /// cluster use the same; deployments sharing one Redis use different ones.
+    #[arg(long, env = "IM_REDIS_PREFIX", default_value = "im", value_parser = redis_prefix)]
+    redis_prefix: String,
     /// PostgreSQL URL: keep messages, users, groups, rooms and sessions
     /// there instead of DATA_DIR. Needs the `postgres` feature.
     #[arg(long, env = "IM_POSTGRES_URL", hide_env_values = true)]
@@ -264,6 +268,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.user_rate_burst = args.user_rate_burst;
     cfg.admin_token = args.admin_token.clone();
     cfg.drain_window = Duration::from_secs(args.drain_window_secs);
+    cfg.redis_prefix = args.redis_prefix.clone();
     cfg.server_api_keys = args.server_api_key.iter().filter(|k| !k.is_empty()).cloned().collect();
     if cfg.server_api_keys.iter().any(|k| k.len() < 16) {
         return Err("a server API key needs at least 16 characters".into());
@@ -511,4 +516,16 @@ async fn terminate_signal() {
     }
     #[cfg(not(unix))]
     std::future::pending::<()>().await
+}
+
+/// A Redis key prefix: 1 to 64 of `A-Z a-z 0-9 _ - .` (no `:`, which
+/// separates the prefix from the rest of a key).
+fn redis_prefix(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("1 to 64 of A-Z a-z 0-9 _ - . (no ':')".to_owned())
+    }
 }

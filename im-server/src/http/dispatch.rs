@@ -17,6 +17,12 @@ use super::error::{ApiError, ApiResult};
 use crate::config::ServerConfig;
 use crate::state::AppState;
 
+/// How long `GET /dispatch` waits for the node registry: a client asks
+/// before every connect, so while the registry's store does not answer
+/// (Redis away or cut off) it gets a quick 503 `unavailable` and retries,
+/// instead of waiting for the store's own timeouts.
+const REGISTRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The dispatcher's answer.
 #[derive(Debug, Serialize)]
 pub(crate) struct Dispatch {
@@ -29,7 +35,13 @@ pub(crate) struct Dispatch {
 /// `GET /dispatch` (no auth) → `{url, node}`.
 pub(crate) async fn dispatch(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Dispatch>> {
     let cfg = app.config();
-    let mut nodes = app.registry().live_nodes().await.map_err(crate::error::Error::from)?;
+    let Ok(nodes) = tokio::time::timeout(REGISTRY_DEADLINE, app.registry().live_nodes()).await else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the node registry does not answer; retry shortly",
+        ));
+    };
+    let mut nodes = nodes.map_err(crate::error::Error::from)?;
     // This node knows it drains before the registry does.
     if app.is_draining() {
         nodes.retain(|n| n.node != cfg.node_name);

@@ -1,8 +1,19 @@
 //! [`PushDispatcher`]: runs the notifier off the hot path, bounded, and
 //! decides who is notified: offline recipients who have not read the
 //! message and have not muted the conversation.
+//!
+//! When presence cannot be read (its store, Redis in a cluster, is away or
+//! slower than [`PRESENCE_DEADLINE`]), every recipient counts as offline:
+//! an online user may get a notification their app then hides, which is
+//! better than an offline user getting none. The read and mute filters
+//! still apply. After a failed lookup, presence is not asked again for
+//! [`PRESENCE_RETRY_AFTER`] (so a store that hangs does not hold every
+//! notification slot for the deadline). Each notification sent without
+//! presence is counted as
+//! `im_push_notifications_total{result="presence_unknown"}`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +24,14 @@ use super::{PushNotifier, PushRecipient};
 use crate::metrics::Metrics;
 use crate::presence::PresenceStore;
 use crate::store::ReadStore;
+
+/// Longest the presence lookup before a notification may take; past it,
+/// every recipient counts as offline.
+pub const PRESENCE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// After a failed presence lookup, how long notifications go out without
+/// asking presence.
+pub const PRESENCE_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Longest a single [`PushNotifier::notify`] call may take before it counts as failed.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +50,9 @@ pub struct PushDispatcher {
     /// must never crowd out message notifications.
     read_permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Until when (ms since the Unix epoch) presence is not asked, after a
+    /// failed lookup.
+    presence_skip_until: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for PushDispatcher {
@@ -53,7 +75,7 @@ impl PushDispatcher {
     pub fn new(notifier: Arc<dyn PushNotifier>, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
         let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
         let read_permits = Arc::new(Semaphore::new((max_in_flight / 4).max(1)));
-        PushDispatcher { notifier, permits, read_permits, metrics }
+        PushDispatcher { notifier, permits, read_permits, metrics, presence_skip_until: Arc::default() }
     }
 
     /// Notifies `users` about `message` in a background task (each with an
@@ -127,10 +149,11 @@ impl PushDispatcher {
         };
         let notifier = Arc::clone(&self.notifier);
         let metrics = Arc::clone(&self.metrics);
+        let skip = Arc::clone(&self.presence_skip_until);
         tokio::spawn(async move {
             let recipients = match filters {
                 None => users.into_iter().map(|u| PushRecipient::new(u, 1)).collect(),
-                Some(filters) => match recipients_of(&filters, users, &message).await {
+                Some(filters) => match recipients_of(&filters, users, &message, &metrics, &skip).await {
                     Ok(r) => r,
                     Err(why) => {
                         tracing::warn!(error = %why, "push: recipient lookup failed");
@@ -162,14 +185,38 @@ impl PushDispatcher {
 
 /// Those of `users` to notify about `message`: no live connection, read id
 /// below the message, not muted now (or mentioned); with their unread counts.
+/// Everyone counts as offline when presence does not answer in time, or
+/// failed to within the last [`PRESENCE_RETRY_AFTER`] (`skip_until`).
 async fn recipients_of(
     filters: &Filters,
     users: Vec<UserId>,
     message: &Message,
+    metrics: &Metrics,
+    skip_until: &AtomicU64,
 ) -> Result<Vec<PushRecipient>, String> {
-    let records = filters.presence.query(&users).await.map_err(|e| e.to_string())?;
-    let offline: Vec<UserId> =
-        records.iter().filter(|r| r.connections == 0).map(|r| r.presence.user).collect();
+    let lookup = async {
+        if crate::time::now_ms() < skip_until.load(Ordering::Relaxed) {
+            return Err("failed recently".to_owned());
+        }
+        let result = match tokio::time::timeout(PRESENCE_DEADLINE, filters.presence.query(&users)).await {
+            Ok(Ok(records)) => Ok(records),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {PRESENCE_DEADLINE:?}")),
+        };
+        if result.is_err() {
+            let retry_at = crate::time::now_ms() + PRESENCE_RETRY_AFTER.as_millis() as u64;
+            skip_until.fetch_max(retry_at, Ordering::Relaxed);
+        }
+        result
+    };
+    let offline: Vec<UserId> = match lookup.await {
+        Ok(records) => records.iter().filter(|r| r.connections == 0).map(|r| r.presence.user).collect(),
+        Err(why) => {
+            metrics.push("presence_unknown");
+            tracing::debug!(error = %why, conv = %message.conv, "push: presence unknown; every recipient counts as offline");
+            users
+        }
+    };
     if offline.is_empty() {
         return Ok(Vec::new());
     }
@@ -322,5 +369,84 @@ mod tests {
         }
         assert_eq!(*recorder.reads.lock().unwrap(), vec![(UserId(7), m.conv, 5)]);
         assert_eq!(recorder.calls.lock().unwrap().len(), 1);
+    }
+
+    /// A presence store that is away: every call fails (queries are counted).
+    #[derive(Default)]
+    struct PresenceAway {
+        queries: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl PresenceStore for PresenceAway {
+        async fn connected(
+            &self,
+            _: UserId,
+            _: &crate::broker::ConnRef,
+            _: u64,
+        ) -> crate::store::StoreResult<bool> {
+            Err(crate::store::StoreError::Backend("away".into()))
+        }
+        async fn disconnected(
+            &self,
+            _: UserId,
+            _: &crate::broker::ConnRef,
+            _: u64,
+        ) -> crate::store::StoreResult<Option<u64>> {
+            Err(crate::store::StoreError::Backend("away".into()))
+        }
+        async fn settle(&self, _: UserId, _: u64) -> crate::store::StoreResult<bool> {
+            Err(crate::store::StoreError::Backend("away".into()))
+        }
+        async fn touch(
+            &self,
+            _: UserId,
+            _: &crate::broker::ConnRef,
+            _: u64,
+        ) -> crate::store::StoreResult<()> {
+            Err(crate::store::StoreError::Backend("away".into()))
+        }
+        async fn query(
+            &self,
+            _: &[UserId],
+        ) -> crate::store::StoreResult<Vec<crate::presence::PresenceRecord>> {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            Err(crate::store::StoreError::Backend("away".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn when_presence_is_away_every_unread_recipient_is_notified() {
+        use crate::presence::{MemoryPresence, PresenceStore as _};
+        use crate::store::MemoryStore;
+
+        let metrics = Arc::new(Metrics::new());
+        let recorder = Arc::new(Recorder::default());
+        let dispatcher = PushDispatcher::new(recorder.clone(), 4, metrics.clone());
+        let store = Arc::new(MemoryStore::new());
+        let m = message(); // g:1 #5
+                           // 7 is online and 8 read it already; presence cannot tell about 7.
+        let online = MemoryPresence::new();
+        let conn = crate::broker::ConnRef { node: "n".into(), conn: 1 };
+        online.connected(UserId(7), &conn, 0).await.unwrap();
+        store.mark_read(UserId(8), m.conv, None, 5).await.unwrap();
+        dispatcher.dispatch_to_offline(
+            vec![UserId(7), UserId(8)],
+            m.clone(),
+            Arc::new(online),
+            store.clone(),
+        );
+        let away = Arc::new(PresenceAway::default());
+        dispatcher.dispatch_to_offline(vec![UserId(7), UserId(8)], m.clone(), away.clone(), store.clone());
+        wait_for(&metrics, "im_push_notifications_total{result=\"sent\"} 1\n").await;
+        wait_for(&metrics, "im_push_notifications_total{result=\"presence_unknown\"} 1\n").await;
+        // Right after a failure presence is not asked again.
+        dispatcher.dispatch_to_offline(vec![UserId(7)], m.clone(), away.clone(), store);
+        wait_for(&metrics, "im_push_notifications_total{result=\"sent\"} 2\n").await;
+        assert_eq!(away.queries.load(Ordering::SeqCst), 1, "presence asked once");
+        // With presence: 7 is online, 8 read it: nobody. Without: 7 (the read filter still
+        // applies; nothing is stored in g:1 here, so the unread count is 0).
+        let calls = recorder.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec![vec![PushRecipient::new(UserId(7), 0)]; 2]);
     }
 }

@@ -2,12 +2,10 @@
 //! on this machine's Redis and PostgreSQL, and a TCP front (the load
 //! balancer a deployment puts before the dispatchers).
 //!
-//! Isolation: the binary has no flag for the Redis key prefix (it is always
-//! `im`), so each run claims a Redis database of its own (1–15, `SET
-//! pf:claim NX` with an expiry) for the keys, and names its nodes uniquely
-//! for the pub/sub channels (`im:node:{name}`; channels are shared by all
-//! databases). PostgreSQL: a fresh database per run. Both are removed again
-//! when [`Services`] is dropped, also after a failure.
+//! Isolation: each run has a Redis key prefix of its own (`--redis-prefix
+//! pf{tag}`), which also names its pub/sub channels, and a fresh PostgreSQL
+//! database. Both are removed again when [`Services`] is dropped, also
+//! after a failure.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,21 +31,21 @@ fn with_path(base: &str, path: &str) -> String {
     url.to_string()
 }
 
-const CLAIM_KEY: &str = "pf:claim";
-
-/// This run's Redis database and PostgreSQL database.
+/// This run's Redis key prefix and PostgreSQL database.
 pub struct Services {
     /// Unique per run: in node names.
     pub tag: String,
-    /// Redis URL with this run's database.
+    /// The Redis URL.
     pub redis_url: String,
+    /// This run's Redis key prefix (`--redis-prefix`).
+    pub redis_prefix: String,
     /// PostgreSQL URL of this run's database.
     pub postgres_url: String,
     db_name: String,
 }
 
 impl Services {
-    /// Claims a Redis database and creates a PostgreSQL database. `None`
+    /// Checks that Redis answers and creates a PostgreSQL database. `None`
     /// (after a loud SKIPPED) when a service is unreachable, unless
     /// `IM_REQUIRE_SERVICES=1`, which makes that a failure.
     pub async fn provision() -> Option<Services> {
@@ -78,47 +76,16 @@ impl Services {
         pg.batch_execute(&format!("CREATE DATABASE {db_name}")).await.expect("CREATE DATABASE");
         drop(pg);
         let _ = conn.await;
-
-        let mut redis_url = None;
-        let first = rand::random::<u32>() as usize;
-        for i in 0..15 {
-            let db = 1 + (first + i) % 15;
-            let url = with_path(&redis_base(), &db.to_string());
-            let mut c = redis::Client::open(url.as_str())
-                .expect("redis URL")
-                .get_multiplexed_async_connection()
-                .await
-                .expect("redis connects");
-            let claimed: Option<String> = redis::cmd("SET")
-                .arg(CLAIM_KEY)
-                .arg(&tag)
-                .arg("NX")
-                .arg("EX")
-                .arg(900)
-                .query_async(&mut c)
-                .await
-                .expect("SET NX");
-            let keys: Vec<String> = redis::cmd("KEYS").arg("im:*").query_async(&mut c).await.expect("KEYS");
-            if claimed.is_some() && keys.is_empty() {
-                redis_url = Some(url);
-                break;
-            }
-            if claimed.is_some() {
-                // Someone else's data: leave it alone.
-                let _: Result<(), _> = redis::cmd("DEL").arg(CLAIM_KEY).query_async(&mut c).await;
-            }
-        }
-        let services = Services {
-            tag,
-            redis_url: redis_url.unwrap_or_default(),
+        Some(Services {
+            redis_url: redis_base(),
+            redis_prefix: format!("pf{tag}"),
             postgres_url: with_path(&postgres_base(), &db_name),
+            tag,
             db_name,
-        };
-        assert!(!services.redis_url.is_empty(), "no free Redis database among 1-15");
-        Some(services)
+        })
     }
 
-    async fn cleanup(redis_url: String, db_name: String) {
+    async fn cleanup(redis_url: String, prefix: String, db_name: String) {
         if let Ok(Ok((pg, conn))) = tokio::time::timeout(
             Duration::from_secs(5),
             tokio_postgres::connect(&postgres_base(), tokio_postgres::NoTls),
@@ -133,15 +100,16 @@ impl Services {
             drop(pg);
             let _ = conn.await;
         }
-        if redis_url.is_empty() {
-            return;
-        }
         if let Ok(client) = redis::Client::open(redis_url.as_str()) {
             if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                let mut keys: Vec<String> =
-                    redis::cmd("KEYS").arg("im:*").query_async(&mut c).await.unwrap_or_default();
-                keys.push(CLAIM_KEY.into());
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}:*"))
+                    .query_async(&mut c)
+                    .await
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+                }
             }
         }
     }
@@ -151,10 +119,11 @@ impl Drop for Services {
     /// Removes the database and the keys, on a thread of its own (this
     /// may run while a failed test unwinds inside its runtime).
     fn drop(&mut self) {
-        let (redis_url, db_name) = (self.redis_url.clone(), self.db_name.clone());
+        let (redis_url, prefix, db_name) =
+            (self.redis_url.clone(), self.redis_prefix.clone(), self.db_name.clone());
         let done = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            rt.block_on(Services::cleanup(redis_url, db_name));
+            rt.block_on(Services::cleanup(redis_url, prefix, db_name));
         })
         .join();
         if done.is_err() {

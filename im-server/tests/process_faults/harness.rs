@@ -282,6 +282,11 @@ impl Api {
         self.call(reqwest::Method::GET, path, None, None).await
     }
 
+    /// `GET path` with `token`, not asserting anything: status and body (probes).
+    pub async fn probe_get_with(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, Some(token), None).await
+    }
+
     /// `POST /api/v1/login`, not asserting anything: status and body (probes).
     pub async fn try_login(&self, name: &str) -> (u16, Value) {
         let creds = json!({"username": name, "password": PASSWORD});
@@ -413,4 +418,36 @@ pub async fn histories(
         all.insert(*conv, api.history(token, *conv).await);
     }
     all
+}
+
+/// Waits (at most 20 s) until `want` sends were acked after `from`.
+pub async fn acks_flow(checker: Shared, from: Instant, want: usize) {
+    let ok =
+        wait_for(&checker, Instant::now() + Duration::from_secs(20), |c| c.acks_after(from) >= want).await;
+    assert!(ok, "fewer than {want} acks within 20 s: {}", checker.lock().unwrap().summary());
+}
+
+/// An error answer's code (`{"error": {"code": ..}}` or `{"code": ..}`).
+pub fn error_code(body: &serde_json::Value) -> String {
+    let code = body["error"]["code"].as_str().or(body["code"].as_str()).or(body["error"].as_str());
+    code.unwrap_or("-").to_owned()
+}
+
+/// Awaits a probe's answer for at most 8 s: its status and `-` (200), the
+/// error code, or status 0 and `no answer in 8 s`.
+pub async fn probe_answer(answer: impl std::future::Future<Output = (u16, Value)>) -> (u16, String) {
+    match tokio::time::timeout(Duration::from_secs(8), answer).await {
+        Ok((200, _)) => (200, "-".to_owned()),
+        Ok((s, body)) => (s, error_code(&body)),
+        Err(_) => (0, "no answer in 8 s".to_owned()),
+    }
+}
+
+/// A scenario's temporary folder and the `logs` folder in it (the nodes'
+/// and services' output).
+pub fn scenario_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    (dir, logs)
 }
