@@ -11,6 +11,7 @@ export const CloseCode = Object.freeze({
   HEARTBEAT_TIMEOUT: 3002,
   SHUTDOWN: 3500,
   DRAIN: 3501,
+  NODE_ISOLATED: 3502,
   UNAUTHORIZED: 4000,
   SESSION_REVOKED: 4001,
   BANNED: 4002,
@@ -43,7 +44,7 @@ export function closeReaction(code) {
 }
 
 const NAMES = {
-  3000: 'reconnect', 3001: 'slow_consumer', 3002: 'heartbeat_timeout', 3500: 'shutdown', 3501: 'drain',
+  3000: 'reconnect', 3001: 'slow_consumer', 3002: 'heartbeat_timeout', 3500: 'shutdown', 3501: 'drain', 3502: 'node_isolated',
   4000: 'unauthorized', 4001: 'session_revoked', 4002: 'banned', 4003: 'unsupported_protocol',
   4004: 'policy_violation', 1007: 'invalid_payload', 1009: 'frame_too_big',
 };

@@ -60,7 +60,7 @@ test('close codes map to the reactions of protocol §11', () => {
   const table = [
     [3000, Reaction.SAME_NODE], [3001, Reaction.SAME_NODE], [3002, Reaction.SAME_NODE], [3499, Reaction.SAME_NODE],
     [1007, Reaction.SAME_NODE], [1009, Reaction.SAME_NODE],
-    [3500, Reaction.DISPATCHER], [3501, Reaction.DISPATCHER], [3999, Reaction.DISPATCHER],
+    [3500, Reaction.DISPATCHER], [3501, Reaction.DISPATCHER], [3502, Reaction.DISPATCHER], [3999, Reaction.DISPATCHER],
     [1000, Reaction.DISPATCHER], [1001, Reaction.DISPATCHER], [1006, Reaction.DISPATCHER], [1011, Reaction.DISPATCHER],
     [1012, Reaction.DISPATCHER], [1013, Reaction.DISPATCHER], [null, Reaction.DISPATCHER], [undefined, Reaction.DISPATCHER],
     [4000, Reaction.STOP], [4001, Reaction.STOP], [4002, Reaction.STOP], [4003, Reaction.STOP], [4004, Reaction.STOP], [4999, Reaction.STOP],

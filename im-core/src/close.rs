@@ -42,6 +42,10 @@ impl CloseCode {
     pub const SHUTDOWN: CloseCode = CloseCode(3500);
     /// The node is draining for a redeploy; go back to the dispatcher.
     pub const DRAIN: CloseCode = CloseCode(3501);
+    /// The node has lost its link to the rest of the cluster (its broker)
+    /// for a while and misses other nodes' messages; go back to the
+    /// dispatcher for a node that has it.
+    pub const NODE_ISOLATED: CloseCode = CloseCode(3502);
     /// The token is invalid or expired; log in again.
     pub const UNAUTHORIZED: CloseCode = CloseCode(4000);
     /// The session was revoked (logout); do not reconnect with this token.
@@ -58,12 +62,13 @@ impl CloseCode {
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
 
     /// Every close code this crate names, in the order of the spec's table.
-    pub const NAMED: [CloseCode; 12] = [
+    pub const NAMED: [CloseCode; 13] = [
         CloseCode::RECONNECT,
         CloseCode::SLOW_CONSUMER,
         CloseCode::HEARTBEAT_TIMEOUT,
         CloseCode::SHUTDOWN,
         CloseCode::DRAIN,
+        CloseCode::NODE_ISOLATED,
         CloseCode::UNAUTHORIZED,
         CloseCode::SESSION_REVOKED,
         CloseCode::BANNED,
@@ -91,6 +96,7 @@ impl CloseCode {
             CloseCode::HEARTBEAT_TIMEOUT => "heartbeat_timeout",
             CloseCode::SHUTDOWN => "shutdown",
             CloseCode::DRAIN => "drain",
+            CloseCode::NODE_ISOLATED => "node_isolated",
             CloseCode::UNAUTHORIZED => "unauthorized",
             CloseCode::SESSION_REVOKED => "session_revoked",
             CloseCode::BANNED => "banned",
@@ -119,6 +125,7 @@ mod tests {
         assert_eq!(CloseCode::HEARTBEAT_TIMEOUT.reaction(), CloseReaction::Reconnect);
         assert_eq!(CloseCode::DRAIN.reaction(), CloseReaction::ReconnectViaDispatcher);
         assert_eq!(CloseCode::SHUTDOWN.reaction(), CloseReaction::ReconnectViaDispatcher);
+        assert_eq!(CloseCode::NODE_ISOLATED.reaction(), CloseReaction::ReconnectViaDispatcher);
         assert_eq!(CloseCode::UNAUTHORIZED.reaction(), CloseReaction::Stop);
         assert_eq!(CloseCode::SESSION_REVOKED.reaction(), CloseReaction::Stop);
         assert_eq!(CloseCode(1006).reaction(), CloseReaction::ReconnectViaDispatcher);

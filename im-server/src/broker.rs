@@ -83,6 +83,15 @@ pub trait EventSink: Send + Sync + 'static {
     /// dropped): connections must resynchronize. The hub closes them with
     /// 3000 ("reconnect and sync"); nothing is lost because history is stored.
     fn events_lost(&self) {}
+
+    /// The broker has been out of reach for a while and still is: this
+    /// node misses other nodes' events until it is back. The hub closes its
+    /// connections with 3502 (`node_isolated`: ask the dispatcher for
+    /// another node, then sync). The default treats it as
+    /// [`events_lost`](Self::events_lost).
+    fn isolated(&self) {
+        self.events_lost()
+    }
 }
 
 /// Why publishing or subscribing failed.

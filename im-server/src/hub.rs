@@ -392,6 +392,11 @@ impl EventSink for Hub {
         tracing::warn!(connections = n, "broker lost events: connections told to reconnect and sync");
     }
 
+    fn isolated(&self) {
+        let n = self.close_all(CloseCode::NODE_ISOLATED);
+        tracing::warn!(connections = n, "broker out of reach: connections told to move to another node");
+    }
+
     fn handle(&self, event: Event) {
         match event {
             Event::Deliver { to, frame, skip } => {

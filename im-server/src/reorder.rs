@@ -69,6 +69,18 @@ struct Conv {
 }
 
 impl Reorder {
+    /// Positions no longer mean anything (events were lost): hands on what
+    /// is held and forgets the rest; clients reconnect and sync.
+    fn forget_all(&self) {
+        for i in 0..STRIPES {
+            let mut stripe = self.stripe(i);
+            for c in stripe.values_mut() {
+                self.release(c);
+            }
+            stripe.clear();
+        }
+    }
+
     /// A reorder step in front of `inner`, holding a message at most
     /// `window`; starts the task that releases held messages when their
     /// window passes (it ends when the step is dropped).
@@ -169,16 +181,13 @@ impl EventSink for Reorder {
     }
 
     fn events_lost(&self) {
-        // Positions no longer mean anything: hand on what is held, forget
-        // the rest; clients reconnect and sync.
-        for i in 0..STRIPES {
-            let mut stripe = self.stripe(i);
-            for c in stripe.values_mut() {
-                self.release(c);
-            }
-            stripe.clear();
-        }
+        self.forget_all();
         self.inner.events_lost();
+    }
+
+    fn isolated(&self) {
+        self.forget_all();
+        self.inner.isolated();
     }
 }
 

@@ -59,9 +59,10 @@
 //! [`EventSink::events_lost`]: what was published meanwhile is gone
 //! from pub/sub, so the hub tells its connections to reconnect and sync
 //! (history is stored, nothing is lost). When Redis stays out of reach for
-//! [`LOST_NOTICE_AFTER`], the connections are told once already then, so
-//! that they do not sit on a node that misses other nodes' events (through
-//! the dispatcher they land on a node that has Redis).
+//! [`LOST_NOTICE_AFTER`], [`EventSink::isolated`] is called once already
+//! then (the hub closes its connections with 3502, "reconnect via the
+//! dispatcher"), so that they do not sit on a node that misses other nodes'
+//! events.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,7 +87,7 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between reconnect attempts.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// How long the subscription may stay lost before this node's connections
-/// are told to reconnect ([`EventSink::events_lost`]) without waiting for
+/// are told to move ([`EventSink::isolated`]) without waiting for
 /// Redis: while it is lost they miss other nodes' events, and through the
 /// dispatcher they find a node that has Redis (this one's registry entry
 /// expires meanwhile). They are told once more when the subscription is
@@ -490,8 +491,8 @@ async fn reconnect(shared: &Shared, sink: &dyn EventSink) -> Subscription {
                 () = tokio::time::sleep_until(notice_at), if !told => {
                     told = true;
                     tracing::warn!(node = %shared.node, after = ?shared.lost_notice_after,
-                        "broker still unreachable: connections told to reconnect");
-                    sink.events_lost();
+                        "broker still unreachable: connections told to move to another node");
+                    sink.isolated();
                 }
             }
         };

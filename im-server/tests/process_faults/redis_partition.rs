@@ -15,7 +15,7 @@ use super::two_nodes::TwoNodes;
 const PARTITION: Duration = Duration::from_secs(17);
 
 /// The bound on noticing it, seen by the cut-off node's clients as a
-/// close with 3000: the subscription is pinged every 3 s, a ping may take
+/// close with 3502 (`node_isolated`): the subscription is pinged every 3 s, a ping may take
 /// 5 s, and the connections are told after the subscription has been lost
 /// for 5 s more (`im_server::redis::broker::LOST_NOTICE_AFTER`), plus
 /// slack for a loaded machine.
@@ -37,7 +37,7 @@ const HEAL_BOUND: Duration = Duration::from_secs(30);
 /// proxy. After 100 acks the proxy blackholes for 17 s: node 0's Redis
 /// connections stay open but nothing passes. Asserted during the
 /// partition: both nodes keep acknowledging sends (PostgreSQL stores them);
-/// node 0's clients are closed with 3000 within 15 s of the cut (node 0
+/// node 0's clients are closed with 3502 within 15 s of the cut (node 0
 /// noticed its subscription was lost: they must not sit on a node that
 /// misses the other node's messages) and come back; node 0 answers
 /// `GET /dispatch` with 503 `unavailable` (its registry is out of reach)
@@ -105,13 +105,13 @@ async fn partition_between_a_node_and_redis_is_detected_and_healed_by_sync() {
                 acks[t.node_of[s.device]] += 1;
             }
         }
-        // Each cut-off device: its first 3000 close after the cut, and its reconnect.
+        // Each cut-off device: its first 3502 close after the cut, and its reconnect.
         let mut detected = Vec::new();
         let mut rejoined = Vec::new();
         for &dev in &cut_off {
             let d = &c.devices[dev];
             let close =
-                d.disconnects.iter().find(|(at, code)| *at > cut_at && *at < heal_at && *code == Some(3000));
+                d.disconnects.iter().find(|(at, code)| *at > cut_at && *at < heal_at && *code == Some(3502));
             detected.push(close.map(|(at, _)| *at - cut_at));
             rejoined.push(close.and_then(|(gone, _)| d.connect_after(*gone)).map(|(at, _)| *at - cut_at));
         }
@@ -124,7 +124,7 @@ async fn partition_between_a_node_and_redis_is_detected_and_healed_by_sync() {
         e.1 = e.1.max((*got - *sent).as_millis());
     }
     println!(
-        "  partition {} ms: acks node0 {}, node1 {}; node0's devices closed with 3000 after {detected:?}, \
+        "  partition {} ms: acks node0 {}, node1 {}; node0's devices closed with 3502 after {detected:?}, \
          back after {rejoined:?}",
         (heal_at - cut_at).as_millis(),
         acks_by_node[0],
@@ -137,7 +137,7 @@ async fn partition_between_a_node_and_redis_is_detected_and_healed_by_sync() {
     );
     assert!(
         detected.iter().all(|d| d.is_some_and(|d| d <= DETECT_BOUND)),
-        "node 0's clients are told (3000) within {DETECT_BOUND:?} of the cut: {detected:?}"
+        "node 0's clients are told (3502) within {DETECT_BOUND:?} of the cut: {detected:?}"
     );
     let during = |p: &&Probe| p.2 < heal_at;
     let bad0: Vec<_> = answered

@@ -16,6 +16,7 @@ use crate::redis::{delete_test_keys, test_redis, RedisConfig};
 struct Recorder {
     events: Mutex<Vec<(Instant, Event)>>,
     lost: AtomicUsize,
+    isolated: AtomicUsize,
 }
 
 impl EventSink for Recorder {
@@ -24,6 +25,9 @@ impl EventSink for Recorder {
     }
     fn events_lost(&self) {
         self.lost.fetch_add(1, Ordering::SeqCst);
+    }
+    fn isolated(&self) {
+        self.isolated.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -462,14 +466,16 @@ async fn a_long_outage_tells_the_connections_before_redis_is_back_and_again_afte
 
     proxy.down.store(true, Ordering::SeqCst);
     proxy.cut.send(()).unwrap();
-    // Told while Redis is still out of reach, once.
-    wait_until(|| rb.lost.load(Ordering::SeqCst) == 1).await;
+    // Told to move while Redis is still out of reach, once.
+    wait_until(|| rb.isolated.load(Ordering::SeqCst) == 1).await;
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(rb.lost.load(Ordering::SeqCst), 1, "told once while Redis is away");
+    assert_eq!(rb.isolated.load(Ordering::SeqCst), 1, "told once while Redis is away");
+    assert_eq!(rb.lost.load(Ordering::SeqCst), 0);
     assert_eq!(numsub(&redis, "node:b").await, 0, "still cut off");
-    // And once more when the subscription is back.
+    // And to resync when the subscription is back.
     proxy.down.store(false, Ordering::SeqCst);
-    wait_until(|| rb.lost.load(Ordering::SeqCst) == 2).await;
+    wait_until(|| rb.lost.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(rb.isolated.load(Ordering::SeqCst), 1);
     assert_eq!(numsub(&redis, "node:b").await, 1);
     drop(b);
     delete_test_keys(&redis).await;
