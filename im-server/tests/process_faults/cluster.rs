@@ -85,6 +85,56 @@ impl Services {
         })
     }
 
+    async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.redis_url.as_str()).expect("redis URL");
+        client.get_multiplexed_async_connection().await.expect("redis connects")
+    }
+
+    /// The Redis server's clock, ms since the Unix epoch (what expiry
+    /// scores are measured against).
+    pub async fn redis_ms(&self) -> u64 {
+        let (secs, micros): (u64, u64) =
+            redis::cmd("TIME").query_async(&mut self.redis().await).await.expect("TIME");
+        secs * 1000 + micros / 1000
+    }
+
+    /// The nodes whose registry entry has not expired.
+    pub async fn live_nodes(&self) -> Vec<String> {
+        let now = self.redis_ms().await;
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(format!("{}:nodes", self.redis_prefix))
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .query_async(&mut self.redis().await)
+            .await
+            .expect("ZRANGEBYSCORE")
+    }
+
+    /// The expiry (ms) of every presence route entry that names `node`.
+    pub async fn route_expiries(&self, node: &str) -> Vec<u64> {
+        let mut c = self.redis().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:pconn:*", self.redis_prefix))
+            .query_async(&mut c)
+            .await
+            .expect("KEYS");
+        let mut out = Vec::new();
+        for key in keys {
+            let entries: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .query_async(&mut c)
+                .await
+                .expect("ZRANGE");
+            out.extend(
+                entries.into_iter().filter(|(m, _)| m.split('|').next() == Some(node)).map(|(_, s)| s as u64),
+            );
+        }
+        out
+    }
+
     async fn cleanup(redis_url: String, prefix: String, db_name: String) {
         if let Ok(Ok((pg, conn))) = tokio::time::timeout(
             Duration::from_secs(5),

@@ -24,6 +24,10 @@ use super::{os, seed, NO_RATE_LIMITS};
 /// time-to-live).
 const MOVE_BOUND: Duration = Duration::from_secs(30);
 
+/// The bound on a dead node's registry entry expiring: 10 s after its last
+/// announcement, plus slack.
+const REGISTRY_EXPIRY_BOUND: Duration = Duration::from_secs(15);
+
 /// Three `im-server` processes on Redis and PostgreSQL (a fresh database
 /// each run) behind a TCP front; nine users in a group, four direct chats,
 /// a client per user, all finding their node through the dispatcher (via
@@ -180,6 +184,33 @@ async fn cluster_node_loss_and_rolling_redeploy_lose_and_duplicate_nothing() {
         moved,
         "the killed node's clients are on other nodes within {MOVE_BOUND:?}: {kill_moves:?}\n{}",
         checker.lock().unwrap().summary()
+    );
+    // The dead node's registry entry expires (announced every 3.3 s, kept
+    // 10 s), and its presence routes are no longer refreshed: each expires
+    // at most `presence_conn_ttl` (60 s) after the kill.
+    let kill_ms = services.redis_ms().await.saturating_sub(kill_at.elapsed().as_millis() as u64);
+    let mut registry_gone = None;
+    while registry_gone.is_none() && Instant::now() < kill_at + REGISTRY_EXPIRY_BOUND {
+        if services.live_nodes().await.contains(&victim_name) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        } else {
+            registry_gone = Some(kill_at.elapsed());
+        }
+    }
+    let registry_gone = registry_gone.unwrap_or_else(|| {
+        panic!("{victim_name}'s registry entry expires within {REGISTRY_EXPIRY_BOUND:?} of the kill")
+    });
+    let routes = services.route_expiries(&victim_name).await;
+    let latest = routes.iter().max().map(|at| at.saturating_sub(kill_ms));
+    assert!(
+        routes.iter().all(|at| *at <= kill_ms + 61_000),
+        "{victim_name}'s presence routes are not refreshed after the kill: expiries {latest:?} ms after it"
+    );
+    println!(
+        "  {victim_name}'s registry entry expired {} ms after the kill; its {} presence routes expire by then + {} ms (at most 60 s)",
+        registry_gone.as_millis(),
+        routes.len(),
+        latest.unwrap_or(0)
     );
     // Why their attempts failed meanwhile (the dispatcher offering the
     // dead node until its registry entry expires shows up here).
