@@ -281,8 +281,61 @@ async fn within_deadline<T>(write: impl std::future::Future<Output = StoreResult
     }
 }
 
+/// A presence store that is away, for tests of what relies on one.
+#[cfg(test)]
+pub(crate) mod away {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::store::StoreError;
+
+    /// Every call fails, or (`hanging`) never answers; queries are counted.
+    #[derive(Default)]
+    pub(crate) struct AwayPresence {
+        hangs: bool,
+        /// [`PresenceStore::query`] calls so far.
+        pub(crate) queries: AtomicUsize,
+    }
+
+    impl AwayPresence {
+        /// One whose calls never return (Redis cut off).
+        pub(crate) fn hanging() -> Self {
+            Self { hangs: true, queries: AtomicUsize::new(0) }
+        }
+
+        async fn away<T>(&self) -> StoreResult<T> {
+            if self.hangs {
+                std::future::pending().await
+            } else {
+                Err(StoreError::Backend("away".into()))
+            }
+        }
+    }
+
+    #[async_trait]
+    impl PresenceStore for AwayPresence {
+        async fn connected(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<bool> {
+            self.away().await
+        }
+        async fn disconnected(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<Option<u64>> {
+            self.away().await
+        }
+        async fn settle(&self, _: UserId, _: u64) -> StoreResult<bool> {
+            self.away().await
+        }
+        async fn touch(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<()> {
+            self.away().await
+        }
+        async fn query(&self, _: &[UserId]) -> StoreResult<Vec<PresenceRecord>> {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            self.away().await
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::away::AwayPresence;
     use super::*;
 
     fn conn(id: u64) -> ConnRef {
@@ -293,31 +346,10 @@ mod tests {
         PresenceTracker::new(Arc::new(MemoryPresence::new()), Duration::from_millis(grace_ms), 16)
     }
 
-    /// A store that never answers (Redis cut off).
-    struct Unanswering;
-
-    #[async_trait]
-    impl PresenceStore for Unanswering {
-        async fn connected(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<bool> {
-            std::future::pending().await
-        }
-        async fn disconnected(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<Option<u64>> {
-            std::future::pending().await
-        }
-        async fn settle(&self, _: UserId, _: u64) -> StoreResult<bool> {
-            std::future::pending().await
-        }
-        async fn touch(&self, _: UserId, _: &ConnRef, _: u64) -> StoreResult<()> {
-            std::future::pending().await
-        }
-        async fn query(&self, _: &[UserId]) -> StoreResult<Vec<PresenceRecord>> {
-            std::future::pending().await
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_store_that_does_not_answer_holds_a_connection_up_only_until_the_deadline() {
-        let (t, mut rx) = PresenceTracker::new(Arc::new(Unanswering), Duration::from_millis(10), 16);
+        let (t, mut rx) =
+            PresenceTracker::new(Arc::new(AwayPresence::hanging()), Duration::from_millis(10), 16);
         let u = UserId(1);
         let started = tokio::time::Instant::now();
         t.connected(u, &conn(1)).await;

@@ -371,50 +371,6 @@ mod tests {
         assert_eq!(recorder.calls.lock().unwrap().len(), 1);
     }
 
-    /// A presence store that is away: every call fails (queries are counted).
-    #[derive(Default)]
-    struct PresenceAway {
-        queries: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait]
-    impl PresenceStore for PresenceAway {
-        async fn connected(
-            &self,
-            _: UserId,
-            _: &crate::broker::ConnRef,
-            _: u64,
-        ) -> crate::store::StoreResult<bool> {
-            Err(crate::store::StoreError::Backend("away".into()))
-        }
-        async fn disconnected(
-            &self,
-            _: UserId,
-            _: &crate::broker::ConnRef,
-            _: u64,
-        ) -> crate::store::StoreResult<Option<u64>> {
-            Err(crate::store::StoreError::Backend("away".into()))
-        }
-        async fn settle(&self, _: UserId, _: u64) -> crate::store::StoreResult<bool> {
-            Err(crate::store::StoreError::Backend("away".into()))
-        }
-        async fn touch(
-            &self,
-            _: UserId,
-            _: &crate::broker::ConnRef,
-            _: u64,
-        ) -> crate::store::StoreResult<()> {
-            Err(crate::store::StoreError::Backend("away".into()))
-        }
-        async fn query(
-            &self,
-            _: &[UserId],
-        ) -> crate::store::StoreResult<Vec<crate::presence::PresenceRecord>> {
-            self.queries.fetch_add(1, Ordering::SeqCst);
-            Err(crate::store::StoreError::Backend("away".into()))
-        }
-    }
-
     #[tokio::test]
     async fn when_presence_is_away_every_unread_recipient_is_notified() {
         use crate::presence::{MemoryPresence, PresenceStore as _};
@@ -424,8 +380,8 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let dispatcher = PushDispatcher::new(recorder.clone(), 4, metrics.clone());
         let store = Arc::new(MemoryStore::new());
-        let m = message(); // g:1 #5
-                           // 7 is online and 8 read it already; presence cannot tell about 7.
+        // g:1 #5. 7 is online and 8 read it already; presence cannot tell about 7.
+        let m = message();
         let online = MemoryPresence::new();
         let conn = crate::broker::ConnRef { node: "n".into(), conn: 1 };
         online.connected(UserId(7), &conn, 0).await.unwrap();
@@ -436,7 +392,7 @@ mod tests {
             Arc::new(online),
             store.clone(),
         );
-        let away = Arc::new(PresenceAway::default());
+        let away = Arc::new(crate::presence::away::AwayPresence::default());
         dispatcher.dispatch_to_offline(vec![UserId(7), UserId(8)], m.clone(), away.clone(), store.clone());
         wait_for(&metrics, "im_push_notifications_total{result=\"sent\"} 1\n").await;
         wait_for(&metrics, "im_push_notifications_total{result=\"presence_unknown\"} 1\n").await;

@@ -1,7 +1,7 @@
 //! Real `im-server` processes, the business HTTP API, im-client devices
 //! that report to the [`Checker`], and paced senders. Every wait is bounded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::checker::{Ack, Checker, Shared};
+use super::checker::{Ack, Checker, Members, Shared};
 
 /// The token secret every process gets: tokens survive restarts and work on every node.
 pub const TOKEN_SECRET: &str = "process-faults-token-secret-32-bytes!";
@@ -405,6 +405,77 @@ pub async fn wait_for(checker: &Shared, deadline: Instant, mut cond: impl FnMut(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Users `user0..` registered on one node, a group of all of them (owned
+/// by user 0) and direct chats between the given pairs of them.
+pub struct People {
+    /// (id, token) per user.
+    pub users: Vec<(UserId, String)>,
+    /// The users' ids.
+    pub ids: Vec<UserId>,
+    /// The group of everyone.
+    pub group: ConversationId,
+    /// One direct chat per pair, in the order given.
+    pub directs: Vec<ConversationId>,
+    /// Who is in each conversation.
+    pub members: Members,
+}
+
+impl People {
+    /// Registers `n` users on `api` and creates their conversations.
+    pub async fn create(api: &Api, n: usize, pairs: &[(usize, usize)]) -> People {
+        let mut users = Vec::new();
+        for i in 0..n {
+            users.push(api.user(&format!("user{i}")).await);
+        }
+        let ids: Vec<UserId> = users.iter().map(|u| u.0).collect();
+        let group = ConversationId::Group(api.group(&users[0].1, "all", &ids[1..]).await);
+        let mut members: Members = BTreeMap::from([(group, ids.iter().copied().collect())]);
+        let mut directs = Vec::new();
+        for &(a, b) in pairs {
+            let d = ConversationId::direct(ids[a], ids[b]);
+            members.insert(d, BTreeSet::from([ids[a], ids[b]]));
+            directs.push(d);
+        }
+        People { users, ids, group, directs, members }
+    }
+
+    /// A member's token for each conversation (the group: user 0's; a
+    /// direct chat: its first user's), to read the histories with.
+    pub fn readers(&self, pairs: &[(usize, usize)]) -> Vec<(ConversationId, String)> {
+        let mut readers = vec![(self.group, self.users[0].1.clone())];
+        readers.extend(self.directs.iter().zip(pairs).map(|(d, (a, _))| (*d, self.users[*a].1.clone())));
+        readers
+    }
+}
+
+/// Stops the senders and waits (at most 30 s) for every send to resolve.
+pub async fn stop_sending(stop: &AtomicBool, senders: Vec<tokio::task::JoinHandle<JoinSet<()>>>) {
+    stop.store(true, Ordering::Relaxed);
+    let mut tasks = Vec::new();
+    for s in senders {
+        tasks.push(s.await.expect("sender"));
+    }
+    join_sends(tasks, Instant::now() + Duration::from_secs(30)).await;
+}
+
+/// The end of a scenario's load: reads every conversation's history,
+/// waits (at most 20 s) until every device caught up with its head, and
+/// reads it again (what the devices are checked against): (history,
+/// heads, whether everyone caught up).
+pub async fn settled_history(
+    api: &Api,
+    checker: &Shared,
+    readers: &[(ConversationId, String)],
+    members: &Members,
+) -> (BTreeMap<ConversationId, Vec<Message>>, BTreeMap<ConversationId, MessageId>, bool) {
+    let history = histories(api, readers).await;
+    let heads: BTreeMap<ConversationId, MessageId> =
+        history.iter().map(|(c, m)| (*c, m.last().map(|m| m.id).unwrap_or(0))).collect();
+    let caught_up =
+        wait_for(checker, Instant::now() + Duration::from_secs(20), |c| c.caught_up(&heads, members)).await;
+    (histories(api, readers).await, heads, caught_up)
 }
 
 /// The whole history of each conversation of `readers`, each read with

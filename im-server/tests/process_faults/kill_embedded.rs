@@ -1,18 +1,17 @@
 //! `kill -9` under load, 20 times, on one node on the embedded store.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use im_protocol::ConversationId;
 use im_server::store::EmbeddedStore;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::checker::{median_max_ms, Checker, Members};
+use super::checker::{median_max_ms, Checker};
 use super::harness::{
-    self, device, free_addr, join_sends, send_until, wait_for, Api, SendPlan, ServerProcess, TOKEN_SECRET,
+    self, device, free_addr, send_until, settled_history, stop_sending, wait_for, Api, People, SendPlan,
+    ServerProcess, TOKEN_SECRET,
 };
 use super::{os, seed, NO_RATE_LIMITS};
 
@@ -62,19 +61,10 @@ async fn kill_9_under_load_twenty_times_loses_and_duplicates_nothing() {
     server.start().await;
     let api = Api::at(server.http_url());
 
-    let mut users = Vec::new();
-    for i in 0..USERS {
-        users.push(api.user(&format!("user{i}")).await);
-    }
-    let ids: Vec<_> = users.iter().map(|u| u.0).collect();
-    let group = ConversationId::Group(api.group(&users[0].1, "all", &ids[1..]).await);
-    let d01 = ConversationId::direct(ids[0], ids[1]);
-    let d23 = ConversationId::direct(ids[2], ids[3]);
-    let members: Members = BTreeMap::from([
-        (group, ids.iter().copied().collect()),
-        (d01, BTreeSet::from([ids[0], ids[1]])),
-        (d23, BTreeSet::from([ids[2], ids[3]])),
-    ]);
+    const PAIRS: [(usize, usize); 2] = [(0, 1), (2, 3)];
+    let people = People::create(&api, USERS, &PAIRS).await;
+    let (users, ids, members) = (&people.users, &people.ids, &people.members);
+    let (group, d01, d23) = (people.group, people.directs[0], people.directs[1]);
 
     // Devices 0..4: a phone per user, half through the dispatcher and half
     // on the fixed WebSocket URL; device 4: user 0's tablet, listening only.
@@ -173,25 +163,14 @@ async fn kill_9_under_load_twenty_times_loses_and_duplicates_nothing() {
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut tasks = Vec::new();
-    for s in senders {
-        tasks.push(s.await.expect("sender"));
-    }
-    join_sends(tasks, Instant::now() + Duration::from_secs(30)).await;
+    stop_sending(&stop, senders).await;
 
     // Everyone catches up with the stored history, then the verdict.
-    let readers = [(group, users[0].1.clone()), (d01, users[0].1.clone()), (d23, users[2].1.clone())];
-    let history = harness::histories(&api, &readers).await;
-    let heads: BTreeMap<ConversationId, u64> =
-        history.iter().map(|(c, m)| (*c, m.last().map(|m| m.id).unwrap_or(0))).collect();
-    let caught_up =
-        wait_for(&checker, Instant::now() + Duration::from_secs(20), |c| c.caught_up(&heads, &members)).await;
-    let history = harness::histories(&api, &readers).await;
+    let (history, heads, caught_up) = settled_history(&api, &checker, &people.readers(&PAIRS), members).await;
     // The guard ends before the clients shut down.
     {
         let c = checker.lock().unwrap();
-        let verdict = c.verify(&history, &members);
+        let verdict = c.verify(&history, members);
 
         let starts: Vec<Duration> = cycles.iter().map(|c| c.started.ready - c.started.spawned).collect();
         let (start_med, start_max) = median_max_ms(&starts).unwrap();

@@ -2,19 +2,18 @@
 //! rolling redeploy.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use im_protocol::ConversationId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::checker::{median_max_ms, Checker, Members};
+use super::checker::{median_max_ms, Checker};
 use super::cluster::{self, Services};
 use super::harness::{
-    self, acks_flow, device, free_addr, join_sends, send_until, wait_for, Api, SendPlan, ServerProcess,
-    TOKEN_SECRET,
+    acks_flow, device, free_addr, send_until, settled_history, stop_sending, wait_for, Api, People, SendPlan,
+    ServerProcess, TOKEN_SECRET,
 };
 use super::{os, seed, NO_RATE_LIMITS};
 
@@ -84,18 +83,9 @@ async fn cluster_node_loss_and_rolling_redeploy_lose_and_duplicate_nothing() {
     let front = cluster::Front::start(nodes.iter().map(|n| n.addr).collect()).await;
     let api = Api::at(format!("http://{}", front.addr));
 
-    let mut users = Vec::new();
-    for i in 0..USERS {
-        users.push(api.user(&format!("user{i}")).await);
-    }
-    let ids: Vec<_> = users.iter().map(|u| u.0).collect();
-    let group = ConversationId::Group(api.group(&users[0].1, "all", &ids[1..]).await);
-    let directs: Vec<ConversationId> =
-        (0..USERS / 2).map(|p| ConversationId::direct(ids[2 * p], ids[2 * p + 1])).collect();
-    let mut members: Members = BTreeMap::from([(group, ids.iter().copied().collect())]);
-    for (p, d) in directs.iter().enumerate() {
-        members.insert(*d, BTreeSet::from([ids[2 * p], ids[2 * p + 1]]));
-    }
+    let pairs: Vec<(usize, usize)> = (0..USERS / 2).map(|p| (2 * p, 2 * p + 1)).collect();
+    let people = People::create(&api, USERS, &pairs).await;
+    let (users, members, group, directs) = (&people.users, &people.members, people.group, &people.directs);
 
     // Clients in waves of three, each wave once the dispatcher offers a
     // node the earlier waves are not on (nodes announce their load every
@@ -312,26 +302,12 @@ async fn cluster_node_loss_and_rolling_redeploy_lose_and_duplicate_nothing() {
     .await;
     assert!(back, "every client connected at the end: {}", checker.lock().unwrap().summary());
     flowing(Instant::now(), 50).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut tasks = Vec::new();
-    for s in senders {
-        tasks.push(s.await.expect("sender"));
-    }
-    join_sends(tasks, Instant::now() + Duration::from_secs(30)).await;
-    let mut readers = vec![(group, users[0].1.clone())];
-    for (p, d) in directs.iter().enumerate() {
-        readers.push((*d, users[2 * p].1.clone()));
-    }
-    let history = harness::histories(&api, &readers).await;
-    let heads: BTreeMap<ConversationId, u64> =
-        history.iter().map(|(c, m)| (*c, m.last().map(|m| m.id).unwrap_or(0))).collect();
-    let caught_up =
-        wait_for(&checker, Instant::now() + Duration::from_secs(20), |c| c.caught_up(&heads, &members)).await;
-    let history = harness::histories(&api, &readers).await;
+    stop_sending(&stop, senders).await;
+    let (history, heads, caught_up) = settled_history(&api, &checker, &people.readers(&pairs), members).await;
     // The guard ends before the clients shut down.
     {
         let c = checker.lock().unwrap();
-        let verdict = c.verify(&history, &members);
+        let verdict = c.verify(&history, members);
         let after = placement(&c);
         let (dmed, dmax) = median_max_ms(&drain_moves_all).unwrap_or((0, 0));
         println!(

@@ -4,9 +4,9 @@
 //! user 0's tablet on node 1, each device on its node's WebSocket URL), the
 //! four phones sending all along; and the end every scenario checks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,13 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::checker::{Checker, Members, Shared};
 use super::harness::{
-    self, acks_flow, device, free_addr, join_sends, send_until, wait_for, Api, SendPlan, ServerProcess,
-    TOKEN_SECRET,
+    acks_flow, device, free_addr, send_until, settled_history, stop_sending, wait_for, Api, People, SendPlan,
+    ServerProcess, TOKEN_SECRET,
 };
 use super::{os, NO_RATE_LIMITS};
+
+/// The direct chats: user 0 ↔ user 2 and user 1 ↔ user 3, across the nodes.
+const PAIRS: [(usize, usize); 2] = [(0, 2), (1, 3)];
 
 /// The two nodes, their users and devices, and the senders.
 pub struct TwoNodes {
@@ -91,19 +94,9 @@ impl TwoNodes {
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
         let apis: Vec<Api> = nodes.iter().map(|n| Api::at(n.http_url())).collect();
 
-        let mut users = Vec::new();
-        for i in 0..4 {
-            users.push(apis[0].user(&format!("user{i}")).await);
-        }
-        let ids: Vec<_> = users.iter().map(|u| u.0).collect();
-        let group = ConversationId::Group(apis[0].group(&users[0].1, "all", &ids[1..]).await);
-        let d02 = ConversationId::direct(ids[0], ids[2]);
-        let d13 = ConversationId::direct(ids[1], ids[3]);
-        let members: Members = BTreeMap::from([
-            (group, ids.iter().copied().collect()),
-            (d02, BTreeSet::from([ids[0], ids[2]])),
-            (d13, BTreeSet::from([ids[1], ids[3]])),
-        ]);
+        let people = People::create(&apis[0], 4, &PAIRS).await;
+        let People { users, ids, group, directs, members } = people;
+        let (d02, d13) = (directs[0], directs[1]);
 
         // Devices 0..4: the phones; device 4: user 0's tablet on node 1, listening only.
         let checker = Checker::shared();
@@ -221,27 +214,14 @@ impl TwoNodes {
     /// order on every device, ids gapless (a failure shows the nodes'
     /// `ERROR` lines). Then shuts the devices down and kills the nodes.
     pub async fn finish(mut self, label: &str, seed: u64, t0: Instant, reader: usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut tasks = Vec::new();
-        for s in std::mem::take(&mut self.senders) {
-            tasks.push(s.await.expect("sender"));
-        }
-        join_sends(tasks, Instant::now() + Duration::from_secs(30)).await;
+        stop_sending(&self.stop, std::mem::take(&mut self.senders)).await;
         let readers = [
             (self.group, self.users[0].1.clone()),
             (self.d02, self.users[0].1.clone()),
             (self.d13, self.users[1].1.clone()),
         ];
-        let api = &self.apis[reader];
-        let history = harness::histories(api, &readers).await;
-        let heads: BTreeMap<ConversationId, u64> =
-            history.iter().map(|(c, m)| (*c, m.last().map(|m| m.id).unwrap_or(0))).collect();
-        let members = &self.members;
-        let caught_up = wait_for(&self.checker, Instant::now() + Duration::from_secs(20), |c| {
-            c.caught_up(&heads, members)
-        })
-        .await;
-        let history = harness::histories(api, &readers).await;
+        let (history, heads, caught_up) =
+            settled_history(&self.apis[reader], &self.checker, &readers, &self.members).await;
         {
             let c = self.checker.lock().unwrap();
             let verdict = c.verify(&history, &self.members);
