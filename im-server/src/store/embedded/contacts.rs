@@ -134,7 +134,7 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn contacts(&self, user: UserId) -> StoreResult<Vec<Contact>> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let t = txn.open_table(CONTACTS)?;
             let mut out = Vec::new();
             for item in t.range((user.0, 0)..=(user.0, u64::MAX))? {
@@ -148,7 +148,7 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn contact(&self, user: UserId, other: UserId) -> StoreResult<Option<Contact>> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             Ok(txn.open_table(CONTACTS)?.get((user.0, other.0))?.map(|g| {
                 let (state, since) = unpack(g.value());
                 Contact { user: other, state, since }
@@ -166,11 +166,12 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn blocks(&self, user: UserId) -> StoreResult<Vec<UserId>> {
-        self.read(move |txn| Ok(seconds(txn, BLOCKS, user.0)?.into_iter().map(UserId).collect())).await
+        self.read_durable(move |txn| Ok(seconds(txn, BLOCKS, user.0)?.into_iter().map(UserId).collect()))
+            .await
     }
 
     async fn blocked_either_way(&self, user: UserId) -> StoreResult<Vec<UserId>> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let mut out = seconds(txn, BLOCKS, user.0)?;
             out.extend(seconds(txn, BLOCKED_BY, user.0)?);
             out.sort_unstable();
@@ -181,7 +182,7 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn block_between(&self, a: UserId, b: UserId) -> StoreResult<(bool, bool)> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let t = txn.open_table(BLOCKS)?;
             Ok((t.get((a.0, b.0))?.is_some(), t.get((b.0, a.0))?.is_some()))
         })

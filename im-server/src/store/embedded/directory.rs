@@ -15,12 +15,12 @@ impl Directory for EmbeddedStore {
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        self.read(move |txn| get_json(txn, USERS, id.0)).await
+        self.read_durable(move |txn| get_json(txn, USERS, id.0)).await
     }
 
     async fn user_by_name(&self, username: &str) -> StoreResult<Option<User>> {
         let username = username.to_owned();
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let id = txn.open_table(USERNAMES)?.get(username.as_str())?.map(|g| g.value());
             id.map_or(Ok(None), |id| get_json(txn, USERS, id))
         })
@@ -35,7 +35,7 @@ impl Directory for EmbeddedStore {
     }
 
     async fn group(&self, id: GroupId) -> StoreResult<Option<Group>> {
-        self.read(move |txn| get_json(txn, GROUPS, id.0)).await
+        self.read_durable(move |txn| get_json(txn, GROUPS, id.0)).await
     }
 
     async fn add_member(&self, group: GroupId, user: UserId, role: Role, cap: usize) -> StoreResult<bool> {
@@ -47,7 +47,7 @@ impl Directory for EmbeddedStore {
     }
 
     async fn member_role(&self, group: GroupId, user: UserId) -> StoreResult<Option<Role>> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let code = txn.open_table(MEMBERS)?.get((group.0, user.0))?.map(|g| g.value());
             code.map(role_of).transpose()
         })
@@ -55,7 +55,7 @@ impl Directory for EmbeddedStore {
     }
 
     async fn members(&self, group: GroupId) -> StoreResult<Vec<Member>> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let t = txn.open_table(MEMBERS)?;
             let mut out = Vec::new();
             for item in t.range((group.0, 0)..=(group.0, u64::MAX))? {
@@ -68,7 +68,10 @@ impl Directory for EmbeddedStore {
     }
 
     async fn groups_of(&self, user: UserId) -> StoreResult<Vec<GroupId>> {
-        self.read(move |txn| Ok(seconds(txn, USER_GROUPS, user.0)?.into_iter().map(GroupId).collect())).await
+        self.read_durable(move |txn| {
+            Ok(seconds(txn, USER_GROUPS, user.0)?.into_iter().map(GroupId).collect())
+        })
+        .await
     }
 
     async fn create_room(&self, name: &str, created_by: UserId, now: u64) -> StoreResult<Room> {
@@ -79,11 +82,11 @@ impl Directory for EmbeddedStore {
     }
 
     async fn room(&self, id: RoomId) -> StoreResult<Option<Room>> {
-        self.read(move |txn| get_json(txn, ROOMS, id.0)).await
+        self.read_durable(move |txn| get_json(txn, ROOMS, id.0)).await
     }
 
     async fn rooms(&self, after: RoomId, limit: usize) -> StoreResult<Vec<Room>> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let t = txn.open_table(ROOMS)?;
             let mut out = Vec::new();
             for item in t.range((Bound::Excluded(after.0), Bound::Unbounded))?.take(limit) {
@@ -103,11 +106,12 @@ impl Directory for EmbeddedStore {
     }
 
     async fn in_room(&self, room: RoomId, user: UserId) -> StoreResult<bool> {
-        self.read(move |txn| Ok(txn.open_table(ROOM_MEMBERS)?.get((room.0, user.0))?.is_some())).await
+        self.read_durable(move |txn| Ok(txn.open_table(ROOM_MEMBERS)?.get((room.0, user.0))?.is_some())).await
     }
 
     async fn rooms_of(&self, user: UserId) -> StoreResult<Vec<RoomId>> {
-        self.read(move |txn| Ok(seconds(txn, USER_ROOMS, user.0)?.into_iter().map(RoomId).collect())).await
+        self.read_durable(move |txn| Ok(seconds(txn, USER_ROOMS, user.0)?.into_iter().map(RoomId).collect()))
+            .await
     }
 
     async fn add_direct(&self, a: UserId, b: UserId) -> StoreResult<()> {
@@ -115,7 +119,8 @@ impl Directory for EmbeddedStore {
     }
 
     async fn directs_of(&self, user: UserId) -> StoreResult<Vec<UserId>> {
-        self.read(move |txn| Ok(seconds(txn, DIRECTS, user.0)?.into_iter().map(UserId).collect())).await
+        self.read_durable(move |txn| Ok(seconds(txn, DIRECTS, user.0)?.into_iter().map(UserId).collect()))
+            .await
     }
 
     async fn set_display_name(&self, user: UserId, name: Option<&str>) -> StoreResult<bool> {
@@ -143,7 +148,7 @@ impl SessionStore for EmbeddedStore {
 
     async fn get(&self, id: &str) -> StoreResult<Option<Session>> {
         let id = id.to_owned();
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let t = txn.open_table(SESSIONS)?;
             let found = t.get(id.as_str())?;
             Ok(match found {

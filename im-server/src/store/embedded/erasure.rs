@@ -320,7 +320,8 @@ impl MessageErasure for EmbeddedStore {
         after: Option<SentCursor>,
         limit: usize,
     ) -> StoreResult<Vec<SentCursor>> {
-        self.read(move |txn| {
+        // Rare (erasing a user): the sender index is read from redb alone.
+        self.read_drained(move |txn| {
             let index = txn.open_table(SENDER_CONVS)?;
             let messages = txn.open_table(MESSAGES)?;
             let after = after.map(|(conv, id)| (conv.to_string(), id));

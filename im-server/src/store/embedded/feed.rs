@@ -88,24 +88,27 @@ impl FeedStore for EmbeddedStore {
     }
 
     async fn feed_backlog(&self, limit: usize) -> StoreResult<Vec<FeedPosition>> {
-        self.read(move |txn| {
-            let (groups, rooms, directs) =
-                (txn.open_table(GROUPS)?, txn.open_table(ROOMS)?, txn.open_table(DIRECTS)?);
-            let (messages, cursors) = (txn.open_table(MESSAGES)?, txn.open_table(FEED_CURSORS)?);
-            let mut out = Vec::new();
-            for c in conversations(&groups, &rooms, &directs)? {
-                if out.len() == limit {
-                    break;
+        self.read_merged(
+            |tail| tail.heads(),
+            move |txn, held| {
+                let (groups, rooms, directs) =
+                    (txn.open_table(GROUPS)?, txn.open_table(ROOMS)?, txn.open_table(DIRECTS)?);
+                let (messages, cursors) = (txn.open_table(MESSAGES)?, txn.open_table(FEED_CURSORS)?);
+                let mut out = Vec::new();
+                for c in conversations(&groups, &rooms, &directs)? {
+                    if out.len() == limit {
+                        break;
+                    }
+                    let head = last_id(&messages, &c)?.max(held.get(&c).copied().unwrap_or(0));
+                    let delivered = cursors.get(c.as_str())?.map_or(0, |g| g.value());
+                    if head > delivered {
+                        let conv = c.parse().map_err(|_| DbError(format!("bad conversation key {c}")))?;
+                        out.push(FeedPosition { conv, delivered, head });
+                    }
                 }
-                let head = last_id(&messages, &c)?;
-                let delivered = cursors.get(c.as_str())?.map_or(0, |g| g.value());
-                if head > delivered {
-                    let conv = c.parse().map_err(|_| DbError(format!("bad conversation key {c}")))?;
-                    out.push(FeedPosition { conv, delivered, head });
-                }
-            }
-            Ok(out)
-        })
+                Ok(out)
+            },
+        )
         .await
     }
 

@@ -15,11 +15,16 @@
 //! [`CHECKPOINT_APPENDS`] logged appends and within [`CHECKPOINT_INTERVAL`],
 //! and starts a new epoch of the log. Opening the store replays
 //! the log, so an acknowledged message survives `kill -9` either way.
+//!
+//! A batch of only plain appends does not even touch redb: its messages
+//! wait in the *tail* (`tail.rs`), which reads merge in, until the writer
+//! applies thousands of them in one transaction ([`TAIL_APPENDS`],
+//! [`TAIL_BYTES`], [`TAIL_AGE`]).
 
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -45,6 +50,7 @@ mod reads;
 mod record;
 mod syncer;
 mod tables;
+mod tail;
 mod writer;
 
 use record::{decode_counted, decode_msg, encode_msg, MsgIn};
@@ -53,6 +59,8 @@ use log::MessageLog;
 use ops::{Op, Reply};
 use syncer::Visibility;
 use tables::last_id;
+use tail::Tail;
+pub use tail::{TAIL_AGE, TAIL_APPENDS, TAIL_BYTES};
 use writer::{Job, Writer};
 pub use writer::{CHECKPOINT_APPENDS, CHECKPOINT_COMMITS, CHECKPOINT_INTERVAL, MAX_BATCH};
 
@@ -137,6 +145,8 @@ pub struct EmbeddedStore {
     slots: Arc<Semaphore>,
     /// Holds reads back until the logged batches they could see are synced.
     visibility: Arc<Visibility>,
+    /// Appends logged but not in redb yet, which reads merge in.
+    tail: Arc<RwLock<Tail>>,
     writer: Option<JoinHandle<()>>,
     /// Who is delivering which conversation's feed.
     feed_claims: crate::store::feed::LocalClaims,
@@ -154,7 +164,12 @@ impl EmbeddedStore {
     /// message log (`<path>.log`) left by a crash, and starts the writer
     /// thread.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
-        let path = path.as_ref();
+        Self::open_with(path.as_ref(), TAIL_AGE)
+    }
+
+    /// [`open`](Self::open) with appends waiting at most `tail_age` in the
+    /// tail (tests hold them there).
+    fn open_with(path: &Path, tail_age: std::time::Duration) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(DbError::from)?;
         }
@@ -185,7 +200,9 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::channel();
         let visibility = Arc::new(Visibility::default());
-        let state = Writer::new(db.clone(), log, visibility.clone()).map_err(DbError::from)?;
+        let tail = Arc::new(RwLock::new(Tail::default()));
+        let state = Writer::new(db.clone(), log, visibility.clone(), tail.clone(), tail_age)
+            .map_err(DbError::from)?;
         let writer = std::thread::Builder::new()
             .name("im-store-writer".into())
             .spawn(move || state.run(rx))
@@ -196,6 +213,7 @@ impl EmbeddedStore {
             jobs: Some(jobs),
             slots,
             visibility,
+            tail,
             writer: Some(writer),
             feed_claims: Default::default(),
         })
@@ -236,17 +254,58 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, DbError> + Send + 'static,
     {
-        let (db, visibility) = (self.db.clone(), self.visibility.clone());
-        let task = tokio::task::spawn_blocking(move || {
-            let txn = db.begin_read().map_err(DbError::from)?;
-            // The snapshot may hold logged batches whose sync is under way.
+        self.read_merged(|_| (), move |txn, ()| f(txn)).await
+    }
+
+    /// A read of redb and of the tail: `pick` copies what the read needs
+    /// from the tail, taken together with the snapshot `f` then reads
+    /// (see `tail.rs` for why that pair is consistent).
+    async fn read_merged<P, T, F>(
+        &self,
+        pick: impl FnOnce(&Tail) -> P + Send + 'static,
+        f: F,
+    ) -> StoreResult<T>
+    where
+        P: Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction, P) -> Result<T, DbError> + Send + 'static,
+    {
+        let (db, visibility, tail) = (self.db.clone(), self.visibility.clone(), self.tail.clone());
+        on_blocking_pool(move || {
+            let (txn, picked) = {
+                let tail = tail.read().unwrap_or_else(|p| p.into_inner());
+                (db.begin_read().map_err(DbError::from)?, pick(&tail))
+            };
+            // The snapshot and the tail may hold logged batches whose sync is under way.
             visibility.wait_until_synced()?;
-            f(&txn).map_err(StoreError::from)
-        });
-        match task.await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::Backend(format!("read task failed: {e}"))),
-        }
+            f(&txn, picked).map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// A read of tables that only durable commits write (the directory,
+    /// sessions, contacts, moderation): no logged batch changes them, so
+    /// whatever a snapshot holds of them is durable, and the read does not
+    /// wait for the log's sync (a membership check on the send path would
+    /// otherwise wait for the previous message's `fdatasync`).
+    async fn read_durable<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        on_blocking_pool(move || f(&db.begin_read().map_err(DbError::from)?).map_err(StoreError::from)).await
+    }
+
+    /// A read of redb alone, after the writer has applied the tail (for
+    /// rare reads that do not merge it).
+    async fn read_drained<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, DbError> + Send + 'static,
+    {
+        self.call(Op::Drain).await?;
+        self.read(f).await
     }
 }
 
@@ -259,6 +318,16 @@ impl Drop for EmbeddedStore {
                 tracing::error!("store writer thread panicked");
             }
         }
+    }
+}
+
+/// Runs a read on tokio's blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(
+    read: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(r) => r,
+        Err(e) => Err(StoreError::Backend(format!("read task failed: {e}"))),
     }
 }
 
@@ -325,32 +394,47 @@ impl MessageStore for EmbeddedStore {
         from: UserId,
         cmid: &ClientMsgId,
     ) -> StoreResult<Option<Message>> {
-        let cmid = cmid.clone();
-        self.read(move |txn| {
-            let c = conv.to_string();
-            let keys = txn.open_table(MSG_KEYS)?;
-            let Some(id) = keys.get((c.as_str(), from.0, cmid.as_str()))?.map(|g| g.value()) else {
-                return Ok(None);
-            };
-            let t = txn.open_table(MESSAGES)?;
-            let value = t.get((c.as_str(), id))?;
-            value.map(|v| decode_msg(conv, id, v.value())).transpose()
-        })
+        let (c, cmid) = (conv.to_string(), cmid.clone());
+        let key = (c.clone(), cmid.clone());
+        self.read_merged(
+            move |tail| tail.sent(&key.0, from.0, key.1.as_str()),
+            move |txn, held| {
+                let keys = txn.open_table(MSG_KEYS)?;
+                let Some(id) = keys.get((c.as_str(), from.0, cmid.as_str()))?.map(|g| g.value()) else {
+                    return held.map(|(id, v)| decode_msg(conv, id, &v)).transpose();
+                };
+                let t = txn.open_table(MESSAGES)?;
+                let value = t.get((c.as_str(), id))?;
+                value.map(|v| decode_msg(conv, id, v.value())).transpose()
+            },
+        )
         .await
     }
 
     async fn after(&self, conv: ConversationId, after: MessageId, limit: usize) -> StoreResult<Vec<Message>> {
-        self.read(move |txn| {
-            let c = conv.to_string();
-            let t = txn.open_table(MESSAGES)?;
-            let range = (Bound::Excluded((c.as_str(), after)), Bound::Included((c.as_str(), u64::MAX)));
-            let mut out = Vec::new();
-            for item in t.range(range)?.take(limit) {
-                let (k, v) = item?;
-                out.push(decode_msg(conv, k.value().1, v.value())?);
-            }
-            Ok(out)
-        })
+        let c = conv.to_string();
+        let key = c.clone();
+        self.read_merged(
+            move |tail| tail.after(&key, after, limit),
+            move |txn, held| {
+                let t = txn.open_table(MESSAGES)?;
+                let range = (Bound::Excluded((c.as_str(), after)), Bound::Included((c.as_str(), u64::MAX)));
+                let mut out = Vec::new();
+                for item in t.range(range)?.take(limit) {
+                    let (k, v) = item?;
+                    out.push(decode_msg(conv, k.value().1, v.value())?);
+                }
+                // Not cut by the limit: redb had nothing newer, the tail may.
+                let newest = out.last().map_or(after, |m: &Message| m.id);
+                for (id, v) in held.into_iter().filter(|&(id, _)| id > newest) {
+                    if out.len() == limit {
+                        break;
+                    }
+                    out.push(decode_msg(conv, id, &v)?);
+                }
+                Ok(out)
+            },
+        )
         .await
     }
 
@@ -360,49 +444,70 @@ impl MessageStore for EmbeddedStore {
         before: Option<MessageId>,
         limit: usize,
     ) -> StoreResult<Vec<Message>> {
-        self.read(move |txn| {
-            let c = conv.to_string();
-            let t = txn.open_table(MESSAGES)?;
-            let upper = match before {
-                Some(b) => Bound::Excluded((c.as_str(), b)),
-                None => Bound::Included((c.as_str(), u64::MAX)),
-            };
-            let mut out = Vec::new();
-            for item in t.range((Bound::Included((c.as_str(), 0)), upper))?.rev().take(limit) {
-                let (k, v) = item?;
-                out.push(decode_msg(conv, k.value().1, v.value())?);
-            }
-            out.reverse();
-            Ok(out)
-        })
+        let c = conv.to_string();
+        let key = c.clone();
+        self.read_merged(
+            move |tail| tail.before(&key, before, limit),
+            move |txn, held| {
+                let t = txn.open_table(MESSAGES)?;
+                // Newest first: the tail's above redb's last id, then redb's.
+                let stored_head = last_id(&t, &c)?;
+                let newer: Vec<_> = held.into_iter().filter(|&(id, _)| id > stored_head).collect();
+                let upper = match before {
+                    Some(b) => Bound::Excluded((c.as_str(), b)),
+                    None => Bound::Included((c.as_str(), u64::MAX)),
+                };
+                let mut out = Vec::new();
+                let want = limit.saturating_sub(newer.len());
+                for item in t.range((Bound::Included((c.as_str(), 0)), upper))?.rev().take(want) {
+                    let (k, v) = item?;
+                    out.push(decode_msg(conv, k.value().1, v.value())?);
+                }
+                out.reverse();
+                for (id, v) in newer {
+                    out.push(decode_msg(conv, id, &v)?);
+                }
+                Ok(out)
+            },
+        )
         .await
     }
 
     async fn heads(&self, convs: &[ConversationId]) -> StoreResult<Vec<MessageId>> {
         let convs: Vec<String> = convs.iter().map(ToString::to_string).collect();
-        self.read(move |txn| {
-            let t = txn.open_table(MESSAGES)?;
-            convs.iter().map(|c| last_id(&t, c)).collect()
-        })
+        let keys = convs.clone();
+        self.read_merged(
+            move |tail| keys.iter().map(|c| tail.conv(c).and_then(|t| t.head())).collect::<Vec<_>>(),
+            move |txn, held| {
+                let t = txn.open_table(MESSAGES)?;
+                convs.iter().zip(held).map(|(c, h)| Ok(last_id(&t, c)?.max(h.unwrap_or(0)))).collect()
+            },
+        )
         .await
     }
 
     /// One read transaction for every conversation.
     async fn latest(&self, convs: &[ConversationId]) -> StoreResult<Vec<Option<Message>>> {
         let convs = convs.to_vec();
-        self.read(move |txn| {
-            let t = txn.open_table(MESSAGES)?;
-            let mut out = Vec::with_capacity(convs.len());
-            for conv in convs {
-                let c = conv.to_string();
-                let last = t.range((c.as_str(), 0)..=(c.as_str(), u64::MAX))?.next_back().transpose()?;
-                out.push(match last {
-                    Some((k, v)) => Some(decode_msg(conv, k.value().1, v.value())?),
-                    None => None,
-                });
-            }
-            Ok(out)
-        })
+        let keys: Vec<String> = convs.iter().map(ToString::to_string).collect();
+        self.read_merged(
+            move |tail| keys.iter().map(|c| tail.last(c)).collect::<Vec<_>>(),
+            move |txn, held| {
+                let t = txn.open_table(MESSAGES)?;
+                let mut out = Vec::with_capacity(convs.len());
+                for (conv, held) in convs.into_iter().zip(held) {
+                    let c = conv.to_string();
+                    let last = t.range((c.as_str(), 0)..=(c.as_str(), u64::MAX))?.next_back().transpose()?;
+                    out.push(match (last, held) {
+                        (Some((k, _)), Some((id, v))) if id > k.value().1 => Some(decode_msg(conv, id, &v)?),
+                        (Some((k, v)), _) => Some(decode_msg(conv, k.value().1, v.value())?),
+                        (None, Some((id, v))) => Some(decode_msg(conv, id, &v)?),
+                        (None, None) => None,
+                    });
+                }
+                Ok(out)
+            },
+        )
         .await
     }
 
@@ -419,5 +524,7 @@ impl MessageStore for EmbeddedStore {
     }
 }
 
+#[cfg(test)]
+mod tail_tests;
 #[cfg(test)]
 mod tests;

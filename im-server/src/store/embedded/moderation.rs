@@ -19,7 +19,7 @@ pub(super) const ROOM_MODERATORS: TableDefinition<(u64, u64), ()> = TableDefinit
 #[async_trait]
 impl ModerationStore for EmbeddedStore {
     async fn access(&self, conv: ConversationId, user: UserId) -> StoreResult<Option<Access>> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let c = conv.to_string();
             let muted_until =
                 txn.open_table(MEMBER_MUTES)?.get((c.as_str(), user.0))?.map_or(0, |g| g.value());
@@ -56,7 +56,7 @@ impl ModerationStore for EmbeddedStore {
     }
 
     async fn sanctions(&self, conv: ConversationId, now: u64) -> StoreResult<Vec<Sanction>> {
-        self.read(move |txn| {
+        self.read_durable(move |txn| {
             let c = conv.to_string();
             let mut out: std::collections::BTreeMap<UserId, Sanction> = Default::default();
             for item in txn.open_table(BANS)?.range((c.as_str(), 0)..=(c.as_str(), u64::MAX))? {
@@ -81,7 +81,9 @@ impl ModerationStore for EmbeddedStore {
     }
 
     async fn room_moderators(&self, room: RoomId) -> StoreResult<Vec<UserId>> {
-        self.read(move |txn| Ok(seconds(txn, ROOM_MODERATORS, room.0)?.into_iter().map(UserId).collect()))
-            .await
+        self.read_durable(move |txn| {
+            Ok(seconds(txn, ROOM_MODERATORS, room.0)?.into_iter().map(UserId).collect())
+        })
+        .await
     }
 }

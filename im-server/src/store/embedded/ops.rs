@@ -132,7 +132,11 @@ pub(super) enum Op {
         conv: ConversationId,
         delivered: MessageId,
     },
+    /// Makes everything durable in redb (a checkpoint).
     Flush,
+    /// Applies the tail to redb (not durably: the log holds it), for a
+    /// read that does not merge the tail.
+    Drain,
 }
 
 /// The writer's answer to one [`Op`].

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use im_protocol::{ConversationId, MessageId, UserId};
 use redb::{ReadableTable, Table, TableDefinition};
 
+use super::tail::Tail;
 use super::{DbError, EmbeddedStore, Op, Reply};
 use crate::store::{DeviceRead, ReadMark, ReadState, ReadStore, StoreResult};
 
@@ -22,22 +23,31 @@ pub(super) const RECEIPTS_OFF: TableDefinition<u64, ()> = TableDefinition::new("
 /// `(user, conv)` → muted until (ms).
 pub(super) const MUTED: TableDefinition<(u64, &str), u64> = TableDefinition::new("muted");
 
-/// The state of `users` × `convs` pairs, read from the three tables.
+/// The state of `users` × `convs` pairs, read from the three tables; a
+/// pair's read id is at least `sent[i]`, the newest message its user sent
+/// there that is still in the tail.
 fn states<'a>(
     txn: &redb::ReadTransaction,
     pairs: impl Iterator<Item = (UserId, &'a str)>,
+    sent: &[Option<MessageId>],
 ) -> Result<Vec<ReadState>, DbError> {
     let (reads, delivered, muted) =
         (txn.open_table(READS)?, txn.open_table(DELIVERED)?, txn.open_table(MUTED)?);
     pairs
-        .map(|(u, c)| {
+        .zip(sent)
+        .map(|((u, c), sent)| {
             Ok(ReadState {
-                read: reads.get((u.0, c))?.map_or(0, |g| g.value()),
+                read: reads.get((u.0, c))?.map_or(0, |g| g.value()).max(sent.unwrap_or(0)),
                 delivered: delivered.get((u.0, c))?.map_or(0, |g| g.value()),
                 muted_until: muted.get((u.0, c))?.map_or(0, |g| g.value()),
             })
         })
         .collect()
+}
+
+/// What the tail adds to the pairs' read ids (see [`states`]).
+fn sent_in_tail(tail: &Tail, pairs: &[(UserId, String)]) -> Vec<Option<MessageId>> {
+    pairs.iter().map(|(u, c)| tail.read_of(*u, c)).collect()
 }
 
 /// Gives every member of every existing conversation a read id at its
@@ -150,6 +160,18 @@ fn device_reports(
     Ok(out)
 }
 
+impl EmbeddedStore {
+    /// The read state of each `(user, conversation)` pair.
+    async fn read_pairs(&self, pairs: Vec<(UserId, String)>) -> StoreResult<Vec<ReadState>> {
+        let keys = pairs.clone();
+        self.read_merged(
+            move |tail| sent_in_tail(tail, &keys),
+            move |txn, sent| states(txn, pairs.iter().map(|(u, c)| (*u, c.as_str())), &sent),
+        )
+        .await
+    }
+}
+
 #[async_trait]
 impl ReadStore for EmbeddedStore {
     async fn mark_read(
@@ -167,8 +189,8 @@ impl ReadStore for EmbeddedStore {
     }
 
     async fn read_states(&self, user: UserId, convs: &[ConversationId]) -> StoreResult<Vec<ReadState>> {
-        let convs: Vec<String> = convs.iter().map(ToString::to_string).collect();
-        self.read(move |txn| states(txn, convs.iter().map(|c| (user, c.as_str())))).await
+        let pairs: Vec<(UserId, String)> = convs.iter().map(|c| (user, c.to_string())).collect();
+        self.read_pairs(pairs).await
     }
 
     async fn mute(&self, user: UserId, conv: ConversationId, until: u64) -> StoreResult<()> {
@@ -195,8 +217,8 @@ impl ReadStore for EmbeddedStore {
     }
 
     async fn reads_in(&self, conv: ConversationId, users: &[UserId]) -> StoreResult<Vec<ReadState>> {
-        let (c, users) = (conv.to_string(), users.to_vec());
-        self.read(move |txn| states(txn, users.iter().map(|&u| (u, c.as_str())))).await
+        let c = conv.to_string();
+        self.read_pairs(users.iter().map(|&u| (u, c.clone())).collect()).await
     }
 
     async fn set_receipts_shared(&self, user: UserId, shared: bool) -> StoreResult<()> {
@@ -204,30 +226,48 @@ impl ReadStore for EmbeddedStore {
     }
 
     async fn countable(&self, at: &[(ConversationId, MessageId)]) -> StoreResult<Vec<u64>> {
-        let at = at.to_vec();
-        self.read(move |txn| {
-            let t = txn.open_table(super::MESSAGES)?;
-            let mut out = Vec::with_capacity(at.len());
-            for (conv, id) in at {
-                let c = conv.to_string();
-                out.push(match t.get((c.as_str(), id))? {
-                    _ if id == 0 => 0,
-                    Some(v) => super::decode_counted(conv, id, v.value())?.1,
-                    // Not stored (above the head): count up to the head.
-                    None => match t.range((c.as_str(), 0)..=(c.as_str(), id))?.next_back().transpose()? {
-                        Some((k, v)) => super::decode_counted(conv, k.value().1, v.value())?.1,
-                        None => 0,
-                    },
-                });
-            }
-            Ok(out)
-        })
+        let at: Vec<(ConversationId, String, MessageId)> =
+            at.iter().map(|&(conv, id)| (conv, conv.to_string(), id)).collect();
+        let keys: Vec<(String, MessageId)> = at.iter().map(|(_, c, id)| (c.clone(), *id)).collect();
+        self.read_merged(
+            // The message at `id` if the tail holds it, else the tail's
+            // newest when `id` is above it (counting stops at the head).
+            move |tail| {
+                keys.iter()
+                    .map(|(c, id)| {
+                        let t = tail.conv(c)?;
+                        let at = (*id).min(t.head()?);
+                        Some((at, t.value(at)?.clone()))
+                    })
+                    .collect::<Vec<_>>()
+            },
+            move |txn, held| {
+                let t = txn.open_table(super::MESSAGES)?;
+                let mut out = Vec::with_capacity(at.len());
+                for ((conv, c, id), held) in at.into_iter().zip(held) {
+                    out.push(match (t.get((c.as_str(), id))?, held) {
+                        _ if id == 0 => 0,
+                        (Some(v), _) => super::decode_counted(conv, id, v.value())?.1,
+                        (None, Some((at, v))) => super::decode_counted(conv, at, &v)?.1,
+                        // Not stored (above the head): count up to the head.
+                        (None, None) => {
+                            match t.range((c.as_str(), 0)..=(c.as_str(), id))?.next_back().transpose()? {
+                                Some((k, v)) => super::decode_counted(conv, k.value().1, v.value())?.1,
+                                None => 0,
+                            }
+                        }
+                    });
+                }
+                Ok(out)
+            },
+        )
         .await
     }
 
     async fn receipts_shared(&self, users: &[UserId]) -> StoreResult<Vec<bool>> {
         let users = users.to_vec();
-        self.read(move |txn| {
+        // Written by durable commits only.
+        self.read_durable(move |txn| {
             let off = txn.open_table(RECEIPTS_OFF)?;
             users.iter().map(|u| Ok(off.get(u.0)?.is_none())).collect()
         })

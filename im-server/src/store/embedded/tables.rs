@@ -8,6 +8,7 @@ use super::erasure::SenderConvs;
 use super::log::MessageLog;
 use super::ops::{Op, Reply};
 use super::reads::{self, DELIVERED, DEVICE_READS, MUTED, READS, RECEIPTS_OFF};
+use super::tail::Tail;
 use super::*;
 
 type Bytes = &'static [u8];
@@ -369,7 +370,7 @@ impl<'t> Tables<'t> {
                 super::feed::advance(self.feed_cursors.open()?, &conv.to_string(), delivered)?;
                 Reply::Unit
             }
-            Op::Flush => Reply::Unit,
+            Op::Flush | Op::Drain => Reply::Unit,
         }))
     }
 
@@ -414,6 +415,30 @@ impl<'t> Tables<'t> {
             log.push(&c, id, &value);
         }
         Ok(Ok(Reply::Appended(Box::new(Appended { message, duplicate: false }))))
+    }
+
+    /// Applies every unapplied append of `tail` (see [`super::tail`]), as
+    /// [`append`](Self::append) would have: values, idempotency keys, the
+    /// sender index, each sender's read id and the event counts.
+    pub(super) fn drain(&mut self, tail: &Tail, senders: &mut SenderConvs) -> Result<(), DbError> {
+        for (c, t) in tail.convs() {
+            let messages = self.messages.open()?;
+            for (id, value) in t.messages() {
+                messages.insert((c, id), &**value)?;
+            }
+            let keys = self.msg_keys.open()?;
+            for (sender, cmid, id) in t.keys() {
+                keys.insert((c, sender, cmid), id)?;
+            }
+            for (sender, newest) in t.senders() {
+                senders.note(self.sender_convs.open()?, sender, c)?;
+                reads::raise(self.reads.open()?, UserId(sender), c, newest)?;
+            }
+            if let Some(events) = t.events() {
+                self.event_counts.open()?.insert(c, events)?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies event `event` to its stored `target` in conversation `c`

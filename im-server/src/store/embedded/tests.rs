@@ -9,7 +9,7 @@ fn temp_store() -> (tempfile::TempDir, Arc<EmbeddedStore>) {
     (dir, Arc::new(store))
 }
 
-fn new_msg(conv: ConversationId, from: u64, cmid: &str) -> NewMessage {
+pub(super) fn new_msg(conv: ConversationId, from: u64, cmid: &str) -> NewMessage {
     NewMessage {
         conv,
         from: UserId(from),
@@ -161,7 +161,7 @@ async fn reopen_keeps_everything_and_ids_continue() {
     assert_eq!(s.get("5e55").await.unwrap(), None);
 }
 
-fn job(op: Op) -> (Job, oneshot::Receiver<StoreResult<Reply>>) {
+pub(super) fn job(op: Op) -> (Job, oneshot::Receiver<StoreResult<Reply>>) {
     let (reply, answer) = oneshot::channel();
     (Job { op, reply, _slot: None }, answer)
 }
@@ -190,7 +190,9 @@ async fn failing_request_does_not_disturb_its_batch() {
     // Exactly one transaction for all of them, as the writer would run it
     // (a second writer on the same database, with a log of its own).
     let (log, _) = MessageLog::open(&dir.path().join("other.log")).unwrap();
-    Writer::new(s.db.clone(), log, Arc::new(Visibility::default())).unwrap().run_batch(jobs);
+    Writer::new(s.db.clone(), log, Arc::new(Visibility::default()), Default::default(), TAIL_AGE)
+        .unwrap()
+        .run_batch(jobs);
     let mut got = Vec::new();
     for a in answers {
         got.push(a.await.unwrap());

@@ -1,8 +1,11 @@
-//! The writer thread: applies queued requests in batches, one redb write
-//! transaction per batch (group commit).
+//! The writer thread: applies queued requests in batches (group commit).
 //!
-//! A batch of only appends (and read marks) is logged ([`MessageLog`]) and
-//! committed without durability; every other batch, and a checkpoint at
+//! A batch of only plain appends is logged ([`MessageLog`]) and kept in the
+//! [`Tail`] without touching redb; the tail is applied to redb later, in
+//! one transaction for thousands of appends (see `tail.rs`). Every other
+//! batch first applies the tail in its own redb write transaction. A batch
+//! of only appends and read marks is logged and committed without
+//! durability; every other batch, and a checkpoint at
 //! least every [`CHECKPOINT_COMMITS`] logged batches, [`CHECKPOINT_APPENDS`]
 //! logged appends or [`CHECKPOINT_INTERVAL`], commits durably and starts a
 //! new epoch of the log. Either way a request is answered only after it is
@@ -12,12 +15,12 @@
 //! append raises, which replay restores).
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use im_protocol::UserId;
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadOnlyTable, ReadableTable};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::erasure::SenderConvs;
@@ -26,6 +29,7 @@ use super::ops::{Op, Reply};
 use super::reads::{self, READS};
 use super::syncer::{self, SyncJob, Visibility};
 use super::tables::{last_id, Tables};
+use super::tail::{Entry, Tail};
 use super::*;
 
 /// Most requests the writer applies in one transaction.
@@ -62,6 +66,13 @@ pub(super) struct Writer {
     /// were not committed, so nothing more may be written until a restart.
     broken: Option<String>,
     visibility: Arc<Visibility>,
+    /// Appends logged but not applied to redb yet; shared with readers.
+    tail: Arc<RwLock<Tail>>,
+    /// Longest an append waits in the tail ([`super::TAIL_AGE`]).
+    tail_age: Duration,
+    /// A read snapshot of redb as the writer last committed it, for the
+    /// lookups of appends that go to the tail (dropped at every commit).
+    snapshot: Option<Snapshot>,
     /// Which (sender, conversation) pairs the sender index is known to
     /// hold: an append of a known pair writes nothing of the index.
     senders: SenderConvs,
@@ -80,7 +91,13 @@ enum Answered {
 impl Writer {
     /// A writer on `db` whose log has been replayed into it (see
     /// [`replay`]), with its syncer thread; readers consult `visibility`.
-    pub fn new(db: Arc<Database>, log: MessageLog, visibility: Arc<Visibility>) -> std::io::Result<Self> {
+    pub fn new(
+        db: Arc<Database>,
+        log: MessageLog,
+        visibility: Arc<Visibility>,
+        tail: Arc<RwLock<Tail>>,
+        tail_age: Duration,
+    ) -> std::io::Result<Self> {
         let file = log.sync_handle()?;
         let (jobs, rx) = mpsc::channel();
         let shared = visibility.clone();
@@ -95,6 +112,9 @@ impl Writer {
             logged_since: None,
             broken: None,
             visibility,
+            tail,
+            tail_age,
+            snapshot: None,
             senders: SenderConvs::default(),
             syncer: Some((jobs, thread)),
         })
@@ -103,15 +123,15 @@ impl Writer {
     /// Runs until every sender of `rx` is gone, then checkpoints.
     pub fn run(mut self, rx: Receiver<Job>) {
         loop {
-            let first = match self.logged_since {
+            let first = match self.next_due() {
                 None => match rx.recv() {
                     Ok(job) => job,
                     Err(_) => break,
                 },
-                Some(since) => match rx.recv_timeout(CHECKPOINT_INTERVAL.saturating_sub(since.elapsed())) {
+                Some(due) => match rx.recv_timeout(due) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => {
-                        self.checkpoint_logged("interval");
+                        self.maintain();
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -126,6 +146,7 @@ impl Writer {
                 }
             }
             self.run_batch(batch);
+            self.maintain();
         }
         self.checkpoint_logged("shutdown");
         if let Some((jobs, thread)) = self.syncer.take() {
@@ -136,12 +157,48 @@ impl Writer {
         }
     }
 
+    /// How long until a checkpoint or a drain of the tail is due, if one will be.
+    fn next_due(&self) -> Option<Duration> {
+        let checkpoint = self.logged_since.map(|since| CHECKPOINT_INTERVAL.saturating_sub(since.elapsed()));
+        let drain = self.tail_read().due_in(self.tail_age);
+        match (checkpoint, drain) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Checkpoints when one is due, else drains the tail when it is due.
+    fn maintain(&mut self) {
+        let checkpoint_due = self.logged_commits >= CHECKPOINT_COMMITS
+            || self.logged >= CHECKPOINT_APPENDS
+            || self.logged_since.is_some_and(|since| since.elapsed() >= CHECKPOINT_INTERVAL);
+        if checkpoint_due {
+            self.checkpoint_logged("due");
+        } else if self.tail_read().due(self.tail_age) {
+            if let Err(e) = self.drain() {
+                tracing::error!(error = %e.0, "applying the store's tail failed; the message log keeps the appends");
+            }
+        }
+    }
+
+    fn tail_read(&self) -> std::sync::RwLockReadGuard<'_, Tail> {
+        self.tail.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tail_write(&self) -> std::sync::RwLockWriteGuard<'_, Tail> {
+        self.tail.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Applies a batch in one write transaction and commits it; answers
     /// each job once the batch is durable (here, or by the syncer).
     pub fn run_batch(&mut self, batch: Vec<Job>) {
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|j| (j.op, (j.reply, j._slot))).unzip();
         let outcome = if ops.iter().all(|op| matches!(op, Op::Flush)) {
             self.checkpoint().map(|()| Answered::Now(ops.iter().map(|_| Ok(Reply::Unit)).collect()))
+        } else if ops.iter().all(|op| matches!(op, Op::Drain)) {
+            self.drain().map(|()| Answered::Now(ops.iter().map(|_| Ok(Reply::Unit)).collect()))
+        } else if ops.iter().all(|op| matches!(op, Op::Append(NewMessage { target: None, .. }))) {
+            self.apply_behind(ops)
         } else {
             self.apply_all(ops)
         };
@@ -194,6 +251,7 @@ impl Writer {
                     | Op::MarkRead { device: Some(_), .. }
                     | Op::MarkDelivered { .. }
                     | Op::FeedAdvance { .. }
+                    | Op::Drain
             )
         });
         // A recall erases content, which must not stay in the log's bytes either.
@@ -213,14 +271,20 @@ impl Writer {
             txn.set_durability(Durability::None)?;
         }
         let mut results = Vec::with_capacity(ops.len());
+        let tail = self.tail.clone();
+        let tail = tail.read().unwrap_or_else(|p| p.into_inner());
+        let drained = !tail.is_empty();
         let applied = (|| {
             let mut t = Tables::open(&txn);
+            // Everything the tail holds comes first, so the batch sees it.
+            t.drain(&tail, &mut self.senders)?;
             let mut log = logged.then_some(&mut self.log);
             for op in ops {
                 results.push(t.apply(op, log.as_deref_mut(), &mut self.senders)?);
             }
             Ok::<(), DbError>(())
         })();
+        drop(tail);
         if let Err(e) = applied {
             self.log.discard();
             self.senders.discard();
@@ -228,11 +292,15 @@ impl Writer {
         }
         if !logged {
             self.log.discard();
+            self.snapshot = None;
             if let Err(e) = txn.commit() {
                 self.senders.discard();
                 return Err(e.into());
             }
             self.senders.committed();
+            if drained {
+                self.tail_write().clear();
+            }
             self.after_durable_commit();
             if erases {
                 if let Err(e) = self.log.erase() {
@@ -243,20 +311,17 @@ impl Writer {
             }
             return Ok(Answered::Now(results));
         }
-        let fresh = self.log.pending_records();
-        let mark = self.log.end();
-        if let Err(e) = self.log.write_unsynced() {
-            self.senders.discard();
-            if self.log.sync_failed() {
-                self.fail(format!("message log sync failed ({e}); restart the server"));
-            } else {
-                self.undo_log_write(mark);
+        let (fresh, mark) = match self.write_log() {
+            Ok(written) => written,
+            Err(e) => {
+                self.senders.discard();
+                return Err(e);
             }
-            return Err(e.into());
-        }
+        };
         // Announced before the commit makes the batch visible: readers
         // that see it wait for its sync.
         let seq = self.visibility.announce();
+        self.snapshot = None;
         if let Err(e) = txn.commit() {
             self.senders.discard();
             self.undo_log_write(mark);
@@ -264,10 +329,30 @@ impl Writer {
             return Err(e.into());
         }
         self.senders.committed();
+        if drained {
+            self.tail_write().clear();
+        }
         self.logged += fresh;
         self.logged_commits += 1;
         self.logged_since.get_or_insert_with(Instant::now);
         Ok(Answered::AfterSync(seq, results))
+    }
+
+    /// Writes the batch's pending records to the log (not synced yet):
+    /// how many, and where they start (for an undo). A failed write is
+    /// undone, or stops the store when it cannot be.
+    fn write_log(&mut self) -> Result<(usize, u64), DbError> {
+        let fresh = self.log.pending_records();
+        let mark = self.log.end();
+        if let Err(e) = self.log.write_unsynced() {
+            if self.log.sync_failed() {
+                self.fail(format!("message log sync failed ({e}); restart the server"));
+            } else {
+                self.undo_log_write(mark);
+            }
+            return Err(e.into());
+        }
+        Ok((fresh, mark))
     }
 
     /// Stops the store after a message log I/O error whose effect on disk is
@@ -293,7 +378,8 @@ impl Writer {
         }
     }
 
-    /// Makes everything committed so far durable in redb and empties the log.
+    /// Makes everything committed so far, and the tail, durable in redb
+    /// and empties the log.
     fn checkpoint(&mut self) -> Result<(), DbError> {
         if let Some(why) = self.stopped() {
             // What was answered with an error must not become durable now.
@@ -302,9 +388,89 @@ impl Writer {
         if self.logged_since.is_none() {
             return Ok(());
         }
-        self.db.begin_write()?.commit()?;
+        self.commit_tail(Durability::Immediate)?;
         self.after_durable_commit();
         Ok(())
+    }
+
+    /// Applies the tail to redb without durability (the log holds it).
+    fn drain(&mut self) -> Result<(), DbError> {
+        if let Some(why) = self.stopped() {
+            return Err(DbError(why));
+        }
+        if self.tail_read().is_empty() {
+            return Ok(());
+        }
+        self.commit_tail(Durability::None)?;
+        self.logged_commits += 1;
+        Ok(())
+    }
+
+    /// One transaction applying the tail (possibly empty), committed with
+    /// `durability`; the tail is cleared once the commit is visible.
+    fn commit_tail(&mut self, durability: Durability) -> Result<(), DbError> {
+        self.senders.discard();
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)?;
+        let tail = self.tail.clone();
+        let held = tail.read().unwrap_or_else(|p| p.into_inner());
+        let drained = !held.is_empty();
+        let applied = Tables::open(&txn).drain(&held, &mut self.senders);
+        drop(held);
+        self.snapshot = None;
+        if let Err(e) = applied.and_then(|()| txn.commit().map_err(DbError::from)) {
+            self.senders.discard();
+            return Err(e);
+        }
+        self.senders.committed();
+        if drained {
+            self.tail_write().clear();
+        }
+        Ok(())
+    }
+
+    /// A batch of plain appends: ids given, records logged and the
+    /// messages put in the tail; redb is not touched (see `tail.rs`).
+    fn apply_behind(&mut self, ops: Vec<Op>) -> Result<Answered, DbError> {
+        if let Some(why) = self.stopped() {
+            return Err(DbError(why));
+        }
+        let snapshot = match self.snapshot.take() {
+            Some(s) => s,
+            None => Snapshot::open(&self.db)?,
+        };
+        let mut staged = Tail::default();
+        let mut results = Vec::with_capacity(ops.len());
+        let mut built = Ok(());
+        {
+            let tail = self.tail.read().unwrap_or_else(|p| p.into_inner());
+            for op in ops {
+                let Op::Append(m) = op else {
+                    built = Err(DbError("only appends go to the tail".into()));
+                    break;
+                };
+                match append_behind(&snapshot, &tail, &mut staged, &mut self.log, m) {
+                    Ok(result) => results.push(result),
+                    Err(e) => {
+                        built = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        self.snapshot = Some(snapshot);
+        if let Err(e) = built {
+            self.log.discard();
+            return Err(e);
+        }
+        let (fresh, _) = self.write_log()?;
+        // Announced before readers can find the messages in the tail: those
+        // that do wait for its sync.
+        let seq = self.visibility.announce();
+        self.tail_write().absorb(staged);
+        self.logged += fresh;
+        self.logged_since.get_or_insert_with(Instant::now);
+        Ok(Answered::AfterSync(seq, results))
     }
 
     fn checkpoint_logged(&mut self, why: &str) {
@@ -325,6 +491,71 @@ impl Writer {
             self.fail(format!("message log epoch cannot be started ({e}); restart the server"));
         }
     }
+}
+
+/// The tables an append to the tail looks up, in a read snapshot of redb.
+pub(super) struct Snapshot {
+    messages: ReadOnlyTable<(&'static str, u64), &'static [u8]>,
+    keys: ReadOnlyTable<(&'static str, u64, &'static str), u64>,
+    event_counts: ReadOnlyTable<&'static str, u64>,
+}
+
+impl Snapshot {
+    fn open(db: &Database) -> Result<Self, DbError> {
+        use redb::ReadableDatabase as _;
+        let txn = db.begin_read()?;
+        Ok(Self {
+            messages: txn.open_table(MESSAGES)?,
+            keys: txn.open_table(MSG_KEYS)?,
+            event_counts: txn.open_table(EVENT_COUNTS)?,
+        })
+    }
+}
+
+/// What [`Tables`]'s append does, for the tail: a resend is answered with
+/// the stored message (looked for in this batch, the tail, then redb);
+/// anything else gets the conversation's next id, its record in the log
+/// and its place in `staged`.
+fn append_behind(
+    redb: &Snapshot,
+    tail: &Tail,
+    staged: &mut Tail,
+    log: &mut MessageLog,
+    m: NewMessage,
+) -> Result<StoreResult<Reply>, DbError> {
+    let c = m.conv.to_string();
+    let held =
+        staged.sent(&c, m.from.0, m.cmid.as_str()).or_else(|| tail.sent(&c, m.from.0, m.cmid.as_str()));
+    if let Some((id, value)) = held {
+        let message = decode_msg(m.conv, id, &value)?;
+        return Ok(Ok(Reply::Appended(Box::new(Appended { message, duplicate: true }))));
+    }
+    if let Some(id) = redb.keys.get((c.as_str(), m.from.0, m.cmid.as_str()))?.map(|g| g.value()) {
+        let stored = redb.messages.get((c.as_str(), id))?;
+        return Ok(match stored.map(|g| decode_msg(m.conv, id, g.value())) {
+            Some(Ok(message)) => Ok(Reply::Appended(Box::new(Appended { message, duplicate: true }))),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(StoreError::Backend(format!("idempotency key of {c} names missing message {id}"))),
+        });
+    }
+    let (newer, older) = (staged.conv(&c), tail.conv(&c));
+    let head = match newer.and_then(|t| t.head()).or_else(|| older.and_then(|t| t.head())) {
+        Some(head) => head,
+        None => last_id(&redb.messages, &c)?,
+    };
+    let events = match newer.and_then(|t| t.events()).or_else(|| older.and_then(|t| t.events())) {
+        Some(events) => events,
+        None => redb.event_counts.get(c.as_str())?.map_or(0, |g| g.value()),
+    };
+    let id = head + 1;
+    let message = m.into_message(id);
+    let event = message.is_event();
+    let events = events + u64::from(event);
+    let value = encode_msg(&message, id - events)?;
+    log.push(&c, id, &value);
+    let cmid = message.cmid.as_str().to_owned();
+    staged.push(Entry { conv: c, id, from: message.from, cmid, value, events: event.then_some(events) });
+    Ok(Ok(Reply::Appended(Box::new(Appended { message, duplicate: false }))))
 }
 
 /// A log that does not belong to this database (e.g. an older backup of
@@ -350,6 +581,7 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
         let mut keys = txn.open_table(MSG_KEYS)?;
         let mut read = txn.open_table(READS)?;
         let mut sender_convs = txn.open_table(super::erasure::SENDER_CONVS)?;
+        let mut event_counts = txn.open_table(EVENT_COUNTS)?;
         // The pairs this replay has made sure of (each is written once).
         let mut seen = std::collections::HashSet::new();
         for r in records {
@@ -369,6 +601,11 @@ pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError
                 sender_convs.insert((m.f, r.conv.as_str()), ())?;
             }
             reads::raise(&mut read, UserId(m.f), &r.conv, r.id)?;
+            // The value counts the countable messages up to it; the rest are events.
+            let events = r.id.saturating_sub(m.n.unwrap_or(r.id));
+            if events > 0 {
+                event_counts.insert(r.conv.as_str(), events)?;
+            }
             restored += 1;
         }
     }
