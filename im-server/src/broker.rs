@@ -72,6 +72,15 @@ pub enum Event {
         /// The user.
         user: UserId,
     },
+    /// Close the connections of one session (token) of a user with 3000
+    /// (the server API's session disconnect): they reconnect with the same
+    /// token, which stays valid, and sync; the user's other sessions stay.
+    SessionDisconnected {
+        /// The session's user (to find its connections quickly).
+        user: UserId,
+        /// The session id.
+        session: String,
+    },
 }
 
 /// Receives the events published by any node (this one included).

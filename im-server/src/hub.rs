@@ -332,6 +332,17 @@ impl Hub {
         n
     }
 
+    /// Asks the connections of `user` that authenticated with `session`
+    /// to close with `code`.
+    fn close_session(&self, user: UserId, session: &str, code: CloseCode) {
+        let idx = self.read();
+        for c in idx.users.get(&user).into_iter().flatten() {
+            if c.session == session {
+                c.close(code);
+            }
+        }
+    }
+
     /// Every connection, for spreading a drain over time.
     pub fn connections(&self) -> Vec<Arc<ConnHandle>> {
         self.read().users.values().flatten().cloned().collect()
@@ -424,12 +435,10 @@ impl EventSink for Hub {
                 }
             }
             Event::SessionRevoked { user, session } => {
-                let idx = self.read();
-                for c in idx.users.get(&user).into_iter().flatten() {
-                    if c.session == session {
-                        c.close(CloseCode::SESSION_REVOKED);
-                    }
-                }
+                self.close_session(user, &session, CloseCode::SESSION_REVOKED)
+            }
+            Event::SessionDisconnected { user, session } => {
+                self.close_session(user, &session, CloseCode::RECONNECT)
             }
             Event::UserDisconnected { user } => {
                 let idx = self.read();

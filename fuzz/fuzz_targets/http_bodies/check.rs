@@ -82,6 +82,7 @@ const ROUTES: &[(&str, &str, Auth)] = &[
     /* 20 */ ("POST", "/server/tokens/revoke", Auth::ServerKey),
     /* 21 */ ("POST", "/server/conversations/{cg}/sanctions", Auth::ServerKey),
     /* 22 */ ("POST", "/server/conversations/{cr}/sanctions", Auth::ServerKey),
+    /* 23 */ ("POST", "/server/sessions/disconnect", Auth::ServerKey),
 ];
 
 struct Fixture {

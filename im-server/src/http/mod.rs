@@ -135,6 +135,7 @@ fn api() -> Router<AppState> {
         .route("/server/messages", post(server_api::post_message))
         .route("/server/conversations/{conv}/messages", get(server_api::history))
         .route("/server/tokens/revoke", post(server_api::revoke))
+        .route("/server/sessions/disconnect", post(server_api::disconnect_session))
         .route("/server/users/{id}/contacts", get(rel::contacts))
         .route("/server/users/{id}/contacts/{other}", put(rel::befriend).delete(rel::unfriend))
         .route("/server/users/{id}/blocks", get(rel::blocks))

@@ -313,10 +313,11 @@ pub(crate) async fn revoke_user_tokens(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /server/tokens/revoke` body.
+/// `POST /server/tokens/revoke` and `POST /server/sessions/disconnect`
+/// body: the token naming a session.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Revoke {
+pub(crate) struct TokenBody {
     token: String,
 }
 
@@ -324,9 +325,20 @@ pub(crate) struct Revoke {
 pub(crate) async fn revoke(
     State(app): State<AppState>,
     _: ServerKey,
-    ApiJson(b): ApiJson<Revoke>,
+    ApiJson(b): ApiJson<TokenBody>,
 ) -> ApiResult<StatusCode> {
     app.logic().revoke_token(&b.token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /server/sessions/disconnect` → 204: the connections of the
+/// token's session close with 3000 on every node; the token stays valid.
+pub(crate) async fn disconnect_session(
+    State(app): State<AppState>,
+    _: ServerKey,
+    ApiJson(b): ApiJson<TokenBody>,
+) -> ApiResult<StatusCode> {
+    app.logic().disconnect_session(&b.token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,6 +1,6 @@
 //! What the server API (the application's backend, authenticated by an API
 //! key) may do beyond what a user may: act for any user, read any
-//! conversation, disconnect users and revoke tokens.
+//! conversation, disconnect users and sessions, and revoke tokens.
 
 use im_protocol::{ConversationId, ErrorCode, GroupId, UserId};
 
@@ -64,6 +64,18 @@ impl Logic {
     pub async fn disconnect_user(&self, user: UserId) -> Result<()> {
         self.user(user).await?;
         self.publish(Event::UserDisconnected { user }).await;
+        Ok(())
+    }
+
+    /// Closes the connections of the session `token` names (a session
+    /// token or an app token) on every node with 3000, without revoking
+    /// it: they reconnect with the same token and sync. The user's other
+    /// sessions stay connected. A token that is not valid answers
+    /// `unauthorized`.
+    pub async fn disconnect_session(&self, token: &str) -> Result<()> {
+        let session =
+            self.authenticate(token).await.map_err(|e| Error::new(e.error_code(), e.to_string()))?;
+        self.publish(Event::SessionDisconnected { user: session.user, session: session.id }).await;
         Ok(())
     }
 

@@ -20,7 +20,8 @@
 //!   the future) with one script call per batch of users. Each *other* node
 //!   gets one `PUBLISH` to its node channel carrying only its users.
 //! - `Deliver` to [`Audience::Room`](crate::broker::Audience::Room): one `PUBLISH` to the room channel.
-//! - `RoomMembership`, `SessionRevoked` and `UserDisconnected`: to the user's nodes, like users.
+//! - `RoomMembership`, `SessionRevoked`, `SessionDisconnected` and `UserDisconnected`: to the
+//!   user's nodes, like users.
 //!
 //! Every event is also handed to this node's own sink directly, at once and
 //! without a Redis round trip: the hub ignores users it holds no connection

@@ -178,6 +178,7 @@ impl Publisher {
             }
             Event::RoomMembership { user, .. }
             | Event::SessionRevoked { user, .. }
+            | Event::SessionDisconnected { user, .. }
             | Event::UserDisconnected { user } => {
                 let nodes = self.remote_nodes(&[*user]).await?;
                 if nodes.is_empty() {
