@@ -84,6 +84,27 @@ pub async fn until(
     }
 }
 
+/// Connects an `im-client` to `server` with `token`, reconnecting quickly
+/// (20 to 50 ms, at most 3 attempts); returns it, its events and the first
+/// `Connected` or `Stopped` event (a refused token stops it at once).
+pub async fn connect_or_stop(
+    server: &RunningServer,
+    token: &str,
+) -> (im_client::Client, im_client::Events, im_client::Event) {
+    let (c, mut ev) = im_client::Client::builder()
+        .url(server.ws_url())
+        .token(token)
+        .backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .max_reconnect_attempts(3)
+        .connect()
+        .expect("client starts");
+    let (first, _) = until(&mut ev, "Connected or Stopped", |e| {
+        matches!(e, im_client::Event::Connected { .. } | im_client::Event::Stopped { .. })
+    })
+    .await;
+    (c, ev, first)
+}
+
 /// A signed-in user: id and token.
 #[derive(Debug, Clone)]
 pub struct TestUser {

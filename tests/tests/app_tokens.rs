@@ -2,7 +2,9 @@
 //! loopback: a fake app backend signs HS256, RS256 and EdDSA tokens; an
 //! `im-client` connects with one; the app's user is mapped to one `im` user;
 //! expired, forged and foreign tokens are refused terminally; a revoked
-//! token is refused on every node sharing the session store.
+//! token is refused on every node sharing the session store, and on two
+//! real nodes (Redis and PostgreSQL) one token's session is disconnected and
+//! then revoked through the other node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +13,12 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use im_client::core::{ConversationId, GroupId};
-use im_client::{Client, Event, StopReason};
+use im_client::{Event, StopReason};
 use im_server::auth::jwt::{JwtConfig, JwtKey};
 use im_server::store::MemoryStore;
 use im_server::{RunningServer, ServerConfig};
-use im_tests::{builder, until, Api};
+use im_tests::cluster::{redis_url, services_available, Cluster};
+use im_tests::{builder, connect_or_stop, until, Api};
 use ring::signature::{Ed25519KeyPair, KeyPair, RsaKeyPair};
 use serde_json::{json, Value};
 use sha2::Sha256;
@@ -87,29 +90,13 @@ async fn start_with_api_key() -> RunningServer {
         .expect("server starts")
 }
 
-/// Connects with `token`; the first Connected or Stopped event.
-async fn connect(server: &RunningServer, token: &str) -> (Client, im_client::Events, Event) {
-    let (c, mut ev) = Client::builder()
-        .url(server.ws_url())
-        .token(token)
-        .backoff(Duration::from_millis(20), Duration::from_millis(50))
-        .max_reconnect_attempts(3)
-        .connect()
-        .unwrap();
-    let (first, _) = until(&mut ev, "Connected or Stopped", |e| {
-        matches!(e, Event::Connected { .. } | Event::Stopped { .. })
-    })
-    .await;
-    (c, ev, first)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_tokens_sign_in_app_users_who_then_chat_like_any_other() {
     let server = start(jwt_config(vec![]), Arc::new(MemoryStore::new())).await;
     let api = Api::new(&server);
     let token = hs256(&claims("user-42"), SECRET);
 
-    let (a, mut a_ev, first) = connect(&server, &token).await;
+    let (a, mut a_ev, first) = connect_or_stop(&server, &token).await;
     let Event::Connected { user, .. } = first else { panic!("{first:?}") };
     // The same app user is the same im user, whichever token and algorithm.
     let (_, me) = api.call("GET", "/api/v1/me", Some(&rs256(&claims("user-42"))), None).await;
@@ -169,7 +156,7 @@ async fn expired_forged_and_foreign_tokens_are_refused_for_good() {
     for (what, token) in bad {
         let (s, body) = api.call("GET", "/api/v1/me", Some(&token), None).await;
         assert_eq!((s, body["code"].as_str()), (401, Some("unauthorized")), "{what}: {body}");
-        let (_, _, first) = connect(&server, &token).await;
+        let (_, _, first) = connect_or_stop(&server, &token).await;
         assert_eq!(
             first,
             Event::Stopped { reason: StopReason::Unauthorized },
@@ -187,7 +174,7 @@ async fn a_revoked_app_token_is_refused_on_every_node() {
     let mut c = claims("leaver");
     c["jti"] = json!("token-1");
     let token = hs256(&c, SECRET);
-    let (_a, _a_ev, first) = connect(&one, &token).await;
+    let (_a, _a_ev, first) = connect_or_stop(&one, &token).await;
     assert!(matches!(first, Event::Connected { .. }), "{first:?}");
 
     let (s, _) = Api::new(&two).call("POST", "/api/v1/logout", Some(&token), None).await;
@@ -199,13 +186,13 @@ async fn a_revoked_app_token_is_refused_on_every_node() {
     // A fresh connection with it is refused. (An open connection is closed
     // by the `session_revoked` event, which the broker carries between
     // nodes; these two in-process nodes have no broker in common.)
-    let (_, _, first) = connect(&one, &token).await;
+    let (_, _, first) = connect_or_stop(&one, &token).await;
     assert_eq!(first, Event::Stopped { reason: StopReason::Unauthorized });
     // On the node where it is revoked, its open connection is closed with 4001.
     let mut c3 = claims("leaver");
     c3["jti"] = json!("token-3");
     let third = hs256(&c3, SECRET);
-    let (_b, mut b_ev, first) = connect(&two, &third).await;
+    let (_b, mut b_ev, first) = connect_or_stop(&two, &third).await;
     assert!(matches!(first, Event::Connected { .. }), "{first:?}");
     let (s, _) = Api::new(&two).call("POST", "/api/v1/logout", Some(&third), None).await;
     assert_eq!(s, 204);
@@ -236,7 +223,7 @@ async fn revoking_all_of_a_users_tokens_refuses_every_earlier_token_and_none_aft
     // An app user with a dated token, connected; and one without iat.
     let old_jwt = with_iat("ada", now_s() - 5);
     let undated = hs256(&claims("ada"), SECRET);
-    let (c, mut ev, first) = connect(&server, &old_jwt).await;
+    let (c, mut ev, first) = connect_or_stop(&server, &old_jwt).await;
     let Event::Connected { user: ada, .. } = first else { panic!("{first:?}") };
     // A password user with two sessions.
     let bob = api.user("bob").await;
@@ -317,4 +304,81 @@ async fn the_name_claim_and_the_server_api_set_display_names_that_notices_use() 
         api.call("GET", &format!("/api/v1/conversations/g:{gid}/messages"), Some(&token), None).await;
     assert_eq!(page["messages"][0]["body"], "Ada L. added Grace Hopper");
     server.shutdown().await;
+}
+
+/// A node of `cluster` accepting the app's tokens and [`SERVER_API_KEY`].
+async fn jwt_node(cluster: &Cluster, name: &str) -> RunningServer {
+    let mut cfg = cluster.config(name);
+    cfg.server_api_keys = vec![SERVER_API_KEY.into()];
+    cluster.node_built(cfg, &redis_url(), |b| b.jwt(jwt_config(vec![]))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_token_revoked_through_one_node_is_closed_and_refused_on_the_other() {
+    if !services_available().await {
+        return;
+    }
+    let cluster = Cluster::new();
+    let (one, two) = (jwt_node(&cluster, "jwt-1").await, jwt_node(&cluster, "jwt-2").await);
+    let backend = Api::new(&two);
+    let server = |path: &str, body: Value| {
+        let (backend, path) = (backend.clone(), format!("/api/v1/server{path}"));
+        async move { backend.call("POST", &path, Some(SERVER_API_KEY), Some(body)).await }
+    };
+    let jwt = |jti: &str| {
+        let mut c = claims("roamer");
+        c["jti"] = json!(jti);
+        hs256(&c, SECRET)
+    };
+    // Two app tokens of one user, both connected to node 1.
+    let (token, other) = (jwt("laptop-1"), jwt("phone-1"));
+    let (_a, mut a_ev, first) = connect_or_stop(&one, &token).await;
+    let Event::Connected { user, .. } = first else { panic!("{first:?}") };
+    let (_b, mut b_ev, first) = connect_or_stop(&one, &other).await;
+    assert!(matches!(first, Event::Connected { .. }), "{first:?}");
+    until(&mut a_ev, "Synced", |e| matches!(e, Event::Synced)).await;
+
+    // Through node 2: one session disconnected (3000, it comes back) ...
+    let (s, body) = server("/sessions/disconnect", json!({"token": token})).await;
+    assert_eq!(s, 204, "{body}");
+    let (e, _) = until(&mut a_ev, "Disconnected", |e| matches!(e, Event::Disconnected { .. })).await;
+    assert!(matches!(e, Event::Disconnected { code: Some(c), .. } if c.0 == 3000), "{e:?}");
+    until(&mut a_ev, "Connected again", |e| matches!(e, Event::Connected { .. })).await;
+    until(&mut a_ev, "Synced again", |e| matches!(e, Event::Synced)).await;
+
+    // ... then revoked: closed on node 1 with 4001, the client stops.
+    let (s, body) = server("/tokens/revoke", json!({"token": token})).await;
+    assert_eq!(s, 204, "{body}");
+    let (e, _) = until(&mut a_ev, "Stopped", |e| matches!(e, Event::Stopped { .. })).await;
+    assert!(
+        matches!(&e, Event::Stopped { reason: StopReason::Closed { code, .. } } if code.0 == 4001),
+        "{e:?}"
+    );
+    for n in [&one, &two] {
+        let (_, _, first) = connect_or_stop(n, &token).await;
+        assert_eq!(first, Event::Stopped { reason: StopReason::Unauthorized }, "refused on {}", n.http_url());
+        let (s, _) = Api::new(n).call("GET", "/api/v1/me", Some(&token), None).await;
+        assert_eq!(s, 401, "refused over HTTP on {}", n.http_url());
+    }
+
+    // The other token's session was left alone all along: its stream up to
+    // a message posted now holds no disconnect.
+    let (s, group) = server("/groups", json!({"owner": user.0, "name": "notes"})).await;
+    assert_eq!(s, 201, "{group}");
+    let conv = ConversationId::Group(GroupId(group["id"].as_u64().unwrap()));
+    let (s, _) = server(
+        "/messages",
+        json!({"conv": conv.to_string(), "from": user.0, "cmid": "n1", "body": "still here"}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (_, before) =
+        until(&mut b_ev, "the post", |e| matches!(e, Event::Message(m) if m.body == "still here")).await;
+    assert!(
+        !before.iter().any(|e| matches!(e, Event::Disconnected { .. } | Event::Stopped { .. })),
+        "the other session stayed connected: {before:?}"
+    );
+    one.shutdown().await;
+    two.shutdown().await;
+    cluster.cleanup().await;
 }

@@ -2,8 +2,8 @@
 //! room's creator and moderators mute, kick and ban; each action is a
 //! system notice in the conversation; a muted member's sends are refused
 //! with `muted`, a banned user stays out (`banned`) until unbanned; rights
-//! follow rank; and on two PostgreSQL nodes a sanction decided on one node
-//! holds on the other.
+//! follow rank; and on two PostgreSQL nodes a mute, kick and ban decided on
+//! one node hold on the other, in a room and in a group.
 
 use im_client::core::{ConversationId, ErrorCode, GroupId, RoomId};
 use im_client::{Client, Event, SendError};
@@ -168,7 +168,7 @@ async fn moderators_mute_kick_and_ban_in_groups_and_rooms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sanction_decided_on_one_node_holds_on_the_other() {
+async fn mutes_kicks_and_bans_decided_on_one_node_hold_on_the_other_in_rooms_and_groups() {
     if !im_tests::cluster::services_available().await {
         return;
     }
@@ -182,6 +182,13 @@ async fn a_sanction_decided_on_one_node_holds_on_the_other() {
     b.join(RoomId(rid)).await.unwrap();
     b.send(r, "hello").await.unwrap();
 
+    // A kick on node 1 takes Bob out on node 2; he may join again there.
+    let (s, _) = sanction(&api1, &alice, r, json!({"user_id": bob.id, "action": "kick"})).await;
+    assert_eq!(s, 200);
+    refused_with(b.send(r, "kicked on node 2").await, ErrorCode::NotMember);
+    b.join(RoomId(rid)).await.expect("a kick is not a ban, on node 2 too");
+    b.send(r, "back").await.unwrap();
+
     let (s, _) =
         sanction(&api1, &alice, r, json!({"user_id": bob.id, "action": "mute", "duration_ms": 60_000})).await;
     assert_eq!(s, 200);
@@ -191,6 +198,39 @@ async fn a_sanction_decided_on_one_node_holds_on_the_other() {
     refused_with(b.send(r, "banned on node 2").await, ErrorCode::NotMember);
     let (s, e) = api2.call("POST", &format!("/api/v1/rooms/{rid}/join"), Some(&bob.token), None).await;
     assert_eq!((s, e["code"].as_str()), (403, Some("banned")), "node 2 keeps the ban too");
+
+    // The same in a group: decided by its owner on node 1, held on node 2.
+    let carol = api1.user("carol").await;
+    let gid = api1.group(&alice, "team", &[&bob, &carol]).await;
+    let g = ConversationId::Group(GroupId(gid));
+    b.send(g, "hello team").await.unwrap();
+    let members = format!("/api/v1/groups/{gid}/members");
+    let add_bob = || api2.call("POST", &members, Some(&alice.token), Some(json!({"user_id": bob.id})));
+    let (s, _) =
+        sanction(&api1, &alice, g, json!({"user_id": bob.id, "action": "mute", "duration_ms": 60_000})).await;
+    assert_eq!(s, 200);
+    refused_with(b.send(g, "muted on node 2").await, ErrorCode::Muted);
+    let (s, _) = sanction(&api1, &alice, g, json!({"user_id": bob.id, "action": "unmute"})).await;
+    assert_eq!(s, 200);
+    b.send(g, "unmuted on node 2").await.unwrap();
+    let (s, _) = sanction(&api1, &alice, g, json!({"user_id": bob.id, "action": "kick"})).await;
+    assert_eq!(s, 200);
+    refused_with(b.send(g, "kicked on node 2").await, ErrorCode::NotMember);
+    assert_eq!(add_bob().await.0, 204, "a kick is not a ban: re-added through node 2");
+    b.send(g, "re-added").await.unwrap();
+    let (s, _) = sanction(&api1, &alice, g, json!({"user_id": bob.id, "action": "ban"})).await;
+    assert_eq!(s, 200);
+    refused_with(b.send(g, "banned on node 2").await, ErrorCode::NotMember);
+    let (s, e) = add_bob().await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("banned")), "node 2 keeps the group's ban");
+    let (s, list) =
+        api2.call("GET", &format!("/api/v1/conversations/{g}/sanctions"), Some(&alice.token), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["sanctions"], json!([{"user_id": bob.id, "banned": true, "muted_until": 0}]));
+    // Each decision is a notice in the group, read on node 2 by a member.
+    let seen: Vec<String> = notices(&api2, &carol, g).await.into_iter().map(|(e, _)| e).collect();
+    let expected = ["member_muted", "member_unmuted", "member_removed", "member_added", "member_banned"];
+    assert_eq!(seen, expected, "the group's notices");
     b.shutdown().await;
     n1.shutdown().await;
     n2.shutdown().await;
