@@ -142,6 +142,12 @@ impl Tail {
         self.appends
     }
 
+    /// Holds twice what makes it due: draining has been failing, and no
+    /// more appends may wait here (memory stays bounded).
+    pub(super) fn full(&self) -> bool {
+        self.appends >= 2 * TAIL_APPENDS || self.bytes >= 2 * TAIL_BYTES
+    }
+
     /// Whether the writer should drain now, when appends may wait `max_age`.
     pub(super) fn due(&self, max_age: Duration) -> bool {
         self.appends >= TAIL_APPENDS || self.bytes >= TAIL_BYTES || self.age().is_some_and(|a| a >= max_age)

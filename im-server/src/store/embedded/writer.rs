@@ -197,7 +197,11 @@ impl Writer {
             self.checkpoint().map(|()| Answered::Now(ops.iter().map(|_| Ok(Reply::Unit)).collect()))
         } else if ops.iter().all(|op| matches!(op, Op::Drain)) {
             self.drain().map(|()| Answered::Now(ops.iter().map(|_| Ok(Reply::Unit)).collect()))
-        } else if ops.iter().all(|op| matches!(op, Op::Append(NewMessage { target: None, .. }))) {
+        } else if ops.iter().all(|op| matches!(op, Op::Append(NewMessage { target: None, .. })))
+            // A tail that could not be drained takes no more: such a batch
+            // goes the other way, which drains first (or fails).
+            && !self.tail_read().full()
+        {
             self.apply_behind(ops)
         } else {
             self.apply_all(ops)
