@@ -137,7 +137,6 @@ impl Tail {
     }
 
     /// Appends held.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.appends
     }

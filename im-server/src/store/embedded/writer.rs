@@ -413,6 +413,7 @@ impl Writer {
     /// One transaction applying the tail (possibly empty), committed with
     /// `durability`; the tail is cleared once the commit is visible.
     fn commit_tail(&mut self, durability: Durability) -> Result<(), DbError> {
+        let started = Instant::now();
         self.senders.discard();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)?;
@@ -428,7 +429,8 @@ impl Writer {
         }
         self.senders.committed();
         if drained {
-            self.tail_write().clear();
+            let appends = std::mem::take(&mut *self.tail_write()).len();
+            tracing::debug!(appends, durable = ?durability, took = ?started.elapsed(), "applied the tail");
         }
         Ok(())
     }
