@@ -11,7 +11,9 @@
 //! batch's sequence number *before* committing it; a reader takes its redb
 //! snapshot first, then waits until every announced batch is synced, so it
 //! never returns what a crash could still take back (and whose id would be
-//! given to another message).
+//! given to another message). Reads of tables no logged batch writes (the
+//! directory, sessions, contacts, moderation) cannot see such data and do
+//! not wait (`EmbeddedStore::read_durable`).
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
