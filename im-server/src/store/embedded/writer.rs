@@ -70,6 +70,8 @@ pub(super) struct Writer {
     tail: Arc<RwLock<Tail>>,
     /// Longest an append waits in the tail ([`super::TAIL_AGE`]).
     tail_age: Duration,
+    /// Applying the tail failed: not tried again before this.
+    tail_retry_at: Option<Instant>,
     /// A read snapshot of redb as the writer last committed it, for the
     /// lookups of appends that go to the tail (dropped at every commit).
     snapshot: Option<Snapshot>,
@@ -114,6 +116,7 @@ impl Writer {
             visibility,
             tail,
             tail_age,
+            tail_retry_at: None,
             snapshot: None,
             senders: SenderConvs::default(),
             syncer: Some((jobs, thread)),
@@ -160,7 +163,8 @@ impl Writer {
     /// How long until a checkpoint or a drain of the tail is due, if one will be.
     fn next_due(&self) -> Option<Duration> {
         let checkpoint = self.logged_since.map(|since| CHECKPOINT_INTERVAL.saturating_sub(since.elapsed()));
-        let drain = self.tail_read().due_in(self.tail_age);
+        let retry = self.tail_retry_at.map(|at| at.saturating_duration_since(Instant::now()));
+        let drain = self.tail_read().due_in(self.tail_age).map(|d| d.max(retry.unwrap_or_default()));
         match (checkpoint, drain) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -174,9 +178,14 @@ impl Writer {
             || self.logged_since.is_some_and(|since| since.elapsed() >= CHECKPOINT_INTERVAL);
         if checkpoint_due {
             self.checkpoint_logged("due");
-        } else if self.tail_read().due(self.tail_age) {
+        } else if self.tail_retry_at.is_none_or(|at| Instant::now() >= at)
+            && self.tail_read().due(self.tail_age)
+        {
+            self.tail_retry_at = None;
             if let Err(e) = self.drain() {
                 tracing::error!(error = %e.0, "applying the store's tail failed; the message log keeps the appends");
+                // Not again in a busy loop (e.g. disk full): an interval later.
+                self.tail_retry_at = Some(Instant::now() + CHECKPOINT_INTERVAL);
             }
         }
     }
