@@ -86,6 +86,15 @@ impl MessageLog {
         PathBuf::from(name)
     }
 
+    /// The second log's path (`<db>.log2`): the writer alternates between
+    /// the two, so that appends go on into one while a checkpoint makes
+    /// the other's records durable in redb.
+    pub fn second_path_for(db: &Path) -> PathBuf {
+        let mut name = db.as_os_str().to_owned();
+        name.push(".log2");
+        PathBuf::from(name)
+    }
+
     /// Opens (creating and preallocating) the log and reads the current
     /// epoch's records: every complete, checksummed record from the start
     /// up to the first that is not.
@@ -212,6 +221,27 @@ impl MessageLog {
         self.epoch += 1;
         if let Err(e) = self.write_header() {
             self.epoch -= 1;
+            return Err(e);
+        }
+        self.len = FILE_HEADER;
+        self.high = FILE_HEADER;
+        Ok(())
+    }
+
+    /// The current epoch (records of a higher epoch are newer).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// [`clear`](Self::clear), and the new epoch is above `other` (the
+    /// other log's), so that records written here from now on replay after
+    /// the other log's.
+    pub fn clear_after(&mut self, other: u64) -> io::Result<()> {
+        self.discard();
+        let old = self.epoch;
+        self.epoch = old.max(other) + 1;
+        if let Err(e) = self.write_header() {
+            self.epoch = old;
             return Err(e);
         }
         self.len = FILE_HEADER;

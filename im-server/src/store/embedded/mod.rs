@@ -9,7 +9,7 @@
 //! Reads run on tokio's blocking pool with their own read transaction.
 //!
 //! A batch of only appends is made durable by the *message log*
-//! (`im.redb.log` next to `im.redb`: one `fdatasync` per batch) and
+//! (`im.redb.log` and `im.redb.log2` next to `im.redb`, used in turn: one `fdatasync` per batch) and
 //! committed to redb without durability; a durable redb commit follows at
 //! least every [`CHECKPOINT_COMMITS`] logged batches or
 //! [`CHECKPOINT_APPENDS`] logged appends and within [`CHECKPOINT_INTERVAL`],
@@ -39,6 +39,8 @@ use super::{
 };
 use crate::model::{Group, Member, Role, Room, Session, User};
 
+mod applier;
+mod behind;
 mod contacts;
 mod directory;
 mod erasure;
@@ -48,6 +50,7 @@ mod moderation;
 mod ops;
 mod reads;
 mod record;
+mod replay;
 mod syncer;
 mod tables;
 mod tail;
@@ -59,7 +62,7 @@ use log::MessageLog;
 use ops::{Op, Reply};
 use syncer::Visibility;
 use tables::last_id;
-use tail::Tail;
+use tail::Tails;
 pub use tail::{TAIL_AGE, TAIL_APPENDS, TAIL_BYTES};
 use writer::{Job, Writer};
 pub use writer::{CHECKPOINT_APPENDS, CHECKPOINT_COMMITS, CHECKPOINT_INTERVAL, MAX_BATCH};
@@ -146,7 +149,7 @@ pub struct EmbeddedStore {
     /// Holds reads back until the logged batches they could see are synced.
     visibility: Arc<Visibility>,
     /// Appends logged but not in redb yet, which reads merge in.
-    tail: Arc<RwLock<Tail>>,
+    tail: Arc<RwLock<Tails>>,
     writer: Option<JoinHandle<()>>,
     /// Who is delivering which conversation's feed.
     feed_claims: crate::store::feed::LocalClaims,
@@ -161,7 +164,7 @@ impl std::fmt::Debug for EmbeddedStore {
 impl EmbeddedStore {
     /// Opens the store at `path` (e.g. `<data_dir>/im.redb`), creating the
     /// file, its parent directories and its tables if missing, replays the
-    /// message log (`<path>.log`) left by a crash, and starts the writer
+    /// message logs (`<path>.log`, `<path>.log2`) left by a crash, and starts the writer
     /// thread.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         Self::open_with(path.as_ref(), TAIL_AGE)
@@ -191,17 +194,27 @@ impl EmbeddedStore {
             }
         }
         txn.commit().map_err(DbError::from)?;
-        let (mut log, records) = MessageLog::open(&MessageLog::path_for(path)).map_err(DbError::from)?;
-        let restored = writer::replay(&db, &records)?;
+        let (first, second) = (MessageLog::path_for(path), MessageLog::second_path_for(path));
+        let (mut first, first_records) = MessageLog::open(&first).map_err(DbError::from)?;
+        let (mut second, second_records) = MessageLog::open(&second).map_err(DbError::from)?;
+        // The older epoch's records first: a checkpoint under way at the
+        // crash left its file's records older than the other's.
+        let records = if first.epoch() <= second.epoch() {
+            [first_records, second_records].concat()
+        } else {
+            [second_records, first_records].concat()
+        };
+        let restored = replay::replay(&db, &records)?;
         if !records.is_empty() {
             tracing::info!(logged = records.len(), restored, "replayed the message log");
         }
-        log.clear().map_err(DbError::from)?;
+        first.clear().map_err(DbError::from)?;
+        second.clear_after(first.epoch()).map_err(DbError::from)?;
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::channel();
         let visibility = Arc::new(Visibility::default());
-        let tail = Arc::new(RwLock::new(Tail::default()));
-        let state = Writer::new(db.clone(), log, visibility.clone(), tail.clone(), tail_age)
+        let tail = Arc::new(RwLock::new(Tails::default()));
+        let state = Writer::new(db.clone(), [first, second], visibility.clone(), tail.clone(), tail_age)
             .map_err(DbError::from)?;
         let writer = std::thread::Builder::new()
             .name("im-store-writer".into())
@@ -224,8 +237,12 @@ impl EmbeddedStore {
     /// durable redb commit). Reads the log without opening the store, so
     /// it can look at a store another process has open.
     pub fn logged_appends(path: impl AsRef<Path>) -> StoreResult<usize> {
-        let records = log::read_records(&MessageLog::path_for(path.as_ref())).map_err(DbError::from)?;
-        Ok(records.len())
+        let path = path.as_ref();
+        let mut logged = 0;
+        for log in [MessageLog::path_for(path), MessageLog::second_path_for(path)] {
+            logged += log::read_records(&log).map_err(DbError::from)?.len();
+        }
+        Ok(logged)
     }
 
     async fn call(&self, op: Op) -> StoreResult<Reply> {
@@ -262,7 +279,7 @@ impl EmbeddedStore {
     /// (see `tail.rs` for why that pair is consistent).
     async fn read_merged<P, T, F>(
         &self,
-        pick: impl FnOnce(&Tail) -> P + Send + 'static,
+        pick: impl FnOnce(&Tails) -> P + Send + 'static,
         f: F,
     ) -> StoreResult<T>
     where
@@ -477,7 +494,7 @@ impl MessageStore for EmbeddedStore {
         let convs: Vec<String> = convs.iter().map(ToString::to_string).collect();
         let keys = convs.clone();
         self.read_merged(
-            move |tail| keys.iter().map(|c| tail.conv(c).and_then(|t| t.head())).collect::<Vec<_>>(),
+            move |tail| keys.iter().map(|c| tail.head(c)).collect::<Vec<_>>(),
             move |txn, held| {
                 let t = txn.open_table(MESSAGES)?;
                 convs.iter().zip(held).map(|(c, h)| Ok(last_id(&t, c)?.max(h.unwrap_or(0)))).collect()

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use im_protocol::{ConversationId, MessageId, UserId};
 use redb::{ReadableTable, Table, TableDefinition};
 
-use super::tail::Tail;
+use super::tail::Tails;
 use super::{DbError, EmbeddedStore, Op, Reply};
 use crate::store::{DeviceRead, ReadMark, ReadState, ReadStore, StoreResult};
 
@@ -46,7 +46,7 @@ fn states<'a>(
 }
 
 /// What the tail adds to the pairs' read ids (see [`states`]).
-fn sent_in_tail(tail: &Tail, pairs: &[(UserId, String)]) -> Vec<Option<MessageId>> {
+fn sent_in_tail(tail: &Tails, pairs: &[(UserId, String)]) -> Vec<Option<MessageId>> {
     pairs.iter().map(|(u, c)| tail.read_of(*u, c)).collect()
 }
 
@@ -235,9 +235,8 @@ impl ReadStore for EmbeddedStore {
             move |tail| {
                 keys.iter()
                     .map(|(c, id)| {
-                        let t = tail.conv(c)?;
-                        let at = (*id).min(t.head()?);
-                        Some((at, t.value(at)?.clone()))
+                        let at = (*id).min(tail.head(c)?);
+                        Some((at, tail.value(c, at)?))
                     })
                     .collect::<Vec<_>>()
             },

@@ -33,6 +33,8 @@ pub(super) type Answer =
 pub(super) struct SyncJob {
     /// The batch's announced sequence number.
     pub seq: u64,
+    /// Which of the two log files its records went to.
+    pub file: usize,
     /// Its answers (none for a batch that failed and was rolled back).
     pub answers: Vec<Answer>,
 }
@@ -94,10 +96,10 @@ impl Visibility {
     }
 }
 
-/// Runs until the writer is gone: one `fdatasync` of `file` (the log) for
-/// all jobs queued, then their answers. A failed sync stops the store:
-/// what it held may be lost, and later batches were built on it.
-pub(super) fn run(file: File, jobs: Receiver<SyncJob>, visibility: &Visibility) {
+/// Runs until the writer is gone: one `fdatasync` of each log file the
+/// jobs queued wrote to, then their answers. A failed sync stops the
+/// store: what it held may be lost, and later batches were built on it.
+pub(super) fn run(files: [File; 2], jobs: Receiver<SyncJob>, visibility: &Visibility) {
     /// Wakes every reader when this thread ends, however it ends (the
     /// writer stopped or panicked, or this thread panicked): nothing will
     /// be synced any more.
@@ -116,11 +118,16 @@ pub(super) fn run(file: File, jobs: Receiver<SyncJob>, visibility: &Visibility) 
         let seq = batch.iter().map(|j| j.seq).max().unwrap_or(0);
         let failed = match visibility.failure() {
             Some(why) => Some(why),
-            None => file.sync_data().err().map(|e| {
-                let why = format!("message log sync failed ({e}); restart the server");
-                tracing::error!("{why}");
-                why
-            }),
+            None => files
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| batch.iter().any(|j| j.file == *i))
+                .find_map(|(_, file)| file.sync_data().err())
+                .map(|e| {
+                    let why = format!("message log sync failed ({e}); restart the server");
+                    tracing::error!("{why}");
+                    why
+                }),
         };
         visibility.set(seq, failed.clone());
         for job in batch {

@@ -206,11 +206,6 @@ impl Tail {
         self.bytes += staged.bytes;
     }
 
-    /// Forgets everything (it is in redb now).
-    pub(super) fn clear(&mut self) {
-        *self = Tail::default();
-    }
-
     /// Up to `limit` held messages of `conv` above `after`, ascending.
     pub(super) fn after(&self, conv: &str, after: u64, limit: usize) -> Vec<(u64, Value)> {
         let Some(t) = self.conv(conv) else { return Vec::new() };
@@ -249,6 +244,90 @@ impl Tail {
     /// The newest held id of every conversation.
     pub(super) fn heads(&self) -> HashMap<String, u64> {
         self.convs.iter().filter_map(|(c, t)| Some((c.to_string(), t.head()?))).collect()
+    }
+}
+
+/// The tail appends go to, and the older one the applier thread is
+/// applying to redb meanwhile (see `writer.rs`): what readers and the
+/// writer look messages up in, oldest first.
+#[derive(Default)]
+pub(super) struct Tails {
+    /// Where appends go.
+    pub current: Tail,
+    /// Frozen, older than `current`, being applied (or to be applied again).
+    pub applying: Option<Arc<Tail>>,
+}
+
+impl Tails {
+    /// Whether neither part holds anything.
+    pub(super) fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.applying.is_none()
+    }
+
+    /// Up to `limit` held messages of `conv` above `after`, ascending.
+    pub(super) fn after(&self, conv: &str, after: u64, limit: usize) -> Vec<(u64, Value)> {
+        let mut out = self.applying.as_ref().map_or_else(Vec::new, |a| a.after(conv, after, limit));
+        if out.len() < limit {
+            out.extend(self.current.after(conv, after, limit - out.len()));
+        }
+        out
+    }
+
+    /// Up to `limit` held messages of `conv` below `before`, the newest, ascending.
+    pub(super) fn before(&self, conv: &str, before: Option<u64>, limit: usize) -> Vec<(u64, Value)> {
+        let newer = self.current.before(conv, before, limit);
+        match &self.applying {
+            Some(a) if newer.len() < limit => {
+                let mut out = a.before(conv, before, limit - newer.len());
+                out.extend(newer);
+                out
+            }
+            _ => newer,
+        }
+    }
+
+    /// The newest held message of `conv`.
+    pub(super) fn last(&self, conv: &str) -> Option<(u64, Value)> {
+        self.current.last(conv).or_else(|| self.applying.as_ref()?.last(conv))
+    }
+
+    /// The message `(sender, cmid)` of `conv`, if held.
+    pub(super) fn sent(&self, conv: &str, sender: u64, cmid: &str) -> Option<(u64, Value)> {
+        self.current.sent(conv, sender, cmid).or_else(|| self.applying.as_ref()?.sent(conv, sender, cmid))
+    }
+
+    /// The newest id `user` sent in `conv`, if held.
+    pub(super) fn read_of(&self, user: UserId, conv: &str) -> Option<u64> {
+        self.current.read_of(user, conv).or_else(|| self.applying.as_ref()?.read_of(user, conv))
+    }
+
+    /// The newest held id of `conv`.
+    pub(super) fn head(&self, conv: &str) -> Option<u64> {
+        self.current
+            .conv(conv)
+            .and_then(ConvTail::head)
+            .or_else(|| self.applying.as_ref()?.conv(conv)?.head())
+    }
+
+    /// The value of message `id` of `conv`, if held.
+    pub(super) fn value(&self, conv: &str, id: u64) -> Option<Value> {
+        let held = |t: &Tail| t.conv(conv).and_then(|c| c.value(id)).cloned();
+        held(&self.current).or_else(|| held(self.applying.as_ref()?))
+    }
+
+    /// The event count written with the newest held event of `conv`.
+    pub(super) fn events(&self, conv: &str) -> Option<u64> {
+        self.current
+            .conv(conv)
+            .and_then(ConvTail::events)
+            .or_else(|| self.applying.as_ref()?.conv(conv)?.events())
+    }
+
+    /// The newest held id of every conversation.
+    pub(super) fn heads(&self) -> HashMap<String, u64> {
+        let mut heads = self.applying.as_ref().map(|a| a.heads()).unwrap_or_default();
+        heads.extend(self.current.heads());
+        heads
     }
 }
 
@@ -312,7 +391,7 @@ mod tests {
         assert_eq!(keys, [(1, "c".to_owned(), 40), (1, "d".to_owned(), 41)]);
         assert!(!tail.due(TAIL_AGE));
         assert!(tail.due(Duration::ZERO), "due by age");
-        tail.clear();
+        let tail = Tail::default();
         assert!(tail.is_empty() && tail.due_in(TAIL_AGE).is_none());
     }
 }

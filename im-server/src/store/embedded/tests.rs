@@ -161,6 +161,26 @@ async fn reopen_keeps_everything_and_ids_continue() {
     assert_eq!(s.get("5e55").await.unwrap(), None);
 }
 
+/// The stored value of a plain text message from user 1 whose body is its cmid.
+pub(super) fn logged_value(cmid: &str) -> Vec<u8> {
+    serde_json::to_vec(&MsgOut {
+        f: 1,
+        c: cmid,
+        b: cmid,
+        t: 7,
+        m: &[],
+        k: None,
+        x: None,
+        r: None,
+        g: None,
+        e: None,
+        v: None,
+        a: &[],
+        n: None,
+    })
+    .unwrap()
+}
+
 pub(super) fn job(op: Op) -> (Job, oneshot::Receiver<StoreResult<Reply>>) {
     let (reply, answer) = oneshot::channel();
     (Job { op, reply, _slot: None }, answer)
@@ -190,7 +210,8 @@ async fn failing_request_does_not_disturb_its_batch() {
     // Exactly one transaction for all of them, as the writer would run it
     // (a second writer on the same database, with a log of its own).
     let (log, _) = MessageLog::open(&dir.path().join("other.log")).unwrap();
-    Writer::new(s.db.clone(), log, Arc::new(Visibility::default()), Default::default(), TAIL_AGE)
+    let (second, _) = MessageLog::open(&dir.path().join("other.log2")).unwrap();
+    Writer::new(s.db.clone(), [log, second], Arc::new(Visibility::default()), Default::default(), TAIL_AGE)
         .unwrap()
         .run_batch(jobs);
     let mut got = Vec::new();
@@ -219,16 +240,23 @@ async fn failing_request_does_not_disturb_its_batch() {
     assert_eq!(s.create_user("bob", "h", 0).await.unwrap().id, UserId(2));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn opening_replays_a_log_left_by_a_crash() {
+/// A closed store holding message 1 of group 1: its directory, file,
+/// conversation and the conversation's key.
+pub(super) async fn closed_store_with_one_message(
+) -> (tempfile::TempDir, std::path::PathBuf, ConversationId, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("im.redb");
     let conv = ConversationId::Group(GroupId(1));
-    let c = conv.to_string();
     {
         let s = EmbeddedStore::open(&path).unwrap();
         s.append(new_msg(conv, 1, "m1")).await.unwrap();
     }
+    (dir, path, conv, conv.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opening_replays_a_log_left_by_a_crash() {
+    let (_dir, path, conv, c) = closed_store_with_one_message().await;
     // What a crash after two logged batches leaves: the log holds message 1
     // (already durable, as when a checkpoint's new epoch was not begun) and
     // messages 2 and 3, which redb lost with its non-durable commits; then
@@ -238,42 +266,12 @@ async fn opening_replays_a_log_left_by_a_crash() {
         let (mut log, old) = MessageLog::open(&log_path).unwrap();
         assert!(old.is_empty(), "a clean shutdown leaves an empty log");
         for (id, cmid) in [(1, "m1"), (2, "m2"), (3, "m3")] {
-            let value = serde_json::to_vec(&MsgOut {
-                f: 1,
-                c: cmid,
-                b: cmid,
-                t: 7,
-                m: &[],
-                k: None,
-                x: None,
-                r: None,
-                g: None,
-                e: None,
-                v: None,
-                a: &[],
-                n: None,
-            })
-            .unwrap();
+            let value = logged_value(cmid);
             log.push(&c, id, &value);
         }
         log.write().unwrap();
         let torn_at = 16 + log.len() as usize;
-        let value = serde_json::to_vec(&MsgOut {
-            f: 1,
-            c: "m9",
-            b: "m9",
-            t: 7,
-            m: &[],
-            k: None,
-            x: None,
-            r: None,
-            g: None,
-            e: None,
-            v: None,
-            a: &[],
-            n: None,
-        })
-        .unwrap();
+        let value = logged_value("m9");
         log.push(&c, 4, &value);
         log.write().unwrap();
         drop(log);
@@ -309,24 +307,7 @@ async fn a_log_that_does_not_match_the_database_is_refused() {
         let s = EmbeddedStore::open(&path).unwrap();
         s.append(new_msg(conv, 1, "m1")).await.unwrap();
     }
-    let value = |cmid: &str| {
-        serde_json::to_vec(&MsgOut {
-            f: 1,
-            c: cmid,
-            b: cmid,
-            t: 7,
-            m: &[],
-            k: None,
-            x: None,
-            r: None,
-            g: None,
-            e: None,
-            v: None,
-            a: &[],
-            n: None,
-        })
-        .unwrap()
-    };
+    let value = |cmid: &str| logged_value(cmid);
     let log_with = |records: &[(u64, &str)]| {
         let log_path = MessageLog::path_for(&path);
         std::fs::remove_file(&log_path).unwrap();

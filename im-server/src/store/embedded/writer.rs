@@ -1,35 +1,42 @@
 //! The writer thread: applies queued requests in batches (group commit).
 //!
 //! A batch of only plain appends is logged ([`MessageLog`]) and kept in the
-//! [`Tail`] without touching redb; the tail is applied to redb later, in
-//! one transaction for thousands of appends (see `tail.rs`). Every other
-//! batch first applies the tail in its own redb write transaction. A batch
-//! of only appends and read marks is logged and committed without
-//! durability; every other batch, and a checkpoint at
-//! least every [`CHECKPOINT_COMMITS`] logged batches, [`CHECKPOINT_APPENDS`]
-//! logged appends or [`CHECKPOINT_INTERVAL`], commits durably and starts a
-//! new epoch of the log. Either way a request is answered only after it is
-//! on disk — except a read mark, which is not logged: it becomes durable
-//! with the next checkpoint, so a crash may lose the last
-//! `CHECKPOINT_INTERVAL` of read marks (never a message, nor the read id an
-//! append raises, which replay restores).
+//! tail ([`Tails`]) without touching redb. The tail is applied to redb in
+//! one transaction for thousands of appends by the applier thread
+//! (`applier.rs`) while the writer goes on: it freezes the tail, starts a
+//! new one, and forgets the frozen one once its commit is visible. Every
+//! other batch waits for the applier and applies both tails in its own
+//! transaction first. A batch of only appends and read marks is logged and
+//! committed without durability; every other batch commits durably.
+//!
+//! A checkpoint (a durable commit) follows at least every
+//! [`CHECKPOINT_COMMITS`] non-durable commits, [`CHECKPOINT_APPENDS`]
+//! logged appends or [`CHECKPOINT_INTERVAL`]. It runs on the applier too:
+//! the writer switches to the other of the two log files (`<db>.log`,
+//! `<db>.log2`), whose epoch it makes the newer, freezes the tail, and the
+//! applier commits it durably; only then is the first file cleared. So a
+//! crash replays the older file, then the newer. Either way a request is
+//! answered only after it is on disk — except a read mark, which is not
+//! logged: it becomes durable with the next checkpoint, so a crash may
+//! lose the last `CHECKPOINT_INTERVAL` of read marks (never a message, nor
+//! the read id an append raises, which replay restores).
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use im_protocol::UserId;
-use redb::{Database, Durability, ReadOnlyTable, ReadableTable};
+use redb::{Database, Durability};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use super::applier::{self, Applied, ApplyJob};
+use super::behind::{append_behind, Snapshot};
 use super::erasure::SenderConvs;
-use super::log::{MessageLog, Record};
+use super::log::MessageLog;
 use super::ops::{Op, Reply};
-use super::reads::{self, READS};
 use super::syncer::{self, SyncJob, Visibility};
-use super::tables::{last_id, Tables};
-use super::tail::{Entry, Tail};
+use super::tables::Tables;
+use super::tail::{Tail, Tails};
 use super::*;
 
 /// Most requests the writer applies in one transaction.
@@ -44,6 +51,9 @@ pub const CHECKPOINT_COMMITS: usize = 32;
 /// Longest an append stays durable only in the log: a durable commit
 /// follows within this time, also when no more requests come.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the writer looks whether the applier is done while it works
+/// and no request comes.
+const APPLIER_POLL: Duration = Duration::from_millis(2);
 
 /// A queued request: the op, where to answer, and the queue slot it holds.
 pub(super) struct Job {
@@ -56,7 +66,12 @@ pub(super) struct Job {
 /// The writer thread's state.
 pub(super) struct Writer {
     db: Arc<Database>,
-    log: MessageLog,
+    /// The two log files; appends go to `logs[active]`.
+    logs: [MessageLog; 2],
+    active: usize,
+    /// The other log holds records not durable in redb yet (a background
+    /// checkpoint is under way, or failed).
+    retired_live: bool,
     /// Appends committed non-durably (only in the log) since the last
     /// durable commit, and when the first of them was.
     logged: usize,
@@ -67,7 +82,7 @@ pub(super) struct Writer {
     broken: Option<String>,
     visibility: Arc<Visibility>,
     /// Appends logged but not applied to redb yet; shared with readers.
-    tail: Arc<RwLock<Tail>>,
+    tail: Arc<RwLock<Tails>>,
     /// Longest an append waits in the tail ([`super::TAIL_AGE`]).
     tail_age: Duration,
     /// Applying the tail failed: not tried again before this.
@@ -80,6 +95,33 @@ pub(super) struct Writer {
     senders: SenderConvs,
     /// The syncer thread and its queue (taken at shutdown).
     syncer: Option<(mpsc::Sender<SyncJob>, JoinHandle<()>)>,
+    /// The applier thread (taken at shutdown).
+    applier: Option<Background>,
+}
+
+/// The applier thread, its queues, and what it is doing.
+struct Background {
+    jobs: mpsc::Sender<ApplyJob>,
+    done: Receiver<Applied>,
+    thread: JoinHandle<()>,
+    in_flight: Option<Kind>,
+}
+
+/// What the applier was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Apply the frozen tail without durability.
+    Drain,
+    /// Apply it durably, after which the retired log is cleared.
+    Checkpoint,
+}
+
+impl Drop for Writer {
+    /// A writer dropped without [`run`](Writer::run) (tests) still ends its
+    /// threads, which hold the database.
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
 }
 
 /// How a batch's answers go out.
@@ -91,24 +133,34 @@ enum Answered {
 }
 
 impl Writer {
-    /// A writer on `db` whose log has been replayed into it (see
-    /// [`replay`]), with its syncer thread; readers consult `visibility`.
+    /// A writer on `db` whose logs have been replayed into it (see
+    /// [`super::replay`]; `logs[0]` is written first, and `logs[1]`'s epoch
+    /// is above it), with its syncer and applier threads; readers consult
+    /// `visibility` and `tail`.
     pub fn new(
         db: Arc<Database>,
-        log: MessageLog,
+        logs: [MessageLog; 2],
         visibility: Arc<Visibility>,
-        tail: Arc<RwLock<Tail>>,
+        tail: Arc<RwLock<Tails>>,
         tail_age: Duration,
     ) -> std::io::Result<Self> {
-        let file = log.sync_handle()?;
+        let files = [logs[0].sync_handle()?, logs[1].sync_handle()?];
         let (jobs, rx) = mpsc::channel();
         let shared = visibility.clone();
         let thread = std::thread::Builder::new()
             .name("im-store-sync".into())
-            .spawn(move || syncer::run(file, rx, &shared))?;
+            .spawn(move || syncer::run(files, rx, &shared))?;
+        let (apply_jobs, apply_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let applier_db = db.clone();
+        let applier_thread = std::thread::Builder::new()
+            .name("im-store-apply".into())
+            .spawn(move || applier::run(applier_db, apply_rx, done_tx))?;
         Ok(Self {
             db,
-            log,
+            logs,
+            active: 0,
+            retired_live: false,
             logged: 0,
             logged_commits: 0,
             logged_since: None,
@@ -120,6 +172,7 @@ impl Writer {
             snapshot: None,
             senders: SenderConvs::default(),
             syncer: Some((jobs, thread)),
+            applier: Some(Background { jobs: apply_jobs, done, thread: applier_thread, in_flight: None }),
         })
     }
 
@@ -152,6 +205,17 @@ impl Writer {
             self.maintain();
         }
         self.checkpoint_logged("shutdown");
+        self.stop_threads();
+    }
+
+    /// Ends the applier and syncer threads (each after its queue).
+    fn stop_threads(&mut self) {
+        if let Some(applier) = self.applier.take() {
+            drop(applier.jobs);
+            if applier.thread.join().is_err() {
+                tracing::error!("store apply thread panicked");
+            }
+        }
         if let Some((jobs, thread)) = self.syncer.take() {
             drop(jobs);
             if thread.join().is_err() {
@@ -160,41 +224,167 @@ impl Writer {
         }
     }
 
-    /// How long until a checkpoint or a drain of the tail is due, if one will be.
+    /// How long until a checkpoint or a drain of the tail is due, if one
+    /// will be (or until the applier is looked at again, while it works).
     fn next_due(&self) -> Option<Duration> {
+        if self.applying() {
+            return Some(APPLIER_POLL);
+        }
         let checkpoint = self.logged_since.map(|since| CHECKPOINT_INTERVAL.saturating_sub(since.elapsed()));
         let retry = self.tail_retry_at.map(|at| at.saturating_duration_since(Instant::now()));
-        let drain = self.tail_read().due_in(self.tail_age).map(|d| d.max(retry.unwrap_or_default()));
+        let tails = self.tail_read();
+        let drain = match &tails.applying {
+            Some(_) => Some(Duration::ZERO),
+            None => tails.current.due_in(self.tail_age),
+        };
+        let drain = drain.map(|d| d.max(retry.unwrap_or_default()));
         match (checkpoint, drain) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Checkpoints when one is due, else drains the tail when it is due.
+    /// Hears from the applier; then starts a checkpoint when one is due,
+    /// else a drain of the tail when it is due (one job at a time).
     fn maintain(&mut self) {
+        self.hear_applier(false);
+        if self.applying() {
+            return;
+        }
         let checkpoint_due = self.logged_commits >= CHECKPOINT_COMMITS
             || self.logged >= CHECKPOINT_APPENDS
             || self.logged_since.is_some_and(|since| since.elapsed() >= CHECKPOINT_INTERVAL);
+        let retry_due = self.tail_retry_at.is_none_or(|at| Instant::now() >= at);
+        let (frozen, drain_due) = {
+            let tails = self.tail_read();
+            (tails.applying.is_some(), tails.current.due(self.tail_age))
+        };
         if checkpoint_due {
-            self.checkpoint_logged("due");
-        } else if self.tail_retry_at.is_none_or(|at| Instant::now() >= at)
-            && self.tail_read().due(self.tail_age)
-        {
-            self.tail_retry_at = None;
-            if let Err(e) = self.drain() {
-                tracing::error!(error = %e.0, "applying the store's tail failed; the message log keeps the appends");
-                // Not again in a busy loop (e.g. disk full): an interval later.
-                self.tail_retry_at = Some(Instant::now() + CHECKPOINT_INTERVAL);
+            if self.retired_live || frozen {
+                // Something failed before: everything at once, here.
+                self.checkpoint_logged("due");
+            } else {
+                self.start(Kind::Checkpoint);
             }
+        } else if retry_due && (frozen || drain_due) {
+            self.start(Kind::Drain);
         }
     }
 
-    fn tail_read(&self) -> std::sync::RwLockReadGuard<'_, Tail> {
+    /// Whether the applier is working on a job.
+    fn applying(&self) -> bool {
+        self.applier.as_ref().is_some_and(|a| a.in_flight.is_some())
+    }
+
+    /// Freezes the tail (a checkpoint also switches log files) and hands
+    /// it to the applier. A frozen tail left by a failed drain is handed
+    /// over again as it is.
+    fn start(&mut self, kind: Kind) {
+        if let Some(why) = self.stopped() {
+            tracing::debug!(why, "store stopped: the tail is not applied");
+            return;
+        }
+        if kind == Kind::Checkpoint {
+            let (old, new) = (self.active, 1 - self.active);
+            if self.logs[new].epoch() <= self.logs[old].epoch() {
+                if let Err(e) = self.logs[new].clear_after(self.logs[old].epoch()) {
+                    self.fail(format!("message log epoch cannot be started ({e}); restart the server"));
+                    return;
+                }
+            }
+            self.active = new;
+            self.retired_live = true;
+            self.logged = 0;
+            self.logged_commits = 0;
+            self.logged_since = None;
+        }
+        let frozen = {
+            let mut tails = self.tail_write();
+            match &tails.applying {
+                Some(frozen) => frozen.clone(),
+                None => {
+                    let frozen = Arc::new(std::mem::take(&mut tails.current));
+                    tails.applying = Some(frozen.clone());
+                    frozen
+                }
+            }
+        };
+        let durability = if kind == Kind::Checkpoint { Durability::Immediate } else { Durability::None };
+        let sent = match &mut self.applier {
+            Some(a) => {
+                let sent = a.jobs.send(ApplyJob { tail: frozen, durability }).is_ok();
+                if sent {
+                    a.in_flight = Some(kind);
+                }
+                sent
+            }
+            None => false,
+        };
+        if !sent {
+            self.fail("store apply thread stopped; restart the server".into());
+        }
+    }
+
+    /// Takes the applier's answer, if there is one (waiting for it when
+    /// `wait`): a frozen tail that is in redb now is forgotten, a
+    /// checkpoint's retired log is cleared.
+    fn hear_applier(&mut self, wait: bool) {
+        let Some(a) = &mut self.applier else { return };
+        let Some(kind) = a.in_flight else { return };
+        let applied = if wait {
+            match a.done.recv() {
+                Ok(applied) => applied,
+                Err(_) => Applied { result: Err("store apply thread stopped".into()) },
+            }
+        } else {
+            match a.done.try_recv() {
+                Ok(applied) => applied,
+                Err(mpsc::TryRecvError::Empty) => return,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    Applied { result: Err("store apply thread stopped".into()) }
+                }
+            }
+        };
+        a.in_flight = None;
+        if let Err(e) = applied.result {
+            tracing::error!(error = %e, ?kind, "applying the store's tail failed; the message log keeps the appends");
+            // Not again in a busy loop (e.g. disk full): an interval later.
+            self.tail_retry_at = Some(Instant::now() + CHECKPOINT_INTERVAL);
+            return;
+        }
+        self.tail_retry_at = None;
+        self.snapshot = None;
+        self.tail_write().applying = None;
+        match kind {
+            Kind::Drain => self.logged_commits += 1,
+            Kind::Checkpoint => self.retire(),
+        }
+    }
+
+    /// The records of the log that is not active are durable in redb
+    /// now: its epoch is cleared (above the active one's).
+    fn retire(&mut self) {
+        let (retired, active) = (1 - self.active, self.active);
+        let above = self.logs[active].epoch();
+        if let Err(e) = self.logs[retired].clear_after(above) {
+            self.fail(format!("message log epoch cannot be started ({e}); restart the server"));
+            return;
+        }
+        self.retired_live = false;
+    }
+
+    /// Waits until the applier is idle (before a transaction of the
+    /// writer's own: redb has one writer at a time, and the writer's
+    /// transaction takes over a frozen tail the applier failed to apply).
+    fn settle(&mut self) {
+        self.hear_applier(true);
+    }
+
+    fn tail_read(&self) -> std::sync::RwLockReadGuard<'_, Tails> {
         self.tail.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn tail_write(&self) -> std::sync::RwLockWriteGuard<'_, Tail> {
+    fn tail_write(&self) -> std::sync::RwLockWriteGuard<'_, Tails> {
         self.tail.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -209,7 +399,7 @@ impl Writer {
         } else if ops.iter().all(|op| matches!(op, Op::Append(NewMessage { target: None, .. })))
             // A tail that could not be drained takes no more: such a batch
             // goes the other way, which drains first (or fails).
-            && !self.tail_read().full()
+            && !self.tail_read().current.full()
         {
             self.apply_behind(ops)
         } else {
@@ -223,7 +413,7 @@ impl Writer {
             }
             Ok(Answered::AfterSync(seq, results)) => {
                 let answers = replies.into_iter().zip(results).map(|((r, s), res)| (r, s, res)).collect();
-                self.hand_to_syncer(SyncJob { seq, answers });
+                self.hand_to_syncer(SyncJob { seq, file: self.active, answers });
             }
             Err(e) => {
                 tracing::error!(error = %e.0, requests = replies.len(), "store write batch failed");
@@ -250,6 +440,7 @@ impl Writer {
         if let Some(why) = self.stopped() {
             return Err(DbError(why));
         }
+        self.settle();
         // Read and delivered marks ride along non-durably: the next checkpoint (within
         // CHECKPOINT_INTERVAL) makes them durable, so a crash loses at most
         // that much of read state and never a message.
@@ -289,9 +480,12 @@ impl Writer {
         let drained = !tail.is_empty();
         let applied = (|| {
             let mut t = Tables::open(&txn);
-            // Everything the tail holds comes first, so the batch sees it.
-            t.drain(&tail, &mut self.senders)?;
-            let mut log = logged.then_some(&mut self.log);
+            // Everything the tails hold comes first, so the batch sees it.
+            if let Some(frozen) = &tail.applying {
+                t.drain(frozen, &mut self.senders)?;
+            }
+            t.drain(&tail.current, &mut self.senders)?;
+            let mut log = logged.then_some(&mut self.logs[self.active]);
             for op in ops {
                 results.push(t.apply(op, log.as_deref_mut(), &mut self.senders)?);
             }
@@ -299,12 +493,12 @@ impl Writer {
         })();
         drop(tail);
         if let Err(e) = applied {
-            self.log.discard();
+            self.logs[self.active].discard();
             self.senders.discard();
             return Err(e);
         }
         if !logged {
-            self.log.discard();
+            self.logs[self.active].discard();
             self.snapshot = None;
             if let Err(e) = txn.commit() {
                 self.senders.discard();
@@ -312,14 +506,16 @@ impl Writer {
             }
             self.senders.committed();
             if drained {
-                self.tail_write().clear();
+                *self.tail_write() = Tails::default();
             }
             self.after_durable_commit();
             if erases {
-                if let Err(e) = self.log.erase() {
-                    self.fail(format!(
-                        "message log cannot be erased after a recall ({e}); restart the server"
-                    ));
+                for i in 0..2 {
+                    if let Err(e) = self.logs[i].erase() {
+                        self.fail(format!(
+                            "message log cannot be erased after a recall ({e}); restart the server"
+                        ));
+                    }
                 }
             }
             return Ok(Answered::Now(results));
@@ -338,12 +534,12 @@ impl Writer {
         if let Err(e) = txn.commit() {
             self.senders.discard();
             self.undo_log_write(mark);
-            self.hand_to_syncer(SyncJob { seq, answers: Vec::new() });
+            self.hand_to_syncer(SyncJob { seq, file: self.active, answers: Vec::new() });
             return Err(e.into());
         }
         self.senders.committed();
         if drained {
-            self.tail_write().clear();
+            *self.tail_write() = Tails::default();
         }
         self.logged += fresh;
         self.logged_commits += 1;
@@ -355,10 +551,11 @@ impl Writer {
     /// how many, and where they start (for an undo). A failed write is
     /// undone, or stops the store when it cannot be.
     fn write_log(&mut self) -> Result<(usize, u64), DbError> {
-        let fresh = self.log.pending_records();
-        let mark = self.log.end();
-        if let Err(e) = self.log.write_unsynced() {
-            if self.log.sync_failed() {
+        let log = &mut self.logs[self.active];
+        let fresh = log.pending_records();
+        let mark = log.end();
+        if let Err(e) = log.write_unsynced() {
+            if log.sync_failed() {
                 self.fail(format!("message log sync failed ({e}); restart the server"));
             } else {
                 self.undo_log_write(mark);
@@ -386,50 +583,60 @@ impl Writer {
     /// Cuts the log back to `mark` after its batch failed; if even that
     /// fails, stops the store (see [`Writer::fail`]).
     fn undo_log_write(&mut self, mark: u64) {
-        if let Err(e) = self.log.rollback(mark) {
+        if let Err(e) = self.logs[self.active].rollback(mark) {
             self.fail(format!("message log cannot be rolled back ({e}); restart the server"));
         }
     }
 
-    /// Makes everything committed so far, and the tail, durable in redb
-    /// and empties the log.
+    /// Makes everything committed so far, and the tails, durable in redb
+    /// here and now, and empties both logs.
     fn checkpoint(&mut self) -> Result<(), DbError> {
         if let Some(why) = self.stopped() {
             // What was answered with an error must not become durable now.
             return Err(DbError(why));
         }
-        if self.logged_since.is_none() {
+        self.settle();
+        if self.logged_since.is_none() && !self.retired_live && self.tail_read().is_empty() {
             return Ok(());
         }
-        self.commit_tail(Durability::Immediate)?;
+        self.commit_tails(Durability::Immediate)?;
         self.after_durable_commit();
         Ok(())
     }
 
-    /// Applies the tail to redb without durability (the log holds it).
+    /// Applies the tails to redb here, without durability (the logs hold
+    /// them), for a read that does not merge them.
     fn drain(&mut self) -> Result<(), DbError> {
         if let Some(why) = self.stopped() {
             return Err(DbError(why));
         }
+        self.settle();
         if self.tail_read().is_empty() {
             return Ok(());
         }
-        self.commit_tail(Durability::None)?;
+        self.commit_tails(Durability::None)?;
         self.logged_commits += 1;
         Ok(())
     }
 
-    /// One transaction applying the tail (possibly empty), committed with
-    /// `durability`; the tail is cleared once the commit is visible.
-    fn commit_tail(&mut self, durability: Durability) -> Result<(), DbError> {
+    /// One transaction applying both tails (possibly empty), committed
+    /// with `durability`; they are forgotten once the commit is visible.
+    /// The applier must be idle ([`settle`](Self::settle)).
+    fn commit_tails(&mut self, durability: Durability) -> Result<(), DbError> {
         let started = Instant::now();
         self.senders.discard();
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)?;
         let tail = self.tail.clone();
         let held = tail.read().unwrap_or_else(|p| p.into_inner());
-        let drained = !held.is_empty();
-        let applied = Tables::open(&txn).drain(&held, &mut self.senders);
+        let appends = held.current.len() + held.applying.as_ref().map_or(0, |a| a.len());
+        let applied = (|| {
+            let mut t = Tables::open(&txn);
+            if let Some(frozen) = &held.applying {
+                t.drain(frozen, &mut self.senders)?;
+            }
+            t.drain(&held.current, &mut self.senders)
+        })();
         drop(held);
         self.snapshot = None;
         if let Err(e) = applied.and_then(|()| txn.commit().map_err(DbError::from)) {
@@ -437,9 +644,9 @@ impl Writer {
             return Err(e);
         }
         self.senders.committed();
-        if drained {
-            let appends = std::mem::take(&mut *self.tail_write()).len();
-            tracing::debug!(appends, durable = ?durability, took = ?started.elapsed(), "applied the tail");
+        if appends > 0 {
+            *self.tail_write() = Tails::default();
+            tracing::debug!(appends, durable = ?durability, took = ?started.elapsed(), "applied the tail here");
         }
         Ok(())
     }
@@ -459,12 +666,13 @@ impl Writer {
         let mut built = Ok(());
         {
             let tail = self.tail.read().unwrap_or_else(|p| p.into_inner());
+            let log = &mut self.logs[self.active];
             for op in ops {
                 let Op::Append(m) = op else {
                     built = Err(DbError("only appends go to the tail".into()));
                     break;
                 };
-                match append_behind(&snapshot, &tail, &mut staged, &mut self.log, m) {
+                match append_behind(&snapshot, &tail, &mut staged, log, m) {
                     Ok(result) => results.push(result),
                     Err(e) => {
                         built = Err(e);
@@ -475,14 +683,14 @@ impl Writer {
         }
         self.snapshot = Some(snapshot);
         if let Err(e) = built {
-            self.log.discard();
+            self.logs[self.active].discard();
             return Err(e);
         }
         let (fresh, _) = self.write_log()?;
         // Announced before readers can find the messages in the tail: those
         // that do wait for its sync.
         let seq = self.visibility.announce();
-        self.tail_write().absorb(staged);
+        self.tail_write().current.absorb(staged);
         self.logged += fresh;
         self.logged_since.get_or_insert_with(Instant::now);
         Ok(Answered::AfterSync(seq, results))
@@ -496,134 +704,20 @@ impl Writer {
         }
     }
 
+    /// After a durable commit of everything (the applier idle): both
+    /// logs start new epochs, the other one's above the active one's.
     fn after_durable_commit(&mut self) {
         self.logged = 0;
         self.logged_commits = 0;
         self.logged_since = None;
-        if let Err(e) = self.log.clear() {
+        if let Err(e) = self.logs[self.active].clear() {
             // The new epoch's header may or may not be on disk: records
             // written after it could be skipped by a replay.
             self.fail(format!("message log epoch cannot be started ({e}); restart the server"));
+            return;
+        }
+        if self.retired_live {
+            self.retire();
         }
     }
-}
-
-/// The tables an append to the tail looks up, in a read snapshot of redb.
-pub(super) struct Snapshot {
-    messages: ReadOnlyTable<(&'static str, u64), &'static [u8]>,
-    keys: ReadOnlyTable<(&'static str, u64, &'static str), u64>,
-    event_counts: ReadOnlyTable<&'static str, u64>,
-}
-
-impl Snapshot {
-    fn open(db: &Database) -> Result<Self, DbError> {
-        use redb::ReadableDatabase as _;
-        let txn = db.begin_read()?;
-        Ok(Self {
-            messages: txn.open_table(MESSAGES)?,
-            keys: txn.open_table(MSG_KEYS)?,
-            event_counts: txn.open_table(EVENT_COUNTS)?,
-        })
-    }
-}
-
-/// What [`Tables`]'s append does, for the tail: a resend is answered with
-/// the stored message (looked for in this batch, the tail, then redb);
-/// anything else gets the conversation's next id, its record in the log
-/// and its place in `staged`.
-fn append_behind(
-    redb: &Snapshot,
-    tail: &Tail,
-    staged: &mut Tail,
-    log: &mut MessageLog,
-    m: NewMessage,
-) -> Result<StoreResult<Reply>, DbError> {
-    let c = m.conv.to_string();
-    let held =
-        staged.sent(&c, m.from.0, m.cmid.as_str()).or_else(|| tail.sent(&c, m.from.0, m.cmid.as_str()));
-    if let Some((id, value)) = held {
-        let message = decode_msg(m.conv, id, &value)?;
-        return Ok(Ok(Reply::Appended(Box::new(Appended { message, duplicate: true }))));
-    }
-    if let Some(id) = redb.keys.get((c.as_str(), m.from.0, m.cmid.as_str()))?.map(|g| g.value()) {
-        let stored = redb.messages.get((c.as_str(), id))?;
-        return Ok(match stored.map(|g| decode_msg(m.conv, id, g.value())) {
-            Some(Ok(message)) => Ok(Reply::Appended(Box::new(Appended { message, duplicate: true }))),
-            Some(Err(e)) => Err(e.into()),
-            None => Err(StoreError::Backend(format!("idempotency key of {c} names missing message {id}"))),
-        });
-    }
-    let (newer, older) = (staged.conv(&c), tail.conv(&c));
-    let head = match newer.and_then(|t| t.head()).or_else(|| older.and_then(|t| t.head())) {
-        Some(head) => head,
-        None => last_id(&redb.messages, &c)?,
-    };
-    let events = match newer.and_then(|t| t.events()).or_else(|| older.and_then(|t| t.events())) {
-        Some(events) => events,
-        None => redb.event_counts.get(c.as_str())?.map_or(0, |g| g.value()),
-    };
-    let id = head + 1;
-    let message = m.into_message(id);
-    let event = message.is_event();
-    let events = events + u64::from(event);
-    let value = encode_msg(&message, id - events)?;
-    log.push(&c, id, &value);
-    let cmid = message.cmid.as_str().to_owned();
-    staged.push(Entry { conv: c, id, from: message.from, cmid, value, events: event.then_some(events) });
-    Ok(Ok(Reply::Appended(Box::new(Appended { message, duplicate: false }))))
-}
-
-/// A log that does not belong to this database (e.g. an older backup of
-/// `im.redb` restored next to a newer log): refuse to open rather than
-/// mix histories or leave gaps.
-fn mismatch(r: &Record, why: &str) -> DbError {
-    DbError(format!(
-        "message log does not match the database: record {}#{}: {why}; move the .log file away to open without it",
-        r.conv, r.id
-    ))
-}
-
-/// Puts the log's records that redb does not have yet into it, durably.
-/// Returns how many were missing.
-pub(super) fn replay(db: &Database, records: &[Record]) -> Result<usize, DbError> {
-    if records.is_empty() {
-        return Ok(0);
-    }
-    let txn = db.begin_write()?;
-    let mut restored = 0;
-    {
-        let mut messages = txn.open_table(MESSAGES)?;
-        let mut keys = txn.open_table(MSG_KEYS)?;
-        let mut read = txn.open_table(READS)?;
-        let mut sender_convs = txn.open_table(super::erasure::SENDER_CONVS)?;
-        let mut event_counts = txn.open_table(EVENT_COUNTS)?;
-        // The pairs this replay has made sure of (each is written once).
-        let mut seen = std::collections::HashSet::new();
-        for r in records {
-            if let Some(stored) = messages.get((r.conv.as_str(), r.id))? {
-                if stored.value() != r.value.as_slice() {
-                    return Err(mismatch(r, "the database holds another message under its id"));
-                }
-                continue;
-            }
-            if last_id(&messages, &r.conv)? + 1 != r.id {
-                return Err(mismatch(r, "it does not follow the conversation's last message"));
-            }
-            let m: MsgIn = serde_json::from_slice(&r.value)?;
-            messages.insert((r.conv.as_str(), r.id), r.value.as_slice())?;
-            keys.insert((r.conv.as_str(), m.f, m.c.as_str()), r.id)?;
-            if seen.insert((m.f, r.conv.as_str())) {
-                sender_convs.insert((m.f, r.conv.as_str()), ())?;
-            }
-            reads::raise(&mut read, UserId(m.f), &r.conv, r.id)?;
-            // The value counts the countable messages up to it; the rest are events.
-            let events = r.id.saturating_sub(m.n.unwrap_or(r.id));
-            if events > 0 {
-                event_counts.insert(r.conv.as_str(), events)?;
-            }
-            restored += 1;
-        }
-    }
-    txn.commit()?;
-    Ok(restored)
 }
