@@ -4,10 +4,12 @@
 //! A batch made only of plain appends does not touch redb at all: the
 //! writer gives each message its id, writes its record to the message log
 //! and adds it here; the syncer answers it once the log is synced, as
-//! before. Later the writer *drains* the tail — applies everything in it
-//! to redb in one transaction — when it holds [`TAIL_APPENDS`] appends or
-//! [`TAIL_BYTES`] bytes, after [`TAIL_AGE`], before any other kind of
-//! batch, and with every checkpoint. Applying thousands of appends in one
+//! before. When the tail holds [`TAIL_APPENDS`] appends or [`TAIL_BYTES`]
+//! bytes, or after [`TAIL_AGE`], and with every checkpoint, the writer
+//! freezes it ([`Tails::applying`]) and the applier thread applies
+//! everything in it to redb in one transaction while a new tail takes
+//! the appends; any other kind of batch waits for that and applies what
+//! is left itself. Applying thousands of appends in one
 //! transaction copies each B-tree leaf once for all of them instead of
 //! once per small group commit (redb's inserts and commits were 70 % of
 //! the writer's instructions per message; `docs/benchmarks.md` §4).
@@ -15,12 +17,12 @@
 //! Readers merge the tail with their redb snapshot. The tail only ever
 //! holds the newest messages of a conversation (ids right after redb's
 //! last one), so a merge takes redb's messages first and the tail's above
-//! them. A reader takes its snapshot and its copy of the tail under the
-//! tail's read lock; the writer clears the tail under the write lock only
-//! after the drain's commit, so a reader that no longer finds a message
-//! in the tail finds it in its snapshot. Where both hold a message (a
-//! reader between a drain's commit and the clear), redb's copy wins: an
-//! event applied in the draining transaction may have changed it.
+//! them. A reader takes its snapshot and its copy of the tails under the
+//! tails' read lock; the writer drops a tail under the write lock only
+//! after its commit is visible, so a reader that no longer finds a
+//! message in a tail finds it in its snapshot. Where both hold a message
+//! (a reader between a commit and the drop), redb's copy wins: an event
+//! applied in the same transaction may have changed it.
 //!
 //! What a reader copies from the tail may not be synced yet: readers wait
 //! for the log's sync afterwards exactly as for redb snapshots
