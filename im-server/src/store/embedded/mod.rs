@@ -310,6 +310,10 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, DbError> + Send + 'static,
     {
+        if let Some(why) = self.visibility.failure() {
+            // A stopped store answers no read (until a restart).
+            return Err(StoreError::Backend(why));
+        }
         let db = self.db.clone();
         on_blocking_pool(move || f(&db.begin_read().map_err(DbError::from)?).map_err(StoreError::from)).await
     }

@@ -282,6 +282,8 @@ impl Writer {
     fn start(&mut self, kind: Kind) {
         if let Some(why) = self.stopped() {
             tracing::debug!(why, "store stopped: the tail is not applied");
+            // Asked again an interval later, not in a busy loop.
+            self.tail_retry_at = Some(Instant::now() + CHECKPOINT_INTERVAL);
             return;
         }
         if kind == Kind::Checkpoint {
@@ -350,6 +352,10 @@ impl Writer {
             tracing::error!(error = %e, ?kind, "applying the store's tail failed; the message log keeps the appends");
             // Not again in a busy loop (e.g. disk full): an interval later.
             self.tail_retry_at = Some(Instant::now() + CHECKPOINT_INTERVAL);
+            if kind == Kind::Checkpoint {
+                // A checkpoint is still owed, also when no append comes.
+                self.logged_since = Some(Instant::now());
+            }
             return;
         }
         self.tail_retry_at = None;
