@@ -22,7 +22,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::stream::{FuturesOrdered, SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use im_protocol::{codec, ClientFrame, CloseCode, ErrorCode, ServerFrame};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_tungstenite::tungstenite;
 
 use super::frames;
@@ -47,7 +47,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// 256 bytes per idle connection where 32 frames would cost 3 KiB.
 const REQUEST_QUEUE: usize = 32;
 
-/// Runs a connection to its end.
+/// Runs a connection to its end, holding its place among the node's
+/// connections (`_permit`) until then.
 pub(super) async fn run(
     app: AppState,
     sink: SplitSink<WebSocket, Message>,
@@ -55,6 +56,7 @@ pub(super) async fn run(
     session: Session,
     device: String,
     version: Option<u32>,
+    _permit: OwnedSemaphorePermit,
 ) {
     let cfg = app.config();
     let hub = app.hub().clone();
@@ -62,13 +64,41 @@ pub(super) async fn run(
     let handle = hub.new_conn(user, session.id.clone(), device, (cfg.send_queue, cfg.send_queue_bytes));
     app.metrics().connection_opened();
 
+    // Every phase but the reading is boxed: a connection's future is as
+    // large as its largest phase and is kept for the connection's life, so
+    // an inline setup or teardown would cost every idle connection its size
+    // (docs/benchmarks.md, idle memory).
     let Some(version) = version else {
         handle.close(CloseCode::UNSUPPORTED_PROTOCOL);
-        write_loop(sink, handle.clone(), app.clone(), session.expires_at).await;
-        linger(&mut stream).await;
-        finish(&app, &handle, false).await;
+        Box::pin(write_loop(sink, handle.clone(), app.clone(), session.expires_at)).await;
+        Box::pin(linger(&mut stream)).await;
+        Box::pin(finish(&app, &handle, false)).await;
         return;
     };
+    Box::pin(admit(&app, &handle, &session, version)).await;
+
+    let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
+    let worker = tokio::spawn(work_loop(inbox, handle.clone(), app.clone()));
+    let mut writer = tokio::spawn(write_loop(sink, handle.clone(), app.clone(), session.expires_at));
+    let client_closed = read_loop(&mut stream, &handle, &app, requests).await;
+    // The worker finishes the request in hand (a send already stored must
+    // still be published), then sees the closed inbox.
+    let _ = worker.await;
+    if tokio::time::timeout(CLOSE_TIMEOUT * 2, &mut writer).await.is_err() {
+        writer.abort();
+    }
+    if !client_closed && !app.is_crashed() {
+        Box::pin(linger(&mut stream)).await;
+    }
+    Box::pin(finish(&app, &handle, true)).await;
+}
+
+/// Says `hello`, registers the connection with the hub and its rooms, and
+/// checks that its session was not revoked while it upgraded.
+async fn admit(app: &AppState, handle: &Arc<ConnHandle>, session: &Session, version: u32) {
+    let cfg = app.config();
+    let hub = app.hub();
+    let user = session.user;
     handle.set_protocol(version);
 
     // `hello` is queued before the hub can route anything to this
@@ -95,7 +125,7 @@ pub(super) async fn run(
     let alive = match app.logic().session_alive(&session.id).await {
         // A revoke-all that raced the upgrade: its disconnect may have come
         // before this connection was registered.
-        Ok(true) => app.logic().revoked_by_all(&session).await.map(|revoked| !revoked),
+        Ok(true) => app.logic().revoked_by_all(session).await.map(|revoked| !revoked),
         other => other,
     };
     match alive {
@@ -109,21 +139,6 @@ pub(super) async fn run(
     }
     app.logic().services().presence.connected(user, &handle.conn_ref()).await;
     tracing::debug!(conn = handle.id, %user, device = %handle.device, "connected");
-
-    let (requests, inbox) = mpsc::channel(REQUEST_QUEUE);
-    let worker = tokio::spawn(work_loop(inbox, handle.clone(), app.clone()));
-    let mut writer = tokio::spawn(write_loop(sink, handle.clone(), app.clone(), session.expires_at));
-    let client_closed = read_loop(&mut stream, &handle, &app, requests).await;
-    // The worker finishes the request in hand (a send already stored must
-    // still be published), then sees the closed inbox.
-    let _ = worker.await;
-    if tokio::time::timeout(CLOSE_TIMEOUT * 2, &mut writer).await.is_err() {
-        writer.abort();
-    }
-    if !client_closed && !app.is_crashed() {
-        linger(&mut stream).await;
-    }
-    finish(&app, &handle, true).await;
 }
 
 /// After the server's close frame: reads (and discards) until the client's
@@ -184,8 +199,9 @@ async fn work_loop(mut inbox: mpsc::Receiver<Box<ClientFrame>>, handle: Arc<Conn
             }
         }
         // Earlier sends keep completing while this one starts.
-        let start = frames::start(&app, &handle, frame);
-        tokio::pin!(start);
+        // Boxed: a request's future (any handler's) would otherwise be kept
+        // inside every idle connection's worker.
+        let mut start = Box::pin(frames::start(&app, &handle, frame));
         let pending = loop {
             tokio::select! {
                 biased;
@@ -255,7 +271,9 @@ async fn read_loop(
         };
         if last_touch.elapsed() >= touch_every {
             last_touch = Instant::now();
-            app.logic().services().presence.touch(handle.user, &handle.conn_ref()).await;
+            // Boxed: the reader's future is the idle connection's (see `run`).
+            let conn = handle.conn_ref();
+            Box::pin(app.logic().services().presence.touch(handle.user, &conn)).await;
         }
         let text = match msg {
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -285,23 +303,26 @@ async fn read_loop(
             reply_error(app, handle, None, ErrorCode::BadFrame, "binary frames are not supported");
             continue;
         };
-        match codec::decode_client(text.as_str()) {
+        // Decoded and boxed before the await below, so the reader's future
+        // keeps no frame-sized slot for its whole life.
+        let frame = match codec::decode_client(text.as_str()) {
             Ok(ClientFrame::Ping { rid }) => {
                 app.metrics().frame_in("ping");
                 handle.send(&ServerFrame::Pong { rid });
+                continue;
             }
-            Ok(frame) => {
-                app.metrics().frame_in(frame.type_name());
-                tokio::select! {
-                    sent = requests.send(Box::new(frame)) => if sent.is_err() { return false },
-                    _ = &mut closed => return false,
-                }
-            }
+            Ok(frame) => Box::new(frame),
             Err(e) => {
                 app.metrics().frame_in("invalid");
                 tracing::debug!(conn = handle.id, code = %e.code, detail = %e.detail, "bad frame");
                 reply_error(app, handle, e.rid, e.code, &e.detail);
+                continue;
             }
+        };
+        app.metrics().frame_in(frame.type_name());
+        tokio::select! {
+            sent = requests.send(frame) => if sent.is_err() { return false },
+            _ = &mut closed => return false,
         }
     }
 }

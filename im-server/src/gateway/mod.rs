@@ -158,11 +158,10 @@ pub async fn ws_handler(
             // Split before the task's future is built: the WebSocket itself
             // (a couple of KiB) moves into the halves' shared allocation
             // instead of also being kept inside every connection's future.
+            // The connection's future is returned as it is, not awaited in
+            // a wrapper: a wrapper would hold its arguments a second time.
             let (sink, stream) = socket.split();
-            async move {
-                connection::run(app, sink, stream, session, device, version).await;
-                drop(permit);
-            }
+            connection::run(app, sink, stream, session, device, version, permit)
         })
 }
 
