@@ -93,8 +93,9 @@ pub(super) async fn run(
     Box::pin(finish(&app, &handle, true)).await;
 }
 
-/// Says `hello`, registers the connection with the hub and its rooms, and
-/// checks that its session was not revoked while it upgraded.
+/// Says `hello`, registers the connection with the hub and its rooms,
+/// checks that its session was not revoked while it upgraded, and counts
+/// it in presence.
 async fn admit(app: &AppState, handle: &Arc<ConnHandle>, session: &Session, version: u32) {
     let cfg = app.config();
     let hub = app.hub();
